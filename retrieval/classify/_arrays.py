@@ -1,0 +1,94 @@
+"""Boundary helpers shared by the classification functions.
+
+Every public function in :mod:`retrieval.classify` accepts numpy arrays (or torch tensors) and converts them here,
+once, to contiguous float32 / int64 numpy arrays. Internal accumulations that are numerically delicate (KL terms,
+matrix inverses) are done in float64 and cast back to float32 on the way out.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def as_f32(x, name: str = "array", ndim: int | None = None) -> np.ndarray:
+    """Return ``x`` as a C-contiguous float32 numpy array (torch tensors are detached and moved to CPU)."""
+    if hasattr(x, "detach"):  # torch.Tensor without importing torch
+        x = x.detach().cpu().float().numpy()
+    out = np.ascontiguousarray(x, dtype=np.float32)
+    if ndim is not None and out.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {out.shape}")
+    return out
+
+
+def as_i64(x, name: str = "array", ndim: int | None = 1) -> np.ndarray:
+    """Return ``x`` as a C-contiguous int64 numpy array."""
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    out = np.ascontiguousarray(x, dtype=np.int64)
+    if ndim is not None and out.ndim != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {out.shape}")
+    return out
+
+
+def l2_normalize(x: np.ndarray, axis: int = -1, eps: float = 1e-12) -> np.ndarray:
+    """``norm(x)``: divide by the L2 norm along ``axis`` (zero rows stay zero)."""
+    n = np.linalg.norm(x, axis=axis, keepdims=True)
+    return x / np.maximum(n, eps)
+
+
+def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Numerically stable softmax along ``axis`` (computed in float64)."""
+    z = np.asarray(x, dtype=np.float64)
+    z = z - z.max(axis=axis, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def log_softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Numerically stable log-softmax along ``axis`` (float64)."""
+    z = np.asarray(x, dtype=np.float64)
+    z = z - z.max(axis=axis, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=axis, keepdims=True))
+
+
+def one_hot(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """(n,) int labels -> (n, C) float32 one-hot matrix ``L``."""
+    labels = as_i64(labels, "labels")
+    if labels.size and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"labels must lie in [0, {num_classes}), got range [{labels.min()}, {labels.max()}]")
+    out = np.zeros((labels.shape[0], num_classes), dtype=np.float32)
+    out[np.arange(labels.shape[0]), labels] = 1.0
+    return out
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
+    """Top-1 accuracy in [0, 1] of ``argmax(logits, 1)`` against ``labels``."""
+    labels = as_i64(labels, "labels")
+    if labels.size == 0:
+        return 0.0
+    return float(np.mean(np.argmax(np.asarray(logits), axis=1) == labels))
+
+
+def grid_accuracy(base: np.ndarray, terms: np.ndarray, coefs: np.ndarray, labels: np.ndarray,
+                  max_elems: int = 1 << 24) -> np.ndarray:
+    """Accuracy of ``logits_g = base + Σ_t coefs[g, t] · terms[t]`` for every grid point g, vectorised.
+
+    base (N, C), terms (T, N, C), coefs (G, T), labels (N,) -> (G,) float64 accuracies. Work is chunked over grid
+    points and rows so at most ~``max_elems`` logits are materialised at once.
+    """
+    base = np.asarray(base, dtype=np.float32)
+    terms = np.asarray(terms, dtype=np.float32)
+    coefs = np.asarray(coefs, dtype=np.float32)
+    n, c = base.shape
+    g_total = coefs.shape[0]
+    correct = np.zeros(g_total, dtype=np.int64)
+    rows = max(1, min(n, max_elems // max(c, 1)))
+    for r0 in range(0, n, rows):
+        b = base[r0 : r0 + rows]
+        t = terms[:, r0 : r0 + rows]
+        y = labels[r0 : r0 + rows]
+        gs = max(1, max_elems // max(b.size, 1))
+        for g0 in range(0, g_total, gs):
+            logits = b[None] + np.einsum("gt,tnc->gnc", coefs[g0 : g0 + gs], t, optimize=True)
+            correct[g0 : g0 + gs] += (logits.argmax(axis=2) == y[None]).sum(axis=1)
+    return correct / max(n, 1)

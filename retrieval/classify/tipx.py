@@ -1,0 +1,156 @@
+"""TIP-X: Tip-Adapter plus image-text-distribution affinities (Udandarao et al., "SuS-X: Training-Free Name-Only
+Transfer of Vision-Language Models", ICCV 2023; vishaal27/SuS-X, ``tipx.py``).
+
+Notation: f (N, D) test features, F (M, D) support features, L (M, C) one-hot support labels, W (D, C) text
+classifier, τ the signature temperature (0.5).
+    S(x)   = softmax(x W / τ)                     signatures over classes (raw cosines / τ, no ×100)
+    M_KL   = KL(S(f_i) ‖ S(F_j))                  (N, M)
+    A      = f Fᵀ                                 (N, M)
+    logits = 100 f W + alpha exp(−beta (1 − A)) L − gamma rescale_to_range(M_KL, R) L,  R = ref_affinity or A.
+Differences from the reference: the KL matrix is complete (the reference's 100-row blocks leave the last N mod 100
+rows zero), and the searches are vectorised over (alpha, gamma).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from ._arrays import as_f32, as_i64, grid_accuracy, log_softmax, softmax
+from .tip_adapter import cache_logits
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TEMPERATURE = 0.5
+
+#: Fixed values for name-only use (no labelled split to search on).
+#: alpha = 1: the cache term gets the weight Tip-Adapter's paper uses by default (≈1.17) — retrieved support sets
+#:   are noisier than real shots, so not more.
+#: beta = 5.5: a sharper image-image kernel than Tip-Adapter's initial 1, so each test image listens to its nearest
+#:   support images rather than to the class average of a ~100-image support set; Tip-Adapter's searched ImageNet
+#:   optimum lies in the same range (the paper's grid spans 0.1–7).
+#: gamma = 0.1: the KL term is a tie-breaker (it only re-expresses zero-shot signatures), so its weight is the
+#:   smallest value of the paper's gamma grid; gamma = 0 reduces TIP-X to Tip-Adapter.
+DEFAULT_TIPX = dict(alpha=1.0, beta=5.5, gamma=0.1)
+
+
+def tipx_signatures(feats, clip_weights, temperature: float = DEFAULT_TEMPERATURE) -> np.ndarray:
+    """Signatures ``S(x) = softmax(x W / τ)``: feats (N, D), W (D, C) -> (N, C) float32 rows summing to 1."""
+    f = as_f32(feats, "feats", ndim=2)
+    w = as_f32(clip_weights, "clip_weights", ndim=2)
+    return softmax((f @ w) / temperature, axis=1).astype(np.float32)
+
+
+def _signature_logs(feats, clip_weights, temperature):
+    f = as_f32(feats, "feats", ndim=2)
+    w = as_f32(clip_weights, "clip_weights", ndim=2)
+    return log_softmax((f @ w).astype(np.float64) / temperature, axis=1)
+
+
+def _kl_from_logs(logp: np.ndarray, logq: np.ndarray) -> np.ndarray:
+    p = np.exp(logp)
+    neg_entropy = np.sum(np.where(p > 0, p * logp, 0.0), axis=1)  # Σ_c p log p, with 0 log 0 = 0
+    return neg_entropy[:, None] - p @ logq.T
+
+
+def kl_matrix(p, q) -> np.ndarray:
+    """``M_KL[i, j] = Σ_c p[i,c] (log p[i,c] − log q[j,c]) = KL(p_i ‖ q_j)``: p (N, C), q (M, C) -> (N, M) float32.
+
+    Rows are probability vectors. Computed in float64 for all N rows at once; ``0 · log 0 = 0``; entries of q
+    are clipped at 1e-300 so a zero in q gives a large finite value instead of ``inf``.
+    """
+    p64 = np.asarray(as_f32(p, "p", ndim=2), dtype=np.float64)
+    q64 = np.asarray(as_f32(q, "q", ndim=2), dtype=np.float64)
+    if p64.shape[1] != q64.shape[1]:
+        raise ValueError(f"p {p64.shape} and q {q64.shape} have different class counts")
+    logp = np.log(np.clip(p64, 1e-300, None))
+    logq = np.log(np.clip(q64, 1e-300, None))
+    return _kl_from_logs(logp, logq).astype(np.float32)
+
+
+def rescale_to_range(x, ref) -> np.ndarray:
+    """``(x − min x) / (max x − min x) · (max ref − min ref) + min ref`` with global min/max; float32 like x.
+
+    A constant x maps to ``min ref`` everywhere.
+    """
+    x64 = np.asarray(as_f32(x, "x"), dtype=np.float64)
+    r = as_f32(ref, "ref")
+    lo, hi = float(x64.min()), float(x64.max())
+    rlo, rhi = float(r.min()), float(r.max())
+    span = hi - lo
+    unit = (x64 - lo) / span if span > 0 else np.zeros_like(x64)
+    return (unit * (rhi - rlo) + rlo).astype(np.float32)
+
+
+def _prepare(test_feats, support_feats, support_onehot, clip_weights):
+    f = as_f32(test_feats, "test_feats", ndim=2)
+    s = as_f32(support_feats, "support_feats", ndim=2)
+    l = as_f32(support_onehot, "support_onehot", ndim=2)
+    w = as_f32(clip_weights, "clip_weights", ndim=2)
+    if not (f.shape[1] == s.shape[1] == w.shape[0]):
+        raise ValueError(f"dims disagree: test {f.shape}, support {s.shape}, clip_weights {w.shape}")
+    if l.shape != (s.shape[0], w.shape[1]):
+        raise ValueError(f"support_onehot {l.shape} must be (M={s.shape[0]}, C={w.shape[1]})")
+    return f, s, l, w
+
+
+def tipx_kl_term(test_feats, support_feats, support_onehot, clip_weights, temperature=DEFAULT_TEMPERATURE,
+                 ref_affinity=None) -> np.ndarray:
+    """The KL term ``rescale_to_range(M_KL, R) L`` (N, C), R = ``ref_affinity`` or A = f Fᵀ."""
+    f, s, l, w = _prepare(test_feats, support_feats, support_onehot, clip_weights)
+    kl = _kl_from_logs(_signature_logs(f, w, temperature), _signature_logs(s, w, temperature))
+    ref = f @ s.T if ref_affinity is None else as_f32(ref_affinity, "ref_affinity")
+    return (rescale_to_range(kl, ref) @ l).astype(np.float32)
+
+
+def tipx_logits(test_feats, support_feats, support_onehot, clip_weights, alpha: float = DEFAULT_TIPX["alpha"],
+                beta: float = DEFAULT_TIPX["beta"], gamma: float = DEFAULT_TIPX["gamma"],
+                temperature: float = DEFAULT_TEMPERATURE, ref_affinity=None) -> np.ndarray:
+    """TIP-X logits (N, C) = ``100 f W + alpha exp(−beta (1 − A)) L − gamma rescale_to_range(M_KL, R) L``.
+
+    test_feats f (N, D), support_feats F (M, D), support_onehot L (M, C), clip_weights W (D, C); A = f Fᵀ;
+    M_KL = :func:`kl_matrix` of the signatures; R = ``ref_affinity`` (any array; only its min/max are used) or A.
+    gamma = 0 gives Tip-Adapter; alpha = gamma = 0 gives zero-shot.
+    """
+    f, s, l, w = _prepare(test_feats, support_feats, support_onehot, clip_weights)
+    aff = f @ s.T
+    out = 100.0 * f @ w + alpha * cache_logits(aff, l, beta)
+    if gamma != 0:
+        out = out - gamma * tipx_kl_term(f, s, l, w, temperature, aff if ref_affinity is None else ref_affinity)
+    return out.astype(np.float32)
+
+
+def tipx_search(val_feats, val_labels, support_feats, support_onehot, clip_weights,
+                temperature: float = DEFAULT_TEMPERATURE,
+                search_scale: tuple[float, float, float] = (50, 50, 30),
+                search_step: tuple[int, int, int] = (20, 200, 50)) -> dict:
+    """Grid-search TIP-X's (alpha, beta, gamma) on a labelled split (SuS-X's ``search_hp``).
+
+    Grids (``search_scale = (s_a, s_b, s_g)``, ``search_step = (n_a, n_b, n_g)``, paper: (50, 50, 30),
+    (20, 200, 50)): alpha_j = 0.1 + j (s_a − 0.1)/n_a, beta_i = 1 + i (s_b − 1)/n_b, gamma_g = 0.1 + g (s_g − 0.1)/n_g.
+    For each beta the cache term is computed once and all (alpha, gamma) pairs are scored in one vectorised pass;
+    the KL term does not depend on the grid and is computed once (R = the validation affinity, as the reference).
+    Pass a smaller ``search_step`` for a coarser, faster search. Ties keep the first in (beta, alpha, gamma) order.
+    Returns ``dict(alpha, beta, gamma, acc)``.
+    """
+    f, s, l, w = _prepare(val_feats, support_feats, support_onehot, clip_weights)
+    y = as_i64(val_labels, "val_labels")
+    if y.shape[0] != f.shape[0]:
+        raise ValueError(f"{f.shape[0]} val feats but {y.shape[0]} labels")
+    alphas = 0.1 + np.arange(search_step[0]) * (search_scale[0] - 0.1) / search_step[0]
+    betas = 1.0 + np.arange(search_step[1]) * (search_scale[1] - 1.0) / search_step[1]
+    gammas = 0.1 + np.arange(search_step[2]) * (search_scale[2] - 0.1) / search_step[2]
+    zs = (100.0 * f @ w).astype(np.float32)
+    aff = f @ s.T
+    kl_term = tipx_kl_term(f, s, l, w, temperature, aff)
+    coefs = np.stack(np.meshgrid(alphas, -gammas, indexing="ij"), axis=-1).reshape(-1, 2)  # (n_a*n_g, 2)
+    best = dict(alpha=float(alphas[0]), beta=float(betas[0]), gamma=float(gammas[0]), acc=-1.0)
+    for beta in betas:
+        cache = cache_logits(aff, l, float(beta))
+        accs = grid_accuracy(zs, np.stack([cache, kl_term]), coefs, y)
+        g = int(np.argmax(accs))
+        if accs[g] > best["acc"]:
+            best = dict(alpha=float(coefs[g, 0]), beta=float(beta), gamma=float(-coefs[g, 1]), acc=float(accs[g]))
+    logger.debug("tipx_search: %s", best)
+    return best
