@@ -148,7 +148,7 @@ def mean_pooling_sim(text, frames, frame_mask=None, block: int | None = None) ->
         text: (A, D) query embeddings.
         frames: (B, F, D) frame embeddings (raw; averaged before normalising, as in CLIP4Clip's mean-pool).
         frame_mask: (B, F) bool, True for real frames; None = all valid.
-        block: videos per block; None = automatic. Scratch memory O(block * D).
+        block: videos per block; None = automatic. Scratch memory O(block * F) plus the (B, D) pooled vectors.
 
     Returns:
         (A, B) float32; ``-inf`` for a video with no valid frame.
@@ -161,10 +161,11 @@ def mean_pooling_sim(text, frames, frame_mask=None, block: int | None = None) ->
     t_n = _l2n(t)
     counts = mask.sum(axis=1)  # (B,)
     step = _block_size(block, B, F * D)
+    pooled = np.empty((B, D), dtype=np.float32)
     for s in range(0, B, step):
         m = mask[s : s + step].astype(np.float32)
-        u = np.einsum("bfd,bf->bd", v[s : s + step], m)  # sum of valid raw frames; mean only rescales
-        out[:, s : s + step] = t_n @ _l2n(u).T
+        pooled[s : s + step] = np.einsum("bfd,bf->bd", v[s : s + step], m)  # sum of valid raw frames
+    out[:] = t_n @ _l2n(pooled).T  # the 1/n of the mean is removed by the normalisation
     out[:, counts == 0] = -np.inf
     return out
 
