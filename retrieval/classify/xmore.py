@@ -38,7 +38,7 @@ def caption_prompt(caption: str) -> str:
 def xmore_confidence(logits) -> float:
     """``1 − H(p̄) / log C`` with ``p̄`` the mean over rows of ``softmax(logits)``: logits (n, C) or (C,) -> float.
 
-    1 for a one-hot p̄, 0 for a uniform one; C = 1 returns 1.
+    1 for a one-hot p̄, 0 for a uniform one (values below 1e-9 are snapped to 0); C = 1 returns 1.
     """
     z = as_f32(logits, "logits")
     if z.ndim == 1:
@@ -48,7 +48,8 @@ def xmore_confidence(logits) -> float:
         return 1.0
     p = softmax(z, axis=1).mean(axis=0)
     h = -float(np.sum(np.where(p > 0, p * np.log(np.clip(p, 1e-300, None)), 0.0)))
-    return float(min(1.0, max(0.0, 1.0 - h / math.log(c))))
+    conf = 1.0 - h / math.log(c)
+    return 0.0 if conf < 1e-9 else float(min(1.0, conf))  # snap rounding noise of a uniform p̄ to exactly 0
 
 
 def _confidences(img_logits, cap_logits):
