@@ -1,0 +1,137 @@
+"""Image decoding and the PIL half of CLIP preprocessing, with no torch import.
+
+The indexer's worker processes import only this module: they open files, guard against decompression bombs,
+decode (JPEG at a reduced scale when the file is much larger than needed), resize and crop to the model's input
+size, and hand back uint8 arrays. The float conversion and normalisation happen on the model's device
+(``ClipEncoder.encode_prepared``), which keeps the bytes crossing process boundaries 4x smaller.
+
+``ImagePrep.prepare`` reproduces open_clip's eval transform (``Resize`` + ``CenterCrop`` for the "shortest"
+resize mode, a plain resize for "squash", resize-and-pad for "longest") so that both paths give the same vector;
+``tests/test_encoder.py`` checks that against ``preprocess``.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageFile
+
+_RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST,
+             "lanczos": Image.LANCZOS}
+
+
+@dataclass(frozen=True)
+class ImagePrep:
+    """The model's input geometry: ``size`` (H, W), resize mode and interpolation (from open_clip's preprocess cfg)."""
+
+    size: tuple[int, int] = (224, 224)
+    resize_mode: str = "shortest"
+    interpolation: str = "bicubic"
+    fill_color: int = 0
+
+    def prepare(self, img: Image.Image) -> np.ndarray:
+        """PIL image (any mode) -> (H, W, 3) uint8, resized and cropped as the model's preprocess does."""
+        img = to_rgb(img)
+        th, tw = self.size
+        resample = _RESAMPLE.get(self.interpolation, Image.BICUBIC)
+        w, h = img.size
+        if self.resize_mode == "squash":
+            img = img.resize((tw, th), resample)
+        elif self.resize_mode == "longest":
+            scale = min(th / h, tw / w)
+            nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+            img = img.resize((nw, nh), resample)
+            canvas = Image.new("RGB", (tw, th), (self.fill_color,) * 3)
+            canvas.paste(img, ((tw - nw) // 2, (th - nh) // 2))
+            img = canvas
+        else:  # "shortest": torchvision Resize(int) then CenterCrop
+            short = min(th, tw) if th != tw else th
+            if w <= h:
+                nw, nh = short, int(short * h / w)
+            else:
+                nh, nw = short, int(short * w / h)
+            if (nw, nh) != (w, h):
+                img = img.resize((nw, nh), resample)
+            left = int(round((nw - tw) / 2.0))
+            top = int(round((nh - th) / 2.0))
+            img = img.crop((left, top, left + tw, top + th))
+        return np.asarray(img, dtype=np.uint8)
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert any PIL mode to RGB (palette images with transparency go through RGBA first)."""
+    if img.mode == "RGB":
+        return img
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    return img.convert("RGB")
+
+
+class ImageReadError(Exception):
+    """A file could not be read or decoded; ``stage`` is "read" or "decode"."""
+
+    def __init__(self, stage: str, reason: str):
+        super().__init__(reason)
+        self.stage = stage
+        self.reason = reason
+
+
+def content_hash(data: bytes) -> str:
+    """Content hash of a file's bytes (BLAKE2b, 128 bits, hex): recognises renamed and copied files."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def open_image(data: bytes, target: tuple[int, int] | None = None) -> Image.Image:
+    """Decode image bytes fully (Pillow's decompression-bomb guard stays on).
+
+    ``target`` lets JPEG decode at a reduced scale (``draft``) when the image is far larger than needed; the
+    result is never smaller than ``target`` on its short side. Raises ``ImageReadError`` on any failure.
+    """
+    if not data:
+        raise ImageReadError("read", "empty file (0 bytes)")
+    try:
+        img = Image.open(io.BytesIO(data))
+        if getattr(img, "n_frames", 1) > 1:
+            img.seek(0)
+        if target is not None and img.format == "JPEG":
+            img.draft("RGB", (max(target), max(target)))
+        img.load()
+    except Image.DecompressionBombError as exc:
+        raise ImageReadError("decode", f"too large: {exc}") from exc
+    except Image.UnidentifiedImageError:
+        raise ImageReadError("decode", "not an image (unrecognised format)") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise ImageReadError("decode", f"corrupt or truncated image: {exc}") from exc
+    return img
+
+
+def read_and_prepare(path: str, prep: ImagePrep, max_bytes: int = 256 << 20) -> tuple[np.ndarray, str, int, int]:
+    """Read a file, hash it, decode and prepare it: -> (pixels (H,W,3) uint8, hash, width, height).
+
+    Raises ``ImageReadError`` with the failing stage.
+    """
+    try:
+        with open(path, "rb") as f:
+            data = f.read(max_bytes + 1)
+    except OSError as exc:
+        raise ImageReadError("read", f"unreadable: {exc.strerror or exc}") from exc
+    if len(data) > max_bytes:
+        raise ImageReadError("read", f"too large: over {max_bytes} bytes")
+    img = open_image(data, prep.size)
+    width, height = img.size  # after draft these are the reduced sizes; report the header's size instead
+    try:
+        header = Image.open(io.BytesIO(data))
+        width, height = header.size
+    except Exception:
+        pass
+    try:
+        pixels = prep.prepare(img)
+    except (OSError, ValueError) as exc:
+        raise ImageReadError("decode", f"corrupt or truncated image: {exc}") from exc
+    return pixels, content_hash(data), width, height
+
+
+# Truncated files must fail, not be padded with grey.
+ImageFile.LOAD_TRUNCATED_IMAGES = False

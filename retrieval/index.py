@@ -1,0 +1,333 @@
+"""The index directory: a manifest (``clipdex.json``) plus one store backend's files.
+
+``create_index`` makes one, ``open_index`` opens one. The manifest pins the model that built the index (querying
+with another is refused with ``ModelMismatch``), the embedding dimension, metric, backend, the tables with their
+row counts and search structures, and the format version (a newer one is refused, older ones are migrated).
+
+The raw-vector API needs no encoder::
+
+    ix = create_index("vecs.clipdex", dim=512, model="none")
+    ids = ix.add_vectors("images", vectors, {"path": paths})
+    D, I = ix.search_vectors("images", queries, k=10)
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import errno
+import fcntl
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from .errors import IndexExists, IndexFormatError, IndexNotFound, InvalidInput, ModelMismatch
+from .store.base import AnnConfig, Store, vector_type, vectors_to_arrow
+
+FORMAT_VERSION = 1
+MANIFEST = "clipdex.json"
+BACKENDS = ("lance", "faiss")
+NO_MODEL = "none"
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def base_fields(table: str, dim: int) -> list[pa.Field]:
+    """The fixed columns of clipdex's tables (metadata columns may be added after them)."""
+    vec = pa.field("vector", vector_type(dim), nullable=False)
+    if table == "images":
+        return [pa.field("id", pa.int64(), False), pa.field("path", pa.string()), pa.field("width", pa.int32()),
+                pa.field("height", pa.int32()), pa.field("bytes", pa.int64()), pa.field("mtime", pa.float64()),
+                pa.field("hash", pa.string()), pa.field("caption", pa.string()), pa.field("label", pa.string()),
+                vec, pa.field("text_vector", vector_type(dim), nullable=True)]
+    if table == "errors":
+        return [pa.field("id", pa.int64(), False), pa.field("path", pa.string()), pa.field("stage", pa.string()),
+                pa.field("reason", pa.string()), pa.field("when", pa.string()), pa.field("bytes", pa.int64()),
+                pa.field("mtime", pa.float64()), pa.field("source_table", pa.string())]
+    return [pa.field("id", pa.int64(), False), vec]
+
+
+def _migrate(manifest: dict) -> dict:
+    """Bring an older manifest up to FORMAT_VERSION (explicit, one step per version)."""
+    version = manifest.get("format_version", 0)
+    if version == 0:  # pre-release manifests had no version and no per-table ann entry
+        manifest = {**manifest, "format_version": 1}
+        for info in manifest.get("tables", {}).values():
+            info.setdefault("ann", {"kind": "flat", "params": {}})
+    return manifest
+
+
+class Index:
+    """An open index directory. Use ``create_index`` / ``open_index``; close (or use as a context manager)."""
+
+    def __init__(self, path: Path, manifest: dict, writable: bool):
+        self.path = path
+        self.manifest = manifest
+        self.writable = writable
+        self._lock_fd = None
+        if writable:
+            self._lock()
+        self.store = self._open_store()
+        for name, info in manifest.get("tables", {}).items():
+            params = info.get("ann", {}).get("params")
+            if params and hasattr(self.store, "set_search_params") and self.backend == "lance":
+                self.store.set_search_params(name, params)
+        self._next_id: dict[str, int] = {}
+
+    # -- properties --------------------------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return int(self.manifest["dim"])
+
+    @property
+    def model(self) -> str:
+        return self.manifest["model"]
+
+    @property
+    def backend(self) -> str:
+        return self.manifest["backend"]
+
+    def tables(self) -> list[str]:
+        return self.store.table_names()
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+    def _open_store(self) -> Store:
+        if self.backend == "lance":
+            from .store.lance import LanceStore
+
+            return LanceStore(self.path / "lance", self.dim)
+        from .store.faiss import FaissStore
+
+        return FaissStore(self.path / "faiss", self.dim)
+
+    def _lock(self) -> None:
+        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                raise IndexExists(f"{self.path} is being written by another process; wait for it to finish") from None
+            raise
+        self._lock_fd = fd
+
+    def save_manifest(self) -> None:
+        self.manifest["updated"] = now()
+        data = json.dumps(self.manifest, indent=2, sort_keys=False).encode()
+        tmp = self.path / f".{MANIFEST}.{uuid.uuid4().hex[:6]}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, self.path / MANIFEST)
+
+    def refresh_counts(self) -> None:
+        tables = self.manifest.setdefault("tables", {})
+        for name in self.store.table_names():
+            info = tables.setdefault(name, {})
+            info["rows"] = self.store.count(name)
+            info["ann"] = self.store.ann_info(name)
+
+    def close(self) -> None:
+        if self.writable:
+            self.store.flush()
+            self.refresh_counts()
+            self.save_manifest()
+        self.store.close()
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __enter__(self) -> "Index":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- model -------------------------------------------------------------------------------------------------
+    def check_model(self, spec) -> None:
+        """Raise ``ModelMismatch`` unless ``spec`` is the model this index was built with."""
+        from .models import parse_model_spec
+
+        if self.model == NO_MODEL:
+            raise ModelMismatch(f"{self.path} holds vectors from an unknown model: query it with vectors, not text or images")
+        if str(parse_model_spec(spec)) != self.model:
+            raise ModelMismatch(f"{self.path} was built with {self.model}, not {spec}; query it with --model {self.model} (the default)")
+
+    def encoder(self, device: str | None = None, precision: str | None = None):
+        """The encoder named by the manifest (loaded once per process)."""
+        from .encoder import load_encoder
+
+        self.check_model(self.model)
+        return load_encoder(self.model, device=device, precision=precision)
+
+    # -- tables and rows ---------------------------------------------------------------------------------------
+    def ensure_table(self, name: str, extra: Sequence[pa.Field] = ()) -> pa.Schema:
+        """Create ``name`` with clipdex's columns for it (plus ``extra``), or add missing ``extra`` columns."""
+        self._require_writable()
+        if not self.store.has_table(name):
+            fields = base_fields(name, self.dim)
+            names = {f.name for f in fields}
+            self.store.create_table(name, pa.schema(fields + [f for f in extra if f.name not in names]))
+            self.manifest.setdefault("tables", {})[name] = {"rows": 0, "ann": {"kind": "flat", "params": {}}}
+            self.save_manifest()
+        else:
+            have = set(self.store.schema(name).names)
+            new = [f for f in extra if f.name not in have]
+            if new:
+                self.store.add_columns(name, new)
+        return self.store.schema(name)
+
+    def next_ids(self, table: str, n: int) -> np.ndarray:
+        """Allocate ``n`` fresh row ids (stable, never reused while the index is open)."""
+        if table not in self._next_id:
+            self._next_id[table] = self.store.max_id(table) + 1 if self.store.has_table(table) else 0
+        start = self._next_id[table]
+        self._next_id[table] = start + n
+        return np.arange(start, start + n, dtype=np.int64)
+
+    def add_rows(self, table: str, rows: pa.Table) -> None:
+        """Append rows (with ids and unit vectors) to a table in one atomic commit."""
+        self._require_writable()
+        self.store.add(table, rows)
+
+    def add_vectors(self, table: str, vectors: np.ndarray, metadata: dict | pa.Table | None = None,
+                    normalize: bool = True) -> np.ndarray:
+        """Raw-vector API: add (n, d) vectors with optional metadata columns; returns their ids.
+
+        Vectors with NaN/inf values or zero norm are refused (``InvalidInput``); others are L2-normalised.
+        """
+        x = np.asarray(vectors, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise InvalidInput(f"vectors have shape {x.shape}; this index holds {self.dim}-dimensional vectors")
+        norms = np.linalg.norm(x, axis=1)
+        bad = ~np.isfinite(x).all(1) | (norms == 0)
+        if bad.any():
+            raise InvalidInput(f"{int(bad.sum())} vectors are NaN, infinite or zero (first at row {int(np.argmax(bad))})")
+        if normalize:
+            x = x / norms[:, None]
+        meta = metadata if isinstance(metadata, pa.Table) else pa.table(metadata or {})
+        if len(meta) not in (0, len(x)) or (len(meta) == 0 and meta.num_columns):
+            raise InvalidInput(f"{len(meta)} metadata rows for {len(x)} vectors")
+        extra = [f for f in meta.schema if f.name not in ("id", "vector")]
+        schema = self.ensure_table(table, extra)
+        ids = self.next_ids(table, len(x))
+        cols = {}
+        for f in schema:
+            if f.name == "id":
+                cols["id"] = pa.array(ids)
+            elif f.name == "vector":
+                cols["vector"] = vectors_to_arrow(x, self.dim)
+            elif f.name in meta.column_names:
+                cols[f.name] = meta.column(f.name).cast(f.type)
+            else:
+                cols[f.name] = pa.nulls(len(x), f.type)
+        self.add_rows(table, pa.table(cols, schema=schema))
+        return ids
+
+    def search_vectors(self, table: str, xq: np.ndarray, k: int = 10, where: str | None = None,
+                       column: str = "vector", exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k rows by cosine: xq (q, d) -> (D (q, k) float32, I (q, k) int64 ids), padded with -inf / -1."""
+        return self.store.search(table, xq, k, where=where, column=column, exact=exact)
+
+    def delete(self, table: str, ids: Sequence[int]) -> int:
+        self._require_writable()
+        return self.store.delete(table, ids)
+
+    def optimize(self, table: str, ann: AnnConfig | None = None) -> dict:
+        self._require_writable()
+        done = self.store.optimize(table, ann)
+        self.refresh_counts()
+        self.save_manifest()
+        return done
+
+    def _require_writable(self) -> None:
+        if not self.writable:
+            raise InvalidInput(f"{self.path} was opened read-only")
+
+    # -- inspection --------------------------------------------------------------------------------------------
+    def info(self) -> dict:
+        """Manifest, tables with live row counts and search structures, error summary, size on disk."""
+        tables = {}
+        for name in self.store.table_names():
+            tables[name] = {"rows": self.store.count(name), "ann": self.store.ann_info(name),
+                            "columns": [f.name for f in self.store.schema(name)]}
+        errors = {}
+        if "errors" in tables:
+            for batch in self.store.scan("errors", ["stage"]):
+                for stage in batch.column(0).to_pylist():
+                    errors[stage] = errors.get(stage, 0) + 1
+        size = sum(p.stat().st_size for p in self.path.rglob("*") if p.is_file())
+        keep = {k: v for k, v in self.manifest.items() if k != "tables"}
+        return {**keep, "path": str(self.path), "tables": tables, "errors": errors, "size_bytes": size}
+
+
+def create_index(path: str | Path, dim: int | None = None, model: str | None = None, backend: str = "lance",
+                 exist_ok: bool = True) -> Index:
+    """Create an index directory (or open the existing one, checking it was made with the same model).
+
+    ``model``: a model spec (its dim is found by loading it when ``dim`` is None) or "none" for raw vectors.
+    """
+    from .models import parse_model_spec
+
+    path = Path(path).expanduser()
+    if backend not in BACKENDS:
+        raise InvalidInput(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    model_str = NO_MODEL if model == NO_MODEL else str(parse_model_spec(model))
+    if (path / MANIFEST).is_file():
+        if not exist_ok:
+            raise IndexExists(f"an index already exists at {path}")
+        ix = open_index(path, writable=True)
+        if ix.model != model_str:
+            ix.close()
+            raise ModelMismatch(f"{path} was built with {ix.model}, not {model_str}")
+        if ix.backend != backend:
+            ix.close()
+            raise IndexExists(f"{path} uses the {ix.backend} backend, not {backend}")
+        return ix
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise IndexExists(f"{path} exists and is not a clipdex index; choose a new or empty folder")
+    if dim is None:
+        if model_str == NO_MODEL:
+            raise InvalidInput("a raw-vector index needs its dimension (dim=...)")
+        from .encoder import load_encoder
+
+        dim = load_encoder(model_str).dim
+    path.mkdir(parents=True, exist_ok=True)
+    from . import __version__
+
+    manifest = {"format": "clipdex", "format_version": FORMAT_VERSION, "clipdex_version": __version__,
+                "model": model_str, "dim": int(dim), "metric": "cosine", "backend": backend,
+                "created": now(), "updated": now(), "tables": {}}
+    ix = Index(path, manifest, writable=True)
+    ix.save_manifest()
+    return ix
+
+
+def open_index(path: str | Path, writable: bool = False) -> Index:
+    """Open an existing index directory; ``IndexNotFound`` when there is none, ``IndexFormatError`` when it was
+    written by a newer clipdex."""
+    path = Path(path).expanduser()
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        what = "does not exist" if not path.exists() else "is not a clipdex index (no clipdex.json)"
+        raise IndexNotFound(f"{path} {what}")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise IndexFormatError(f"{manifest_path} is unreadable: {exc}") from exc
+    version = manifest.get("format_version", 0)
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise IndexFormatError(f"{path} has format version {version}, newer than this clipdex supports "
+                               f"({FORMAT_VERSION}); upgrade clipdex")
+    if version < FORMAT_VERSION:
+        manifest = _migrate(manifest)
+    if manifest.get("backend") not in BACKENDS:
+        raise IndexFormatError(f"{manifest_path} names an unknown backend {manifest.get('backend')!r}")
+    ix = Index(path, manifest, writable=writable)
+    if writable and version < FORMAT_VERSION:
+        ix.save_manifest()
+    return ix

@@ -1,0 +1,157 @@
+"""The store interface: tables of rows with a stable int64 ``id``, unit-norm float32 vector columns and metadata.
+
+Two backends implement it (``lance.py``, ``faiss.py``). Scores are inner products of unit vectors (cosine).
+Search results follow faiss's convention: ``(D, I)`` = scores ``(q, k)`` float32 and ids ``(q, k)`` int64, each
+row sorted by decreasing score and padded with ``-inf`` / ``-1`` when fewer than k rows qualify.
+"""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from ..errors import InvalidInput
+
+VECTOR_COLUMNS = ("vector", "text_vector")
+
+
+@dataclass
+class AnnConfig:
+    """How a table is searched. ``kind`` "auto" builds an ANN index once a table has ``exact_below`` rows or more;
+    "flat" always searches exactly. ``params`` are backend-specific overrides (the scale issue tunes them)."""
+
+    kind: str = "auto"
+    exact_below: int = 100_000
+    params: dict = field(default_factory=dict)
+
+
+def vector_type(dim: int) -> pa.DataType:
+    return pa.list_(pa.float32(), dim)
+
+
+def vectors_to_arrow(x: np.ndarray, dim: int) -> pa.Array:
+    """(n, d) float32 -> FixedSizeList<float32, d> array."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), dim)
+
+
+def arrow_to_vectors(col, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """FixedSizeList column (nulls allowed) -> ((m, d) float32 of the non-null rows, (n,) bool valid mask)."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+    valid = np.ones(len(col), bool) if col.null_count == 0 else ~np.asarray(col.is_null().to_numpy(zero_copy_only=False))
+    if col.null_count:
+        col = col.filter(pa.array(valid))
+    flat = col.flatten() if len(col) else pa.array([], pa.float32())
+    return np.asarray(flat.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(-1, dim), valid
+
+
+def check_queries(xq, dim: int) -> np.ndarray:
+    """Queries as (q, d) contiguous float32; a single (d,) vector becomes (1, d)."""
+    xq = np.asarray(xq, dtype=np.float32)
+    if xq.ndim == 1:
+        xq = xq[None, :]
+    if xq.ndim != 2 or xq.shape[1] != dim:
+        raise InvalidInput(f"query vectors have shape {xq.shape}; this index holds {dim}-dimensional vectors")
+    if not np.isfinite(xq).all():
+        raise InvalidInput("query vectors contain NaN or infinite values")
+    return np.ascontiguousarray(xq)
+
+
+def merge_topk(D: np.ndarray, I: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the k best of each row of concatenated candidate lists (q, m) -> (q, k), best first, padded."""
+    q, m = D.shape
+    if m < k:
+        D = np.concatenate([D, np.full((q, k - m), -np.inf, np.float32)], 1)
+        I = np.concatenate([I, np.full((q, k - m), -1, np.int64)], 1)
+    order = np.argsort(-D, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(D, order, 1).astype(np.float32), np.take_along_axis(I, order, 1).astype(np.int64)
+
+
+class Store(abc.ABC):
+    """Tables of rows keyed by ``id``. One writer at a time (the index directory holds the lock)."""
+
+    dim: int
+
+    @abc.abstractmethod
+    def table_names(self) -> list[str]: ...
+
+    def has_table(self, name: str) -> bool:
+        return name in self.table_names()
+
+    @abc.abstractmethod
+    def create_table(self, name: str, schema: pa.Schema) -> None:
+        """Create an empty table (no-op when it exists)."""
+
+    @abc.abstractmethod
+    def schema(self, name: str) -> pa.Schema: ...
+
+    @abc.abstractmethod
+    def add_columns(self, name: str, fields: Sequence[pa.Field]) -> None:
+        """Add nullable columns to an existing table (schema evolution)."""
+
+    @abc.abstractmethod
+    def add(self, name: str, rows: pa.Table) -> None:
+        """Append rows in one atomic commit: after a crash either all of them are there or none."""
+
+    @abc.abstractmethod
+    def delete(self, name: str, ids: Sequence[int]) -> int:
+        """Delete rows by id; returns how many were deleted."""
+
+    @abc.abstractmethod
+    def count(self, name: str, where: str | None = None) -> int: ...
+
+    @abc.abstractmethod
+    def search(self, name: str, xq: np.ndarray, k: int, where: str | None = None, column: str = "vector",
+               exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Top-k by inner product: xq (q, d) -> (D (q, k) float32, I (q, k) int64). With ``where`` the result holds
+        k rows whenever at least k rows match. ``exact`` bypasses any ANN index."""
+
+    @abc.abstractmethod
+    def scan(self, name: str, columns: Sequence[str] | None = None, where: str | None = None,
+             batch_rows: int = 65536) -> Iterator[pa.RecordBatch]:
+        """Stream rows (optionally filtered) in batches."""
+
+    def take(self, name: str, ids: Sequence[int], columns: Sequence[str] | None = None) -> pa.Table:
+        """Rows with the given ids, in the order given (missing ids are left out)."""
+        ids = np.asarray(ids, np.int64)
+        if len(ids) == 0:
+            schema = self.schema(name)
+            return schema.empty_table() if columns is None else schema.empty_table().select(list(columns))
+        cols = None if columns is None else list(dict.fromkeys(["id", *columns]))
+        parts = []
+        uniq = np.unique(ids)
+        for i in range(0, len(uniq), 4096):
+            chunk = ",".join(str(int(v)) for v in uniq[i:i + 4096])
+            parts.extend(self.scan(name, cols, where=f"id IN ({chunk})"))
+        table = pa.Table.from_batches(parts) if parts else self.schema(name).empty_table().select(cols or self.schema(name).names)
+        got = table.column("id").to_numpy()
+        pos = {int(v): i for i, v in enumerate(got)}
+        order = [pos[int(v)] for v in ids if int(v) in pos]
+        table = table.take(pa.array(order, pa.int64()))
+        return table if columns is None or "id" in columns else table.drop_columns(["id"])
+
+    def max_id(self, name: str) -> int:
+        """Largest id in the table, -1 when empty."""
+        best = -1
+        for batch in self.scan(name, ["id"]):
+            if len(batch):
+                best = max(best, int(np.max(batch.column(0).to_numpy())))
+        return best
+
+    @abc.abstractmethod
+    def optimize(self, name: str, ann: AnnConfig | None = None) -> dict:
+        """Compact storage and build/refresh the ANN index as ``ann`` says; returns what was done."""
+
+    @abc.abstractmethod
+    def ann_info(self, name: str) -> dict:
+        """The table's search structure: {"kind": "flat"|..., "params": {...}}."""
+
+    def flush(self) -> None:
+        """Persist derived structures (no-op for backends whose every commit is complete)."""
+
+    def close(self) -> None:
+        self.flush()
