@@ -161,7 +161,7 @@ class LanceStore(Store):
         ann = ann or AnnConfig()
         table = self._t(name)
         done: dict = {}
-        table.optimize(cleanup_older_than=timedelta(seconds=0))
+        table.optimize(cleanup_older_than=timedelta(minutes=1))  # we hold the write lock; readers get a minute
         done["compacted"] = True
         n = table.count_rows()
         has_vec_index = self.ann_info(name)["kind"] != "flat"

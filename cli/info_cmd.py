@@ -1,0 +1,42 @@
+"""``clipdex info INDEX``: manifest, tables, row counts, errors, size on disk."""
+from __future__ import annotations
+
+import click
+
+from retrieval.index import open_index
+
+from .options import json_option
+from .output import print_json
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+@click.command()
+@click.argument("index_path", metavar="INDEX")
+@json_option
+def info(index_path: str, as_json: bool) -> None:
+    """Show what an index holds."""
+    ix = open_index(index_path)
+    data = ix.info()
+    ix.close()
+    if as_json:
+        print_json(data)
+        return
+    click.echo(f"index     {data['path']}")
+    click.echo(f"model     {data['model']}  (dim {data['dim']}, {data['metric']})")
+    click.echo(f"backend   {data['backend']}  (format {data['format_version']})")
+    click.echo(f"created   {data['created']}   updated {data['updated']}")
+    click.echo(f"size      {_size(data['size_bytes'])}")
+    for name, t in data["tables"].items():
+        ann = t["ann"]
+        params = ", ".join(f"{k}={v}" for k, v in ann.get("params", {}).items())
+        click.echo(f"table     {name}: {t['rows']} rows, search {ann['kind']}{' (' + params + ')' if params else ''}")
+    if data["errors"]:
+        click.echo("errors    " + ", ".join(f"{stage}: {n}" for stage, n in sorted(data["errors"].items()))
+                   + "  (clipdex search INDEX --table errors ... or read the errors table)")

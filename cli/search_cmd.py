@@ -1,0 +1,39 @@
+"""``clipdex search INDEX "text"`` / ``--image PATH``: top-k rows with scores and metadata."""
+from __future__ import annotations
+
+import click
+
+from retrieval.index import open_index
+from retrieval.search import search as run_search
+
+from .options import device_option, json_option
+from .output import print_json_lines, print_table
+
+
+@click.command()
+@click.argument("index_path", metavar="INDEX")
+@click.argument("text", required=False)
+@click.option("--image", "image", type=click.Path(dir_okay=False), help="Query with an image file instead of text.")
+@click.option("-k", "--top-k", "k", default=10, show_default=True, type=click.IntRange(1, 10000))
+@click.option("--where", default=None, help="SQL filter on the rows' columns, e.g. \"label = 'cat' AND width > 500\".")
+@click.option("--min-score", type=float, default=None, help="Drop hits scoring below this cosine.")
+@click.option("--table", default="images", show_default=True, help="Table to search.")
+@click.option("--model", default=None, help="Model to query with (must be the index's; default: the manifest's).")
+@device_option
+@json_option
+def search(index_path, text, image, k, where, min_score, table, model, device, as_json):
+    """Search an index with a text or an image."""
+    from retrieval.errors import InvalidInput
+
+    if (text is None) == (image is None):
+        raise InvalidInput("give a text query or --image PATH (one of them)")
+    ix = open_index(index_path)
+    if model is not None:
+        ix.check_model(model)
+    encoder = ix.encoder(device=device)
+    result = run_search(ix, text, image=image, k=k, table=table, where=where, min_score=min_score, encoder=encoder)
+    ix.close()
+    if as_json:
+        print_json_lines(result)
+    else:
+        print_table(result)

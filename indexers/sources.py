@@ -1,0 +1,141 @@
+"""Sources: find the files an indexer should read, from folders or from manifests (CSV, Parquet, JSONL).
+
+A folder source is walked recursively; hidden files and folders (a leading dot), and folders matching an
+``exclude`` glob, are skipped. A manifest lists files in a ``path`` column (relative paths are taken relative to
+the manifest) with optional ``caption``, ``label`` and any other columns, which are kept as metadata.
+Everything here only stats files: nothing is opened or decoded.
+"""
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from retrieval.errors import InvalidInput
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
+MANIFEST_EXTENSIONS = (".csv", ".parquet", ".jsonl", ".ndjson")
+
+
+@dataclass
+class Item:
+    """One file to index: absolute path, size and mtime (None when missing), plus manifest fields."""
+
+    path: str
+    bytes: int | None
+    mtime: float | None
+    caption: str | None = None
+    label: str | None = None
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class Discovery:
+    """What the sources hold: items (sorted by path), the roots they cover (for pruning) and extra column names."""
+
+    items: list[Item]
+    roots: list[str]
+    meta_columns: list[str]
+
+
+def _stat(path: str) -> tuple[int | None, float | None]:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None, None
+    return st.st_size, st.st_mtime
+
+
+def read_manifest(path: Path) -> list[dict]:
+    """Rows of a CSV / Parquet / JSONL manifest as dicts (strings kept as strings)."""
+    import pyarrow as pa
+
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+        elif suffix == ".csv":
+            import pyarrow.csv as pcsv
+
+            table = pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(strings_can_be_null=True))
+        else:
+            import pyarrow.json as pjson
+
+            table = pjson.read_json(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InvalidInput(f"cannot read manifest {path}: {str(exc).splitlines()[0][:200]}") from exc
+    if "path" not in table.column_names:
+        raise InvalidInput(f"manifest {path} has no 'path' column (columns: {', '.join(table.column_names)})")
+    return table.to_pylist()
+
+
+def _walk(root: Path, extensions: Sequence[str], exclude: Sequence[str]) -> Iterable[str]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                             and not any(fnmatch.fnmatch(d, pat) for pat in exclude)
+                             and not os.path.isfile(os.path.join(dirpath, d, "clipdex.json")))
+        for name in filenames:
+            if name.startswith(".") or not name.lower().endswith(extensions):
+                continue
+            if any(fnmatch.fnmatch(name, pat) for pat in exclude):
+                continue
+            yield os.path.join(dirpath, name)
+
+
+def discover(sources: Sequence[str | Path], extensions: Sequence[str] = IMAGE_EXTENSIONS,
+             exclude: Sequence[str] = ()) -> Discovery:
+    """Find the files of every source. Raises ``InvalidInput`` for a missing source or when nothing is found."""
+    if not sources:
+        raise InvalidInput("no source given")
+    items: dict[str, Item] = {}
+    roots: list[str] = []
+    meta_columns: list[str] = []
+    for src in sources:
+        src_path = Path(src).expanduser()
+        if not src_path.exists():
+            raise InvalidInput(f"source not found: {src}")
+        src_path = src_path.resolve()
+        if src_path.is_dir():
+            roots.append(str(src_path))
+            for p in _walk(src_path, tuple(extensions), exclude):
+                if p not in items:
+                    size, mtime = _stat(p)
+                    items[p] = Item(p, size, mtime)
+        elif src_path.suffix.lower() in MANIFEST_EXTENSIONS:
+            roots.append(str(src_path.parent))
+            for row in read_manifest(src_path):
+                raw = row.pop("path")
+                if not raw:
+                    continue
+                p = str((src_path.parent / str(raw)).resolve())
+                if p in items:
+                    continue
+                size, mtime = _stat(p)
+                caption, label = row.pop("caption", None), row.pop("label", None)
+                meta = {k: (None if v is None else str(v)) for k, v in row.items()}
+                for k in meta:
+                    if k not in meta_columns:
+                        meta_columns.append(k)
+                items[p] = Item(p, size, mtime, None if caption is None else str(caption),
+                                None if label is None else str(label), meta)
+        elif src_path.suffix.lower() in extensions:
+            roots.append(str(src_path))
+            size, mtime = _stat(str(src_path))
+            items[str(src_path)] = Item(str(src_path), size, mtime)
+        else:
+            kinds = "/".join(e.lstrip(".") for e in extensions)
+            raise InvalidInput(f"{src} is neither a folder, a manifest (csv/parquet/jsonl) nor a {kinds} file")
+    if not items:
+        raise InvalidInput(f"no files to index in {', '.join(map(str, sources))} "
+                           f"(looked for {', '.join(e.lstrip('.') for e in extensions)})")
+    return Discovery(sorted(items.values(), key=lambda it: it.path), roots, meta_columns)
+
+
+def under_roots(path: str, roots: Sequence[str]) -> bool:
+    """True when ``path`` is one of ``roots`` or inside one of them."""
+    return any(path == r or path.startswith(r.rstrip(os.sep) + os.sep) for r in roots)

@@ -1,0 +1,99 @@
+"""Queries against an index: a text, an image (PIL or a file) or raw vectors; results as an Arrow table.
+
+The result has one row per hit: ``rank`` (1-based), ``score`` (cosine), ``id`` and the row's columns without its
+vectors; batched vector queries add a ``query`` column (the query's row number).
+"""
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from .errors import InvalidInput
+from .index import Index, open_index
+from .store.base import VECTOR_COLUMNS
+
+DEFAULT_K = 10
+
+
+def load_query_image(path: str | os.PathLike):
+    """Open an image file for querying; ``InvalidInput`` when it is missing or not an image."""
+    from .imageprep import ImageReadError, open_image
+
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise InvalidInput(f"query image {path}: {exc.strerror or exc}") from exc
+    try:
+        return open_image(data)
+    except ImageReadError as exc:
+        raise InvalidInput(f"query image {path}: {exc.reason}") from exc
+
+
+def query_vectors(index: Index, text: str | Sequence[str] | None = None, image=None, vectors=None,
+                  long_text: str = "chunk", encoder=None) -> np.ndarray:
+    """Turn one kind of query into (q, d) unit vectors with the index's model (or the given vectors)."""
+    given = [x is not None for x in (text, image, vectors)]
+    if sum(given) != 1:
+        raise InvalidInput("give exactly one query: a text, an image or vectors")
+    if vectors is not None:
+        x = np.asarray(vectors, np.float32)
+        x = x[None, :] if x.ndim == 1 else x
+        if x.ndim != 2 or x.shape[1] != index.dim:
+            raise InvalidInput(f"query vectors have shape {x.shape}; this index holds {index.dim}-dimensional vectors")
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        if not np.isfinite(x).all() or (norms == 0).any():
+            raise InvalidInput("query vectors contain NaN, infinite or zero rows")
+        return x / norms
+    enc = encoder or index.encoder()
+    if encoder is not None:
+        index.check_model(enc.spec)
+    if text is not None:
+        texts = [text] if isinstance(text, str) else list(text)
+        if not texts or any(not t.strip() for t in texts):
+            raise InvalidInput("empty text query")
+        from .textenc import encode_long_texts
+
+        return encode_long_texts(enc, texts, long_text).vectors
+    images = image if isinstance(image, (list, tuple)) else [image]
+    images = [load_query_image(im) if isinstance(im, (str, os.PathLike)) else im for im in images]
+    return enc.encode_images(images)
+
+
+def rows_for_hits(index: Index, table: str, D: np.ndarray, I: np.ndarray, min_score: float | None = None,
+                  with_query: bool = False) -> pa.Table:
+    """(D, I) from a store search -> result table (rank, score, id, columns...), vectors left out."""
+    keep = I >= 0
+    if min_score is not None:
+        keep &= D >= min_score
+    qi, rank = np.nonzero(keep)
+    ids = I[qi, rank]
+    schema = index.store.schema(table)
+    columns = [f.name for f in schema if f.name not in VECTOR_COLUMNS and not pa.types.is_fixed_size_list(f.type)]
+    rows = index.store.take(table, np.unique(ids), columns)
+    pos = {int(v): r for r, v in enumerate(rows.column("id").to_pylist())}
+    order = pa.array([pos[int(v)] for v in ids], pa.int64())
+    rows = rows.take(order)
+    head = {"rank": pa.array(rank + 1, pa.int32()), "score": pa.array(D[qi, rank], pa.float32())}
+    if with_query:
+        head = {"query": pa.array(qi, pa.int32()), **head}
+    out = pa.table(head)
+    for name in rows.column_names:
+        out = out.append_column(name, rows.column(name))
+    return out
+
+
+def search(index: Index | str, text: str | None = None, *, image=None, vectors=None, k: int = DEFAULT_K,
+           table: str = "images", where: str | None = None, min_score: float | None = None,
+           column: str = "vector", long_text: str = "chunk", encoder=None) -> pa.Table:
+    """Search ``table`` of ``index`` with a text, an image (PIL image or path) or (q, d) vectors."""
+    if isinstance(index, (str, os.PathLike)):
+        index = open_index(index)
+    if k < 1:
+        raise InvalidInput(f"k must be at least 1, got {k}")
+    xq = query_vectors(index, text, image, vectors, long_text, encoder)
+    D, I = index.search_vectors(table, xq, k, where=where, column=column)
+    return rows_for_hits(index, table, D, I, min_score, with_query=vectors is not None and len(xq) > 1)

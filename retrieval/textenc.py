@@ -1,0 +1,130 @@
+"""Encoding texts of any length, never truncating silently (ALGORITHMS.md section 6).
+
+``encode_long_texts(encoder, texts, strategy)``:
+
+- ``chunk`` (default): texts that fit the context are encoded as they are; longer ones are split into token
+  windows of ``context - 2`` tokens with ``overlap``, each window encoded, and the windows pooled
+  (``pool_chunks_grouped``: mean of normalised chunk embeddings, renormalised).
+- ``longclip``: the encoder's text tower is stretched to 248 positions (``apply_longclip_stretch``) on a copy of
+  the model, made once per encoder; texts past 246 tokens are chunk-pooled with 248-token windows.
+- ``truncate``: explicit truncation to the context; the result counts the truncated texts.
+
+The result says, per text, how many tokens it had and how many windows it took, and how many were truncated.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from .errors import InvalidInput
+from .longtext import apply_longclip_stretch, chunk_token_windows, pool_chunks_grouped
+
+log = logging.getLogger(__name__)
+
+STRATEGIES = ("chunk", "longclip", "truncate")
+DEFAULT_OVERLAP = 16
+
+
+@dataclass
+class TextEncoding:
+    """vectors (n, d) float32 unit rows; n_tokens (n,) content tokens per text; n_chunks (n,) windows encoded;
+    truncated: how many texts lost tokens (only with the ``truncate`` strategy)."""
+
+    vectors: np.ndarray
+    n_tokens: np.ndarray
+    n_chunks: np.ndarray
+    truncated: int
+    strategy: str
+
+
+class _Stretched:
+    """A Long-CLIP-stretched copy of an encoder's model (the original stays as it is)."""
+
+    def __init__(self, encoder):
+        self.model = copy.deepcopy(encoder.model)
+        self.context_length = apply_longclip_stretch(self.model)
+
+
+def _stretched(encoder) -> _Stretched:
+    cached = getattr(encoder, "_longclip", None)
+    if cached is None:
+        cached = _Stretched(encoder)
+        encoder._longclip = cached
+    return cached
+
+
+def _pack(windows: list[list[int]], sot: int, eot: int, ctx: int) -> np.ndarray:
+    out = np.zeros((len(windows), ctx), np.int64)
+    for r, ids in enumerate(windows):
+        row = [sot, *ids, eot]
+        out[r, : len(row)] = row
+    return out
+
+
+def _encode_tokens(encoder, tokens: np.ndarray, model=None, batch_size: int = 256) -> np.ndarray:
+    import torch
+
+    if model is None:
+        parts = [encoder.encode_token_batch(tokens[i:i + batch_size]) for i in range(0, len(tokens), batch_size)]
+    else:
+        parts = []
+        with encoder._lock, torch.inference_mode(), encoder._autocast():
+            for i in range(0, len(tokens), batch_size):
+                parts.append(encoder._finish(model.encode_text(torch.as_tensor(tokens[i:i + batch_size]).to(encoder.device))))
+    return np.concatenate(parts) if parts else np.zeros((0, encoder.dim), np.float32)
+
+
+def encode_long_texts(encoder, texts: Sequence[str], strategy: str = "chunk", overlap: int = DEFAULT_OVERLAP,
+                      weighted: bool = False, batch_size: int = 256) -> TextEncoding:
+    """Encode texts of any length with ``strategy`` (chunk | longclip | truncate) -> ``TextEncoding``."""
+    if strategy not in STRATEGIES:
+        raise InvalidInput(f"unknown long-text strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    texts = list(texts)
+    n = len(texts)
+    tok = encoder.tokenizer
+    if not hasattr(tok, "encode") or not hasattr(tok, "sot_token_id"):
+        # tokenizers without token-level access (HF tokenizers): truncate, and say so
+        vecs = encoder.encode_texts(texts, batch_size)
+        log.warning("this model's tokenizer gives no token access: texts were truncated to %d tokens",
+                    encoder.context_length)
+        return TextEncoding(vecs, np.full(n, -1), np.ones(n, np.int64), 0, "truncate")
+    ids = encoder.token_ids(texts)
+    n_tokens = np.array([len(t) for t in ids], np.int64)
+    model = None
+    ctx = encoder.context_length
+    if strategy == "longclip":
+        stretched = _stretched(encoder)
+        model, ctx = stretched.model, stretched.context_length
+    window = ctx - 2
+    windows: list[list[int]] = []
+    lengths: list[int] = []
+    group: list[int] = []
+    truncated = 0
+    for i, t in enumerate(ids):
+        if strategy == "truncate":
+            truncated += len(t) > window
+            spans = [(0, min(len(t), window))]
+        else:
+            spans = chunk_token_windows(len(t), window, min(overlap, window - 1))
+        for s, e in spans:
+            windows.append(t[s:e])
+            lengths.append(max(e - s, 1))
+            group.append(i)
+    if not n:
+        return TextEncoding(np.zeros((0, encoder.dim), np.float32), n_tokens, n_tokens, 0, strategy)
+    tokens = _pack(windows, tok.sot_token_id, tok.eot_token_id, ctx)
+    emb = _encode_tokens(encoder, tokens, model, batch_size)
+    group_arr = np.asarray(group, np.int64)
+    n_chunks = np.bincount(group_arr, minlength=n)
+    if len(windows) == n:
+        vecs = emb
+    else:
+        vecs = pool_chunks_grouped(emb, group_arr, n, np.asarray(lengths), weighted)
+    if truncated:
+        log.warning("%d of %d texts were longer than %d tokens and were truncated (strategy 'truncate')",
+                    truncated, n, window)
+    return TextEncoding(vecs.astype(np.float32), n_tokens, n_chunks, truncated, strategy)
