@@ -58,9 +58,12 @@ def _summary_line(s: dict) -> str:
 @click.option("--exclude", multiple=True, help="Glob of file or folder names to skip (repeatable).")
 @click.option("--prune", is_flag=True, help="Remove rows of files that are gone from the sources.")
 @click.option("--retry-errors", is_flag=True, help="Try files recorded as bad again even if unchanged.")
+@click.option("--commit-every", default=2048, show_default=True, type=click.IntRange(1),
+              help="Rows per commit: a crash loses at most this many.")
 @device_option
 @json_option
-def images(sources, index_path, model, backend, batch_size, workers, exclude, prune, retry_errors, device, as_json):
+def images(sources, index_path, model, backend, batch_size, workers, exclude, prune, retry_errors, commit_every,
+           device, as_json):
     """Index image folders or manifests (CSV/Parquet/JSONL with path, caption, label columns)."""
     from indexers.images import ImageIndexOptions, index_images
     from indexers.sources import IMAGE_EXTENSIONS, discover
@@ -76,7 +79,8 @@ def images(sources, index_path, model, backend, batch_size, workers, exclude, pr
         bar.refresh()
 
     try:
-        opts = ImageIndexOptions(batch_size=batch_size, workers=workers, prune=prune, retry_errors=retry_errors)
+        opts = ImageIndexOptions(batch_size=batch_size, workers=workers, prune=prune, retry_errors=retry_errors,
+                                 commit_rows=commit_every)
         summary = index_images(ix, found, opts, on_progress).as_dict()
     finally:
         bar.close()
