@@ -19,6 +19,7 @@ import contextlib
 import difflib
 import logging
 import os
+import pickle
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -233,7 +234,7 @@ def create_model(spec: ModelSpec, device: str = "cpu"):
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
                 spec.arch, pretrained=path, device="cpu", weights_only=True, **kwargs)
-        except (RuntimeError, ValueError, OSError) as exc:
+        except (RuntimeError, ValueError, OSError, KeyError, pickle.UnpicklingError) as exc:
             raise UnknownModel(f"cannot load checkpoint {path} into {spec.arch}: {str(exc).splitlines()[0][:200]}") from exc
         tokenizer = open_clip.get_tokenizer(spec.arch)
     else:  # hf-hub, local-dir

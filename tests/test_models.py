@@ -1,0 +1,91 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from retrieval.errors import UnknownModel, WeightsUnavailable
+from retrieval.models import DEFAULT_MODEL, ModelSpec, create_model, parse_model_spec
+
+
+def test_default_spec_is_vit_b32_laion():
+    spec = parse_model_spec(None)
+    assert (spec.kind, spec.arch, spec.source) == ("pretrained", "ViT-B-32", "laion2b_s34b_b79k")
+    assert str(spec) == DEFAULT_MODEL
+
+
+def test_spec_forms_parse(tmp_path):
+    ckpt = tmp_path / "w.pt"
+    ckpt.write_bytes(b"x")
+    assert parse_model_spec("clipdex-tiny") == ModelSpec("registered", arch="clipdex-tiny")
+    assert parse_model_spec("hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K").kind == "hf-hub"
+    spec = parse_model_spec(f"ViT-B-32:{ckpt}")
+    assert spec.kind == "checkpoint" and spec.source == str(ckpt.resolve())
+    (tmp_path / "open_clip_config.json").write_text("{}")
+    assert parse_model_spec(str(tmp_path)).kind == "local-dir"
+    assert parse_model_spec("local-dir:" + str(tmp_path)).kind == "local-dir"
+
+
+@pytest.mark.parametrize("bad, hint", [
+    ("ViT-B-32:laion2b", "did you mean ViT-B-32:laion2b_"),
+    ("vit-b-32:openai", "did you mean ViT-B-32:openai"),
+    ("ViT-B-32", "needs weights"),
+    ("nonsense", "unknown model"),
+    ("ViT-B-32:/no/such/file.pt", "checkpoint file not found"),
+    ("hf-hub:", "bad hub spec"),
+])
+def test_unknown_specs_say_the_right_spelling(bad, hint):
+    with pytest.raises(UnknownModel, match=hint.replace("(", r"\(")):
+        parse_model_spec(bad)
+
+
+def test_default_weights_unavailable_offline_fails_fast_with_a_fix(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache
+    import huggingface_hub.constants as c
+
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(WeightsUnavailable) as err:
+        create_model(parse_model_spec(DEFAULT_MODEL))
+    msg = str(err.value)
+    assert "\n" not in msg and "HF_HOME" in msg and "local checkpoint" in msg
+
+
+def test_tiny_weights_are_deterministic_and_independent_of_global_rng():
+    torch.manual_seed(123)
+    a, _, _ = create_model(parse_model_spec("clipdex-tiny"))
+    torch.manual_seed(456)
+    b, _, _ = create_model(parse_model_spec("clipdex-tiny"))
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb), ka
+    after = torch.rand(1)
+    torch.manual_seed(456)
+    assert torch.equal(after, torch.rand(1))  # building the tiny model left the caller's RNG alone
+
+
+def test_local_checkpoint_file_loads_with_weights_only(tmp_path, tiny):
+    path = tmp_path / "tiny.pt"
+    torch.save(tiny.model.state_dict(), path)
+    model, _, tok = create_model(parse_model_spec(f"clipdex-tiny:{path}"))
+    with torch.no_grad():
+        a = model.encode_text(tok(["a red circle"]))
+        b = tiny.model.encode_text(tok(["a red circle"]))
+    assert torch.allclose(a, b)
+
+
+def test_local_checkpoint_with_pickled_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": {"x": torch.zeros(1)}, "obj": object()}, path)  # not loadable with weights_only
+    with pytest.raises(UnknownModel, match="cannot load checkpoint"):
+        create_model(parse_model_spec(f"clipdex-tiny:{path}"))
+
+
+def test_local_model_folder_loads(tmp_path, tiny):
+    import open_clip
+
+    cfg = open_clip.get_model_config("clipdex-tiny")
+    (tmp_path / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": {}}))
+    torch.save(tiny.model.state_dict(), tmp_path / "open_clip_pytorch_model.bin")
+    model, _, tok = create_model(parse_model_spec(str(tmp_path)))
+    with torch.no_grad():
+        np.testing.assert_allclose(model.encode_text(tok(["x"])).numpy(), tiny.model.encode_text(tok(["x"])).numpy(),
+                                   atol=1e-6)
