@@ -68,6 +68,7 @@ class _Table:
         self.next_part: int = state.get("next_part", len(self.parts) + 1)
         self.ann: dict = state.get("ann", {"kind": "flat", "params": {}})
         self.indexes: dict = {}  # column -> faiss index
+        self.tombstones: dict[str, np.ndarray] = {}  # column -> ids deleted from an index that cannot remove
         self.dirty: set[str] = set()
         self.count: int | None = None
 
@@ -182,8 +183,9 @@ class FaissStore(Store):
         truth = np.concatenate(truth) if truth else np.zeros(0, np.int64)
         extra = np.setdiff1d(have, truth)
         missing = np.setdiff1d(truth, have)
+        t.indexes[column] = index
         if len(extra):
-            index.remove_ids(faiss.IDSelectorBatch(extra))
+            self._remove(t, column, extra)
         if len(missing):
             for ids, x in self._ids_and_vectors(t, column):
                 sel = np.isin(ids, missing)
@@ -194,6 +196,18 @@ class FaissStore(Store):
             t.dirty.add(column)
         t.indexes[column] = index
         return index
+
+    def _remove(self, t: _Table, column: str, ids: np.ndarray) -> None:
+        """Remove ids from a FAISS index; graph indexes (HNSW) cannot, so their ids become tombstones that every
+        search excludes until ``optimize`` rebuilds the index."""
+        import faiss
+
+        try:
+            t.indexes[column].remove_ids(faiss.IDSelectorBatch(ids))
+        except RuntimeError:
+            old = t.tombstones.get(column, np.zeros(0, np.int64))
+            t.tombstones[column] = np.union1d(old, ids)
+        t.dirty.add(column)
 
     def _iter_ids(self, t: _Table, column: str):
         for part in t.parts:
@@ -266,9 +280,8 @@ class FaissStore(Store):
         t.save_state()
         for part in gone:
             (t.parts_dir / part).unlink(missing_ok=True)
-        for column, index in indexes.items():
-            index.remove_ids(faiss.IDSelectorBatch(ids))
-            t.dirty.add(column)
+        for column in indexes:
+            self._remove(t, column, ids)
         t.count = None
         return deleted
 
@@ -338,15 +351,19 @@ class FaissStore(Store):
             return np.full((q, max(k, 0)), -np.inf, np.float32), np.full((q, max(k, 0)), -1, np.int64)
         kind = t.ann.get("kind", "flat")
         if where is None and (kind == "flat" or not exact):
-            params = self._search_params(t)
+            tomb = t.tombstones.get(column)
+            inner = faiss.IDSelectorBatch(tomb) if tomb is not None and len(tomb) else None
+            sel = faiss.IDSelectorNot(inner) if inner is not None else None  # `inner` must outlive the search
+            params = self._search_params(t, sel)
             D, I = index.search(xq, k, params=params) if params is not None else index.search(xq, k)
             return self._clean(D, I)
         allowed = self._matching_ids(t, where) if where else None
+        sel = faiss.IDSelectorBatch(allowed) if allowed is not None else None  # kept alive through the search
         if allowed is not None and kind == "flat":
-            D, I = index.search(xq, k, params=faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed)))
+            D, I = index.search(xq, k, params=faiss.SearchParameters(sel=sel))
             return self._clean(D, I)
         if allowed is not None and not exact and len(allowed) > 50_000:
-            params = self._search_params(t, faiss.IDSelectorBatch(allowed))
+            params = self._search_params(t, sel)
             D, I = self._clean(*index.search(xq, k, params=params))
             short = (I < 0).sum(1) > 0
             if not (short & (np.sum(I >= 0, 1) < min(k, len(allowed)))).any():
@@ -421,6 +438,7 @@ class FaissStore(Store):
             t.save_state()
             for column in _vector_columns(t.schema):
                 t.indexes.pop(column, None)
+                t.tombstones.pop(column, None)
                 self._index_path(name, column).unlink(missing_ok=True)
                 self._index(name, column)  # rebuilds from the Parquet rows
             done["ann"] = t.ann
