@@ -45,6 +45,15 @@ def base_fields(table: str, dim: int) -> list[pa.Field]:
                 pa.field("height", pa.int32()), pa.field("bytes", pa.int64()), pa.field("mtime", pa.float64()),
                 pa.field("hash", pa.string()), pa.field("caption", pa.string()), pa.field("label", pa.string()),
                 vec, pa.field("text_vector", vector_type(dim), nullable=True)]
+    if table == "frames":  # one row per sampled frame; video_id = the id of its row in ``videos``
+        return [pa.field("id", pa.int64(), False), pa.field("video_id", pa.int64()), pa.field("path", pa.string()),
+                pa.field("frame_index", pa.int64()), pa.field("t", pa.float64()), vec]
+    if table == "videos":  # vector = norm(mean of the video's frame vectors); partial: decoding stopped early
+        return [pa.field("id", pa.int64(), False), pa.field("path", pa.string()), pa.field("duration", pa.float64()),
+                pa.field("fps", pa.float64()), pa.field("n_frames", pa.int32()), pa.field("width", pa.int32()),
+                pa.field("height", pa.int32()), pa.field("bytes", pa.int64()), pa.field("mtime", pa.float64()),
+                pa.field("hash", pa.string()), pa.field("sampling", pa.string()), pa.field("partial", pa.bool_()),
+                pa.field("caption", pa.string()), vec]
     if table == "errors":
         return [pa.field("id", pa.int64(), False), pa.field("path", pa.string()), pa.field("stage", pa.string()),
                 pa.field("reason", pa.string()), pa.field("when", pa.string()), pa.field("bytes", pa.int64()),
