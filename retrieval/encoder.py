@@ -121,6 +121,13 @@ class ClipEncoder:
                for i in range(0, len(texts), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, getattr(self, "dim", 0)), np.float32)
 
+    def encode_long_texts(self, texts: Sequence[str], strategy: str = "chunk", **kwargs):
+        """Texts of any length, never truncated silently -> ``TextEncoding`` (vectors, n_tokens, n_chunks, ...);
+        strategy chunk | longclip | truncate (see ``retrieval.textenc.encode_long_texts``)."""
+        from .textenc import encode_long_texts
+
+        return encode_long_texts(self, texts, strategy, **kwargs)
+
 
 @functools.lru_cache(maxsize=4)
 def _load(spec_str: str, device: str, precision: str) -> ClipEncoder:

@@ -6,6 +6,7 @@ Spec forms (``parse_model_spec``):
 - ``ARCH:/path/ckpt.pt``  an architecture with a local checkpoint file (.pt, .pth, .bin, .safetensors)
 - ``hf-hub:ORG/NAME``     an open_clip model on the Hugging Face hub (config and weights)
 - ``/path/to/dir``        a local folder holding ``open_clip_config.json`` and weights (``local-dir:`` also accepted)
+- ``longclip:LongCLIP-B`` a released Long-CLIP checkpoint, or ``longclip:ARCH:/path/longclip.pt`` (retrieval.longclip)
 - ``clipdex-tiny``        a tiny registered open_clip config with deterministic random weights (seed 0):
                           meaningless for real search, used by tests and offline demos.
 
@@ -38,7 +39,7 @@ _CONFIG_DIR = Path(__file__).parent / "model_configs"
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A parsed model spec. ``kind`` is one of: pretrained, checkpoint, hf-hub, local-dir, registered."""
+    """A parsed model spec. ``kind`` is one of: pretrained, checkpoint, hf-hub, local-dir, registered, longclip."""
 
     kind: str
     arch: str | None = None
@@ -51,6 +52,10 @@ class ModelSpec:
             return f"hf-hub:{self.source}"
         if self.kind == "local-dir":
             return str(self.source)
+        if self.kind == "longclip":
+            from .longclip import longclip_spec_str
+
+            return longclip_spec_str(self)
         return f"{self.arch}:{self.source}"
 
 
@@ -70,6 +75,10 @@ def parse_model_spec(spec: str | ModelSpec | None) -> ModelSpec:
     import open_clip
 
     register_configs()
+    if spec.startswith("longclip:"):
+        from .longclip import parse_longclip_spec
+
+        return parse_longclip_spec(spec)
     if spec.startswith("hf-hub:"):
         if spec.count("/") < 1 or not spec[len("hf-hub:"):].strip("/"):
             raise UnknownModel(f"bad hub spec {spec!r}: expected hf-hub:ORG/NAME")
@@ -214,6 +223,10 @@ def create_model(spec: ModelSpec, device: str = "cpu"):
     import torch
 
     register_configs()
+    if spec.kind == "longclip":
+        from .longclip import create_longclip_model
+
+        return create_longclip_model(spec, device)
     if spec.kind == "registered":
         with torch.random.fork_rng(devices=[]), _quiet_root_warning():
             torch.manual_seed(TINY_SEED)

@@ -6,10 +6,13 @@
   windows of ``context - 2`` tokens with ``overlap``, each window encoded, and the windows pooled
   (``pool_chunks_grouped``: mean of normalised chunk embeddings, renormalised).
 - ``longclip``: the encoder's text tower is stretched to 248 positions (``apply_longclip_stretch``) on a copy of
-  the model, made once per encoder; texts past 246 tokens are chunk-pooled with 248-token windows.
+  the model, made once per encoder; texts past 246 tokens are chunk-pooled with 248-token windows. An encoder
+  whose model already has a long context (a Long-CLIP checkpoint, ``longclip:...`` specs) is used as it is.
 - ``truncate``: explicit truncation to the context; the result counts the truncated texts.
 
 The result says, per text, how many tokens it had and how many windows it took, and how many were truncated.
+``long_text_counts`` turns that into the chunked / stretched / truncated counts indexers report, and
+``query_strategy`` picks a query's strategy from the table it searches (the one the table was built with).
 """
 from __future__ import annotations
 
@@ -26,7 +29,9 @@ from .longtext import apply_longclip_stretch, chunk_token_windows, pool_chunks_g
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("chunk", "longclip", "truncate")
+DEFAULT_STRATEGY = "chunk"
 DEFAULT_OVERLAP = 16
+CLIP_WINDOW = 75  # content tokens that fit CLIP's standard 77-token context
 
 
 @dataclass
@@ -39,21 +44,74 @@ class TextEncoding:
     n_chunks: np.ndarray
     truncated: int
     strategy: str
+    window: int = CLIP_WINDOW  # content tokens per window (context - 2)
+
+    def describe(self, i: int = 0) -> str:
+        """One line about text ``i``: its tokens, and what was done when it did not fit one window."""
+        n, c = int(self.n_tokens[i]), int(self.n_chunks[i])
+        if n < 0:
+            return f"tokens unknown, strategy {self.strategy}"
+        if n <= self.window:
+            return f"{n} tokens, strategy {self.strategy} (fits the {self.window}-token window)"
+        if self.strategy == "truncate":
+            return f"{n} tokens, strategy truncate: TRUNCATED to {self.window}"
+        how = "stretched context" if self.strategy == "longclip" else "chunk pooling"
+        return f"{n} tokens, strategy {self.strategy}: {c} windows of {self.window} pooled ({how})"
+
+
+def check_strategy(strategy: str) -> str:
+    """Return ``strategy`` or raise ``InvalidInput`` naming the choices."""
+    if strategy not in STRATEGIES:
+        raise InvalidInput(f"unknown long-text strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    return strategy
+
+
+def long_text_counts(n_tokens, n_chunks, strategy: str, window: int = CLIP_WINDOW) -> dict:
+    """Per-batch counts of what happened to long texts: n_tokens, n_chunks (n,) ints, the strategy and the window
+    used -> {"long": texts past CLIP's 75 content tokens, "chunked": pooled from > 1 window, "stretched": fit one
+    window of a stretched (> 75-token) context, "truncated": cut to the window}."""
+    n_tokens = np.asarray(n_tokens, np.int64)
+    n_chunks = np.asarray(n_chunks, np.int64)
+    long = n_tokens > CLIP_WINDOW
+    truncate = strategy == "truncate"
+    return {"long": int(long.sum()),
+            "chunked": 0 if truncate else int((n_chunks > 1).sum()),
+            "stretched": 0 if truncate else int((long & (n_chunks == 1)).sum()),
+            "truncated": int((n_tokens > window).sum()) if truncate else 0}
+
+
+def query_strategy(manifest: dict, table: str, requested: str | None) -> str:
+    """The long-text strategy for queries against ``table``: the one asked for, else the one the table was built
+    with (``manifest["tables"][table]["long_text"]``), else ``chunk``. Asking for another one than the table's
+    logs a warning (query and rows are then encoded differently)."""
+    built = (manifest.get("tables", {}).get(table) or {}).get("long_text")
+    if requested is None:
+        return built or DEFAULT_STRATEGY
+    check_strategy(requested)
+    if built and requested != built:
+        log.warning("table %r was indexed with --long-text %s; querying with %s encodes long queries differently",
+                    table, built, requested)
+    return requested
 
 
 class _Stretched:
-    """A Long-CLIP-stretched copy of an encoder's model (the original stays as it is)."""
+    """A Long-CLIP-stretched copy of an encoder's model (the original stays as it is). A model whose context is
+    already long (a Long-CLIP checkpoint) is used as it is: stretching it again would be wrong."""
 
     def __init__(self, encoder):
-        self.model = copy.deepcopy(encoder.model)
-        self.context_length = apply_longclip_stretch(self.model)
+        if encoder.context_length > CLIP_WINDOW + 2:
+            self.model, self.context_length = None, encoder.context_length
+        else:
+            self.model = copy.deepcopy(encoder.model)
+            self.context_length = apply_longclip_stretch(self.model)
 
 
 def _stretched(encoder) -> _Stretched:
     cached = getattr(encoder, "_longclip", None)
     if cached is None:
-        cached = _Stretched(encoder)
-        encoder._longclip = cached
+        with encoder._lock:
+            cached = getattr(encoder, "_longclip", None) or _Stretched(encoder)
+            encoder._longclip = cached
     return cached
 
 
@@ -80,10 +138,17 @@ def _encode_tokens(encoder, tokens: np.ndarray, model=None, batch_size: int = 25
 
 def encode_long_texts(encoder, texts: Sequence[str], strategy: str = "chunk", overlap: int = DEFAULT_OVERLAP,
                       weighted: bool = False, batch_size: int = 256) -> TextEncoding:
-    """Encode texts of any length with ``strategy`` (chunk | longclip | truncate) -> ``TextEncoding``."""
-    if strategy not in STRATEGIES:
-        raise InvalidInput(f"unknown long-text strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    """Encode texts of any length with ``strategy`` (chunk | longclip | truncate) -> ``TextEncoding``.
+
+    ``overlap``: tokens shared by consecutive windows; ``weighted``: pool windows weighted by their length.
+    Also available as ``encoder.encode_long_texts(texts, strategy)``.
+    """
+    check_strategy(strategy)
+    if isinstance(texts, str):
+        raise InvalidInput("encode_long_texts takes a list of strings, not a single string")
     texts = list(texts)
+    if any(not isinstance(t, str) for t in texts):
+        raise InvalidInput("encode_long_texts takes strings only")
     n = len(texts)
     tok = encoder.tokenizer
     if not hasattr(tok, "encode") or not hasattr(tok, "sot_token_id"):
@@ -91,7 +156,7 @@ def encode_long_texts(encoder, texts: Sequence[str], strategy: str = "chunk", ov
         vecs = encoder.encode_texts(texts, batch_size)
         log.warning("this model's tokenizer gives no token access: texts were truncated to %d tokens",
                     encoder.context_length)
-        return TextEncoding(vecs, np.full(n, -1), np.ones(n, np.int64), 0, "truncate")
+        return TextEncoding(vecs, np.full(n, -1), np.ones(n, np.int64), 0, "truncate", encoder.context_length - 2)
     ids = encoder.token_ids(texts)
     n_tokens = np.array([len(t) for t in ids], np.int64)
     model = None
@@ -115,7 +180,7 @@ def encode_long_texts(encoder, texts: Sequence[str], strategy: str = "chunk", ov
             lengths.append(max(e - s, 1))
             group.append(i)
     if not n:
-        return TextEncoding(np.zeros((0, encoder.dim), np.float32), n_tokens, n_tokens, 0, strategy)
+        return TextEncoding(np.zeros((0, encoder.dim), np.float32), n_tokens, n_tokens, 0, strategy, window)
     tokens = _pack(windows, tok.sot_token_id, tok.eot_token_id, ctx)
     emb = _encode_tokens(encoder, tokens, model, batch_size)
     group_arr = np.asarray(group, np.int64)
@@ -127,4 +192,4 @@ def encode_long_texts(encoder, texts: Sequence[str], strategy: str = "chunk", ov
     if truncated:
         log.warning("%d of %d texts were longer than %d tokens and were truncated (strategy 'truncate')",
                     truncated, n, window)
-    return TextEncoding(vecs.astype(np.float32), n_tokens, n_chunks, truncated, strategy)
+    return TextEncoding(vecs.astype(np.float32), n_tokens, n_chunks, truncated, strategy, window)
