@@ -54,6 +54,11 @@ def base_fields(table: str, dim: int) -> list[pa.Field]:
                 pa.field("height", pa.int32()), pa.field("bytes", pa.int64()), pa.field("mtime", pa.float64()),
                 pa.field("hash", pa.string()), pa.field("sampling", pa.string()), pa.field("partial", pa.bool_()),
                 pa.field("caption", pa.string()), vec]
+    if table == "texts":  # one row per document / paragraph / line / table row; mtime, bytes: of the source file
+        return [pa.field("id", pa.int64(), False), pa.field("source", pa.string()), pa.field("chunk", pa.int64()),
+                pa.field("text", pa.string()), pa.field("n_tokens", pa.int32()), pa.field("n_chunks", pa.int32()),
+                pa.field("strategy", pa.string()), pa.field("hash", pa.string()), pa.field("mtime", pa.float64()),
+                pa.field("bytes", pa.int64()), vec]
     if table == "errors":
         return [pa.field("id", pa.int64(), False), pa.field("path", pa.string()), pa.field("stage", pa.string()),
                 pa.field("reason", pa.string()), pa.field("when", pa.string()), pa.field("bytes", pa.int64()),
