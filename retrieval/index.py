@@ -244,8 +244,15 @@ class Index:
 
     def search_vectors(self, table: str, xq: np.ndarray, k: int = 10, where: str | None = None,
                        column: str = "vector", exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k rows by cosine: xq (q, d) -> (D (q, k) float32, I (q, k) int64 ids), padded with -inf / -1."""
-        return self.store.search(table, xq, k, where=where, column=column, exact=exact)
+        """Top-k rows by cosine: xq (q, d) -> (D (q, k) float32, I (q, k) int64 ids), padded with -inf / -1.
+        Queries are L2-normalised here (zero rows are refused)."""
+        from .store.base import check_queries
+
+        xq = check_queries(xq, self.dim)
+        norms = np.linalg.norm(xq, axis=1, keepdims=True)
+        if (norms == 0).any():
+            raise InvalidInput("query vectors contain zero rows")
+        return self.store.search(table, xq / norms, k, where=where, column=column, exact=exact)
 
     def delete(self, table: str, ids: Sequence[int]) -> int:
         self._require_writable()
