@@ -1,0 +1,273 @@
+"""Approximate nearest-neighbour search, measured against the exact oracle.
+
+Pure functions on arrays (inner product on unit vectors, faiss's ``xq, xb, k -> D, I`` convention):
+
+- :func:`exact_search` streams a database in blocks and keeps the running top-k (the oracle every ANN path is
+  compared with; faiss ``contrib.exhaustive_search`` style).
+- :func:`recall_at_k` is the fraction of the true top-k found (k-recall@k).
+- :func:`choose_index` picks an index from row count, dimension, memory budget and recall target, with build and
+  search parameters and an estimate of build time and memory.
+- :func:`tune_search_params` walks a grid of search parameters and keeps the cheapest setting meeting the target.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterable
+
+import numpy as np
+
+KINDS = ("flat", "hnsw", "ivf_flat", "ivf_sq8", "ivf_pq_fs")
+DEFAULT_RECALL = 0.95
+DEFAULT_EXACT_BELOW = 100_000
+
+
+# -- the oracle ------------------------------------------------------------------------------------------------
+def topk_merge(D: np.ndarray, I: np.ndarray, S: np.ndarray, J: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Merge running results (q, k) with a candidate block (q, b) of scores S and ids J -> best k, sorted."""
+    D2 = np.concatenate([D, S], 1)
+    I2 = np.concatenate([I, J], 1)
+    if D2.shape[1] > k:
+        part = np.argpartition(-D2, k - 1, axis=1)[:, :k]
+        D2, I2 = np.take_along_axis(D2, part, 1), np.take_along_axis(I2, part, 1)
+    order = np.lexsort((I2, -D2), axis=1)  # decreasing score, ties by id: deterministic
+    return np.take_along_axis(D2, order, 1).astype(np.float32), np.take_along_axis(I2, order, 1).astype(np.int64)
+
+
+def exact_search(xq: np.ndarray, xb_blocks: Iterable, k: int, block: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k by inner product over a streamed database.
+
+    xq (q, d) float32; xb_blocks yields (n_i, d) arrays (ids are running row numbers) or (ids (n_i,), x (n_i, d))
+    pairs; ``block`` bounds the rows scored at once (memory q x block). Returns D (q, k) float32 decreasing, I (q, k)
+    int64, padded with -inf / -1 when the database holds fewer than k rows.
+    """
+    xq = np.ascontiguousarray(xq, dtype=np.float32)
+    q = xq.shape[0]
+    D = np.full((q, k), -np.inf, np.float32)
+    I = np.full((q, k), -1, np.int64)
+    offset = 0
+    for item in xb_blocks:
+        if isinstance(item, tuple):
+            ids, x = np.asarray(item[0], np.int64), item[1]
+        else:
+            x = item
+            ids = np.arange(offset, offset + len(x), dtype=np.int64)
+        offset += len(x)
+        for s in range(0, len(x), block):
+            xb = np.ascontiguousarray(x[s:s + block], dtype=np.float32)
+            S = xq @ xb.T
+            J = np.broadcast_to(ids[s:s + block], S.shape)
+            if S.shape[1] > k:  # keep the block's own k best before merging
+                part = np.argpartition(-S, k - 1, axis=1)[:, :k]
+                S, J = np.take_along_axis(S, part, 1), np.take_along_axis(J, part, 1)
+            D, I = topk_merge(D, I, S, J, k)
+    return D, I
+
+
+def recall_at_k(I: np.ndarray, I_gt: np.ndarray, k: int) -> float:
+    """k-recall@k: mean over queries of |I[:, :k] ∩ I_gt[:, :k]| / (true neighbours, at most k). I, I_gt (q, >=k)
+    int64 with -1 padding. Ties in scores are the caller's business (compare scores when they matter)."""
+    I, I_gt = np.asarray(I)[:, :k], np.asarray(I_gt)[:, :k]
+    hits, total = 0, 0
+    for a, b in zip(I, I_gt):
+        b = b[b >= 0]
+        total += len(b)
+        hits += len(np.intersect1d(a[a >= 0], b))
+    return hits / total if total else 1.0
+
+
+# -- choosing an index -----------------------------------------------------------------------------------------
+@dataclass
+class IndexPlan:
+    """What to build. ``factory`` is the faiss index_factory string (inner product); ``search`` the initial
+    search parameters; ``grid`` the search parameters tuning may try (name -> increasing values)."""
+
+    kind: str
+    factory: str
+    build: dict = field(default_factory=dict)
+    search: dict = field(default_factory=dict)
+    grid: dict = field(default_factory=dict)
+    memory_bytes: int = 0
+    build_seconds: float = 0.0
+    reason: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def default_memory_budget(fraction: float = 0.5) -> int:
+    """A fraction of the machine's RAM (psutil's total, or sysconf), in bytes."""
+    try:
+        import psutil
+
+        total = psutil.virtual_memory().total
+    except ImportError:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    return int(total * fraction)
+
+
+def parse_memory(text: str | int | float) -> int:
+    """'8G', '512M', '1.5GB', 1e9 -> bytes."""
+    from .errors import InvalidInput
+
+    if isinstance(text, (int, float)):
+        value = float(text)
+    else:
+        s = str(text).strip().upper().removesuffix("IB").removesuffix("B")
+        mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}.get(s[-1:], 1)
+        try:
+            value = float(s[:-1] if s[-1:] in "KMGT" else s) * mult
+        except ValueError:
+            raise InvalidInput(f"--memory {text!r} is not a size; write it like 8G or 512M") from None
+    if not math.isfinite(value) or value <= 0:
+        raise InvalidInput(f"--memory must be a positive size, got {text!r}")
+    return int(value)
+
+
+def check_recall(recall: float) -> float:
+    from .errors import InvalidInput
+
+    if not (isinstance(recall, (int, float)) and 0 < recall <= 1):
+        raise InvalidInput(f"--recall must be in (0, 1], got {recall}")
+    return float(recall)
+
+
+def _nlist(n: int) -> int:
+    """Inverted lists: about 2 sqrt(n), a power of two, and at least 39 training points per list."""
+    nl = 1 << max(3, round(math.log2(max(2 * math.sqrt(n), 8))))
+    while nl > 8 and n < 39 * nl:
+        nl //= 2
+    return nl
+
+
+def _gflops() -> float:
+    return 8.0 * max(1, min(os.cpu_count() or 1, 16))  # conservative sustained GEMM throughput
+
+
+def choose_index(n: int, d: int, memory_budget: int | None = None, recall_target: float = DEFAULT_RECALL,
+                 exact_below: int = DEFAULT_EXACT_BELOW, kind: str | None = None) -> IndexPlan:
+    """Pick an index for n vectors of dimension d (4d bytes each as float32).
+
+    - n < exact_below, or everything else fails the budget check last: ``flat`` (exact, 4dn bytes).
+    - the raw vectors fit in the budget with room for lists: ``ivf_pq_fs`` = IVF{nlist},PQ{d/8}x4fs refined on the
+      flat vectors (RFlat): fast-scan codes pick candidates, exact scores rank them; tuned on nprobe, k_factor.
+      With a recall target above 0.99, ``ivf_flat`` (exact scores inside probed lists; tuned on nprobe).
+    - only d bytes per vector fit: ``ivf_sq8`` (8-bit scalar quantizer, tuned on nprobe).
+    - less: IVF-PQ fast scan refined by SQ8 codes, or unrefined when even that does not fit.
+    ``kind`` forces one of KINDS (``hnsw`` = HNSW{M},Flat with M by recall target).
+    """
+    budget = int(memory_budget if memory_budget is not None else default_memory_budget())
+    nlist = _nlist(n)
+    m_pq = max(1, d // 8)
+    while d % m_pq:
+        m_pq -= 1
+    M = 16 if recall_target <= 0.9 else 32 if recall_target <= 0.97 else 48
+    per = {"flat": 4 * d, "hnsw": 4 * d + 8 * M + 16, "ivf_flat": 4 * d + 8, "ivf_sq8": d + 8,
+           "ivf_pq_fs": m_pq // 2 + 8 + 4 * d, "ivf_pq_fs_sq8": m_pq // 2 + 8 + d, "ivf_pq_fs_bare": m_pq // 2 + 8}
+    if kind is None:
+        if n < exact_below:
+            choice, why = "flat", f"{n} rows < {exact_below}: exact search is cheap"
+        elif recall_target > 0.99 and n * per["ivf_flat"] <= budget:
+            choice, why = "ivf_flat", "recall target above 0.99: exact scores inside the probed lists"
+        elif n * per["ivf_pq_fs"] <= budget:
+            choice, why = "ivf_pq_fs", "vectors fit in memory: fast-scan PQ candidates refined on exact vectors"
+        elif n * per["ivf_sq8"] <= budget:
+            choice, why = "ivf_sq8", "memory-bound: 8-bit scalar quantizer"
+        elif n * per["ivf_pq_fs_sq8"] <= budget:
+            choice, why = "ivf_pq_fs_sq8", "memory-bound: fast-scan PQ refined on SQ8 codes"
+        else:
+            choice, why = "ivf_pq_fs_bare", "tight memory: fast-scan PQ codes only (recall may fall short)"
+    else:
+        choice, why = kind, "asked for"
+    nprobes = [v for v in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512) if v <= nlist]
+    train = min(n, max(50 * nlist, 20_000))
+    if choice == "flat":
+        plan = IndexPlan("flat", "Flat", {}, {}, {})
+    elif choice == "hnsw":
+        plan = IndexPlan("hnsw", f"HNSW{M},Flat", {"M": M, "efConstruction": 2 * M + 16},
+                         {"efSearch": 64}, {"efSearch": [16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024]})
+    elif choice in ("ivf_flat", "ivf_sq8"):
+        code = "Flat" if choice == "ivf_flat" else "SQ8"
+        plan = IndexPlan(choice, f"IVF{nlist},{code}", {"nlist": nlist, "train_rows": train}, {"nprobe": 16},
+                         {"nprobe": nprobes})
+    elif choice.startswith("ivf_pq_fs"):
+        refine = {"ivf_pq_fs": ",RFlat", "ivf_pq_fs_sq8": ",Refine(SQ8)"}.get(choice, "")
+        build = {"nlist": nlist, "m": m_pq, "train_rows": train, "refine": refine[1:] or None}
+        grid = {"nprobe": nprobes}
+        search = {"nprobe": 16}
+        if refine:
+            grid["k_factor"] = [1, 2, 4, 8, 16, 32]
+            search["k_factor"] = 8
+        plan = IndexPlan("ivf_pq_fs", f"IVF{nlist},PQ{m_pq}x4fs{refine}", build, search, grid)
+    else:
+        from .errors import InvalidInput
+
+        raise InvalidInput(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
+    plan.memory_bytes = int(n * per[choice] + (nlist * d * 4 if choice.startswith("ivf") else 0))
+    plan.build_seconds = round(_estimate_build_seconds(plan.kind, n, d, nlist, train, M), 1)
+    plan.reason = why
+    return plan
+
+
+def _estimate_build_seconds(kind: str, n: int, d: int, nlist: int, train: int, M: int) -> float:
+    """Rough flop counts / a conservative throughput: k-means (10 iterations), assignment, HNSW insertions."""
+    g = _gflops() * 1e9
+    if kind == "flat":
+        return n * d * 4 / 2e9  # copying
+    if kind == "hnsw":
+        return n * (2 * M + 16) * M * 2 * d * 2 / (g / 8)  # distance computations run far below GEMM speed
+    kmeans = 10 * 2 * train * nlist * d
+    assign = 2 * n * nlist * d
+    return (kmeans + assign) / g + n * d * 4 / 1e9
+
+
+# -- tuning ----------------------------------------------------------------------------------------------------
+@dataclass
+class Tuning:
+    """The chosen search parameters, their measured recall@k and seconds per query batch, and every point tried."""
+
+    params: dict
+    recall: float
+    seconds: float
+    met: bool
+    tried: list = field(default_factory=list)
+
+
+def tune_search_params(search_fn: Callable[[np.ndarray, int, dict], np.ndarray], xq: np.ndarray,
+                       I_gt: np.ndarray, k: int, recall_target: float, grid: dict[str, list],
+                       repeats: int = 1) -> Tuning:
+    """Cheapest search parameters reaching ``recall_target`` (k-recall@k against I_gt (q, >=k)).
+
+    ``search_fn(xq, k, params) -> I (q, k)``; ``grid`` maps each parameter to increasing values (cost grows with
+    each). Points are visited in increasing order of their product of grid positions; a point at or above (in
+    every parameter) a point that already met the target is skipped. Among points meeting it, the fastest
+    measured batch wins; when none does, the one with the highest recall (``met`` False).
+    """
+    names = list(grid)
+    if not names:
+        t0 = time.perf_counter()
+        r = recall_at_k(search_fn(xq, k, {}), I_gt, k)
+        return Tuning({}, r, time.perf_counter() - t0, r >= recall_target, [{"params": {}, "recall": r}])
+    axes = [range(len(grid[n])) for n in names]
+    points = sorted(itertools.product(*axes), key=lambda p: (sum(p), p))
+    met_points: list[tuple] = []
+    tried = []
+    for p in points:
+        if any(all(a >= b for a, b in zip(p, m)) for m in met_points):
+            continue
+        params = {n: grid[n][i] for n, i in zip(names, p)}
+        best_t = math.inf
+        for _ in range(max(1, repeats)):
+            t0 = time.perf_counter()
+            I = search_fn(xq, k, params)
+            best_t = min(best_t, time.perf_counter() - t0)
+        r = recall_at_k(I, I_gt, k)
+        tried.append({"params": params, "recall": r, "seconds": best_t})
+        if r >= recall_target:
+            met_points.append(p)
+    ok = [t for t in tried if t["recall"] >= recall_target]
+    best = min(ok, key=lambda t: t["seconds"]) if ok else max(tried, key=lambda t: (t["recall"], -t["seconds"]))
+    return Tuning(dict(best["params"]), float(best["recall"]), float(best["seconds"]), bool(ok), tried)

@@ -1,0 +1,143 @@
+"""Tune a table's ANN index to a recall target and record what was measured.
+
+After an ANN index is built, a held-out sample of queries is drawn from the table itself: *text-like* queries
+(the captions' ``text_vector``) when the table holds captions, since text-to-image queries sit across the modality
+gap and are the harder case, *image-like* ones (stored image vectors, each query's own row left out) otherwise.
+Their exact top-10 is the ground truth; :func:`retrieval.ann.tune_search_params` then picks the cheapest search
+parameters (nprobe / efSearch / k_factor, Lance's nprobes / refine_factor / ef) whose recall@10 meets the target.
+The result goes into the store's ANN record, which the manifest copies (``manifest["tables"][t]["ann"]``)::
+
+    {"kind", "factory"/"index_type", "build", "params", "recall_at_10", "target", "met", "n_queries",
+     "query_kind", "built_rows", "tuned" (when)}
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .ann import DEFAULT_EXACT_BELOW, DEFAULT_RECALL, IndexPlan, check_recall, choose_index, recall_at_k, \
+    tune_search_params
+from .store.base import AnnConfig, arrow_to_vectors
+
+log = logging.getLogger(__name__)
+K = 10
+
+
+@dataclass
+class HeldOut:
+    """Queries xq (q, d), the row each came from (q,) int64 (-1 for none to leave out), their kind."""
+
+    xq: np.ndarray
+    exclude: np.ndarray
+    kind: str
+
+
+def sample_queries(store, name: str, n_queries: int = 1000, seed: int = 0) -> HeldOut:
+    """Draw up to ``n_queries`` rows uniformly (streamed): their caption vectors when the table has any, else
+    their image vectors (each query's own row is then excluded from its results)."""
+    schema = store.schema(name)
+    n = store.count(name)
+    column = "vector"
+    if "text_vector" in schema.names and store.count(name, "text_vector IS NOT NULL") > 0:
+        column = "text_vector"
+        n = store.count(name, "text_vector IS NOT NULL")
+    p = min(1.0, 1.5 * n_queries / max(n, 1))
+    rng = np.random.default_rng(seed)
+    xs, ids = [], []
+    where = "text_vector IS NOT NULL" if column == "text_vector" else None
+    for batch in store.scan(name, ["id", column], where=where):
+        pick = rng.random(len(batch)) < p
+        if not pick.any():
+            continue
+        batch = batch.filter(pick)
+        x, valid = arrow_to_vectors(batch.column(1), store.dim)
+        xs.append(x)
+        ids.append(batch.column(0).to_numpy()[valid])
+    xq = np.concatenate(xs) if xs else np.zeros((0, store.dim), np.float32)
+    rid = np.concatenate(ids).astype(np.int64) if ids else np.zeros(0, np.int64)
+    if len(xq) > n_queries:
+        keep = np.sort(rng.choice(len(xq), n_queries, replace=False))
+        xq, rid = xq[keep], rid[keep]
+    if column == "text_vector":
+        return HeldOut(np.ascontiguousarray(xq), np.full(len(xq), -1, np.int64), "text")
+    return HeldOut(np.ascontiguousarray(xq), rid, "image")
+
+
+def _drop_self(I: np.ndarray, exclude: np.ndarray, k: int) -> np.ndarray:
+    """Results (q, k+1) without each query's own row -> (q, k)."""
+    out = np.full((len(I), k), -1, np.int64)
+    for j, (row, own) in enumerate(zip(I, exclude)):
+        row = row[(row != own) | (own < 0)]
+        out[j, :min(k, len(row))] = row[:k]
+    return out
+
+
+def tune_table(store, name: str, recall_target: float = DEFAULT_RECALL, n_queries: int = 1000,
+               seed: int = 0) -> dict:
+    """Measure and tune the table's ANN index; persist and return its record (see the module docstring)."""
+    import datetime
+
+    check_recall(recall_target)
+    info = store.ann_info(name)
+    if info["kind"] == "flat":
+        record = {"recall_at_10": 1.0, "target": recall_target, "met": True, "n_queries": 0, "query_kind": None}
+        store.set_search_params(name, {}, record=record)
+        return store.ann_info(name)
+    held = sample_queries(store, name, n_queries, seed)
+    if not len(held.xq):
+        return info
+    extra = 1 if (held.exclude >= 0).any() else 0
+    _, I_gt = store.search(name, held.xq, K + extra, exact=True)
+    I_gt = _drop_self(I_gt, held.exclude, K)
+
+    def search_fn(xq: np.ndarray, k: int, params: dict) -> np.ndarray:
+        store.set_search_params(name, params, persist=False)
+        _, I = store.search(name, xq, k + extra)
+        return _drop_self(I, held.exclude, k)
+
+    grid = store.ann_grid(name)
+    result = tune_search_params(search_fn, held.xq, I_gt, K, recall_target, grid)
+    if not result.met:
+        log.warning("%s: recall@10 %.3f is below the target %.3f even at the widest search", name, result.recall,
+                    recall_target)
+    record = {"recall_at_10": round(result.recall, 4), "target": recall_target, "met": result.met,
+              "n_queries": int(len(held.xq)), "query_kind": held.kind,
+              "tuned": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    store.set_search_params(name, result.params, record=record)
+    return store.ann_info(name)
+
+
+def plan_for(index, table: str, recall: float = DEFAULT_RECALL, memory: int | None = None,
+             kind: str | None = None, exact_below: int = DEFAULT_EXACT_BELOW) -> IndexPlan:
+    """The index ``optimize_table`` would build for the table now (its estimate printed before building)."""
+    return choose_index(index.store.count(table), index.dim, memory, recall, exact_below, kind)
+
+
+def optimize_table(index, table: str, recall: float = DEFAULT_RECALL, memory: int | None = None,
+                   kind: str | None = None, exact_below: int = DEFAULT_EXACT_BELOW, rebuild: bool = False,
+                   n_queries: int = 1000, on_plan: Callable[[IndexPlan], None] | None = None) -> dict:
+    """Build (or fold pending rows into) the table's ANN index for ``recall`` within ``memory`` bytes, tune its
+    search parameters on held-out queries and record the measured recall@10 in the manifest; returns the record.
+
+    ``kind``: force an index kind (faiss: flat, hnsw, ivf_flat, ivf_sq8, ivf_pq_fs; lance: IVF_PQ, IVF_FLAT,
+    IVF_HNSW_SQ, IVF_HNSW_PQ). ``on_plan`` receives the plan (with its build time and memory estimate) first.
+    """
+    check_recall(recall)
+    if on_plan is not None:
+        on_plan(plan_for(index, table, recall, memory, kind if index.backend == "faiss" else None, exact_below))
+    params = {"recall": recall, "tune": False, **({"memory": memory} if memory else {}),
+              **({"rebuild": True} if rebuild else {})}
+    index.optimize(table, AnnConfig(kind or "auto", exact_below, params))
+    record = tune_table(index.store, table, recall, n_queries)
+    index.refresh_counts()
+    index.save_manifest()
+    return record
+
+
+def tune_after_build(store, name: str, ann: AnnConfig, done: dict) -> None:
+    """Called by the stores' ``optimize``: tune a freshly built index unless the caller will (params tune=False)."""
+    if done.get("rebuilt") and ann.params.get("tune", True):
+        tune_table(store, name, float(ann.params.get("recall", DEFAULT_RECALL)))
