@@ -7,6 +7,15 @@ from retrieval.classify.reco import (RecoFuser, info_nce, knn_ids, reco_loss, re
                                      train_reco)
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """Tiny models: one thread avoids oversubscription on a shared machine (restored afterwards)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_mean_fuse_formula_and_weight_zero_is_query():
     rng = np.random.default_rng(0)
     q, r = unit(rng, 3, 6), rng.standard_normal((3, 4, 6))
@@ -109,3 +118,22 @@ def test_train_reco_resumes_from_a_checkpoint_like_an_uninterrupted_run(tmp_path
     # resume=False starts over
     _, _, fresh = train_reco(img, txt, inb, tnb, epochs=1, checkpoint_path=ckpt, resume=False, **kw)
     assert len(fresh) == 1
+
+
+def test_fuser_equals_a_full_pre_norm_encoder_layer_at_the_query_token():
+    torch.manual_seed(2)
+    fuser = RecoFuser(16, heads=4, ff_mult=2)
+    for p in fuser.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    layer = torch.nn.TransformerEncoderLayer(16, 4, dim_feedforward=32, dropout=0.0, activation="gelu",
+                                             batch_first=True, norm_first=True)
+    state = {k: v for k, v in fuser.state_dict().items() if k != "token_type"}
+    layer.load_state_dict(state)
+    layer.train()  # the reference (slow) path
+    q, r = torch.randn(3, 16), torch.randn(3, 5, 16)
+    mask = torch.zeros(3, 5, dtype=torch.bool)
+    mask[1, 2] = True
+    tokens = torch.cat([q[:, None] + fuser.token_type[0], r + fuser.token_type[1]], 1)
+    full_mask = torch.cat([torch.zeros(3, 1, dtype=torch.bool), mask], 1)
+    expect = torch.nn.functional.normalize(layer(tokens, src_key_padding_mask=full_mask)[:, 0], dim=-1)
+    torch.testing.assert_close(fuser(q, r, mask), expect, atol=1e-5, rtol=1e-5)
