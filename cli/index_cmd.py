@@ -89,3 +89,8 @@ def images(sources, index_path, model, backend, batch_size, workers, exclude, pr
         print_json(summary)
     else:
         click.echo(_summary_line(summary))
+
+
+from .text_cmds import texts as _texts  # noqa: E402  (clipdex index texts)
+
+index.add_command(_texts)

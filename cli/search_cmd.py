@@ -19,9 +19,11 @@ from .output import print_json_lines, print_table
 @click.option("--min-score", type=float, default=None, help="Drop hits scoring below this cosine.")
 @click.option("--table", default="images", show_default=True, help="Table to search.")
 @click.option("--model", default=None, help="Model to query with (must be the index's; default: the manifest's).")
+@click.option("--long-text", "long_text", default=None,
+              help="Text queries past the context: chunk, longclip or truncate (default: the table's own).")
 @device_option
 @json_option
-def search(index_path, text, image, k, where, min_score, table, model, device, as_json):
+def search(index_path, text, image, k, where, min_score, table, model, long_text, device, as_json):
     """Search an index with a text or an image."""
     from retrieval.errors import InvalidInput
 
@@ -31,8 +33,12 @@ def search(index_path, text, image, k, where, min_score, table, model, device, a
     if model is not None:
         ix.check_model(model)
     encoder = ix.encoder(device=device)
-    result = run_search(ix, text, image=image, k=k, table=table, where=where, min_score=min_score, encoder=encoder)
+    result = run_search(ix, text, image=image, k=k, table=table, where=where, min_score=min_score, encoder=encoder,
+                        long_text=long_text)
     ix.close()
+    notes = result.schema.metadata or {}
+    if notes.get(b"query_long") == b"True":  # a long query: say what was done with it
+        click.echo(f"query: {notes[b'query_note'].decode()}", err=True)
     if as_json:
         print_json_lines(result)
     else:

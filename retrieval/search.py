@@ -5,6 +5,7 @@ vectors; batched vector queries add a ``query`` column (the query's row number).
 """
 from __future__ import annotations
 
+import logging
 import os
 from typing import Sequence
 
@@ -16,6 +17,7 @@ from .index import Index, open_index
 from .store.base import VECTOR_COLUMNS
 
 DEFAULT_K = 10
+log = logging.getLogger(__name__)
 
 
 def load_query_image(path: str | os.PathLike):
@@ -34,8 +36,9 @@ def load_query_image(path: str | os.PathLike):
 
 
 def query_vectors(index: Index, text: str | Sequence[str] | None = None, image=None, vectors=None,
-                  long_text: str = "chunk", encoder=None) -> np.ndarray:
-    """Turn one kind of query into (q, d) unit vectors with the index's model (or the given vectors)."""
+                  long_text: str = "chunk", encoder=None, notes: dict | None = None) -> np.ndarray:
+    """Turn one kind of query into (q, d) unit vectors with the index's model (or the given vectors).
+    ``notes`` (a dict) receives what was done to a text query: query_n_tokens, query_strategy, query_note."""
     given = [x is not None for x in (text, image, vectors)]
     if sum(given) != 1:
         raise InvalidInput("give exactly one query: a text, an image or vectors")
@@ -57,7 +60,12 @@ def query_vectors(index: Index, text: str | Sequence[str] | None = None, image=N
             raise InvalidInput("empty text query")
         from .textenc import encode_long_texts
 
-        return encode_long_texts(enc, texts, long_text).vectors
+        res = encode_long_texts(enc, texts, long_text)
+        log.info("text query: %s", res.describe(0))
+        if notes is not None:
+            notes.update(query_n_tokens=int(res.n_tokens[0]), query_strategy=res.strategy,
+                         query_long=int(res.n_tokens[0]) > res.window, query_note=res.describe(0))
+        return res.vectors
     images = image if isinstance(image, (list, tuple)) else [image]
     images = [load_query_image(im) if isinstance(im, (str, os.PathLike)) else im for im in images]
     return enc.encode_images(images)
@@ -88,12 +96,24 @@ def rows_for_hits(index: Index, table: str, D: np.ndarray, I: np.ndarray, min_sc
 
 def search(index: Index | str, text: str | None = None, *, image=None, vectors=None, k: int = DEFAULT_K,
            table: str = "images", where: str | None = None, min_score: float | None = None,
-           column: str = "vector", long_text: str = "chunk", encoder=None) -> pa.Table:
-    """Search ``table`` of ``index`` with a text, an image (PIL image or path) or (q, d) vectors."""
+           column: str = "vector", long_text: str | None = None, encoder=None) -> pa.Table:
+    """Search ``table`` of ``index`` with a text, an image (PIL image or path) or (q, d) vectors.
+
+    ``long_text`` (chunk | longclip | truncate): how a text query longer than the context is encoded; default: the
+    strategy ``table`` was built with (a different one logs a warning). What was done is in the result's schema
+    metadata (query_n_tokens, query_strategy, query_note).
+    """
     if isinstance(index, (str, os.PathLike)):
         index = open_index(index)
     if k < 1:
         raise InvalidInput(f"k must be at least 1, got {k}")
-    xq = query_vectors(index, text, image, vectors, long_text, encoder)
+    from .textenc import query_strategy
+
+    long_text = query_strategy(index.manifest, table, long_text)
+    notes: dict = {}
+    xq = query_vectors(index, text, image, vectors, long_text, encoder, notes)
     D, I = index.search_vectors(table, xq, k, where=where, column=column)
-    return rows_for_hits(index, table, D, I, min_score, with_query=vectors is not None and len(xq) > 1)
+    out = rows_for_hits(index, table, D, I, min_score, with_query=vectors is not None and len(xq) > 1)
+    if notes:
+        out = out.replace_schema_metadata({**(out.schema.metadata or {}), **{k: str(v) for k, v in notes.items()}})
+    return out

@@ -137,10 +137,11 @@ def _encode_tokens(encoder, tokens: np.ndarray, model=None, batch_size: int = 25
 
 
 def encode_long_texts(encoder, texts: Sequence[str], strategy: str = "chunk", overlap: int = DEFAULT_OVERLAP,
-                      weighted: bool = False, batch_size: int = 256) -> TextEncoding:
+                      weighted: bool = False, batch_size: int = 256, warn: bool = True) -> TextEncoding:
     """Encode texts of any length with ``strategy`` (chunk | longclip | truncate) -> ``TextEncoding``.
 
-    ``overlap``: tokens shared by consecutive windows; ``weighted``: pool windows weighted by their length.
+    ``overlap``: tokens shared by consecutive windows; ``weighted``: pool windows weighted by their length;
+    ``warn`` False leaves the truncation warning to the caller (an indexer warns once per run, with its counts).
     Also available as ``encoder.encode_long_texts(texts, strategy)``.
     """
     check_strategy(strategy)
@@ -189,7 +190,7 @@ def encode_long_texts(encoder, texts: Sequence[str], strategy: str = "chunk", ov
         vecs = emb
     else:
         vecs = pool_chunks_grouped(emb, group_arr, n, np.asarray(lengths), weighted)
-    if truncated:
+    if truncated and warn:
         log.warning("%d of %d texts were longer than %d tokens and were truncated (strategy 'truncate')",
                     truncated, n, window)
     return TextEncoding(vecs.astype(np.float32), n_tokens, n_chunks, truncated, strategy, window)
