@@ -90,8 +90,9 @@ class Index:
         for name, info in manifest.get("tables", {}).items():
             params = info.get("ann", {}).get("params")
             if params and hasattr(self.store, "set_search_params") and self.backend == "lance":
-                self.store.set_search_params(name, params)
+                self.store.set_search_params(name, params, record=info["ann"])  # tuned recall etc. kept too
         self._next_id: dict[str, int] = {}
+        self._changed = False  # the manifest is rewritten on close only when rows or tables changed
 
     # -- properties --------------------------------------------------------------------------------------------
     @property
@@ -145,10 +146,11 @@ class Index:
             info["ann"] = self.store.ann_info(name)
 
     def close(self) -> None:
-        if self.writable:
+        if self.writable and self._changed:
             self.store.flush()
             self.refresh_counts()
             self.save_manifest()
+            self._changed = False
         self.store.close()
         if self._lock_fd is not None:
             fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
@@ -183,6 +185,7 @@ class Index:
         """Create ``name`` with clipdex's columns for it (plus ``extra``), or add missing ``extra`` columns."""
         self._require_writable()
         if not self.store.has_table(name):
+            self._changed = True
             fields = base_fields(name, self.dim)
             names = {f.name for f in fields}
             self.store.create_table(name, pa.schema(fields + [f for f in extra if f.name not in names]))
@@ -192,6 +195,7 @@ class Index:
             have = set(self.store.schema(name).names)
             new = [f for f in extra if f.name not in have]
             if new:
+                self._changed = True
                 self.store.add_columns(name, new)
         return self.store.schema(name)
 
@@ -206,6 +210,7 @@ class Index:
     def add_rows(self, table: str, rows: pa.Table) -> None:
         """Append rows (with ids and unit vectors) to a table in one atomic commit."""
         self._require_writable()
+        self._changed = True
         self.store.add(table, rows)
 
     def add_vectors(self, table: str, vectors: np.ndarray, metadata: dict | pa.Table | None = None,
@@ -256,6 +261,7 @@ class Index:
 
     def delete(self, table: str, ids: Sequence[int]) -> int:
         self._require_writable()
+        self._changed = True
         return self.store.delete(table, ids)
 
     def optimize(self, table: str, ann: AnnConfig | None = None) -> dict:

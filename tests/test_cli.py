@@ -1,0 +1,164 @@
+"""The CLI end to end (CliRunner): index, search, info, models, demo, and every bad input -> one line, exit != 0."""
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from indexers.samples import make_bad_files
+
+
+def invoke(runner, cli, *args):
+    return runner.invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture
+def indexed(tmp_path, shapes_copy, runner, cli):
+    make_bad_files(shapes_copy / "bad")
+    idx = tmp_path / "photos.clipdex"
+    r = invoke(runner, cli, "index", "images", shapes_copy, "--index", idx, "--model", "clipdex-tiny", "--workers", 0)
+    assert r.exit_code == 0, r.output
+    return idx, shapes_copy, r
+
+
+def snapshot(idx: Path) -> dict:
+    """Every file of an index with its size and mtime (the lock file aside)."""
+    return {str(p.relative_to(idx)): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in idx.rglob("*") if p.is_file() and p.name != ".lock"}
+
+
+def test_index_prints_a_summary(indexed):
+    _, _, r = indexed
+    assert r.stdout.startswith("added 48, updated 0, reused 0, unchanged 0, removed 0, errors 3")
+
+
+def test_search_text_and_image_as_table_and_json(indexed, runner, cli):
+    idx, photos, _ = indexed
+    r = invoke(runner, cli, "search", idx, "a red circle", "-k", 3)
+    lines = r.stdout.splitlines()
+    assert r.exit_code == 0 and lines[0].split()[:3] == ["rank", "score", "id"] and len(lines) == 4
+    probe = photos / "square" / "green_1.png"
+    r = invoke(runner, cli, "search", idx, "--image", probe, "-k", 5, "--json")
+    hits = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [h["rank"] for h in hits] == [1, 2, 3, 4, 5]
+    assert hits[0]["path"] == str(probe) and hits[0]["score"] > 0.9999
+    assert all("vector" not in h and "text_vector" not in h for h in hits)
+    assert hits == sorted(hits, key=lambda h: -h["score"])
+
+
+def test_search_where_and_min_score(indexed, runner, cli):
+    idx, photos, _ = indexed
+    probe = photos / "square" / "green_1.png"
+    r = invoke(runner, cli, "search", idx, "--image", probe, "-k", 50, "--where", "path LIKE '%/circle/%'", "--json")
+    hits = [json.loads(line) for line in r.stdout.splitlines()]
+    assert len(hits) == 12 and all("/circle/" in h["path"] for h in hits)
+    r = invoke(runner, cli, "search", idx, "--image", probe, "-k", 50, "--min-score", 0.999, "--json")
+    hits = [json.loads(line) for line in r.stdout.splitlines()]
+    assert hits and all(h["score"] >= 0.999 for h in hits) and len(hits) < 48
+
+
+def test_info_shows_tables_counts_and_errors(indexed, runner, cli):
+    idx, _, _ = indexed
+    data = json.loads(invoke(runner, cli, "info", idx, "--json").stdout)
+    assert data["model"] == "clipdex-tiny" and data["tables"]["images"]["rows"] == 48
+    assert data["errors"] == {"read": 1, "decode": 2} and data["size_bytes"] > 0
+    text = invoke(runner, cli, "info", idx).stdout
+    assert "images: 48 rows" in text and "decode: 2" in text
+
+
+def test_models_lists_tiny_and_the_default(runner, cli):
+    rows = json.loads(invoke(runner, cli, "models", "--json").stdout)
+    specs = {r["spec"]: r for r in rows}
+    assert specs["clipdex-tiny"]["cached"] and "ViT-B-32:laion2b_s34b_b79k" in specs
+
+
+BAD_INPUTS = [
+    (["search", "{tmp}/nope.clipdex", "x"], "does not exist"),
+    (["search", "{idx}", "x", "--where", "colour = 'red'"], "bad --where"),
+    (["search", "{idx}", "--image", "{photos}/bad/notes.jpg"], "not an image"),
+    (["search", "{idx}", "--image", "{tmp}/missing.png"], "query image"),
+    (["search", "{idx}"], "give a text query or --image"),
+    (["search", "{idx}", "x", "--model", "ViT-B-32:openai"], "built with clipdex-tiny"),
+    (["search", "{idx}", "x", "--table", "videos"], "no table 'videos'"),
+    (["index", "images", "{tmp}/nowhere", "--index", "{idx}"], "source not found"),
+    (["index", "images", "{tmp}/emptydir", "--index", "{idx}"], "no files to index"),
+    (["index", "images", "{photos}", "--index", "{idx}", "--model", "ViT-B-32:openai"], "built with clipdex-tiny"),
+    (["index", "images", "{photos}", "--index", "{tmp}/new.clipdex", "--model", "Vit-B-32"], "unknown model"),
+    (["index", "images", "{photos}", "--index", "{tmp}/new.clipdex"], "not in the local cache"),
+    (["info", "{photos}"], "not a clipdex index"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_INPUTS, ids=[m for _, m in BAD_INPUTS])
+def test_bad_input_is_one_line_and_leaves_the_index_alone(indexed, runner, cli, tmp_path, args, message):
+    idx, photos, _ = indexed
+    (tmp_path / "emptydir").mkdir(exist_ok=True)
+    before = snapshot(idx)
+    args = [a.format(tmp=tmp_path, idx=idx, photos=photos) for a in args]
+    r = runner.invoke(cli, args)
+    assert r.exit_code != 0
+    assert r.exception is None or isinstance(r.exception, SystemExit), r.exception
+    err = r.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(("error: ", "Error: ")) and message in err[0], r.stderr
+    assert "Traceback" not in r.output
+    assert snapshot(idx) == before
+    assert not (tmp_path / "new.clipdex").exists()
+
+
+def test_demo_runs_offline_on_the_tiny_model(tmp_path, runner, cli):
+    r = invoke(runner, cli, "demo", "--out", tmp_path / "demo", "-k", 3)
+    assert r.exit_code == 0
+    assert "not available here" in r.stderr and "clipdex-tiny" in r.stderr
+    assert r.stdout.count('"a red circle"') == 1 and "--image" in r.stdout
+    image_block = r.stdout.split("--image", 1)[1].splitlines()
+    probe = r.stdout.split("--image ", 1)[1].split()[0]
+    first = image_block[2].split()
+    assert first[:2] == ["1", "1.0000"] and probe.endswith(first[2].lstrip("…"))
+    again = invoke(runner, cli, "demo", "--out", tmp_path / "demo", "-k", 3)
+    assert "0 new, 48 unchanged" in again.stdout
+
+
+@pytest.mark.parametrize("backend", ["lance", "faiss"])
+def test_kill_minus_nine_then_resume_gives_every_image_exactly_once(tmp_path, shapes_dir, backend):
+    """A real indexing process killed mid-run; the re-run completes the index with no duplicates or losses."""
+    from indexers.samples import make_shapes
+    from retrieval.index import open_index
+
+    photos = tmp_path / "many"
+    make_shapes(photos, per_pair=10, size=160, seed=3)  # 240 images
+    make_bad_files(photos / "bad")
+    idx = tmp_path / "resume.clipdex"
+    cmd = [sys.executable, "-m", "cli.main", "index", "images", str(photos), "--index", str(idx),
+           "--model", "clipdex-tiny", "--backend", backend, "--workers", "0", "--batch-size", "4",
+           "--commit-every", "8"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed_at = None
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+        try:
+            ix = open_index(idx)
+            n = ix.store.count("images") if ix.store.has_table("images") else 0
+            ix.close()
+        except Exception:
+            continue
+        if n >= 24:
+            proc.kill()
+            killed_at = n
+            break
+    proc.wait()
+    assert killed_at is not None and killed_at < 240, "the indexer finished before it could be killed"
+    done = subprocess.run(cmd + ["--json"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    ix = open_index(idx)
+    import pyarrow as pa
+
+    paths = pa.Table.from_batches(list(ix.store.scan("images", ["path"]))).column("path").to_pylist()
+    assert len(paths) == 240 and len(set(paths)) == 240
+    assert summary["unchanged"] >= killed_at - 8 and summary["added"] + summary["unchanged"] == 240
+    assert ix.store.count("errors") == 3
