@@ -58,13 +58,13 @@ def query_vectors(index: Index, text: str | Sequence[str] | None = None, image=N
         texts = [text] if isinstance(text, str) else list(text)
         if not texts or any(not t.strip() for t in texts):
             raise InvalidInput("empty text query")
-        from .textenc import encode_long_texts
+        from .textenc import CLIP_WINDOW, encode_long_texts
 
         res = encode_long_texts(enc, texts, long_text)
         log.info("text query: %s", res.describe(0))
         if notes is not None:
             notes.update(query_n_tokens=int(res.n_tokens[0]), query_strategy=res.strategy,
-                         query_long=int(res.n_tokens[0]) > res.window, query_note=res.describe(0))
+                         query_long=int(res.n_tokens[0]) > CLIP_WINDOW, query_note=res.describe(0))
         return res.vectors
     images = image if isinstance(image, (list, tuple)) else [image]
     images = [load_query_image(im) if isinstance(im, (str, os.PathLike)) else im for im in images]

@@ -51,6 +51,8 @@ class TextEncoding:
         n, c = int(self.n_tokens[i]), int(self.n_chunks[i])
         if n < 0:
             return f"tokens unknown, strategy {self.strategy}"
+        if n <= self.window and self.strategy == "longclip" and n > CLIP_WINDOW:
+            return f"{n} tokens, strategy longclip: one window of the stretched {self.window + 2}-token context"
         if n <= self.window:
             return f"{n} tokens, strategy {self.strategy} (fits the {self.window}-token window)"
         if self.strategy == "truncate":
