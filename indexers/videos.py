@@ -1,0 +1,323 @@
+"""The video indexer: sources -> streamed decode + frame sampling (worker processes) -> encode (batches) -> commit.
+
+Two tables: ``frames`` (one row per sampled frame: video_id, path, frame_index, t in seconds, vector) and
+``videos`` (one row per video: id = the frames' video_id, path, duration, fps, n_frames = sampled frames, width,
+height, bytes, mtime, hash, sampling, partial, caption, vector = norm(mean of its frame vectors)).
+
+Frames of many videos are batched together into the encoder; a video is never held whole (frames arrive from the
+workers in small pieces and leave as rows once embedded; only a running sum is kept for the pooled vector).
+
+Commit order makes a video atomic: its frames are committed before its ``videos`` row, and a video is done only
+when that row exists. After a crash, frames whose video has no row are orphans, deleted at the start of the next
+run, and the video is indexed again. A changed file (path + mtime + size, or a different ``sampling``) is indexed
+again and its old row and frames are deleted once the new row is committed; two rows for one path (a crash in
+between) are repaired at start, the newest wins.
+
+Failures go to the ``errors`` table (``source_table = "videos"``, stage read / decode): empty files, files that are
+not videos, audio-only files, unsupported codecs. A video that fails **mid-stream** (a decoder error, or a stream
+ending well before its stated duration) **keeps the frames decoded before the failure**: its row gets
+``partial = true`` and the failure is recorded in ``errors`` too. Like other errors, a partial video is not tried
+again until the file changes (or ``retry_errors``).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+
+from retrieval.index import Index, now
+from retrieval.store.base import vectors_to_arrow
+from retrieval.video import mean_pool_vectors
+
+from .pipeline import Committer, Progress, default_workers
+from .sources import Discovery, Item, under_roots
+from .video_decode import SamplingPlan, import_av, stream_decode
+
+log = logging.getLogger(__name__)
+VIDEOS, FRAMES = "videos", "frames"
+_BASE = {"id", "path", "duration", "fps", "n_frames", "width", "height", "bytes", "mtime", "hash", "sampling",
+         "partial", "caption", "vector"}
+
+
+@dataclass
+class VideoIndexOptions:
+    sampling: SamplingPlan = field(default_factory=SamplingPlan)  # --fps 1 unless told otherwise
+    batch_size: int = 64          # frames per forward pass (from any number of videos)
+    workers: int | None = None    # decoding processes; 0 decodes in this process; None: one per spare core
+    piece: int = 16               # frames per message from a worker
+    prune: bool = False           # delete videos that are gone from the sources
+    retry_errors: bool = False    # retry failed and partial videos even if unchanged
+    commit_rows: int = 2048       # frame rows per commit
+    commit_seconds: float = 15.0
+    optimize: bool = True
+
+
+@dataclass
+class VideoIndexSummary:
+    added: int = 0
+    updated: int = 0       # changed videos indexed again
+    unchanged: int = 0
+    removed: int = 0
+    errors: int = 0        # new errors this run (partial videos included)
+    partial: int = 0       # videos kept with the frames decoded before a mid-stream failure
+    known_errors: int = 0  # videos skipped because they failed before and did not change
+    frames: int = 0        # frames embedded this run
+    elapsed: float = 0.0
+    frames_per_s: float = 0.0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+class _State:
+    """What the index holds for videos: rows by path, errors by path, and what an interrupted run left behind."""
+
+    def __init__(self, index: Index):
+        self.rows: dict[str, tuple] = {}     # path -> (id, mtime, bytes, sampling, partial)
+        self.errors: dict[str, tuple] = {}   # path -> (id, mtime, bytes)
+        self.duplicates: list[int] = []      # older videos rows of a path
+        self.orphans: list[int] = []         # frame ids whose video has no (kept) row
+        store = index.store
+        if store.has_table(VIDEOS):
+            cols = ["id", "path", "mtime", "bytes", "sampling", "partial"]
+            for b in store.scan(VIDEOS, cols):
+                for i, p, m, s, smp, part in zip(*(b.column(c).to_pylist() for c in cols)):
+                    old = self.rows.get(p)
+                    if old is not None:
+                        self.duplicates.append(min(old[0], i))
+                        if old[0] > i:
+                            continue
+                    self.rows[p] = (i, m, s, smp, bool(part))
+        if store.has_table(FRAMES):
+            live = np.fromiter((r[0] for r in self.rows.values()), np.int64)
+            for b in store.scan(FRAMES, ["id", "video_id"]):
+                vid = b.column(1).to_numpy(zero_copy_only=False)
+                lost = ~np.isin(vid, live)
+                if lost.any():
+                    self.orphans.extend(b.column(0).to_numpy()[lost].tolist())
+        if store.has_table("errors"):
+            for b in store.scan("errors", ["id", "path", "mtime", "bytes"], where=f"source_table = '{VIDEOS}'"):
+                for i, p, m, s in zip(*(b.column(c).to_pylist() for c in range(4))):
+                    self.errors[p] = (i, m, s)
+
+
+def delete_videos(index: Index, video_ids) -> int:
+    """Delete videos rows and all their frames; returns the number of videos rows deleted."""
+    ids = sorted({int(v) for v in video_ids})
+    if not ids:
+        return 0
+    frame_ids = []
+    for i in range(0, len(ids), 4096):
+        where = f"video_id IN ({','.join(map(str, ids[i:i + 4096]))})"
+        for b in index.store.scan(FRAMES, ["id"], where=where):
+            frame_ids.extend(b.column(0).to_pylist())
+    if frame_ids:
+        index.delete(FRAMES, frame_ids)
+    return index.delete(VIDEOS, ids)
+
+
+def _error_rows(index: Index, errs: list[tuple[Item, str, str]]) -> pa.Table:
+    schema = index.store.schema("errors")
+    return pa.table({"id": index.next_ids("errors", len(errs)), "path": [e[0].path for e in errs],
+                     "stage": [e[1] for e in errs], "reason": [e[2] for e in errs], "when": [now()] * len(errs),
+                     "bytes": [e[0].bytes for e in errs], "mtime": [e[0].mtime for e in errs],
+                     "source_table": [VIDEOS] * len(errs)}, schema=schema)
+
+
+def index_videos(index: Index, found: Discovery, options: VideoIndexOptions | None = None,
+                 on_progress: Callable[[Progress], None] | None = None) -> VideoIndexSummary:
+    """Bring the ``frames`` and ``videos`` tables of ``index`` up to date with the files in ``found``."""
+    opts = options or VideoIndexOptions()
+    import_av()  # fail early, naming the extra, when PyAV is missing
+    t0 = time.monotonic()
+    summary = VideoIndexSummary()
+    vschema = index.ensure_table(VIDEOS, [pa.field(c, pa.string()) for c in found.meta_columns])
+    fschema = index.ensure_table(FRAMES)
+    index.ensure_table("errors")
+    state = _State(index)
+    if state.duplicates:
+        delete_videos(index, state.duplicates)
+        log.info("removed %d video rows left duplicated by an interrupted run", len(state.duplicates))
+    if state.orphans:
+        index.delete(FRAMES, state.orphans)
+        log.info("removed %d frames of videos an interrupted run did not finish", len(state.orphans))
+
+    sampling = opts.sampling.describe()
+    todo: list[Item] = []
+    replaced: dict[str, int] = {}
+    errs: list[tuple[Item, str, str]] = []
+    for item in found.items:
+        known = state.errors.get(item.path)
+        unchanged_file = known is not None and known[1] == item.mtime and known[2] == item.bytes
+        if unchanged_file and not opts.retry_errors and item.path not in state.rows:
+            summary.known_errors += 1
+            continue
+        if item.bytes is None:
+            errs.append((item, "read", "file not found"))
+            continue
+        old = state.rows.get(item.path)
+        if old is not None and old[1] == item.mtime and old[2] == item.bytes and old[3] == sampling:
+            if not (old[4] and opts.retry_errors):  # partial videos are tried again only with retry_errors
+                summary.unchanged += 1
+                continue
+        if old is not None:
+            replaced[item.path] = old[0]
+        todo.append(item)
+    stale_errors = [state.errors[it.path][0] for it in todo if it.path in state.errors]
+    stale_errors += [state.errors[it.path][0] for it, _, _ in errs if it.path in state.errors]
+    ok_paths: set[str] = set()
+    failed_paths: list[str] = []
+
+    frames_out = Committer(index.add_rows, opts.commit_rows, opts.commit_seconds)
+
+    def add_after_frames(table: str, rows: pa.Table) -> None:
+        frames_out.commit()  # a video's frames always reach the store before its row
+        index.add_rows(table, rows)
+
+    def after_commit(table: str, rows: pa.Table) -> None:
+        if table != VIDEOS:
+            return
+        paths = rows.column("path").to_pylist()
+        delete_videos(index, [replaced[p] for p in paths if p in replaced])
+        ok_paths.update(paths)
+
+    videos_out = Committer(add_after_frames, max(1, opts.commit_rows // 32), opts.commit_seconds, after_commit)
+    if errs:
+        videos_out.put("errors", _error_rows(index, errs))
+        summary.errors += len(errs)
+    if todo:
+        run = _Run(index, todo, vschema, fschema, opts, frames_out, videos_out, summary, replaced, on_progress, t0)
+        run.go()
+        failed_paths = run.failed
+    frames_out.commit()
+    videos_out.commit()
+    failed = [replaced[p] for p in failed_paths if p in replaced]
+    if failed:  # changed files that now fail entirely: their old rows describe a file that is gone
+        delete_videos(index, failed)
+    if stale_errors:
+        index.delete("errors", stale_errors)
+    if opts.prune:
+        seen = {it.path for it in found.items if it.bytes is not None}
+        gone = [r[0] for p, r in state.rows.items() if p not in seen and under_roots(p, found.roots)
+                and p not in ok_paths]
+        summary.removed += delete_videos(index, gone)
+        gone_err = [r[0] for p, r in state.errors.items() if p not in seen and under_roots(p, found.roots)]
+        if gone_err:
+            index.delete("errors", gone_err)
+    if opts.optimize and (summary.added or summary.updated or summary.removed):
+        index.optimize(FRAMES)
+        index.optimize(VIDEOS)
+    summary.elapsed = time.monotonic() - t0
+    summary.frames_per_s = summary.frames / summary.elapsed if summary.elapsed > 0 else 0.0
+    return summary
+
+
+class _Acc:
+    """One video in flight: its info, how many of its frames await the encoder, the running sum of its vectors."""
+
+    def __init__(self, item: Item):
+        self.item = item
+        self.info = None
+        self.n = 0
+        self.pending = 0
+        self.sum = None
+        self.last_t = 0.0
+        self.ended = False
+        self.error = None
+
+
+class _Run:
+    """Decode messages in, frame rows and video rows out; frames of many videos share each forward pass."""
+
+    def __init__(self, index, todo, vschema, fschema, opts, frames_out, videos_out, summary, replaced, on_progress, t0):
+        self.index, self.todo, self.opts = index, todo, opts
+        self.vschema, self.fschema = vschema, fschema
+        self.frames_out, self.videos_out = frames_out, videos_out
+        self.summary, self.replaced, self.on_progress, self.t0 = summary, replaced, on_progress, t0
+        self.encoder = index.encoder()
+        self.meta_cols = [f.name for f in vschema if f.name not in _BASE]
+        ids = index.next_ids(VIDEOS, len(todo))
+        self.accs = {int(v): _Acc(it) for v, it in zip(ids, todo)}
+        self.pixels: list[np.ndarray] = []
+        self.refs: list[tuple[int, int, float]] = []  # (video id, frame index, t) of each pending pixel array
+        self.done = 0
+        self.failed: list[str] = []
+
+    def go(self) -> None:
+        workers = default_workers() if self.opts.workers is None else self.opts.workers
+        jobs = [(vid, acc.item.path) for vid, acc in self.accs.items()]
+        for vid, msg in stream_decode(jobs, self.opts.sampling, self.encoder.prep, workers, self.opts.piece):
+            acc = self.accs[vid]
+            if msg[0] == "info":
+                acc.info = msg[1]
+            elif msg[0] == "frames":
+                for i, t, px in zip(msg[1], msg[2], msg[3]):
+                    self.pixels.append(px)
+                    self.refs.append((vid, int(i), float(t)))
+                    acc.pending += 1
+                while len(self.pixels) >= self.opts.batch_size:
+                    self._encode(self.opts.batch_size)
+            elif msg[0] == "end":
+                acc.ended, acc.error = True, msg[1]
+                if acc.pending == 0:
+                    self._finish(vid)
+        while self.pixels:
+            self._encode(self.opts.batch_size)
+
+    def _encode(self, n: int) -> None:
+        px, refs = self.pixels[:n], self.refs[:n]
+        del self.pixels[:n], self.refs[:n]
+        vecs = self.encoder.encode_prepared(np.stack(px))
+        self.summary.frames += len(refs)
+        vids = np.array([r[0] for r in refs], np.int64)
+        self.frames_out.put(FRAMES, pa.table({
+            "id": self.index.next_ids(FRAMES, len(refs)), "video_id": vids,
+            "path": [self.accs[v].item.path for v in vids.tolist()], "frame_index": [r[1] for r in refs],
+            "t": [r[2] for r in refs], "vector": vectors_to_arrow(vecs, self.index.dim)}, schema=self.fschema))
+        finished = []
+        for (vid, _, t), v in zip(refs, vecs):
+            acc = self.accs[vid]
+            acc.sum = v.astype(np.float64) if acc.sum is None else acc.sum + v
+            acc.n += 1
+            acc.last_t = max(acc.last_t, t)
+            acc.pending -= 1
+            if acc.pending == 0 and acc.ended:
+                finished.append(vid)
+        for vid in finished:
+            self._finish(vid)
+
+    def _finish(self, vid: int) -> None:
+        acc = self.accs.pop(vid)
+        item, info, s = acc.item, acc.info, self.summary
+        self.done += 1
+        if acc.n == 0:
+            stage, reason = acc.error or ("decode", "no frames sampled")
+            self.videos_out.put("errors", _error_rows(self.index, [(item, stage, reason)]))
+            self.failed.append(item.path)
+            s.errors += 1
+        else:
+            if acc.error is not None:
+                stage, reason = acc.error
+                self.videos_out.put("errors", _error_rows(self.index, [(item, stage, f"partial, kept {acc.n} frames: {reason}")]))
+                s.errors += 1
+                s.partial += 1
+            pooled = mean_pool_vectors(acc.sum[None, :])  # the running sum is n x the mean: same direction
+            duration = info.duration if info.duration is not None else acc.last_t + (1.0 / info.fps if info.fps else 0.0)
+            cols = {"id": [vid], "path": [item.path], "duration": [duration], "fps": [info.fps], "n_frames": [acc.n],
+                    "width": [info.width], "height": [info.height], "bytes": [item.bytes], "mtime": [item.mtime],
+                    "hash": [info.hash], "sampling": [self.opts.sampling.describe()], "partial": [acc.error is not None],
+                    "caption": [item.caption], "vector": vectors_to_arrow(pooled[None, :], self.index.dim)}
+            for c in self.meta_cols:
+                cols[c] = [item.meta.get(c)]
+            self.videos_out.put(VIDEOS, pa.table(cols, schema=self.vschema))
+            if item.path in self.replaced:
+                s.updated += 1
+            else:
+                s.added += 1
+        if self.on_progress is not None:
+            self.on_progress(Progress(VIDEOS, self.done, len(self.todo),
+                                      {"frames": s.frames, "errors": s.errors}, time.monotonic() - self.t0))
