@@ -7,6 +7,7 @@ Spec forms (``parse_model_spec``):
 - ``hf-hub:ORG/NAME``     an open_clip model on the Hugging Face hub (config and weights)
 - ``/path/to/dir``        a local folder holding ``open_clip_config.json`` and weights (``local-dir:`` also accepted)
 - ``longclip:LongCLIP-B`` a released Long-CLIP checkpoint, or ``longclip:ARCH:/path/longclip.pt`` (retrieval.longclip)
+- ``random:ARCH``         any open_clip architecture with deterministic random weights (seed 0): for benchmarks
 - ``clipdex-tiny``        a tiny registered open_clip config with deterministic random weights (seed 0):
                           meaningless for real search, used by tests and offline demos.
 
@@ -48,6 +49,8 @@ class ModelSpec:
     def __str__(self) -> str:
         if self.kind == "registered":
             return self.arch or ""
+        if self.kind == "random":
+            return f"random:{self.arch}"
         if self.kind == "hf-hub":
             return f"hf-hub:{self.source}"
         if self.kind == "local-dir":
@@ -79,6 +82,11 @@ def parse_model_spec(spec: str | ModelSpec | None) -> ModelSpec:
         from .longclip import parse_longclip_spec
 
         return parse_longclip_spec(spec)
+    if spec.startswith("random:"):
+        arch = spec[len("random:"):]
+        if arch not in open_clip.list_models():
+            raise UnknownModel(f"unknown architecture {arch!r} in {spec!r}; see open_clip.list_models()")
+        return ModelSpec("random", arch=arch)
     if spec.startswith("hf-hub:"):
         if spec.count("/") < 1 or not spec[len("hf-hub:"):].strip("/"):
             raise UnknownModel(f"bad hub spec {spec!r}: expected hf-hub:ORG/NAME")
@@ -227,7 +235,7 @@ def create_model(spec: ModelSpec, device: str = "cpu"):
         from .longclip import create_longclip_model
 
         return create_longclip_model(spec, device)
-    if spec.kind == "registered":
+    if spec.kind in ("registered", "random"):
         with torch.random.fork_rng(devices=[]), _quiet_root_warning():
             torch.manual_seed(TINY_SEED)
             model, _, preprocess = open_clip.create_model_and_transforms(spec.arch, pretrained=None, device="cpu")
