@@ -290,13 +290,16 @@ class _Run:
 
     def _fail_file(self, f: TextFile, exc: FileError) -> None:
         """The file became unusable while being read: everything of it goes, one error row says why."""
-        self.flush()
-        self.committer.commit()
-        self.index.delete(TABLE, _source_ids(self.index.store, f.path))
+        had_rows = self.emitted.pop(f.path, 0) > 0
+        if had_rows:  # commit them so that they can be deleted with the rest
+            self.flush()
+            self.committer.commit()
+        if had_rows or f.path in self.state.gens:
+            self.index.delete(TABLE, _source_ids(self.index.store, f.path))
         self._drop_old_errors(f.path)
-        self.partial.discard(f.path)
-        self._save_partial()
-        self.emitted.pop(f.path, None)
+        if f.path in self.partial:
+            self.partial.discard(f.path)
+            self._save_partial()
         self.err_rows.append((f.path, f.mtime, f.bytes, exc.stage, exc.reason))
 
     # -- encoding and rows -------------------------------------------------------------------------------------

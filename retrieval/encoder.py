@@ -114,7 +114,7 @@ class ClipEncoder:
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """list of str -> (n, d) float32 unit rows. Texts longer than the context are truncated by the tokenizer;
-        use ``retrieval.longtext.encode_long_texts`` to pool or stretch them instead."""
+        use ``encode_long_texts`` (``retrieval.textenc``) to pool or stretch them instead."""
         if isinstance(texts, str):
             raise InvalidInput("encode_texts takes a list of strings, not a single string")
         out = [self.encode_token_batch(self.tokenizer(list(texts[i:i + batch_size])))
