@@ -8,6 +8,7 @@ from retrieval.search import search as run_search
 
 from .options import device_option, json_option
 from .output import print_json_lines, print_table
+from .video_cmds import run_video_search, video_search_options
 
 
 @click.command()
@@ -21,9 +22,10 @@ from .output import print_json_lines, print_table
 @click.option("--model", default=None, help="Model to query with (must be the index's; default: the manifest's).")
 @click.option("--long-text", "long_text", default=None,
               help="Text queries past the context: chunk, longclip or truncate (default: the table's own).")
+@video_search_options
 @device_option
 @json_option
-def search(index_path, text, image, k, where, min_score, table, model, long_text, device, as_json):
+def search(index_path, text, image, k, where, min_score, table, model, long_text, device, as_json, **video):
     """Search an index with a text or an image."""
     from retrieval.errors import InvalidInput
 
@@ -33,8 +35,11 @@ def search(index_path, text, image, k, where, min_score, table, model, long_text
     if model is not None:
         ix.check_model(model)
     encoder = ix.encoder(device=device)
-    result = run_search(ix, text, image=image, k=k, table=table, where=where, min_score=min_score, encoder=encoder,
-                        long_text=long_text)
+    if table in ("videos", "frames") or any(v not in (None, False) for v in video.values()):
+        result = run_video_search(ix, text, image, k, where, min_score, encoder, table, long_text, video)
+    else:
+        result = run_search(ix, text, image=image, k=k, table=table, where=where, min_score=min_score, encoder=encoder,
+                            long_text=long_text)
     ix.close()
     notes = result.schema.metadata or {}
     if notes.get(b"query_long") == b"True":  # a long query: say what was done with it

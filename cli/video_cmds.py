@@ -1,0 +1,111 @@
+"""Video commands: ``clipdex index videos SRC... --index DIR`` and the video options of ``clipdex search``.
+
+``index_videos_cmd`` is registered in the ``index`` group; ``video_search_options`` decorates ``clipdex search``
+and ``run_video_search`` answers ``--table videos``.
+"""
+from __future__ import annotations
+
+import click
+
+from .options import device_option, json_option
+from .output import print_json, progress_bar
+
+
+def _summary_line(s: dict) -> str:
+    parts = [f"added {s['added']}", f"updated {s['updated']}", f"unchanged {s['unchanged']}", f"removed {s['removed']}",
+             f"errors {s['errors']}" + (f" ({s['partial']} partial)" if s["partial"] else "")
+             + (f" (+{s['known_errors']} known)" if s["known_errors"] else "")]
+    return ", ".join(parts) + f"; {s['frames']} frames in {s['elapsed']:.1f}s ({s['frames_per_s']:.1f} frames/s)"
+
+
+@click.command("videos")
+@click.argument("sources", nargs=-1, required=True, metavar="SRC...")
+@click.option("--index", "index_path", required=True, help="Index directory (created when absent).")
+@click.option("--model", default=None, help="Model spec for a new index (default ViT-B-32:laion2b_s34b_b79k).")
+@click.option("--backend", type=click.Choice(["lance", "faiss"]), default=None, help="Store for a new index (lance).")
+@click.option("--fps", type=float, default=None, help="Frames sampled per second (default 1).")
+@click.option("--frames", "n_frames", type=int, default=None, help="Sample N frames: the middle of N equal chunks.")
+@click.option("--keyframes", is_flag=True, help="Sample every keyframe (decodes keyframes only: fastest).")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 4096), help="Frames per forward pass.")
+@click.option("--workers", default=None, type=click.IntRange(0, 64), help="Decoding processes (default: spare cores).")
+@click.option("--exclude", multiple=True, help="Glob of file or folder names to skip (repeatable).")
+@click.option("--prune", is_flag=True, help="Remove videos that are gone from the sources.")
+@click.option("--retry-errors", is_flag=True, help="Try failed and partial videos again even if unchanged.")
+@device_option
+@json_option
+def index_videos_cmd(sources, index_path, model, backend, fps, n_frames, keyframes, batch_size, workers, exclude,
+                     prune, retry_errors, device, as_json):
+    """Index video files (mp4, mov, mkv, webm, avi, m4v) or manifests with a path column: sampled frames with
+    their times go to the `frames` table, one mean-pooled vector per video to `videos`."""
+    from indexers.sources import VIDEO_EXTENSIONS, discover
+    from indexers.video_decode import SamplingPlan, import_av
+    from indexers.videos import VideoIndexOptions, index_videos
+
+    from .index_cmd import open_for_writing
+
+    plan = SamplingPlan.from_options(fps, n_frames, keyframes)  # bad options fail before the index is touched
+    import_av()
+    found = discover(sources, VIDEO_EXTENSIONS, exclude)
+    ix = open_for_writing(index_path, model, backend, device)
+    bar = progress_bar(0, "videos", "video")
+
+    def on_progress(p):
+        bar.total = p.total
+        bar.n = p.done
+        bar.set_postfix(p.counts, refresh=False)
+        bar.refresh()
+
+    try:
+        opts = VideoIndexOptions(sampling=plan, batch_size=batch_size, workers=workers, prune=prune,
+                                 retry_errors=retry_errors)
+        summary = index_videos(ix, found, opts, on_progress).as_dict()
+    finally:
+        bar.close()
+        ix.close()
+    if as_json:
+        print_json(summary)
+    else:
+        click.echo(_summary_line(summary))
+
+
+_VIDEO_OPTIONS = [
+    click.option("--pool", type=click.Choice(["max", "mean", "query-scoring"]), default=None,
+                 help="--table videos: frame aggregation for the pooled score (default max)."),
+    click.option("--tau", type=float, default=None, help="--table videos: query-scoring temperature (default 0.1)."),
+    click.option("--alpha", type=float, default=None,
+                 help="--table videos: CLIPRerank weight of the pooled score vs the best frame (default 0.4)."),
+    click.option("--candidates", type=int, default=None,
+                 help="--table videos: videos shortlisted from video vectors and from frames (default 100)."),
+    click.option("--segments", is_flag=True, default=None, help="--table videos: add (start, end) segments of matching frames."),
+    click.option("--threshold", type=float, default=None,
+                 help="--table videos: segment score threshold (default: best frame score - 0.05)."),
+]
+
+
+def video_search_options(fn):
+    """Add the video options to a search command (they arrive as keyword arguments)."""
+    for opt in reversed(_VIDEO_OPTIONS):
+        fn = opt(fn)
+    return fn
+
+
+def run_video_search(ix, text, image, k, where, min_score, encoder, table, long_text, video: dict):
+    """Answer ``clipdex search`` for the ``videos`` and ``frames`` tables."""
+    from retrieval.errors import InvalidInput
+    from retrieval.videosearch import VideoSearchOptions, search_frames, search_videos
+
+    given = {name: v for name, v in video.items() if v is not None and v is not False}
+    if table != "videos":
+        if given:
+            raise InvalidInput(f"--{next(iter(given)).replace('_', '-')} applies to --table videos only")
+        return search_frames(ix, text, image=image, k=k, where=where, min_score=min_score, long_text=long_text,
+                             encoder=encoder)
+    if "threshold" in given and not video.get("segments"):
+        raise InvalidInput("--threshold applies to --segments")
+    opts = VideoSearchOptions(**{k2: v for k2, v in given.items()})
+    result = search_videos(ix, text, image=image, k=k, where=where, options=opts, long_text=long_text, encoder=encoder)
+    if min_score is not None:
+        import pyarrow.compute as pc
+
+        result = result.filter(pc.greater_equal(result.column("score"), min_score))
+    return result
