@@ -16,8 +16,8 @@ def load_encoder(spec=None, device=None, precision=None):
     return _load(spec, device=device, precision=precision)
 
 
-def search(index, query, **kwargs):
-    """Search an index with a text, an image or vectors (see ``retrieval.search.search``)."""
+def search(index, text=None, **kwargs):
+    """Search an index with a text, ``image=`` or ``vectors=`` (see ``retrieval.search.search``)."""
     from .search import search as _search
 
-    return _search(index, query, **kwargs)
+    return _search(index, text, **kwargs)
