@@ -174,11 +174,16 @@ class Index:
             raise ModelMismatch(f"{self.path} was built with {self.model}, not {spec}; query it with --model {self.model} (the default)")
 
     def encoder(self, device: str | None = None, precision: str | None = None):
-        """The encoder named by the manifest (loaded once per process)."""
+        """The encoder named by the manifest (loaded once per process). The first call fixes device and precision
+        for this index object; later calls without arguments return the same encoder."""
         from .encoder import load_encoder
 
+        cached = getattr(self, "_encoder", None)
+        if cached is not None and device in (None, cached.device) and precision in (None, cached.precision):
+            return cached
         self.check_model(self.model)
-        return load_encoder(self.model, device=device, precision=precision)
+        self._encoder = load_encoder(self.model, device=device, precision=precision)
+        return self._encoder
 
     # -- tables and rows ---------------------------------------------------------------------------------------
     def ensure_table(self, name: str, extra: Sequence[pa.Field] = ()) -> pa.Schema:
