@@ -42,6 +42,7 @@ def make_video(path: str | Path, seed: int, duration: float, fps: float = 10, si
     import av
 
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fmt, codec = CODECS[path.suffix.lower()]
     n = max(1, int(round(duration * fps)))
     with av.open(str(path), "w", format=fmt) as c:
