@@ -226,16 +226,29 @@ def _run(index, todo, schema, state, opts, committer, summary, replaced, on_prog
         if not reuse:
             return
         ids = [state.by_hash[h] for _, h in reuse]
-        stored = index.store.take(TABLE, ids, ["vector", "width", "height"])
-        pos = {i: r for r, i in enumerate(ids)}
+        stored = index.store.take(TABLE, ids, ["id", "vector", "width", "height"])
+        pos = {i: r for r, i in enumerate(stored.column("id").to_pylist())}
         vec = np.asarray(stored.column("vector").combine_chunks().flatten().to_numpy(), np.float32).reshape(-1, index.dim)
         rows = []
-        for (it, h) in reuse:
-            r = pos[state.by_hash[h]]
+        for it, h in reuse:
+            r = pos.get(state.by_hash[h])
+            if r is None:  # the row it matched was replaced during this run: decode and encode after all
+                try:
+                    px, digest, w, hh = read_and_prepare(it.path, prep, opts.max_bytes)
+                except ImageReadError as exc:
+                    committer.put("errors", _error_rows(index, [(it, exc.stage, exc.reason)]))
+                    summary.errors += 1
+                    continue
+                pixels.append(px)
+                ready.append((it, digest, w, hh))
+                continue
             rows.append((it, h, stored.column("width")[r].as_py(), stored.column("height")[r].as_py(), vec[r]))
         summary.reused += len(rows)
-        _emit(index, schema, meta_cols, encoder, rows, committer, summary, replaced, reused=True)
+        if rows:
+            _emit(index, schema, meta_cols, encoder, rows, committer, summary, replaced, reused=True)
         reuse.clear()
+        if len(ready) >= opts.batch_size:
+            flush_batch()
 
     for results in ordered_map(_decode_chunk, tasks, workers):
         if isinstance(results, WorkerCrash):
@@ -264,8 +277,8 @@ def _run(index, todo, schema, state, opts, committer, summary, replaced, on_prog
             on_progress(Progress("images", done, len(todo), {"added": summary.added + summary.updated,
                                                              "reused": summary.reused, "errors": summary.errors},
                                  time.monotonic() - t0))
-    flush_batch()
     flush_reuse()
+    flush_batch()
 
 
 def _emit(index, schema, meta_cols, encoder, rows, committer, summary, replaced, reused=False):
