@@ -9,9 +9,10 @@ from .gda import gda_fit, gda_logits, gda_search_alpha
 from .proker import proker_logits
 from .susx import rank_index, sus_lc_select, sus_lc_select_from_ranked
 from .tip_adapter import build_cache, tip_adapter_logits, tip_adapter_search
-from .tipx import DEFAULT_TIPX, kl_matrix, rescale_to_range, tipx_logits, tipx_search, tipx_signatures
-from .xmore import (dedup_rerank_captions, xmore_caption_logits, xmore_confidence, xmore_image_logits,
-                    xmore_predict_batch, xmore_predict_stream)
+from .tipx import (DEFAULT_TIPX, kl_matrix, rescale_to_range, tipx_kl, tipx_log_signatures, tipx_logits, tipx_search,
+                   tipx_signatures)
+from .xmore import (dedup_rerank_captions, xmore_caption_logits, xmore_confidence, xmore_confidences,
+                    xmore_image_logits, xmore_predict_batch, xmore_predict_stream)
 from .zeroshot import (TEMPLATE_SETS, build_text_classifier, get_templates, load_descriptions, load_templates,
                        zeroshot_logits)
 
@@ -29,8 +30,9 @@ def __getattr__(name):
 __all__ = [
     "augmented_views", "gda_fit", "gda_logits", "gda_search_alpha", "proker_logits", "rank_index", "sus_lc_select",
     "sus_lc_select_from_ranked", "build_cache", "tip_adapter_logits", "tip_adapter_search", "DEFAULT_TIPX",
-    "kl_matrix", "rescale_to_range", "tipx_logits", "tipx_search", "tipx_signatures", "dedup_rerank_captions",
-    "xmore_caption_logits", "xmore_confidence", "xmore_image_logits", "xmore_predict_batch", "xmore_predict_stream",
+    "kl_matrix", "rescale_to_range", "tipx_kl", "tipx_log_signatures", "tipx_logits", "tipx_search",
+    "tipx_signatures", "dedup_rerank_captions", "xmore_caption_logits", "xmore_confidence", "xmore_confidences",
+    "xmore_image_logits", "xmore_predict_batch", "xmore_predict_stream",
     "TEMPLATE_SETS", "build_text_classifier", "get_templates", "load_descriptions", "load_templates",
     "zeroshot_logits", *_RECO,
 ]

@@ -71,14 +71,15 @@ def kl_matrix(p, q) -> np.ndarray:
     return _kl_from_logs(logp, logq).astype(np.float32)
 
 
-def rescale_to_range(x, ref) -> np.ndarray:
+def rescale_to_range(x, ref, x_range=None) -> np.ndarray:
     """``(x − min x) / (max x − min x) · (max ref − min ref) + min ref`` with global min/max; float32 like x.
 
-    A constant x maps to ``min ref`` everywhere.
+    A constant x maps to ``min ref`` everywhere. ``x_range = (lo, hi)`` replaces ``(min x, max x)``: a caller that
+    evaluates x in row blocks passes the range of the whole matrix, so every block is mapped the same way.
     """
     x64 = np.asarray(as_f32(x, "x"), dtype=np.float64)
     r = as_f32(ref, "ref")
-    lo, hi = float(x64.min()), float(x64.max())
+    lo, hi = (float(x64.min()), float(x64.max())) if x_range is None else (float(x_range[0]), float(x_range[1]))
     rlo, rhi = float(r.min()), float(r.max())
     span = hi - lo
     unit = (x64 - lo) / span if span > 0 else np.zeros_like(x64)
@@ -97,29 +98,60 @@ def _prepare(test_feats, support_feats, support_onehot, clip_weights):
     return f, s, l, w
 
 
+def tipx_log_signatures(feats, clip_weights, temperature: float = DEFAULT_TEMPERATURE) -> np.ndarray:
+    """``log S(x) = log_softmax(x W / τ)``: feats (N, D), W (D, C) -> (N, C) float64.
+
+    Computing it once for the support set lets :func:`tipx_logits` run over many blocks of test rows without
+    recomputing the (M, C) support signatures each time (``support_logsig``).
+    """
+    return _signature_logs(feats, clip_weights, temperature)
+
+
+def tipx_kl(test_feats, support_feats, clip_weights, temperature: float = DEFAULT_TEMPERATURE,
+            support_logsig=None) -> np.ndarray:
+    """Raw ``M_KL[i, j] = KL(S(f_i) ‖ S(F_j))`` exactly as :func:`tipx_logits` computes it: (N, M) float64.
+
+    A caller evaluating TIP-X in row blocks takes the min/max of this over all blocks and passes them as
+    ``kl_range``. ``support_logsig``: :func:`tipx_log_signatures` of the support set, when precomputed.
+    """
+    f = as_f32(test_feats, "test_feats", ndim=2)
+    w = as_f32(clip_weights, "clip_weights", ndim=2)
+    logq = _signature_logs(support_feats, w, temperature) if support_logsig is None else np.asarray(support_logsig)
+    return _kl_from_logs(_signature_logs(f, w, temperature), logq)
+
+
 def tipx_kl_term(test_feats, support_feats, support_onehot, clip_weights, temperature=DEFAULT_TEMPERATURE,
-                 ref_affinity=None) -> np.ndarray:
-    """The KL term ``rescale_to_range(M_KL, R) L`` (N, C), R = ``ref_affinity`` or A = f Fᵀ."""
+                 ref_affinity=None, *, kl_range=None, support_logsig=None) -> np.ndarray:
+    """The KL term ``rescale_to_range(M_KL, R) L`` (N, C), R = ``ref_affinity`` or A = f Fᵀ.
+
+    ``kl_range = (lo, hi)``: the min/max of M_KL to rescale with (default: this call's own matrix).
+    """
     f, s, l, w = _prepare(test_feats, support_feats, support_onehot, clip_weights)
-    kl = _kl_from_logs(_signature_logs(f, w, temperature), _signature_logs(s, w, temperature))
+    kl = tipx_kl(f, s, w, temperature, support_logsig)
     ref = f @ s.T if ref_affinity is None else as_f32(ref_affinity, "ref_affinity")
-    return (rescale_to_range(kl, ref) @ l).astype(np.float32)
+    return (rescale_to_range(kl, ref, kl_range) @ l).astype(np.float32)
 
 
 def tipx_logits(test_feats, support_feats, support_onehot, clip_weights, alpha: float = DEFAULT_TIPX["alpha"],
                 beta: float = DEFAULT_TIPX["beta"], gamma: float = DEFAULT_TIPX["gamma"],
-                temperature: float = DEFAULT_TEMPERATURE, ref_affinity=None) -> np.ndarray:
+                temperature: float = DEFAULT_TEMPERATURE, ref_affinity=None, *, kl_range=None,
+                support_logsig=None) -> np.ndarray:
     """TIP-X logits (N, C) = ``100 f W + alpha exp(−beta (1 − A)) L − gamma rescale_to_range(M_KL, R) L``.
 
     test_feats f (N, D), support_feats F (M, D), support_onehot L (M, C), clip_weights W (D, C); A = f Fᵀ;
     M_KL = :func:`kl_matrix` of the signatures; R = ``ref_affinity`` (any array; only its min/max are used) or A.
     gamma = 0 gives Tip-Adapter; alpha = gamma = 0 gives zero-shot.
+    Row blocks: the min/max in the rescaling are global over the matrices, so evaluating N rows in blocks gives
+    the whole-matrix result only when every block gets the whole run's ``kl_range = (min, max)`` of
+    :func:`tipx_kl` and ``ref_affinity = [min A, max A]``; ``support_logsig`` (:func:`tipx_log_signatures` of F)
+    avoids recomputing the support signatures per block.
     """
     f, s, l, w = _prepare(test_feats, support_feats, support_onehot, clip_weights)
     aff = f @ s.T
     out = 100.0 * f @ w + alpha * cache_logits(aff, l, beta)
     if gamma != 0:
-        out = out - gamma * tipx_kl_term(f, s, l, w, temperature, aff if ref_affinity is None else ref_affinity)
+        out = out - gamma * tipx_kl_term(f, s, l, w, temperature, aff if ref_affinity is None else ref_affinity,
+                                         kl_range=kl_range, support_logsig=support_logsig)
     return out.astype(np.float32)
 
 

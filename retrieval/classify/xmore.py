@@ -77,24 +77,38 @@ def _fuse(a, b, p_img, p_cap):
     return p.astype(np.float32)
 
 
-def xmore_predict_stream(img_logits, cap_logits) -> np.ndarray:
+def xmore_confidences(img_logits, cap_logits) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row confidences ``(c_img (N,), c_cap (N,))`` float64 of img_logits (N, C) and cap_logits (N, K, C).
+
+    A caller that fuses in row blocks sums them over all rows first and passes the sums as ``totals``
+    (:func:`xmore_predict_batch`), or carries the running sums as ``prior`` (:func:`xmore_predict_stream`).
+    """
+    c_img, c_cap, _, _ = _confidences(img_logits, cap_logits)
+    return c_img, c_cap
+
+
+def xmore_predict_stream(img_logits, cap_logits, prior: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
     """Streaming X-MoRe fusion, in row order: img_logits (N, C), cap_logits (N, K, C) -> scores p (N, C).
 
     ``a_t = c_img,t / Σ_{s≤t} c_img,s``, ``b_t = c_cap,t / Σ_{s≤t} c_cap,s`` (running L1 normalisation, current item
     included), ``p_t = a_t softmax(z_img,t) + b_t mean_k softmax(z_cap,t,k)``. Row t depends on rows 0..t.
+    ``prior = (Σ c_img, Σ c_cap)`` of the rows streamed before this call (to continue a stream block by block).
     """
     c_img, c_cap, p_img, p_cap = _confidences(img_logits, cap_logits)
-    return _fuse(_ratio(c_img, np.cumsum(c_img)), _ratio(c_cap, np.cumsum(c_cap)), p_img, p_cap)
+    return _fuse(_ratio(c_img, prior[0] + np.cumsum(c_img)), _ratio(c_cap, prior[1] + np.cumsum(c_cap)), p_img, p_cap)
 
 
-def xmore_predict_batch(img_logits, cap_logits) -> np.ndarray:
+def xmore_predict_batch(img_logits, cap_logits, totals: tuple[float, float] | None = None) -> np.ndarray:
     """Order-independent X-MoRe fusion: like :func:`xmore_predict_stream` but normalised by the batch's sums,
     ``a_t = c_img,t / Σ_s c_img,s``, ``b_t = c_cap,t / Σ_s c_cap,s``. img_logits (N, C), cap_logits (N, K, C) ->
     (N, C). Permuting the rows permutes the output. The last row equals the stream variant's last row.
+    ``totals = (Σ c_img, Σ c_cap)`` over a larger set this batch is a block of (:func:`xmore_confidences`), so
+    blocks fused separately give the whole set's result.
     """
     c_img, c_cap, p_img, p_cap = _confidences(img_logits, cap_logits)
     n = c_img.shape[0]
-    return _fuse(_ratio(c_img, np.full(n, c_img.sum())), _ratio(c_cap, np.full(n, c_cap.sum())), p_img, p_cap)
+    t_img, t_cap = (c_img.sum(), c_cap.sum()) if totals is None else totals
+    return _fuse(_ratio(c_img, np.full(n, float(t_img))), _ratio(c_cap, np.full(n, float(t_cap))), p_img, p_cap)
 
 
 def xmore_image_logits(feats, class_text) -> np.ndarray:
