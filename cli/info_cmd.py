@@ -36,7 +36,9 @@ def info(index_path: str, as_json: bool) -> None:
     for name, t in data["tables"].items():
         ann = t["ann"]
         params = ", ".join(f"{k}={v}" for k, v in ann.get("params", {}).items())
-        click.echo(f"table     {name}: {t['rows']} rows, search {ann['kind']}{' (' + params + ')' if params else ''}")
+        click.echo(f"table     {name}: {t['rows']} rows, search {ann['kind']}{' (' + params + ')' if params else ''}"
+                   + (f", recall@10 {ann['recall_at_10']} (target {ann.get('target')}, {ann.get('n_queries')} "
+                      f"{ann.get('query_kind') or ''} queries)" if ann.get("n_queries") else ""))
     if data["errors"]:
         click.echo("errors    " + ", ".join(f"{stage}: {n}" for stage, n in sorted(data["errors"].items()))
                    + "  (clipdex search INDEX --table errors ... or read the errors table)")

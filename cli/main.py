@@ -50,10 +50,12 @@ def cli(verbose: int) -> None:
 
 
 def _register() -> None:
-    from . import demo, index_cmd, info_cmd, models_cmd, search_cmd, video_cmds
+    from . import demo, index_cmd, info_cmd, models_cmd, scale_cmds, search_cmd, video_cmds
 
     cli.add_command(index_cmd.index)
     index_cmd.index.add_command(video_cmds.index_videos_cmd)
+    index_cmd.index.add_command(scale_cmds.embeddings)
+    cli.add_command(scale_cmds.optimize)
     cli.add_command(search_cmd.search)
     cli.add_command(info_cmd.info)
     cli.add_command(models_cmd.models)

@@ -15,6 +15,8 @@ from .video_cmds import run_video_search, video_search_options
 @click.argument("index_path", metavar="INDEX")
 @click.argument("text", required=False)
 @click.option("--image", "image", type=click.Path(dir_okay=False), help="Query with an image file instead of text.")
+@click.option("--vectors", "vectors", type=click.Path(dir_okay=False), default=None,
+              help="Query with a float32 (q, d) .npy array, one query per row (JSON lines carry `query`).")
 @click.option("-k", "--top-k", "k", default=10, show_default=True, type=click.IntRange(1, 10000))
 @click.option("--where", default=None, help="SQL filter on the rows' columns, e.g. \"label = 'cat' AND width > 500\".")
 @click.option("--min-score", type=float, default=None, help="Drop hits scoring below this cosine.")
@@ -25,10 +27,18 @@ from .video_cmds import run_video_search, video_search_options
 @video_search_options
 @device_option
 @json_option
-def search(index_path, text, image, k, where, min_score, table, model, long_text, device, as_json, **video):
-    """Search an index with a text or an image."""
+def search(index_path, text, image, vectors, k, where, min_score, table, model, long_text, device, as_json, **video):
+    """Search an index with a text, an image or a batch of vectors."""
     from retrieval.errors import InvalidInput
 
+    if vectors is not None:
+        from .scale_cmds import search_vectors_file
+
+        if text is not None or image is not None:
+            raise InvalidInput("give a text query, --image PATH or --vectors FILE (one of them)")
+        result = search_vectors_file(index_path, vectors, k, where, min_score, table)
+        print_json_lines(result) if as_json else print_table(result)
+        return
     if (text is None) == (image is None):
         raise InvalidInput("give a text query or --image PATH (one of them)")
     ix = open_index(index_path)

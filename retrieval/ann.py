@@ -241,24 +241,16 @@ def tune_search_params(search_fn: Callable[[np.ndarray, int, dict], np.ndarray],
                        repeats: int = 1) -> Tuning:
     """Cheapest search parameters reaching ``recall_target`` (k-recall@k against I_gt (q, >=k)).
 
-    ``search_fn(xq, k, params) -> I (q, k)``; ``grid`` maps each parameter to increasing values (cost grows with
-    each). Points are visited in increasing order of their product of grid positions; a point at or above (in
-    every parameter) a point that already met the target is skipped. Among points meeting it, the fastest
-    measured batch wins; when none does, the one with the highest recall (``met`` False).
+    ``search_fn(xq, k, params) -> I (q, k)``; ``grid`` maps each parameter to increasing values, the first one
+    being the primary knob (nprobe, efSearch): recall grows with it. For every combination of the other
+    parameters (a *chain*), the smallest primary value meeting the target is found by bisection (about
+    log2(len) searches per chain). Among the settings meeting the target the fastest measured batch wins; when
+    none does, the one with the highest recall (``met`` False).
     """
     names = list(grid)
-    if not names:
-        t0 = time.perf_counter()
-        r = recall_at_k(search_fn(xq, k, {}), I_gt, k)
-        return Tuning({}, r, time.perf_counter() - t0, r >= recall_target, [{"params": {}, "recall": r}])
-    axes = [range(len(grid[n])) for n in names]
-    points = sorted(itertools.product(*axes), key=lambda p: (sum(p), p))
-    met_points: list[tuple] = []
-    tried = []
-    for p in points:
-        if any(all(a >= b for a, b in zip(p, m)) for m in met_points):
-            continue
-        params = {n: grid[n][i] for n, i in zip(names, p)}
+    tried: list[dict] = []
+
+    def measure(params: dict) -> float:
         best_t = math.inf
         for _ in range(max(1, repeats)):
             t0 = time.perf_counter()
@@ -266,8 +258,23 @@ def tune_search_params(search_fn: Callable[[np.ndarray, int, dict], np.ndarray],
             best_t = min(best_t, time.perf_counter() - t0)
         r = recall_at_k(I, I_gt, k)
         tried.append({"params": params, "recall": r, "seconds": best_t})
-        if r >= recall_target:
-            met_points.append(p)
+        return r
+
+    if not names:
+        measure({})
+    else:
+        primary, values = names[0], list(grid[names[0]])
+        for rest in itertools.product(*(grid[n] for n in names[1:])):
+            fixed = dict(zip(names[1:], rest))
+            lo, hi = 0, len(values) - 1
+            if measure({primary: values[hi], **fixed}) < recall_target:
+                continue  # this chain cannot reach the target
+            while lo < hi:  # invariant: values[hi] meets the target
+                mid = (lo + hi) // 2
+                if measure({primary: values[mid], **fixed}) >= recall_target:
+                    hi = mid
+                else:
+                    lo = mid + 1
     ok = [t for t in tried if t["recall"] >= recall_target]
     best = min(ok, key=lambda t: t["seconds"]) if ok else max(tried, key=lambda t: (t["recall"], -t["seconds"]))
     return Tuning(dict(best["params"]), float(best["recall"]), float(best["seconds"]), bool(ok), tried)

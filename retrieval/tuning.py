@@ -76,8 +76,10 @@ def _drop_self(I: np.ndarray, exclude: np.ndarray, k: int) -> np.ndarray:
 
 
 def tune_table(store, name: str, recall_target: float = DEFAULT_RECALL, n_queries: int = 1000,
-               seed: int = 0) -> dict:
-    """Measure and tune the table's ANN index; persist and return its record (see the module docstring)."""
+               seed: int = 0, queries: np.ndarray | None = None) -> dict:
+    """Measure and tune the table's ANN index; persist and return its record (see the module docstring).
+
+    ``queries`` (q, d): held-out queries to tune on instead of a sample of the table (e.g. real user queries)."""
     import datetime
 
     check_recall(recall_target)
@@ -86,7 +88,12 @@ def tune_table(store, name: str, recall_target: float = DEFAULT_RECALL, n_querie
         record = {"recall_at_10": 1.0, "target": recall_target, "met": True, "n_queries": 0, "query_kind": None}
         store.set_search_params(name, {}, record=record)
         return store.ann_info(name)
-    held = sample_queries(store, name, n_queries, seed)
+    if queries is not None:
+        xq = np.ascontiguousarray(queries, dtype=np.float32)
+        held = HeldOut(xq / np.linalg.norm(xq, axis=1, keepdims=True), np.full(len(xq), -1, np.int64), "given")
+    else:
+        n_queries = min(n_queries, max(50, store.count(name) // 50))  # small tables: fewer queries
+        held = sample_queries(store, name, n_queries, seed)
     if not len(held.xq):
         return info
     extra = 1 if (held.exclude >= 0).any() else 0
@@ -118,7 +125,8 @@ def plan_for(index, table: str, recall: float = DEFAULT_RECALL, memory: int | No
 
 def optimize_table(index, table: str, recall: float = DEFAULT_RECALL, memory: int | None = None,
                    kind: str | None = None, exact_below: int = DEFAULT_EXACT_BELOW, rebuild: bool = False,
-                   n_queries: int = 1000, on_plan: Callable[[IndexPlan], None] | None = None) -> dict:
+                   n_queries: int = 1000, on_plan: Callable[[IndexPlan], None] | None = None,
+                   queries: np.ndarray | None = None) -> dict:
     """Build (or fold pending rows into) the table's ANN index for ``recall`` within ``memory`` bytes, tune its
     search parameters on held-out queries and record the measured recall@10 in the manifest; returns the record.
 
@@ -131,7 +139,7 @@ def optimize_table(index, table: str, recall: float = DEFAULT_RECALL, memory: in
     params = {"recall": recall, "tune": False, **({"memory": memory} if memory else {}),
               **({"rebuild": True} if rebuild else {})}
     index.optimize(table, AnnConfig(kind or "auto", exact_below, params))
-    record = tune_table(index.store, table, recall, n_queries)
+    record = tune_table(index.store, table, recall, n_queries, queries=queries)
     index.refresh_counts()
     index.save_manifest()
     return record

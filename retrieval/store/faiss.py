@@ -523,7 +523,7 @@ class FaissStore(Store):
         grid = {"nprobe": [v for v in (1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
                            if v <= nlist]}
         if "RFlat" in factory or "Refine" in factory:
-            grid["k_factor"] = [1, 2, 4, 8, 16, 32]
+            grid["k_factor"] = [1, 2, 4, 8, 16, 32, 64, 128]
         return grid
 
     def _compact(self, t: _Table, target_rows: int) -> int:

@@ -118,7 +118,7 @@ class LanceStore(Store):
         I = np.full((q, k), -1, np.int64)
         if k <= 0 or table.count_rows() == 0:
             return D, I
-        params = self.ann_info(name).get("params", {})
+        params = self._search_params(name)
         query = table.search(list(xq) if q > 1 else xq[0], vector_column_name=column).metric("dot").limit(k)
         query = query.select(["id", "_distance"])
         if cond:
@@ -146,37 +146,139 @@ class LanceStore(Store):
         return D, I
 
     # -- maintenance -------------------------------------------------------------------------------------------
-    def ann_info(self, name: str) -> dict:
-        indices = [ix for ix in self._t(name).list_indices() if "vector" in getattr(ix, "columns", [""])[0]
-                   or getattr(ix, "index_type", "").startswith(("IVF", "HNSW"))]
-        if not indices:
-            return {"kind": "flat", "params": {}}
-        ix = indices[0]
-        return {"kind": str(getattr(ix, "index_type", "ann")), "params": dict(getattr(self, "_params", {}).get(name, {}))}
+    _TYPES = {"IvfPq": "IVF_PQ", "IvfFlat": "IVF_FLAT", "IvfSq": "IVF_SQ", "IvfRq": "IVF_RQ",
+              "IvfHnswSq": "IVF_HNSW_SQ", "IvfHnswPq": "IVF_HNSW_PQ", "IvfHnswFlat": "IVF_HNSW_FLAT"}
+    KINDS = ("IVF_PQ", "IVF_FLAT", "IVF_SQ", "IVF_HNSW_SQ", "IVF_HNSW_PQ", "IVF_HNSW_FLAT")
+    _SEARCH_KEYS = ("nprobes", "refine_factor", "ef")
 
-    def set_search_params(self, name: str, params: dict) -> None:
-        self.__dict__.setdefault("_params", {})[name] = dict(params)
+    def _vector_index(self, name: str):
+        for ix in self._t(name).list_indices():
+            if list(getattr(ix, "columns", []))[:1] == ["vector"] and str(getattr(ix, "index_type", "")) in self._TYPES:
+                return ix
+        return None
+
+    def ann_info(self, name: str) -> dict:
+        """{"kind": "flat"} or the vector index's record: kind (IVF_PQ...), build and search params, indexed and
+        unindexed (pending, searched exactly) rows, and what tuning measured."""
+        ix = self._vector_index(name)
+        if ix is None:
+            return {**self.__dict__.get("_records", {}).get(name, {}), "kind": "flat", "params": {}} \
+                if self.__dict__.get("_records", {}).get(name, {}).get("kind") == "flat" else {"kind": "flat", "params": {}}
+        record = dict(self.__dict__.get("_records", {}).get(name, {}))
+        info = {**record, "kind": self._TYPES[str(ix.index_type)],
+                "params": dict(self.__dict__.get("_params", {}).get(name, {}))}
+        try:
+            stats = self._t(name).index_stats(ix.name)
+            info["built_rows"] = int(stats.num_indexed_rows)
+            info["pending_rows"] = int(stats.num_unindexed_rows)
+        except Exception as exc:  # statistics are informative only
+            log.debug("no index stats: %s", exc)
+        return info
+
+    def set_search_params(self, name: str, params: dict, record: dict | None = None, persist: bool = True) -> None:
+        """Search with ``params`` (nprobes, refine_factor, ef). The Index passes the manifest's on open (that is
+        how they persist); ``persist`` False sets them for the next searches only (tuning); ``record`` holds
+        what tuning measured."""
+        if not persist:
+            self.__dict__.setdefault("_override", {})[name] = dict(params)
+            return
+        self.__dict__.setdefault("_override", {}).pop(name, None)
+        self.__dict__.setdefault("_params", {})[name] = {k: v for k, v in params.items() if k in self._SEARCH_KEYS}
+        if record is not None:
+            keep = {k: v for k, v in record.items() if k not in ("params", "pending_rows")}
+            self.__dict__.setdefault("_records", {}).setdefault(name, {}).update(keep)
+
+    def _search_params(self, name: str) -> dict:
+        override = self.__dict__.get("_override", {}).get(name)
+        return override if override is not None else self.__dict__.get("_params", {}).get(name, {})
+
+    def ann_grid(self, name: str) -> dict:
+        """Search parameters tuning may try for the table's vector index (name -> increasing values)."""
+        info = self.ann_info(name)
+        kind = info["kind"]
+        if kind == "flat":
+            return {}
+        parts = int(info.get("build", {}).get("num_partitions") or 256)
+        nprobes = [v for v in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512) if v <= parts]
+        if parts not in nprobes:
+            nprobes.append(parts)
+        if kind.startswith("IVF_HNSW"):
+            return {"nprobes": nprobes, "ef": [32, 128, 512]}
+        if kind in ("IVF_PQ", "IVF_SQ", "IVF_RQ"):
+            return {"nprobes": nprobes, "refine_factor": [1, 5, 20, 50]}
+        return {"nprobes": nprobes}
+
+    def _wanted(self, name: str, ann: AnnConfig) -> dict:
+        """{"kind": lance index type | "flat", "build": create_index params, "params": search params}."""
+        from ..ann import choose_index
+
+        n = self._t(name).count_rows()
+        p = ann.params
+        if ann.kind == "flat" or (ann.kind == "auto" and n < ann.exact_below):
+            return {"kind": "flat", "build": {}, "params": {}}
+        plan = choose_index(n, self.dim, p.get("memory"), p.get("recall", 0.95), ann.exact_below)
+        kind = ann.kind.upper() if ann.kind != "auto" else {"ivf_flat": "IVF_FLAT", "ivf_sq8": "IVF_SQ",
+                                                             "hnsw": "IVF_HNSW_SQ"}.get(plan.kind, "IVF_PQ")
+        if kind not in self.KINDS:
+            from ..errors import InvalidInput
+
+            raise InvalidInput(f"unknown LanceDB index type {ann.kind!r}; choose one of {', '.join(self.KINDS)}")
+        parts = max(1, min(int(plan.build.get("nlist", round(math.sqrt(n)))), max(1, n // 40)))
+        build = {"index_type": kind, "num_partitions": parts}
+        if "PQ" in kind:
+            sub = max(1, self.dim // 8)
+            while self.dim % sub:
+                sub -= 1
+            build["num_sub_vectors"] = sub
+        build.update(p.get("build", {}))
+        build.update({k: v for k, v in p.items() if k in ("num_partitions", "num_sub_vectors", "m", "ef_construction")})
+        search = {"nprobes": max(1, min(20, parts)), **({"refine_factor": 10} if kind in ("IVF_PQ", "IVF_SQ") else {}),
+                  **({"ef": 64} if "HNSW" in kind else {})}
+        search.update({k: v for k, v in p.items() if k in self._SEARCH_KEYS})
+        return {"kind": kind, "build": build, "params": search}
 
     def optimize(self, name: str, ann: AnnConfig | None = None) -> dict:
+        """Compact, fold rows added since the vector index was built into it (Lance's incremental index update),
+        and build the index ``ann`` asks for when it differs from the one there is (then tune it)."""
+        keep = ann is None and self._vector_index(name) is not None
         ann = ann or AnnConfig()
         table = self._t(name)
         done: dict = {}
         table.optimize(cleanup_older_than=timedelta(minutes=1))  # we hold the write lock; readers get a minute
         done["compacted"] = True
-        n = table.count_rows()
-        has_vec_index = self.ann_info(name)["kind"] != "flat"
-        if ann.kind != "flat" and n >= ann.exact_below and not has_vec_index:
-            params = {"index_type": "IVF_PQ", "num_partitions": max(1, int(math.sqrt(n))),
-                      "num_sub_vectors": max(1, self.dim // 8), **{k: v for k, v in ann.params.items()
-                                                                    if k not in ("nprobes", "refine_factor", "ef")}}
-            table.create_index(metric="dot", vector_column_name="vector", **params)
-            done["ann"] = params
-            self.set_search_params(name, {"nprobes": max(20, params["num_partitions"] // 20), "refine_factor": 10,
-                                          **{k: v for k, v in ann.params.items() if k in ("nprobes", "refine_factor", "ef")}})
-        if n and "id" in table.schema.names and not any("id" == getattr(ix, "columns", [None])[0] for ix in table.list_indices()):
+        current = self.ann_info(name)
+        want = {"kind": current["kind"]} if keep else self._wanted(name, ann)
+        records = self.__dict__.setdefault("_records", {})
+        if want["kind"] == "flat" and current["kind"] != "flat":
+            ix = self._vector_index(name)
+            table.drop_index(ix.name)
+            records[name] = {"kind": "flat"}
+            done["dropped_index"] = ix.name
+        elif not keep and want["kind"] != "flat" and (want["kind"] != current["kind"] or ann.params.get("rebuild")
+                                         or want.get("build") != current.get("build")):
+            accel = {"accelerator": "cuda"} if _cuda() else {}
+            table.create_index(metric="dot", vector_column_name="vector", replace=True, **want["build"], **accel)
+            records[name] = {"build": want["build"]}
+            self.set_search_params(name, want["params"])
+            done["ann"] = want
+            done["rebuilt"] = True
+            from ..tuning import tune_after_build
+
+            tune_after_build(self, name, ann, done)
+        if table.count_rows() and "id" in table.schema.names and not any(
+                list(getattr(ix, "columns", []))[:1] == ["id"] for ix in table.list_indices()):
             try:
                 table.create_scalar_index("id")
                 done["id_index"] = True
             except Exception as exc:  # a scalar index is an optimisation only
                 log.debug("no scalar index on id: %s", exc)
         return done
+
+
+def _cuda() -> bool:
+    try:
+        import torch
+
+        return bool(torch.cuda.is_available())
+    except ImportError:
+        return False

@@ -1,0 +1,133 @@
+"""Search at scale: ``clipdex optimize INDEX`` (ANN index tuned to a recall target) and
+``clipdex index embeddings SRC --index DIR`` (bring your own vectors)."""
+from __future__ import annotations
+
+import click
+
+from .options import json_option
+from .output import print_json
+
+recall_option = click.option("--recall", type=float, default=0.95, show_default=True,
+                             help="recall@10 target the search parameters are tuned to, in (0, 1].")
+memory_option = click.option("--memory", default=None,
+                             help="Memory budget for the index, e.g. 8G (default: half the machine's RAM).")
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+@click.command()
+@click.argument("index_path", metavar="INDEX")
+@recall_option
+@memory_option
+@click.option("--table", default="images", show_default=True)
+@click.option("--kind", default=None,
+              help="Force an index: faiss flat|hnsw|ivf_flat|ivf_sq8|ivf_pq_fs; lance IVF_PQ|IVF_FLAT|IVF_SQ|IVF_HNSW_SQ.")
+@click.option("--exact-below", default=100_000, show_default=True, type=click.IntRange(0),
+              help="Tables smaller than this are searched exactly.")
+@click.option("--rebuild", is_flag=True, help="Rebuild the index even if it is the one there is.")
+@json_option
+def optimize(index_path, recall, memory, table, kind, exact_below, rebuild, as_json):
+    """Build or re-tune a table's ANN index for a recall target; record the measured recall@10."""
+    from retrieval.ann import check_recall, parse_memory
+    from retrieval.index import open_index
+    from retrieval.tuning import optimize_table
+
+    check_recall(recall)
+    budget = parse_memory(memory) if memory is not None else None
+    ix = open_index(index_path, writable=True)
+
+    def on_plan(plan):
+        click.echo(f"plan: {plan.factory} ({plan.reason}); estimated build {plan.build_seconds:.0f}s, "
+                   f"memory {_gib(plan.memory_bytes)}", err=True)
+
+    try:
+        record = optimize_table(ix, table, recall=recall, memory=budget, kind=kind, exact_below=exact_below,
+                                rebuild=rebuild, on_plan=on_plan)
+    finally:
+        ix.close()
+    if as_json:
+        print_json(record)
+        return
+    params = ", ".join(f"{k}={v}" for k, v in record.get("params", {}).items())
+    met = "" if record.get("met", True) else f"  (below the {record.get('target')} target)"
+    click.echo(f"{table}: {record.get('factory') or record['kind']}"
+               f"{' (' + params + ')' if params else ''}, recall@10 {record.get('recall_at_10')}{met}"
+               f" on {record.get('n_queries', 0)} {record.get('query_kind') or ''} queries".rstrip())
+
+
+@click.command()
+@click.argument("source", metavar="SRC")
+@click.option("--index", "index_path", required=True, help="Index directory (created when absent).")
+@click.option("--model", default="none", show_default=True,
+              help="Model that made the vectors (enables text queries), or none.")
+@click.option("--backend", type=click.Choice(["lance", "faiss"]), default=None, help="Store for a new index (lance).")
+@click.option("--column", default=None, help="Vector column of Parquet sources (default: vector, embedding, emb).")
+@json_option
+def embeddings(source, index_path, model, backend, column, as_json):
+    """Index precomputed embeddings: .npy folders (clip-retrieval's img_emb/ text_emb/ metadata/) or Parquet."""
+    from pathlib import Path
+
+    from indexers.embeddings import discover_embeddings, index_embeddings
+    from retrieval.errors import InvalidInput
+    from retrieval.index import MANIFEST, NO_MODEL, create_index, open_index
+
+    parts = discover_embeddings(source, column)  # bad sources fail before the index is touched
+    dim = parts[0].dim
+    if (Path(index_path) / MANIFEST).is_file():
+        ix = open_index(index_path, writable=True)
+        if model not in (None, NO_MODEL) and ix.model != NO_MODEL:
+            try:
+                ix.check_model(model)
+            except Exception:
+                ix.close()
+                raise
+    else:
+        spec = NO_MODEL
+        if model and model != NO_MODEL:
+            from retrieval.encoder import load_encoder
+
+            enc = load_encoder(model)
+            if enc.dim != dim:
+                raise InvalidInput(f"{model} makes {enc.dim}-d vectors; the embeddings in {source} are {dim}-d")
+            spec = str(enc.spec)
+        ix = create_index(index_path, dim=dim, model=spec, backend=backend or "lance")
+    try:
+        summary = index_embeddings(ix, parts).as_dict()
+    finally:
+        ix.close()
+    if as_json:
+        print_json(summary)
+    else:
+        click.echo(f"added {summary['added']} vectors from {summary['files']} files "
+                   f"(skipped {summary['skipped_files']} already indexed), errors {summary['errors']}"
+                   f" in {summary['elapsed']:.1f}s")
+
+
+def search_vectors_file(index_path: str, path: str, k: int, where, min_score, table: str):
+    """``clipdex search INDEX --vectors Q.npy``: the (q, d) rows answered as one batch; results carry ``query``."""
+    import numpy as np
+    import pyarrow as pa
+
+    from retrieval.errors import InvalidInput
+    from retrieval.index import open_index
+    from retrieval.search import search as run_search
+
+    try:
+        xq = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise InvalidInput(f"--vectors {path}: not a readable .npy array ({exc})") from None
+    if xq.ndim == 1:
+        xq = xq[None, :]
+    if xq.ndim != 2 or not np.issubdtype(xq.dtype, np.floating):
+        raise InvalidInput(f"--vectors {path}: expected a float (q, d) array, got {xq.dtype} {xq.shape}")
+    ix = open_index(index_path)
+    try:
+        result = run_search(ix, vectors=np.asarray(xq, np.float32), k=k, table=table, where=where,
+                            min_score=min_score)
+    finally:
+        ix.close()
+    if "query" not in result.column_names:  # a single row: the library leaves the column out
+        result = result.add_column(0, "query", pa.array(np.zeros(len(result), np.int32)))
+    return result
