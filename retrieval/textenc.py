@@ -104,7 +104,8 @@ class _Stretched:
         if encoder.context_length > CLIP_WINDOW + 2:
             self.model, self.context_length = None, encoder.context_length
         else:
-            self.model = copy.deepcopy(encoder.model)
+            visual = getattr(encoder.model, "visual", None)  # the text tower is all a text encoder needs
+            self.model = copy.deepcopy(encoder.model, {id(visual): None} if visual is not None else None)
             self.context_length = apply_longclip_stretch(self.model)
 
 
