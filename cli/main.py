@@ -60,6 +60,10 @@ def _register() -> None:
     cli.add_command(info_cmd.info)
     cli.add_command(models_cmd.models)
     cli.add_command(demo.demo)
+    from . import classify_cmd
+
+    cli.add_command(classify_cmd.classify)
+    cli.add_command(classify_cmd.train_reco_cmd)
 
 
 _register()
