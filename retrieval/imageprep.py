@@ -35,6 +35,11 @@ class ImagePrep:
         """PIL image (any mode) -> (H, W, 3) uint8, resized and cropped as the model's preprocess does."""
         img = to_rgb(img)
         th, tw = self.size
+        short = min(img.size)
+        if short >= 2048 and short >= 6 * max(th, tw):
+            # a huge non-JPEG (JPEGs are drafted at decode): box-reduce by an integer factor first, keeping at
+            # least 3x the target, so the bicubic resize below does not have to touch every source pixel
+            img = img.reduce(max(1, short // (3 * max(th, tw))))
         resample = _RESAMPLE.get(self.interpolation, Image.BICUBIC)
         w, h = img.size
         if self.resize_mode == "squash":

@@ -49,3 +49,11 @@ def test_large_jpeg_is_drafted_but_reports_its_real_size(tmp_path):
     # the drafted decode still looks like the full decode
     full = PREP.prepare(Image.open(path))
     assert np.abs(full.astype(int) - pixels.astype(int)).mean() < 3
+
+
+def test_huge_images_are_reduced_before_resizing_without_changing_the_result_much():
+    big = draw_shape("star", COLORS["purple"], size=2400)
+    prep = ImagePrep(size=(64, 64))
+    fast = prep.prepare(big)
+    slow = np.asarray(big.resize((64, 64), Image.BICUBIC))
+    assert fast.shape == (64, 64, 3) and np.abs(fast.astype(int) - slow.astype(int)).mean() < 2
