@@ -1,0 +1,90 @@
+"""Pure ANN functions: the streamed exact oracle, recall@k, index choice and parameter tuning."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from retrieval.ann import IndexPlan, choose_index, exact_search, parse_memory, recall_at_k, tune_search_params
+from retrieval.errors import InvalidInput
+from tests._ann_data import brute, clustered, unit
+
+
+@pytest.mark.parametrize("block", [1, 7, 64, 10_000])
+def test_exact_search_streamed_in_odd_blocks_matches_brute_force(block):
+    xb = clustered(523, 16, seed=1)
+    xq = unit(np.random.default_rng(2).standard_normal((9, 16)))
+    parts = [xb[:100], xb[100:101], xb[101:]]
+    D, I = exact_search(xq, parts, 10, block=block)
+    Dr, Ir = brute(xq, xb, 10)
+    np.testing.assert_allclose(D, Dr, rtol=1e-5, atol=1e-6)
+    # ties aside, the same ids: compare the scores of what was returned
+    np.testing.assert_allclose(np.take_along_axis(xq @ xb.T, I, 1), Dr, rtol=1e-5, atol=1e-6)
+
+
+def test_exact_search_with_explicit_ids_and_padding():
+    xb = clustered(5, 8)
+    ids = np.array([10, 20, 30, 40, 50])
+    D, I = exact_search(xb[:2], [(ids[:3], xb[:3]), (ids[3:], xb[3:])], 8)
+    assert I.shape == (2, 8) and (I[:, 5:] == -1).all() and np.isneginf(D[:, 5:]).all()
+    assert I[0, 0] == 10 and I[1, 0] == 20
+    assert set(I[0, :5]) == set(ids)
+
+
+def test_recall_at_k_counts_overlap_and_ignores_padding():
+    gt = np.array([[1, 2, 3, 4], [5, 6, -1, -1]])
+    got = np.array([[4, 3, 9, 8], [6, 7, 5, -1]])
+    assert recall_at_k(got, gt, 4) == pytest.approx((2 + 2) / (4 + 2))
+    assert recall_at_k(gt, gt, 4) == 1.0
+
+
+def test_choose_index_goes_flat_small_then_compressed_as_memory_shrinks():
+    d = 512
+    assert choose_index(50_000, d, 8 << 30).kind == "flat"
+    roomy = choose_index(1_000_000, d, 8 << 30)
+    assert roomy.kind == "ivf_pq_fs" and "RFlat" in roomy.factory and roomy.memory_bytes <= 8 << 30
+    tight = choose_index(1_000_000, d, 1 << 30)
+    assert tight.kind == "ivf_sq8" and tight.memory_bytes <= 1 << 30
+    tighter = choose_index(1_000_000, d, 300 << 20)
+    assert "PQ" in tighter.factory and tighter.memory_bytes <= 300 << 20
+    assert choose_index(1_000_000, d, 8 << 30, recall_target=0.995).kind == "ivf_flat"
+    for plan in (roomy, tight, tighter):
+        assert isinstance(plan, IndexPlan) and plan.build_seconds > 0 and plan.grid
+
+
+def test_choose_index_ivf_lists_have_enough_training_points():
+    plan = choose_index(3000, 32, 1 << 30, exact_below=0, kind="ivf_flat")
+    assert 39 * plan.build["nlist"] <= 3000
+
+
+def test_hnsw_m_grows_with_the_recall_target():
+    ms = [choose_index(10**6, 64, 8 << 30, r, kind="hnsw").build["M"] for r in (0.8, 0.95, 0.99)]
+    assert ms == sorted(ms) and ms[0] < ms[-1]
+
+
+def test_tune_picks_the_smallest_setting_that_meets_the_target():
+    gt = np.tile(np.arange(10), (20, 1))
+    calls = []
+
+    def search_fn(xq, k, params):  # recall = nprobe / 10 (capped), with k_factor adding 0.1
+        calls.append(params)
+        hits = min(10, params["nprobe"] + 1 * (params.get("k_factor", 1) > 1))
+        out = np.full((len(xq), k), -1)
+        out[:, :hits] = np.arange(hits)
+        return out
+
+    res = tune_search_params(search_fn, np.zeros((20, 4), np.float32), gt, 10, 0.8,
+                             {"nprobe": [1, 2, 4, 6, 8, 10, 12]})
+    assert res.met and res.params == {"nprobe": 8} and res.recall == pytest.approx(0.8)
+    assert len(calls) <= 4  # bisection, not a full sweep
+    res = tune_search_params(search_fn, np.zeros((20, 4), np.float32), gt, 10, 1.01, {"nprobe": [1, 2, 4]})
+    assert not res.met and res.params == {"nprobe": 4}
+
+
+@pytest.mark.parametrize("text", ["0", "-1G", "lots"])
+def test_bad_memory_sizes_are_refused(text):
+    with pytest.raises(InvalidInput):
+        parse_memory(text)
+
+
+def test_memory_sizes_parse():
+    assert parse_memory("512M") == 512 << 20 and parse_memory("1.5G") == int(1.5 * (1 << 30))

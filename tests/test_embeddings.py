@@ -1,0 +1,109 @@
+"""``clipdex index embeddings``: clip-retrieval folders, .npy + Parquet, Parquet vector columns; bad input refused
+with one line (index untouched), NaN/zero vectors into ``errors``; ``clipdex search --vectors``."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from cli.main import cli
+from retrieval.index import open_index
+from tests._ann_data import clustered
+
+D = 16
+
+
+def clip_retrieval_dir(root, sizes=(300, 200), bad=True):
+    for sub in ("img_emb", "text_emb", "metadata"):
+        (root / sub).mkdir(parents=True)
+    xs = []
+    for i, n in enumerate(sizes):
+        x = clustered(n, D, seed=i)
+        if bad:
+            x[5] = 0.0
+            x[7, 3] = np.nan
+        np.save(root / "img_emb" / f"img_emb_{i}.npy", x)
+        np.save(root / "text_emb" / f"text_emb_{i}.npy", clustered(n, D, seed=10 + i))
+        pq.write_table(pa.table({"image_path": [f"img{i}_{j}.jpg" for j in range(n)],
+                                 "caption": [f"caption {i} {j}" for j in range(n)]}),
+                       root / "metadata" / f"metadata_{i}.parquet")
+        xs.append(x)
+    return xs
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def test_clip_retrieval_layout_is_indexed_with_metadata_captions_and_errors(tmp_path):
+    xs = clip_retrieval_dir(tmp_path / "src")
+    res = run("index", "embeddings", tmp_path / "src", "--index", tmp_path / "ix", "--backend", "faiss", "--json")
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output)
+    assert summary["added"] == 500 - 4 and summary["errors"] == 4
+    ix = open_index(tmp_path / "ix")
+    assert ix.model == "none" and ix.store.count("images") == 496
+    errs = ix.store.scan("errors", ["path", "stage", "reason"])
+    errs = pa.Table.from_batches(list(errs)).to_pylist()
+    assert {e["path"].rsplit("#", 1)[1] for e in errs} == {"5", "7"} and {e["stage"] for e in errs} == {"vector"}
+    assert any("zeros" in e["reason"] for e in errs) and any("NaN" in e["reason"] for e in errs)
+    row = ix.store.take("images", [0]).to_pylist()[0]
+    assert row["path"] == "img0_0.jpg" and row["caption"] == "caption 0 0" and row["text_vector"] is not None
+    x = np.asarray(row["vector"], np.float32)
+    np.testing.assert_allclose(x, xs[0][0] / np.linalg.norm(xs[0][0]), rtol=1e-5)
+    ix.close()
+    res = run("index", "embeddings", tmp_path / "src", "--index", tmp_path / "ix", "--json")  # already indexed
+    assert json.loads(res.output)["skipped_files"] == 2 and json.loads(res.output)["added"] == 0
+
+
+def test_search_with_a_vectors_file_answers_every_row(tmp_path):
+    xs = clip_retrieval_dir(tmp_path / "src", bad=False)
+    run("index", "embeddings", tmp_path / "src", "--index", tmp_path / "ix")
+    np.save(tmp_path / "q.npy", xs[0][[3, 40, 41]])
+    res = run("search", tmp_path / "ix", "--vectors", tmp_path / "q.npy", "-k", "2", "--json")
+    assert res.exit_code == 0, res.output
+    hits = [json.loads(line) for line in res.output.splitlines()]
+    assert [(h["query"], h["rank"]) for h in hits] == [(0, 1), (0, 2), (1, 1), (1, 2), (2, 1), (2, 2)]
+    assert [h["id"] for h in hits if h["rank"] == 1] == [3, 40, 41]
+    assert hits[0]["path"] == "img0_3.jpg"
+    res = run("search", tmp_path / "ix", "a dog")
+    assert res.exit_code == 1 and "unknown model" in res.output and "vectors" in res.output
+
+
+def test_parquet_with_a_vector_column(tmp_path):
+    x = clustered(120, D, seed=4)
+    vec = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), D)
+    pq.write_table(pa.table({"embedding": vec, "url": [f"u{j}" for j in range(120)], "score": np.arange(120.0)}),
+                   tmp_path / "v.parquet", row_group_size=50)
+    res = run("index", "embeddings", tmp_path / "v.parquet", "--index", tmp_path / "ix", "--json")
+    assert res.exit_code == 0, res.output
+    ix = open_index(tmp_path / "ix")
+    D_, I = ix.search_vectors("images", x[[7, 99]], 1)
+    assert I[:, 0].tolist() == [7, 99]
+    assert ix.store.take("images", [99], ["path", "score"]).to_pylist() == [{"path": "u99", "score": 99.0}]
+    ix.close()
+
+
+@pytest.mark.parametrize("breakage,message", [
+    ("dim", "dimension mismatch"),
+    ("metadata", "metadata rows"),
+    ("nofiles", "no .npy or Parquet"),
+])
+def test_bad_sources_fail_with_one_line_before_touching_the_index(tmp_path, breakage, message):
+    src = tmp_path / "src"
+    if breakage == "nofiles":
+        src.mkdir()
+    else:
+        clip_retrieval_dir(src, bad=False)
+    if breakage == "dim":
+        np.save(src / "img_emb" / "img_emb_1.npy", clustered(200, D + 1))
+    if breakage == "metadata":
+        pq.write_table(pa.table({"image_path": ["a"] * 150}), src / "metadata" / "metadata_1.parquet")
+    res = run("index", "embeddings", src, "--index", tmp_path / "ix")
+    assert res.exit_code == 1 and res.output.startswith("error: ") and message in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    assert not (tmp_path / "ix").exists()
