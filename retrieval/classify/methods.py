@@ -32,6 +32,16 @@ def blocks(n: int, rows: int) -> Iterator[slice]:
         yield slice(s, min(n, s + rows))
 
 
+def stream_probs(runners: list, feats: np.ndarray, budget: int = 256 << 20) -> Iterator[tuple[slice, dict]]:
+    """Blocks of ``(rows, {name: probabilities (B, C)})`` over test features (N, D), B from :func:`block_rows` for
+    the widest runner; runners with whole-run statistics make their ``fit`` pass first."""
+    rows = block_rows(max(r.width for r in runners), budget)
+    for r in runners:
+        r.fit(feats, rows)
+    for sl in blocks(len(feats), rows):
+        yield sl, {r.name: r.probs(feats[sl], sl) for r in runners}
+
+
 class Runner:
     name = ""
     width = 1  # M of the (B, M) work per row, for block sizing
@@ -65,7 +75,7 @@ class TipX(Runner):
 
         self.name, self.W, self.S, self.params = name, W, support_feats, dict(params)
         self.L = one_hot(support_labels, W.shape[1])
-        self.logq = tipx_log_signatures(support_feats, W).astype(np.float32)  # (M, C), once for all blocks
+        self.logq = tipx_log_signatures(support_feats, W)  # (M, C) float64, once for all blocks
         self.width = max(1, len(support_feats))
         self.ref = ref_affinity  # [min, max] of the validation affinity when searched (as the reference)
         self.kl_range = None

@@ -7,9 +7,10 @@ images once, and stream predictions block by block.
     run.evaluation.summary()                       # top-1/top-5 accuracy and most-confused pairs per method
 
 Memory: the test features (N · D floats) are kept; every method works on blocks of B test rows, with
-B = :func:`methods.block_rows` (a 256 MiB budget for the (B, M) work of the widest method; e.g. M = 100,000
-support items -> B = 55 rows), so nothing grows as N · M. Fixed costs: the support set (M · D) with its one-hot
-labels and log-signatures (2 · M · C floats) for SuS-X, C · D for the classifier, N · K caption ids for X-MoRe.
+B = :func:`methods.block_rows` (a 256 MiB budget for the (B, M) work of the widest method at ~48 bytes per
+(row, support item) pair; e.g. M = 100,000 support items -> B = 55 rows), so nothing grows as N · M. Fixed costs:
+the support set (M · D float32) with its one-hot labels (M · C float32) and log-signatures (M · C float64) for
+TIP-X, C · D for the classifier, N · K caption ids for X-MoRe.
 """
 from __future__ import annotations
 
@@ -297,12 +298,7 @@ class ClassificationRun:
 
     def predict_features(self, feats: np.ndarray) -> Iterator[tuple[slice, dict]]:
         """Blocks of ``(rows, {method: probabilities (B, C)})`` over test features (N, D)."""
-        width = max(r.width for r in self.runners)
-        rows = M.block_rows(width, self.opts.memory_budget)
-        for r in self.runners:
-            r.fit(feats, rows)
-        for sl in M.blocks(len(feats), rows):
-            yield sl, {r.name: r.probs(feats[sl], sl) for r in self.runners}
+        yield from M.stream_probs(self.runners, feats, self.opts.memory_budget)
 
     def predict(self, paths: Sequence[str], labels: dict | None = None) -> Iterator[Prediction]:
         """One :class:`Prediction` per readable image; labelled images also update ``self.evaluation``."""
