@@ -244,8 +244,8 @@ def tune_search_params(search_fn: Callable[[np.ndarray, int, dict], np.ndarray],
     ``search_fn(xq, k, params) -> I (q, k)``; ``grid`` maps each parameter to increasing values, the first one
     being the primary knob (nprobe, efSearch): recall grows with it. For every combination of the other
     parameters (a *chain*), the smallest primary value meeting the target is found by bisection (about
-    log2(len) searches per chain). Among the settings meeting the target the fastest measured batch wins; when
-    none does, the one with the highest recall (``met`` False).
+    log2(len) searches per chain). Among the chains' settings the fastest measured batch wins; when none meets
+    the target, the setting with the highest recall (``met`` False).
     """
     names = list(grid)
     tried: list[dict] = []
@@ -260,8 +260,10 @@ def tune_search_params(search_fn: Callable[[np.ndarray, int, dict], np.ndarray],
         tried.append({"params": params, "recall": r, "seconds": best_t})
         return r
 
+    chain_best: list[dict] = []  # per chain, its smallest primary value meeting the target
     if not names:
         measure({})
+        chain_best = [t for t in tried if t["recall"] >= recall_target]
     else:
         primary, values = names[0], list(grid[names[0]])
         for rest in itertools.product(*(grid[n] for n in names[1:])):
@@ -275,6 +277,7 @@ def tune_search_params(search_fn: Callable[[np.ndarray, int, dict], np.ndarray],
                     hi = mid
                 else:
                     lo = mid + 1
-    ok = [t for t in tried if t["recall"] >= recall_target]
+            chain_best.append(next(t for t in tried if t["params"] == {primary: values[hi], **fixed}))
+    ok = chain_best  # across chains the fastest measured batch wins; within one, the smallest value
     best = min(ok, key=lambda t: t["seconds"]) if ok else max(tried, key=lambda t: (t["recall"], -t["seconds"]))
     return Tuning(dict(best["params"]), float(best["recall"]), float(best["seconds"]), bool(ok), tried)
