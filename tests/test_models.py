@@ -89,3 +89,13 @@ def test_local_model_folder_loads(tmp_path, tiny):
     with torch.no_grad():
         np.testing.assert_allclose(model.encode_text(tok(["x"])).numpy(), tiny.model.encode_text(tok(["x"])).numpy(),
                                    atol=1e-6)
+
+
+def test_random_arch_specs_build_any_architecture_deterministically():
+    spec = parse_model_spec("random:clipdex-tiny")
+    assert (spec.kind, str(spec)) == ("random", "random:clipdex-tiny")
+    a, _, _ = create_model(spec)
+    b, _, _ = create_model(parse_model_spec("clipdex-tiny"))
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    with pytest.raises(UnknownModel, match="unknown architecture"):
+        parse_model_spec("random:ViT-Q-99")
