@@ -258,6 +258,10 @@ class Index:
         Queries are L2-normalised here (zero rows are refused)."""
         from .store.base import check_queries
 
+        schema = self.store.schema(table)
+        if column not in schema.names or not pa.types.is_fixed_size_list(schema.field(column).type):
+            raise InvalidInput(f"table {table!r} has no vector column {column!r} to search; read it with "
+                               f"`clipdex info` or any Lance/Parquet reader")
         xq = check_queries(xq, self.dim)
         norms = np.linalg.norm(xq, axis=1, keepdims=True)
         if (norms == 0).any():

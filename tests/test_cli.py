@@ -83,6 +83,7 @@ BAD_INPUTS = [
     (["search", "{idx}"], "give a text query or --image"),
     (["search", "{idx}", "x", "--model", "ViT-B-32:openai"], "built with clipdex-tiny"),
     (["search", "{idx}", "x", "--table", "videos"], "no table 'videos'"),
+    (["search", "{idx}", "x", "--table", "errors"], "no vector column"),
     (["index", "images", "{tmp}/nowhere", "--index", "{idx}"], "source not found"),
     (["index", "images", "{tmp}/emptydir", "--index", "{idx}"], "no files to index"),
     (["index", "images", "{photos}", "--index", "{idx}", "--model", "ViT-B-32:openai"], "built with clipdex-tiny"),
