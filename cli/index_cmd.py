@@ -45,7 +45,10 @@ def _summary_line(s: dict) -> str:
     parts = [f"added {s['added']}", f"updated {s['updated']}", f"reused {s['reused']}",
              f"unchanged {s['unchanged']}", f"removed {s['removed']}",
              f"errors {s['errors']}" + (f" (+{s['known_errors']} known)" if s["known_errors"] else "")]
-    return ", ".join(parts) + f" in {s['elapsed']:.1f}s ({s['images_per_s']:.1f} images/s)"
+    line = ", ".join(parts) + f" in {s['elapsed']:.1f}s ({s['images_per_s']:.1f} images/s)"
+    if s.get("long_captions"):
+        line += f"; {s['long_captions']} captions longer than the context were chunk-pooled"
+    return line
 
 
 @index.command()

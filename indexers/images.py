@@ -50,6 +50,7 @@ class IndexSummary:
     removed: int = 0
     errors: int = 0        # new errors this run
     known_errors: int = 0  # files skipped because they failed before and did not change
+    long_captions: int = 0  # captions past the text context, chunk-pooled (never truncated)
     elapsed: float = 0.0
     images_per_s: float = 0.0
 
@@ -292,7 +293,9 @@ def _emit(index, schema, meta_cols, encoder, rows, committer, summary, replaced,
     if with_caption:
         from retrieval.textenc import encode_long_texts
 
-        tv = encode_long_texts(encoder, [captions[i] for i in with_caption]).vectors
+        enc = encode_long_texts(encoder, [captions[i] for i in with_caption])
+        tv = enc.vectors
+        summary.long_captions += int((enc.n_chunks > 1).sum())
         full = np.zeros((n, index.dim), np.float32)
         full[with_caption] = tv
         mask = np.zeros(n, bool)

@@ -109,10 +109,13 @@ def test_manifest_with_captions_labels_and_metadata(ix, shapes_copy, tiny):
         for i, p in enumerate(files):
             w.writerow([p.relative_to(shapes_copy), f"a {p.stem.split('_')[0]} circle", "circle", f"ann{i}"])
         w.writerow(["circle/missing.png", "gone", "circle", "x"])
+    long_caption = " ".join(["a very long caption about a red circle"] * 20)  # ~160 tokens
+    with open(manifest, "a", newline="") as f:
+        csv.writer(f).writerow(["square/red_0.png", long_caption, "square", "bob"])
     s = run(ix, manifest)
-    assert (s.added, s.errors) == (12, 1)
+    assert (s.added, s.errors, s.long_captions) == (13, 1, 1)
     got = rows(ix, cols=("path", "caption", "label", "photographer"))
-    assert set(got["label"]) == {"circle"} and got["photographer"][0].startswith("ann")
+    assert set(got["label"]) == {"circle", "square"} and got["photographer"][0].startswith("ann")
     # captions are embedded as text_vector with the same model
     q = tiny.encode_texts(["a red circle"])
     D, I = ix.search_vectors("images", q, 1, column="text_vector")
