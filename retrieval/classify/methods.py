@@ -158,7 +158,7 @@ class XMoRe(Runner):
     def __init__(self, ix, W, k, retrieve, stream=False):
         self.name = "xmore-stream" if stream else "xmore"
         self.ix, self.T, self.k, self.retrieve, self.stream = ix, np.ascontiguousarray(W.T), k, retrieve, stream
-        self.width = max(retrieve, W.shape[1] * k)
+        self.width = max(retrieve * W.shape[0] // 12, W.shape[1] * k)  # (B, R, D) caption vectors, (B, K, C) logits
         self.params = dict(k=k, retrieve=retrieve, fusion="stream" if stream else "batch")
 
     def _logits(self, fb, sl):
