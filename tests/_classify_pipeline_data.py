@@ -6,6 +6,14 @@ import os
 from pathlib import Path
 
 CLASSES = ["circle", "square", "triangle", "star"]
+_BUILT: dict = {}
+
+
+def shared(tmp_path_factory) -> dict:
+    """:func:`build` once per test session (the pipeline and CLI tests share it; tests must not modify it)."""
+    if "data" not in _BUILT:
+        _BUILT["data"] = build(tmp_path_factory.mktemp("classify"))
+    return _BUILT["data"]
 
 
 def build(root: Path) -> dict:

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from _classify_pipeline_data import CLASSES, build
+from _classify_pipeline_data import CLASSES, shared
 
 
 @pytest.fixture(scope="module")
@@ -11,7 +11,7 @@ def data(tmp_path_factory):
     import torch
 
     torch.set_num_threads(1)
-    return build(tmp_path_factory.mktemp("classify_cli"))
+    return shared(tmp_path_factory)
 
 
 def invoke(runner, cli, *args):
@@ -48,7 +48,7 @@ def test_json_lines_and_accuracy_summary_with_labels(runner, cli, data):
 
 def test_all_methods_side_by_side_and_the_cache_reused(runner, cli, data):
     args = ["classify", data["test"], "--classes", data["classes"], "--method", "all", "--support", data["support"],
-            "--shots", data["shots"], "--labels", data["labels"], "--per-class", 6]
+            "--shots", data["shots"], "--labels", data["labels"], "--per-class", 9]
     r = invoke(runner, cli, *args)
     assert r.exit_code == 0, r.output
     methods = ["zeroshot", "susx", "xmore", "reco", "tip", "tipx", "gda", "proker"]

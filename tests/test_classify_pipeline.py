@@ -5,7 +5,7 @@ import logging
 import numpy as np
 import pytest
 
-from _classify_pipeline_data import CLASSES, build
+from _classify_pipeline_data import CLASSES, shared
 from retrieval.classify import DEFAULT_TIPX, sus_lc_select, tipx_logits, xmore_predict_batch
 from retrieval.classify import support as support_mod
 from retrieval.classify._arrays import softmax
@@ -19,7 +19,7 @@ def data(tmp_path_factory):
     import torch
 
     torch.set_num_threads(1)
-    return build(tmp_path_factory.mktemp("classify"))
+    return shared(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -82,18 +82,18 @@ def test_streamed_blocks_equal_the_whole_matrix(tiny, data, test_set):
 
 def test_support_set_is_cached_and_reused(tiny, data):
     before = support_mod.cache_reads
-    run = make_run(tiny, data, methods=["susx"], support=data["support"], per_class=5)
+    run = make_run(tiny, data, methods=["susx"], support=data["support"], per_class=11)  # a key no other test uses
     first = run.runners[0].S.copy()
     cache = run.ix.path / "cache"
     files = {p.name: p.stat().st_mtime_ns for p in cache.glob("susx-*.npz")}
     run.close()
     assert files and support_mod.cache_reads == before
-    again = make_run(tiny, data, methods=["susx"], support=data["support"], per_class=5)
+    again = make_run(tiny, data, methods=["susx"], support=data["support"], per_class=11)
     assert support_mod.cache_reads == before + 1 and any("from cache" in n for n in again.notes)
     np.testing.assert_array_equal(again.runners[0].S, first)
     again.close()
     assert {p.name: p.stat().st_mtime_ns for p in cache.glob("susx-*.npz")} == files  # read, not rewritten
-    other = make_run(tiny, data, methods=["susx"], support=data["support"], per_class=4)  # other key, new file
+    other = make_run(tiny, data, methods=["susx"], support=data["support"], per_class=10)  # other key, new file
     other.close()
     assert support_mod.cache_reads == before + 1 and len(list(cache.glob("susx-*.npz"))) == len(files) + 1
 
