@@ -90,8 +90,14 @@ def classify(images, classes_path, methods, support, shots, labels_path, templat
     if labels_path:
         labels = {**labels, **read_labels(labels_path)}
     if model is None and support:
+        from retrieval.errors import ModelMismatch
+        from retrieval.index import NO_MODEL
+
         with open_index(support) as ix:
             model = ix.model
+        if model == NO_MODEL:
+            raise ModelMismatch(f"support index {support} holds vectors of an unknown model; classify needs an index "
+                                f"built with a CLIP model")
     encoder = load_encoder(model, device=device)
     opts = ClassifyOptions(methods=methods, templates=templates, descriptions=descriptions, support=support,
                            shots=shots, tune=tune, fuser=fuser, top_k=k, batch_size=batch_size, workers=workers,

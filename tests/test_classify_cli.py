@@ -112,6 +112,10 @@ def test_support_index_of_another_model(runner, cli, data, tmp_path):
     r = runner.invoke(cli, ["classify", data["test"], "--classes", data["classes"], "--method", "susx",
                             "--support", str(tmp_path / "raw.clipdex"), "--model", "clipdex-tiny"])
     assert r.exit_code == 1 and r.stderr.startswith("error: ") and "unknown model" in r.stderr
+    r = runner.invoke(cli, ["classify", data["test"], "--classes", data["classes"], "--method", "susx",
+                            "--support", str(tmp_path / "raw.clipdex")])  # the model would come from the index
+    assert r.exit_code == 1 and r.stderr == (f"error: support index {tmp_path / 'raw.clipdex'} holds vectors of an "
+                                             "unknown model; classify needs an index built with a CLIP model\n")
 
 
 def test_warnings_are_single_lines_and_the_run_goes_on(runner, cli, data, tmp_path):
