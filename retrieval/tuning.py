@@ -18,8 +18,9 @@ from typing import Callable
 
 import numpy as np
 
-from .ann import DEFAULT_EXACT_BELOW, DEFAULT_RECALL, IndexPlan, check_recall, choose_index, recall_at_k, \
-    tune_search_params
+from .ann import DEFAULT_EXACT_BELOW, DEFAULT_RECALL, IndexPlan, check_recall, choose_index, \
+    default_memory_budget, recall_at_k, tune_search_params
+from .selection import Candidate, candidate_plans, measure_candidates, pick_fastest
 from .store.base import AnnConfig, arrow_to_vectors
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,31 @@ def _drop_self(I: np.ndarray, exclude: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
+def held_out(store, name: str, n_queries: int = 1000, seed: int = 0, queries: np.ndarray | None = None) -> HeldOut:
+    """The given queries (normalised), or a sample of the table (fewer for small tables)."""
+    if queries is not None:
+        xq = np.ascontiguousarray(queries, dtype=np.float32)
+        return HeldOut(xq / np.linalg.norm(xq, axis=1, keepdims=True), np.full(len(xq), -1, np.int64), "given")
+    n_queries = min(n_queries, max(50, store.count(name) // 50))  # small tables: fewer queries
+    return sample_queries(store, name, n_queries, seed)
+
+
+def sample_rows(store, name: str, rows: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """About ``rows`` (ids (m,), vectors (m, d)) of the vector column drawn uniformly (streamed); all when fewer."""
+    p = min(1.0, rows / max(store.count(name), 1))
+    rng = np.random.default_rng(seed)
+    ids, xs = [], []
+    for batch in store.scan(name, ["id", "vector"]):
+        if p < 1.0:
+            batch = batch.filter(rng.random(len(batch)) < p)
+        x, valid = arrow_to_vectors(batch.column(1), store.dim)
+        xs.append(x)
+        ids.append(batch.column(0).to_numpy()[valid].astype(np.int64))
+    if not xs:
+        return np.zeros(0, np.int64), np.zeros((0, store.dim), np.float32)
+    return np.concatenate(ids), np.ascontiguousarray(np.concatenate(xs), dtype=np.float32)
+
+
 def tune_table(store, name: str, recall_target: float = DEFAULT_RECALL, n_queries: int = 1000,
                seed: int = 0, queries: np.ndarray | None = None) -> dict:
     """Measure and tune the table's ANN index; persist and return its record (see the module docstring).
@@ -88,12 +114,7 @@ def tune_table(store, name: str, recall_target: float = DEFAULT_RECALL, n_querie
         record = {"recall_at_10": 1.0, "target": recall_target, "met": True, "n_queries": 0, "query_kind": None}
         store.set_search_params(name, {}, record=record)
         return store.ann_info(name)
-    if queries is not None:
-        xq = np.ascontiguousarray(queries, dtype=np.float32)
-        held = HeldOut(xq / np.linalg.norm(xq, axis=1, keepdims=True), np.full(len(xq), -1, np.int64), "given")
-    else:
-        n_queries = min(n_queries, max(50, store.count(name) // 50))  # small tables: fewer queries
-        held = sample_queries(store, name, n_queries, seed)
+    held = held_out(store, name, n_queries, seed, queries)
     if not len(held.xq):
         return info
     extra = 1 if (held.exclude >= 0).any() else 0
@@ -126,23 +147,68 @@ def plan_for(index, table: str, recall: float = DEFAULT_RECALL, memory: int | No
 def optimize_table(index, table: str, recall: float = DEFAULT_RECALL, memory: int | None = None,
                    kind: str | None = None, exact_below: int = DEFAULT_EXACT_BELOW, rebuild: bool = False,
                    n_queries: int = 1000, on_plan: Callable[[IndexPlan], None] | None = None,
-                   queries: np.ndarray | None = None) -> dict:
+                   queries: np.ndarray | None = None, select: bool = True, max_candidates: int = 4,
+                   time_budget: float = 600.0, sample_size: int = 100_000,
+                   on_candidate: Callable[[Candidate], None] | None = None) -> dict:
     """Build (or fold pending rows into) the table's ANN index for ``recall`` within ``memory`` bytes, tune its
     search parameters on held-out queries and record the measured recall@10 in the manifest; returns the record.
 
     ``kind``: force an index kind (faiss: flat, hnsw, ivf_flat, ivf_sq8, ivf_pq_fs; lance: IVF_PQ, IVF_FLAT,
     IVF_HNSW_SQ, IVF_HNSW_PQ). ``on_plan`` receives the plan (with its build time and memory estimate) first.
+
+    ``select`` (FAISS, no ``kind``, a table of at least ``exact_below`` rows being indexed for the first time or
+    rebuilt): the structure is chosen by measurement (``retrieval.selection``): up to ``max_candidates`` structures
+    within the budget are built on ``sample_size`` rows, tuned to ``recall`` on the held-out queries and timed,
+    within about ``time_budget`` seconds; the fastest meeting the target is built (every candidate's figures go
+    into the record's ``candidates``); ``on_candidate`` receives each measurement.
     """
     check_recall(recall)
-    if on_plan is not None:
-        on_plan(plan_for(index, table, recall, memory, kind if index.backend == "faiss" else None, exact_below))
     params = {"recall": recall, "tune": False, **({"memory": memory} if memory else {}),
               **({"rebuild": True} if rebuild else {})}
+    store, candidates = index.store, None
+    current = store.ann_info(table)
+    if (select and kind is None and index.backend == "faiss" and store.count(table) >= max(exact_below, 1)
+            and (rebuild or current["kind"] == "flat")):
+        budget = int(memory if memory is not None else default_memory_budget())
+        plan, candidates = select_structure(index, table, recall, budget, n_queries, queries, max_candidates,
+                                            time_budget, sample_size, on_candidate)
+        kind = plan.kind
+        params.update(factory=plan.factory, build=plan.build)
+        if on_plan is not None:
+            on_plan(plan)
+    elif kind is None and index.backend == "faiss" and "candidates" in current and current["kind"] != "flat":
+        kind = current["kind"]  # keep the measured choice: fold new rows in
+        params.update(factory=current.get("factory"), build=current.get("build", {}))
+    elif on_plan is not None:
+        on_plan(plan_for(index, table, recall, memory, kind if index.backend == "faiss" else None, exact_below))
     index.optimize(table, AnnConfig(kind or "auto", exact_below, params))
-    record = tune_table(index.store, table, recall, n_queries, queries=queries)
+    record = tune_table(store, table, recall, n_queries, queries=queries)
+    if candidates is not None:
+        store.set_search_params(table, record["params"], record={"candidates": candidates})
+        record = store.ann_info(table)
     index.refresh_counts()
     index.save_manifest()
     return record
+
+
+def select_structure(index, table: str, recall: float, budget: int, n_queries: int = 1000,
+                     queries: np.ndarray | None = None, max_candidates: int = 4, time_budget: float = 600.0,
+                     sample_size: int = 100_000, on_candidate: Callable[[Candidate], None] | None = None
+                     ) -> tuple[IndexPlan, list[dict]]:
+    """Measure candidate structures on a sample of the table; the full-size plan of the fastest meeting
+    ``recall`` within ``budget`` bytes, and every candidate's record."""
+    store = index.store
+    n = store.count(table)
+    plans = candidate_plans(n, index.dim, budget, recall, max_candidates)
+    held = held_out(store, table, n_queries, 0, queries)
+    ids, x = sample_rows(store, table, sample_size)
+    cands = measure_candidates(ids, x, held.xq, held.exclude, plans, recall, time_budget,
+                               on_candidate=on_candidate)
+    best = cands[pick_fastest(cands, recall, budget)]
+    plan = best.plan
+    plan.reason = (f"fastest of {sum(c.skipped is None for c in cands)} measured on {best.sample_rows} rows: "
+                   f"recall@10 {best.recall:.3f}, {best.qps:.0f} QPS at {best.params}")
+    return plan, [c.as_record() for c in cands]
 
 
 def tune_after_build(store, name: str, ann: AnnConfig, done: dict) -> None:

@@ -1,0 +1,168 @@
+"""Choose an ANN index structure by measurement: build the candidates the memory budget allows on a sample of the
+table, tune each one's search knobs to the recall target on held-out queries, time a query batch at the tuned
+setting and keep the fastest that meets the target.
+
+Pure parts (no faiss, no store): :func:`candidate_plans` (which structures to try, within the budget, the rule-based
+choice first) and :func:`pick_fastest` (the fastest candidate meeting the target within the budget; the one with
+the highest recall when none meets it). :func:`measure_candidates` builds and times them with faiss, bounded by
+``max_candidates`` and ``time_budget`` seconds. Each measurement becomes a dict in the ANN record's
+``candidates``::
+
+    {"kind", "factory", "sample_rows", "params", "recall_at_10", "qps", "met", "memory_bytes" (at full size),
+     "build_s"} or {"kind", "factory", "skipped": reason}
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .ann import DEFAULT_RECALL, IndexPlan, choose_index, exact_search, tune_search_params
+
+log = logging.getLogger(__name__)
+K = 10
+SEARCHABLE = ("ivf_flat", "ivf_sq8", "hnsw", "ivf_pq_fs")  # the FAISS structures worth measuring
+EF_GRID = [16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024]
+NPROBE_GRID = [1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512]
+K_FACTOR_GRID = [1, 2, 4, 8, 16, 32, 64, 128]
+
+
+@dataclass
+class Candidate:
+    """One measured structure: ``plan`` at full size (memory), the tuned ``params``, recall@10 and batch QPS at
+    them on the sample, and whether the target was met; ``skipped`` says why it was not measured."""
+
+    plan: IndexPlan
+    params: dict = field(default_factory=dict)
+    recall: float = 0.0
+    qps: float = 0.0
+    met: bool = False
+    build_s: float = 0.0
+    sample_rows: int = 0
+    skipped: str | None = None
+
+    def as_record(self) -> dict:
+        head = {"kind": self.plan.kind, "factory": self.plan.factory}
+        if self.skipped:
+            return {**head, "skipped": self.skipped}
+        return {**head, "sample_rows": self.sample_rows, "params": dict(self.params),
+                "recall_at_10": round(self.recall, 4), "qps": round(self.qps, 1), "met": self.met,
+                "memory_bytes": int(self.plan.memory_bytes), "build_s": round(self.build_s, 1)}
+
+
+def candidate_plans(n: int, d: int, memory_budget: int, recall_target: float = DEFAULT_RECALL,
+                    max_candidates: int = 4) -> list[IndexPlan]:
+    """Structures worth measuring for n x d vectors: the rule-based choice (``choose_index``) first, then the other
+    SEARCHABLE kinds whose full-size memory estimate fits ``memory_budget`` bytes, cheapest estimated build first;
+    at most ``max_candidates`` (>= 1). The rule's choice is kept even over budget when nothing else fits."""
+    rule = choose_index(n, d, memory_budget, recall_target, exact_below=0)
+    others = [choose_index(n, d, memory_budget, recall_target, exact_below=0, kind=k) for k in SEARCHABLE]
+    others = sorted((p for p in others if p.factory != rule.factory and p.memory_bytes <= memory_budget),
+                    key=lambda p: (p.build_seconds, p.memory_bytes))
+    return [rule, *others][:max(1, int(max_candidates))]
+
+
+def pick_fastest(candidates: Sequence[Candidate], recall_target: float, memory_budget: int | None = None) -> int:
+    """Index of the candidate to build: among the measured ones within ``memory_budget`` bytes (all when None),
+    the highest QPS of those meeting ``recall_target``; when none meets it, the highest recall (then QPS).
+    Over-budget candidates are used only when no measured one fits. Raises ValueError when none was measured."""
+    measured = [i for i, c in enumerate(candidates) if c.skipped is None]
+    if not measured:
+        raise ValueError("no candidate was measured")
+    fits = [i for i in measured if memory_budget is None or candidates[i].plan.memory_bytes <= memory_budget]
+    pool = fits or measured
+    ok = [i for i in pool if candidates[i].recall >= recall_target]
+    if ok:
+        return max(ok, key=lambda i: (candidates[i].qps, -i))
+    return max(pool, key=lambda i: (candidates[i].recall, candidates[i].qps, -i))
+
+
+def search_grid(plan: IndexPlan) -> dict:
+    """The search knobs tuning walks for a plan (the FAISS store's ``ann_grid`` for the same structure)."""
+    if plan.kind == "hnsw":
+        return {"efSearch": list(EF_GRID)}
+    nlist = int(plan.build.get("nlist", 1))
+    grid = {"nprobe": [v for v in NPROBE_GRID if v <= nlist]}
+    if "RFlat" in plan.factory or "Refine" in plan.factory:
+        grid["k_factor"] = list(K_FACTOR_GRID)
+    return grid
+
+
+def batch_qps(search: Callable[[np.ndarray], object], xq: np.ndarray, repeats: int = 3) -> float:
+    """Queries per second of one batch search of xq (q, d), best of ``repeats`` (after one warm-up)."""
+    search(xq[:min(len(xq), 16)])
+    best = math.inf
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        search(xq)
+        best = min(best, time.perf_counter() - t0)
+    return len(xq) / max(best, 1e-9)
+
+
+def _drop_self(I: np.ndarray, exclude: np.ndarray, k: int) -> np.ndarray:
+    out = np.full((len(I), k), -1, np.int64)
+    for j, (row, own) in enumerate(zip(I, exclude)):
+        row = row[(row != own) | (own < 0)]
+        out[j, :min(k, len(row))] = row[:k]
+    return out
+
+
+def _at_sample_size(full: IndexPlan, m: int, d: int, recall_target: float) -> IndexPlan:
+    """The same structure as ``full`` (same codes and refinement) with its list count sized for m rows."""
+    small = choose_index(m, d, None, recall_target, exact_below=0, kind=full.kind)
+    if not full.kind.startswith("ivf"):
+        return small
+    rest = full.factory.split(",", 1)[1]
+    build = {**full.build, "nlist": small.build["nlist"], "train_rows": small.build["train_rows"]}
+    return IndexPlan(full.kind, f"IVF{small.build['nlist']},{rest}", build, small.search, small.grid,
+                     small.memory_bytes, small.build_seconds, full.reason)
+
+
+def measure_candidates(ids: np.ndarray, x: np.ndarray, xq: np.ndarray, exclude: np.ndarray,
+                       plans: Sequence[IndexPlan], recall_target: float, time_budget: float = 600.0,
+                       seed: int = 0, on_candidate: Callable[[Candidate], None] | None = None) -> list[Candidate]:
+    """Build each plan's structure over the sample (ids (m,), x (m, d) unit float32) with FAISS, tune it to
+    ``recall_target`` on queries xq (q, d) (``exclude`` (q,): the row id each query came from, -1 for none) and
+    time a batch at the tuned setting. The first plan is always measured; a later one is skipped once its build
+    estimate would overrun ``time_budget`` seconds. The plans are full-size: the sample's index uses its own
+    (smaller) list count, sized like ``choose_index`` would for m rows."""
+    from .store import faiss_ann
+
+    m, d = x.shape
+    extra = 1 if (exclude >= 0).any() else 0
+    _, I_gt = exact_search(xq, [(ids, x)], K + extra)
+    I_gt = _drop_self(I_gt, exclude, K)
+    rng = np.random.default_rng(seed)
+    t_start = time.perf_counter()
+    out: list[Candidate] = []
+    for j, full in enumerate(plans):
+        small = _at_sample_size(full, m, d, recall_target)
+        spent = time.perf_counter() - t_start
+        if j and spent + small.build_seconds > time_budget:
+            out.append(Candidate(full, skipped=f"time budget ({spent:.0f}s spent, ~{small.build_seconds:.0f}s more)"))
+            continue
+        factory = small.factory
+        t0 = time.perf_counter()
+        train_rows = min(m, int(small.build.get("train_rows", m)))
+        sample = x[np.sort(rng.choice(m, train_rows, replace=False))] if train_rows < m else x
+        index = faiss_ann.build_index(factory, d, sample, [(ids, x)], small.build)
+        build_s = time.perf_counter() - t0
+
+        def search_fn(q: np.ndarray, k: int, params: dict, _ix=index, _kind=full.kind) -> np.ndarray:
+            _, I = faiss_ann.search(_ix, q, k + extra, faiss_ann.SearchParams(_kind, params))
+            return _drop_self(np.asarray(I, np.int64), exclude[:len(q)], k)
+
+        tuned = tune_search_params(search_fn, xq, I_gt, K, recall_target, search_grid(small))
+        qps = batch_qps(lambda q: search_fn(q, K, tuned.params), xq)
+        cand = Candidate(full, tuned.params, tuned.recall, qps, tuned.met, build_s, m)
+        log.info("candidate %s: recall@10 %.3f at %s, %.0f QPS (built in %.0fs on %d rows)", factory, tuned.recall,
+                 tuned.params, qps, build_s, m)
+        out.append(cand)
+        if on_candidate is not None:
+            on_candidate(cand)
+        del index
+    return out
