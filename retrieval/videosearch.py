@@ -104,6 +104,7 @@ def gather_frames(index: Index, video_ids: np.ndarray) -> tuple[list[np.ndarray]
 def rank_videos(q: np.ndarray, frames: list[np.ndarray], times: list[np.ndarray], opts: VideoSearchOptions) -> dict:
     """Score N candidate videos for one query q (d,) with the pure functions of ``retrieval.video``.
 
+    ``score`` = alpha * cos(q, mean-pooled video) + (1 - alpha) * pooled frames (max: CLIPRerank exactly).
     Returns arrays over the N candidates: ``score`` (CLIPRerank), ``pool_score``, ``t_best``, ``frame_score`` and
     ``sims`` / ``t`` / ``mask`` (N, F) for segments.
     """
@@ -112,13 +113,15 @@ def rank_videos(q: np.ndarray, frames: list[np.ndarray], times: list[np.ndarray]
     T = T[..., 0].astype(np.float64)
     sims = np.einsum("nfd,d->nf", V, q)                # cos(q, frame): stored frame vectors are unit norm
     qq = q[None, :]
+    # CLIPRerank: the first-stage score is the video vector's (the mean-pooled frames), reranked with the frames
+    # aggregated as --pool says: max is CLIPRerank proper; mean / query-scoring enter as one pooled "frame"
+    initial = mean_pooling_sim(qq, V, mask)[0]
     if opts.pool == "max":
         pooled = maxpool_sim(qq, V, mask)[0]
-    elif opts.pool == "mean":
-        pooled = mean_pooling_sim(qq, V, mask)[0]
+        score = clip_rerank(initial, sims, mask, opts.alpha, opts.normalize)
     else:
-        pooled = query_scoring_sim(qq, V, opts.tau, mask)[0]
-    score = clip_rerank(pooled, sims, mask, opts.alpha, opts.normalize)
+        pooled = initial if opts.pool == "mean" else query_scoring_sim(qq, V, opts.tau, mask)[0]
+        score = clip_rerank(initial, pooled[:, None], None, opts.alpha, opts.normalize)
     t_best, s_best = best_frame(T, sims, mask)
     return {"score": score, "pool_score": pooled, "t_best": t_best, "frame_score": s_best, "sims": sims, "t": T,
             "mask": mask}

@@ -23,10 +23,13 @@ def _oracle(truth, q, pool, alpha, tau=0.1):
     """Every video scored exhaustively with the pure functions: {video id: score}."""
     ids = sorted(truth)
     V, mask = pad_frames([truth[i][0] for i in ids])
-    f = {"max": maxpool_sim, "mean": mean_pooling_sim}.get(pool)
-    pooled = f(q[None], V, mask)[0] if f else query_scoring_sim(q[None], V, tau, mask)[0]
+    initial = mean_pooling_sim(q[None], V, mask)[0]  # the video vector's score: the first stage
     sims = np.einsum("nfd,d->nf", V, q)
-    return dict(zip(ids, clip_rerank(pooled, sims, mask, alpha)))
+    if pool == "max":  # CLIPRerank proper
+        return dict(zip(ids, clip_rerank(initial, sims, mask, alpha)))
+    pooled = initial if pool == "mean" else query_scoring_sim(q[None], V, tau, mask)[0]
+    assert np.allclose(maxpool_sim(q[None], V, mask)[0], sims.max(1, where=mask, initial=-np.inf))
+    return dict(zip(ids, alpha * initial + (1 - alpha) * pooled))
 
 
 @pytest.mark.parametrize("pool", ["max", "mean", "query-scoring"])
