@@ -1,4 +1,5 @@
-"""``clipdex classify IMAGES... --classes classes.txt --method METHOD`` and ``clipdex train-reco INDEX --out fuser.pt``."""
+"""``clipdex classify IMAGES... --classes classes.txt --method METHOD`` and
+``clipdex train-reco INDEX --out fuser.pt``."""
 from __future__ import annotations
 
 import json

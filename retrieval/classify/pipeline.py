@@ -136,7 +136,8 @@ class ClassificationRun:
 
     # -- inputs ------------------------------------------------------------------------------------------------
     def _classifier(self) -> np.ndarray:
-        from .zeroshot import TEMPLATE_SET_NAMES, build_text_classifier, get_templates, load_descriptions, load_templates
+        from .zeroshot import (TEMPLATE_SET_NAMES, build_text_classifier, get_templates, load_descriptions,
+                               load_templates)
 
         o = self.opts
         try:
