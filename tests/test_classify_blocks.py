@@ -1,7 +1,7 @@
 """Row-block evaluation of TIP-X and X-MoRe equals the whole-matrix result when the global ranges/sums are passed."""
 import numpy as np
 
-from retrieval.classify import (tipx_kl, tipx_log_signatures, tipx_logits, xmore_confidences, xmore_predict_batch,
+from retrieval.classify import (proker_fit, proker_logits, proker_predict, tipx_kl, tipx_log_signatures, tipx_logits, xmore_confidences, xmore_predict_batch,
                                 xmore_predict_stream)
 from retrieval.classify._arrays import one_hot
 
@@ -38,3 +38,14 @@ def test_xmore_batch_totals_and_stream_prior_make_blocks_exact():
         parts.append(xmore_predict_stream(zi[i:i + 4], zc[i:i + 4], prior=prior))
         prior = (prior[0] + c_img[i:i + 4].sum(), prior[1] + c_cap[i:i + 4].sum())
     np.testing.assert_allclose(np.concatenate(parts), xmore_predict_stream(zi, zc), rtol=1e-6)
+
+
+def test_proker_fit_once_then_predict_in_blocks_equals_proker_logits():
+    rng = np.random.default_rng(2)
+    centres, shots, labels = clustered(rng, num_classes=3, per_class=4, dim=12)
+    test = unit(rng, 7, 12)
+    alpha = proker_fit(shots, labels, centres.T, beta=1.7, lam=0.1)
+    assert alpha.shape == (12, 3)
+    parts = [proker_predict(shots, centres.T, alpha, test[i:i + 3], beta=1.7) for i in range(0, 7, 3)]
+    np.testing.assert_allclose(np.concatenate(parts), proker_logits(shots, labels, centres.T, test, 1.7, 0.1),
+                               rtol=1e-6, atol=1e-6)

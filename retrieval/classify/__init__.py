@@ -6,7 +6,7 @@ paper. The RECO fusers need torch and are imported on first use.
 
 from .augment import augmented_views
 from .gda import gda_fit, gda_logits, gda_search_alpha
-from .proker import proker_logits
+from .proker import proker_fit, proker_logits, proker_predict
 from .susx import rank_index, sus_lc_select, sus_lc_select_from_ranked
 from .tip_adapter import build_cache, tip_adapter_logits, tip_adapter_search
 from .tipx import (DEFAULT_TIPX, kl_matrix, rescale_to_range, tipx_kl, tipx_log_signatures, tipx_logits, tipx_search,
@@ -28,7 +28,8 @@ def __getattr__(name):
 
 
 __all__ = [
-    "augmented_views", "gda_fit", "gda_logits", "gda_search_alpha", "proker_logits", "rank_index", "sus_lc_select",
+    "augmented_views", "gda_fit", "gda_logits", "gda_search_alpha", "proker_fit", "proker_logits", "proker_predict",
+    "rank_index", "sus_lc_select",
     "sus_lc_select_from_ranked", "build_cache", "tip_adapter_logits", "tip_adapter_search", "DEFAULT_TIPX",
     "kl_matrix", "rescale_to_range", "tipx_kl", "tipx_log_signatures", "tipx_logits", "tipx_search",
     "tipx_signatures", "dedup_rerank_captions", "xmore_caption_logits", "xmore_confidence", "xmore_confidences",

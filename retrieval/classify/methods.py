@@ -136,18 +136,21 @@ class GDA(Runner):
 
 
 class ProKeR(Runner):
-    """ProKeR re-solves its (n, n) system on every call (the pure function is one piece): blocks are kept large."""
+    """ProKeR: the (n, n) system is solved once (:func:`proker_fit`), then each block is scored."""
 
     name = "proker"
 
     def __init__(self, W, keys, labels, beta, lam):
-        self.W, self.keys, self.labels, self.params = W, keys, labels, dict(beta=beta, lam=lam)
+        from .proker import proker_fit
+
+        self.W, self.keys, self.params = W, keys, dict(beta=beta, lam=lam)
+        self.alpha = proker_fit(keys, labels, W, beta, lam)
         self.width = max(1, len(keys))
 
     def probs(self, fb, sl):
-        from .proker import proker_logits
+        from .proker import proker_predict
 
-        z = proker_logits(self.keys, self.labels, self.W, fb, **self.params)
+        z = proker_predict(self.keys, self.W, self.alpha, fb, self.params["beta"])
         return softmax(LOGIT_SCALE * z, axis=1)
 
 
