@@ -27,7 +27,7 @@ def _gib(n: float) -> str:
 @click.option("--exact-below", default=100_000, show_default=True, type=click.IntRange(0),
               help="Tables smaller than this are searched exactly.")
 @click.option("--rebuild", is_flag=True, help="Rebuild the index even if it is the one there is.")
-@click.option("--candidates", "max_candidates", default=4, show_default=True, type=click.IntRange(0),
+@click.option("--candidates", "max_candidates", default=5, show_default=True, type=click.IntRange(0),
               help="Index structures measured on a sample before building the fastest (0: choose by rule).")
 @click.option("--time-budget", default=600.0, show_default=True, type=click.FloatRange(0),
               help="Seconds to spend measuring candidates (the first is always measured).")

@@ -5,8 +5,8 @@ setting and keep the fastest that meets the target.
 Pure parts (no faiss, no store): :func:`candidate_plans` (which structures to try, within the budget, the rule-based
 choice first) and :func:`pick_fastest` (the fastest candidate meeting the target within the budget; the one with
 the highest recall when none meets it). :func:`measure_candidates` builds and times them with faiss, bounded by
-``max_candidates`` and ``time_budget`` seconds. Each measurement becomes a dict in the ANN record's
-``candidates``::
+``max_candidates`` and ``time_budget`` seconds (candidates start while time is left). Each measurement becomes a
+dict in the ANN record's ``candidates``::
 
     {"kind", "factory", "sample_rows", "params", "recall_at_10", "qps", "met", "memory_bytes" (at full size),
      "build_s"} or {"kind", "factory", "skipped": reason}
@@ -26,7 +26,7 @@ from .ann import DEFAULT_RECALL, IndexPlan, choose_index, exact_search, tune_sea
 log = logging.getLogger(__name__)
 K = 10
 SEARCHABLE = ("ivf_flat", "ivf_sq8", "hnsw", "ivf_pq_fs")  # the FAISS structures worth measuring
-EF_GRID = [16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024]
+EF_GRID = [10, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024]
 NPROBE_GRID = [1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512]
 K_FACTOR_GRID = [1, 2, 4, 8, 16, 32, 64, 128]
 
@@ -55,15 +55,26 @@ class Candidate:
 
 
 def candidate_plans(n: int, d: int, memory_budget: int, recall_target: float = DEFAULT_RECALL,
-                    max_candidates: int = 4) -> list[IndexPlan]:
+                    max_candidates: int = 5) -> list[IndexPlan]:
     """Structures worth measuring for n x d vectors: the rule-based choice (``choose_index``) first, then the other
-    SEARCHABLE kinds whose full-size memory estimate fits ``memory_budget`` bytes, cheapest estimated build first;
-    at most ``max_candidates`` (>= 1). The rule's choice is kept even over budget when nothing else fits."""
+    SEARCHABLE kinds (and HNSW with half the links) whose full-size memory estimate fits ``memory_budget`` bytes,
+    cheapest estimated build first; at most ``max_candidates`` (>= 1). The rule's choice is kept even over budget
+    when nothing else fits."""
     rule = choose_index(n, d, memory_budget, recall_target, exact_below=0)
     others = [choose_index(n, d, memory_budget, recall_target, exact_below=0, kind=k) for k in SEARCHABLE]
+    others.append(_sparser_hnsw(next(p for p in others if p.kind == "hnsw"), n, d))
     others = sorted((p for p in others if p.factory != rule.factory and p.memory_bytes <= memory_budget),
                     key=lambda p: (p.build_seconds, p.memory_bytes))
     return [rule, *others][:max(1, int(max_candidates))]
+
+
+def _sparser_hnsw(plan: IndexPlan, n: int, d: int) -> IndexPlan:
+    """HNSW with half the links of ``plan`` (cheaper hops; may still reach the target with a wider search)."""
+    M = max(8, int(plan.build["M"]) // 2)
+    build = {"M": M, "efConstruction": 2 * M + 16}
+    scale = (M / plan.build["M"]) ** 2
+    return IndexPlan("hnsw", f"HNSW{M},Flat", build, dict(plan.search), dict(plan.grid),
+                     int(n * (4 * d + 8 * M + 16)), round(plan.build_seconds * scale, 1), "fewer graph links")
 
 
 def pick_fastest(candidates: Sequence[Candidate], recall_target: float, memory_budget: int | None = None) -> int:
@@ -113,9 +124,9 @@ def _drop_self(I: np.ndarray, exclude: np.ndarray, k: int) -> np.ndarray:
 
 def _at_sample_size(full: IndexPlan, m: int, d: int, recall_target: float) -> IndexPlan:
     """The same structure as ``full`` (same codes and refinement) with its list count sized for m rows."""
-    small = choose_index(m, d, None, recall_target, exact_below=0, kind=full.kind)
     if not full.kind.startswith("ivf"):
-        return small
+        return full  # a graph has no size-dependent build parameters
+    small = choose_index(m, d, None, recall_target, exact_below=0, kind=full.kind)
     rest = full.factory.split(",", 1)[1]
     build = {**full.build, "nlist": small.build["nlist"], "train_rows": small.build["train_rows"]}
     return IndexPlan(full.kind, f"IVF{small.build['nlist']},{rest}", build, small.search, small.grid,
@@ -127,9 +138,9 @@ def measure_candidates(ids: np.ndarray, x: np.ndarray, xq: np.ndarray, exclude: 
                        seed: int = 0, on_candidate: Callable[[Candidate], None] | None = None) -> list[Candidate]:
     """Build each plan's structure over the sample (ids (m,), x (m, d) unit float32) with FAISS, tune it to
     ``recall_target`` on queries xq (q, d) (``exclude`` (q,): the row id each query came from, -1 for none) and
-    time a batch at the tuned setting. The first plan is always measured; a later one is skipped once its build
-    estimate would overrun ``time_budget`` seconds. The plans are full-size: the sample's index uses its own
-    (smaller) list count, sized like ``choose_index`` would for m rows."""
+    time a batch at the tuned setting. The first plan is always measured; a later one is started only while less
+    than ``time_budget`` seconds have been spent (a soft bound: a started candidate finishes). The plans are
+    full-size: the sample's index uses its own (smaller) list count, sized like ``choose_index`` would for m rows."""
     from .store import faiss_ann
 
     m, d = x.shape
@@ -142,8 +153,8 @@ def measure_candidates(ids: np.ndarray, x: np.ndarray, xq: np.ndarray, exclude: 
     for j, full in enumerate(plans):
         small = _at_sample_size(full, m, d, recall_target)
         spent = time.perf_counter() - t_start
-        if j and spent + small.build_seconds > time_budget:
-            out.append(Candidate(full, skipped=f"time budget ({spent:.0f}s spent, ~{small.build_seconds:.0f}s more)"))
+        if j and spent >= time_budget:
+            out.append(Candidate(full, skipped=f"time budget ({spent:.0f}s of {time_budget:.0f}s spent)"))
             continue
         factory = small.factory
         t0 = time.perf_counter()
@@ -154,7 +165,7 @@ def measure_candidates(ids: np.ndarray, x: np.ndarray, xq: np.ndarray, exclude: 
 
         def search_fn(q: np.ndarray, k: int, params: dict, _ix=index, _kind=full.kind) -> np.ndarray:
             _, I = faiss_ann.search(_ix, q, k + extra, faiss_ann.SearchParams(_kind, params))
-            return _drop_self(np.asarray(I, np.int64), exclude[:len(q)], k)
+            return _drop_self(np.asarray(I, np.int64), exclude[:len(q)], k) if extra else I
 
         tuned = tune_search_params(search_fn, xq, I_gt, K, recall_target, search_grid(small))
         qps = batch_qps(lambda q: search_fn(q, K, tuned.params), xq)

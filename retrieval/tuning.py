@@ -147,8 +147,8 @@ def plan_for(index, table: str, recall: float = DEFAULT_RECALL, memory: int | No
 def optimize_table(index, table: str, recall: float = DEFAULT_RECALL, memory: int | None = None,
                    kind: str | None = None, exact_below: int = DEFAULT_EXACT_BELOW, rebuild: bool = False,
                    n_queries: int = 1000, on_plan: Callable[[IndexPlan], None] | None = None,
-                   queries: np.ndarray | None = None, select: bool = True, max_candidates: int = 4,
-                   time_budget: float = 600.0, sample_size: int = 100_000,
+                   queries: np.ndarray | None = None, select: bool = True, max_candidates: int = 5,
+                   time_budget: float = 600.0, sample_size: int = 200_000,
                    on_candidate: Callable[[Candidate], None] | None = None) -> dict:
     """Build (or fold pending rows into) the table's ANN index for ``recall`` within ``memory`` bytes, tune its
     search parameters on held-out queries and record the measured recall@10 in the manifest; returns the record.
@@ -192,8 +192,8 @@ def optimize_table(index, table: str, recall: float = DEFAULT_RECALL, memory: in
 
 
 def select_structure(index, table: str, recall: float, budget: int, n_queries: int = 1000,
-                     queries: np.ndarray | None = None, max_candidates: int = 4, time_budget: float = 600.0,
-                     sample_size: int = 100_000, on_candidate: Callable[[Candidate], None] | None = None
+                     queries: np.ndarray | None = None, max_candidates: int = 5, time_budget: float = 600.0,
+                     sample_size: int = 200_000, on_candidate: Callable[[Candidate], None] | None = None
                      ) -> tuple[IndexPlan, list[dict]]:
     """Measure candidate structures on a sample of the table; the full-size plan of the fastest meeting
     ``recall`` within ``budget`` bytes, and every candidate's record."""

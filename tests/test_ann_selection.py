@@ -45,7 +45,9 @@ def test_candidate_plans_fit_the_budget_and_start_with_the_rule():
     n, d = 1_000_000, 512
     roomy = candidate_plans(n, d, 8 << 30, 0.95, max_candidates=4)
     assert roomy[0].factory == choose_index(n, d, 8 << 30, 0.95, exact_below=0).factory
+    roomy = candidate_plans(n, d, 8 << 30, 0.95, max_candidates=9)
     assert {p.kind for p in roomy} == {"ivf_flat", "ivf_sq8", "hnsw", "ivf_pq_fs"}
+    assert {"HNSW32,Flat", "HNSW16,Flat"} <= {p.factory for p in roomy}
     tight = candidate_plans(n, d, 1 << 30, 0.95, max_candidates=4)
     assert tight[0].kind == "ivf_sq8" and all(p.memory_bytes <= 1 << 30 for p in tight)
     assert "hnsw" not in {p.kind for p in tight} and "ivf_flat" not in {p.kind for p in tight}

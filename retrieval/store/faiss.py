@@ -515,7 +515,7 @@ class FaissStore(Store):
         t = self._t(name)
         kind = t.ann.get("kind", "flat")
         if kind == "hnsw":
-            return {"efSearch": [16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024]}
+            return {"efSearch": [10, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024]}
         if not kind.startswith("ivf"):
             return {}
         factory = faiss_ann.factory_of(t.ann, self.dim)
