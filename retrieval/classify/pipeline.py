@@ -151,7 +151,9 @@ class ClassificationRun:
             lost = [c for c in self.descriptions if c not in self.classes and c.replace("_", " ") not in self.classes]
             if lost:
                 log.warning("descriptions of %d names that are not classes are ignored (e.g. %r)", len(lost), lost[0])
-        return build_text_classifier(self.classes, templates, self.encoder.encode_texts, self.descriptions)
+        # CuPL-style descriptions can pass the 77-token context: pool them rather than truncate
+        encode = lambda texts: self.encoder.encode_long_texts(texts).vectors  # noqa: E731
+        return build_text_classifier(self.classes, templates, encode, self.descriptions)
 
     def _split(self, source: str, what: str):
         """A labelled split's (features (n, D), labels (n,)); unreadable images are an error here."""

@@ -147,7 +147,7 @@ def sus_lc_support(ix: Index, encoder, classes: Sequence[str], queries: Sequence
     rows = ix.store.count(TABLE)
     q_texts = [q for qs in queries for q in qs]
     owner = np.repeat(np.arange(len(queries)), [len(qs) for qs in queries])
-    q_embs = encoder.encode_texts(q_texts)
+    q_embs = encoder.encode_long_texts(q_texts).vectors  # long descriptions are pooled, never truncated
     top = min(rows, 4 * per_class)
     pending = list(range(len(classes)))
     ranked_ids: dict[int, np.ndarray] = {}
