@@ -329,7 +329,11 @@ def write_report(res: dict, out_json: Path) -> None:
           f"Command: `{res['command']}`. Memory budget {res['memory']} (clipdex and autofaiss). "
           "Peers keep their default build; their search parameter is raised until recall@10 >= 0.95 on the "
           "evaluation queries. clipdex tunes itself on 1,000 separate held-out text-like queries.", "",
-          *rows, "", *candidate_rows(res), "## Goal", "",
+          *rows, "", *(["Rerun with `--only`: the rerun method and the best peer were measured now, the other rows "
+                         "come from the previous full run (other machine load; QPS on this shared 2-core machine "
+                         "varies by 2x between runs, so compare the interleaved same-process ratio below).", ""]
+                       if "--only" in res["command"] else []),
+          *candidate_rows(res), "## Goal", "",
           f"- clipdex QPS at recall >= 0.95 / best peer's: **{s.get('vs_best_peer', 'n/a')}x** "
           f"(best peer: {s.get('best_peer')}; goal 2x)",
           f"- clipdex / autofaiss at equal memory and recall: **{s.get('vs_autofaiss', 'n/a')}x** (goal 1.5x)",
