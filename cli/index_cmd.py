@@ -41,6 +41,28 @@ def open_for_writing(path: str, model: str | None, backend: str, device: str | N
     return ix
 
 
+def run_indexer(ix, desc: str, unit: str, run, as_json: bool, line) -> None:
+    """Run ``run(on_progress) -> summary dict`` with a progress bar on stderr, close the index whatever happens,
+    then print the summary (``line(summary)`` for people, JSON with ``--json``)."""
+    bar = progress_bar(0, desc, unit)
+
+    def on_progress(p):
+        bar.total = p.total
+        bar.n = p.done
+        bar.set_postfix(p.counts, refresh=False)
+        bar.refresh()
+
+    try:
+        summary = run(on_progress)
+    finally:
+        bar.close()
+        ix.close()
+    if as_json:
+        print_json(summary)
+    else:
+        click.echo(line(summary))
+
+
 def _summary_line(s: dict) -> str:
     parts = [f"added {s['added']}", f"updated {s['updated']}", f"reused {s['reused']}",
              f"unchanged {s['unchanged']}", f"removed {s['removed']}",
@@ -73,25 +95,10 @@ def images(sources, index_path, model, backend, batch_size, workers, exclude, pr
 
     found = discover(sources, IMAGE_EXTENSIONS, exclude)  # bad sources fail before the index is touched
     ix = open_for_writing(index_path, model, backend, device)
-    bar = progress_bar(0, "images", "img")
-
-    def on_progress(p):
-        bar.total = p.total
-        bar.n = p.done
-        bar.set_postfix(p.counts, refresh=False)
-        bar.refresh()
-
-    try:
-        opts = ImageIndexOptions(batch_size=batch_size, workers=workers, prune=prune, retry_errors=retry_errors,
-                                 commit_rows=commit_every)
-        summary = index_images(ix, found, opts, on_progress).as_dict()
-    finally:
-        bar.close()
-        ix.close()
-    if as_json:
-        print_json(summary)
-    else:
-        click.echo(_summary_line(summary))
+    opts = ImageIndexOptions(batch_size=batch_size, workers=workers, prune=prune, retry_errors=retry_errors,
+                             commit_rows=commit_every)
+    run_indexer(ix, "images", "img", lambda progress: index_images(ix, found, opts, progress).as_dict(), as_json,
+                _summary_line)
 
 
 from .text_cmds import texts as _texts  # noqa: E402  (clipdex index texts)

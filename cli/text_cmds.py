@@ -6,7 +6,6 @@ from pathlib import Path
 import click
 
 from .options import device_option, json_option
-from .output import print_json, progress_bar
 
 
 def summary_line(s: dict) -> str:
@@ -60,7 +59,7 @@ def texts(sources, index_path, model, backend, long_text, split, text_column, ba
     from retrieval.errors import InvalidInput
     from retrieval.textenc import check_strategy
 
-    from .index_cmd import open_for_writing
+    from .index_cmd import open_for_writing, run_indexer
 
     check_strategy(long_text)
     if split not in SPLITS:
@@ -68,22 +67,7 @@ def texts(sources, index_path, model, backend, long_text, split, text_column, ba
     found = discover_texts(sources, text_column, exclude)  # bad sources fail before the index is touched
     _check_existing(index_path, long_text)
     ix = open_for_writing(index_path, model, backend, device)
-    bar = progress_bar(0, "texts", "file")
-
-    def on_progress(p):
-        bar.total = p.total
-        bar.n = p.done
-        bar.set_postfix(p.counts, refresh=False)
-        bar.refresh()
-
-    try:
-        opts = TextIndexOptions(long_text=long_text, split=split, text_column=text_column, batch_size=batch_size,
-                                prune=prune, retry_errors=retry_errors)
-        summary = index_texts(ix, found, opts, on_progress).as_dict()
-    finally:
-        bar.close()
-        ix.close()
-    if as_json:
-        print_json(summary)
-    else:
-        click.echo(summary_line(summary))
+    opts = TextIndexOptions(long_text=long_text, split=split, text_column=text_column, batch_size=batch_size,
+                            prune=prune, retry_errors=retry_errors)
+    run_indexer(ix, "texts", "file", lambda progress: index_texts(ix, found, opts, progress).as_dict(), as_json,
+                summary_line)

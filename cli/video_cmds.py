@@ -8,7 +8,6 @@ from __future__ import annotations
 import click
 
 from .options import device_option, json_option
-from .output import print_json, progress_bar
 
 
 def _summary_line(s: dict) -> str:
@@ -41,31 +40,16 @@ def index_videos_cmd(sources, index_path, model, backend, fps, n_frames, keyfram
     from indexers.video_decode import SamplingPlan, import_av
     from indexers.videos import VideoIndexOptions, index_videos
 
-    from .index_cmd import open_for_writing
+    from .index_cmd import open_for_writing, run_indexer
 
     plan = SamplingPlan.from_options(fps, n_frames, keyframes)  # bad options fail before the index is touched
     import_av()
     found = discover(sources, VIDEO_EXTENSIONS, exclude)
     ix = open_for_writing(index_path, model, backend, device)
-    bar = progress_bar(0, "videos", "video")
-
-    def on_progress(p):
-        bar.total = p.total
-        bar.n = p.done
-        bar.set_postfix(p.counts, refresh=False)
-        bar.refresh()
-
-    try:
-        opts = VideoIndexOptions(sampling=plan, batch_size=batch_size, workers=workers, prune=prune,
-                                 retry_errors=retry_errors)
-        summary = index_videos(ix, found, opts, on_progress).as_dict()
-    finally:
-        bar.close()
-        ix.close()
-    if as_json:
-        print_json(summary)
-    else:
-        click.echo(_summary_line(summary))
+    opts = VideoIndexOptions(sampling=plan, batch_size=batch_size, workers=workers, prune=prune,
+                             retry_errors=retry_errors)
+    run_indexer(ix, "videos", "video", lambda progress: index_videos(ix, found, opts, progress).as_dict(), as_json,
+                _summary_line)
 
 
 _VIDEO_OPTIONS = [
