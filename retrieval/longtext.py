@@ -33,6 +33,9 @@ import numbers
 
 import numpy as np
 
+from .arrays import l2n as _l2n
+from .arrays import to_numpy as _to_numpy
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -45,22 +48,6 @@ __all__ = [
     "pool_chunks_grouped",
 ]
 
-_EPS = 1e-12
-
-
-def _to_numpy(x, dtype=np.float32) -> np.ndarray:
-    """Torch tensor or array-like -> contiguous numpy array of ``dtype``."""
-    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor, without importing torch
-        x = x.detach().cpu()
-        if dtype is not None and str(x.dtype) in ("torch.bfloat16", "torch.float16"):
-            x = x.float()
-        x = x.numpy()
-    return np.ascontiguousarray(x, dtype=dtype)
-
-
-def _l2n(x: np.ndarray) -> np.ndarray:
-    n = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(n, _EPS)
 
 
 def _check_int(name: str, value, minimum: int) -> int:

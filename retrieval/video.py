@@ -33,6 +33,9 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from .arrays import l2n as _l2n
+from .arrays import to_numpy as _to_numpy
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -57,22 +60,6 @@ _EPS = 1e-12
 # --------------------------------------------------------------------------------------------------------------
 # boundary helpers
 # --------------------------------------------------------------------------------------------------------------
-def _to_numpy(x, dtype=np.float32) -> np.ndarray:
-    """Torch tensor or array-like -> contiguous numpy array of ``dtype``."""
-    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor, without importing torch
-        x = x.detach().cpu()
-        if dtype is not None and str(x.dtype) in ("torch.bfloat16", "torch.float16"):
-            x = x.float()
-        x = x.numpy()
-    return np.ascontiguousarray(x, dtype=dtype)
-
-
-def _l2n(x: np.ndarray) -> np.ndarray:
-    """norm(x) along the last axis; zero vectors stay zero."""
-    n = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.maximum(n, _EPS)
-
-
 def _check_text_frames(text, frames, frame_mask):
     t = _to_numpy(text)
     v = _to_numpy(frames)
