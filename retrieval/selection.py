@@ -115,6 +115,7 @@ def batch_qps(search: Callable[[np.ndarray], object], xq: np.ndarray, repeats: i
 
 
 def _drop_self(I: np.ndarray, exclude: np.ndarray, k: int) -> np.ndarray:
+    """Results (q, k+1) without each query's own row (``exclude`` (q,), -1 for none) -> (q, k)."""
     out = np.full((len(I), k), -1, np.int64)
     for j, (row, own) in enumerate(zip(I, exclude)):
         row = row[(row != own) | (own < 0)]

@@ -20,7 +20,7 @@ import numpy as np
 
 from .ann import DEFAULT_EXACT_BELOW, DEFAULT_RECALL, IndexPlan, check_recall, choose_index, \
     default_memory_budget, recall_at_k, tune_search_params
-from .selection import Candidate, candidate_plans, measure_candidates, pick_fastest
+from .selection import Candidate, _drop_self, candidate_plans, measure_candidates, pick_fastest
 from .store.base import AnnConfig, arrow_to_vectors
 
 log = logging.getLogger(__name__)
@@ -65,15 +65,6 @@ def sample_queries(store, name: str, n_queries: int = 1000, seed: int = 0) -> He
     if column == "text_vector":
         return HeldOut(np.ascontiguousarray(xq), np.full(len(xq), -1, np.int64), "text")
     return HeldOut(np.ascontiguousarray(xq), rid, "image")
-
-
-def _drop_self(I: np.ndarray, exclude: np.ndarray, k: int) -> np.ndarray:
-    """Results (q, k+1) without each query's own row -> (q, k)."""
-    out = np.full((len(I), k), -1, np.int64)
-    for j, (row, own) in enumerate(zip(I, exclude)):
-        row = row[(row != own) | (own < 0)]
-        out[j, :min(k, len(row))] = row[:k]
-    return out
 
 
 def held_out(store, name: str, n_queries: int = 1000, seed: int = 0, queries: np.ndarray | None = None) -> HeldOut:
