@@ -129,30 +129,30 @@ def test_kill_minus_nine_then_resume_gives_every_image_exactly_once(tmp_path, sh
     from retrieval.index import open_index
 
     photos = tmp_path / "many"
-    make_shapes(photos, per_pair=5, size=96, seed=3)  # 120 images
+    make_shapes(photos, per_pair=16, size=64, seed=3)  # 384 images
     make_bad_files(photos / "bad")
     idx = tmp_path / "resume.clipdex"
     cmd = [sys.executable, "-m", "cli.main", "index", "images", str(photos), "--index", str(idx),
-           "--model", "clipdex-tiny", "--backend", backend, "--workers", "0", "--batch-size", "4",
-           "--commit-every", "8"]
+           "--model", "clipdex-tiny", "--backend", backend, "--workers", "0", "--batch-size", "2",
+           "--commit-every", "4"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     killed_at = None
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.2)
+        time.sleep(0.02)
         try:
             ix = open_index(idx)
             n = ix.store.count("images") if ix.store.has_table("images") else 0
             ix.close()
         except Exception:
             continue
-        if n >= 16:
+        if n >= 8:
             proc.kill()
             killed_at = n
             break
     proc.wait()
-    assert killed_at is not None and killed_at < 120, "the indexer finished before it could be killed"
+    assert killed_at is not None and killed_at < 384, "the indexer finished before it could be killed"
     done = subprocess.run(cmd + ["--json"], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
@@ -160,6 +160,6 @@ def test_kill_minus_nine_then_resume_gives_every_image_exactly_once(tmp_path, sh
     import pyarrow as pa
 
     paths = pa.Table.from_batches(list(ix.store.scan("images", ["path"]))).column("path").to_pylist()
-    assert len(paths) == 120 and len(set(paths)) == 120
-    assert summary["unchanged"] >= killed_at and summary["added"] + summary["unchanged"] == 120
+    assert len(paths) == 384 and len(set(paths)) == 384
+    assert summary["unchanged"] >= killed_at and summary["added"] + summary["unchanged"] == 384
     assert ix.store.count("errors") == 3
