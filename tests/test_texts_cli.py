@@ -1,27 +1,16 @@
 """``clipdex index texts`` and text searches from the command line: text->text, image->text, long queries against
 images (not truncated, and said so), and bad input as one line, a non-zero exit and an untouched index."""
-import hashlib
 import json
-import os
 
 import numpy as np
 import pytest
 
 from retrieval.index import open_index
 from retrieval.store.base import arrow_to_vectors
+from _video_data import tree_digest  # the shared "index unchanged" check
 
 LONG_QUERY = " ".join(["a", "red", "circle", "on", "white", "paper", "next", "to", "blue", "square"][i % 10]
                       for i in range(300))
-
-
-def _tree_digest(path) -> dict:
-    out = {}
-    for root, _, files in os.walk(path):
-        for name in files:
-            p = os.path.join(root, name)
-            with open(p, "rb") as f:
-                out[os.path.relpath(p, path)] = hashlib.sha1(f.read()).hexdigest()
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -128,12 +117,12 @@ def test_bad_input_is_one_line_nonzero_and_leaves_the_index_unchanged(built, run
         "split": ([str(corpus / "notes.txt"), "--split", "words"], "unknown --split 'words'"),
         "other-strategy": ([str(corpus / "notes.txt"), "--long-text", "truncate"], "built with --long-text chunk"),
     }[case]
-    before = _tree_digest(ix)
+    before = tree_digest(ix)
     res = runner.invoke(cli, ["index", "texts", *args[0], "--index", str(ix)])
     assert res.exit_code == 1
     assert res.stderr.count("\n") == 1 and res.stderr.startswith("error: ") and args[1] in res.stderr
     assert "Traceback" not in res.output and res.stdout == ""
-    assert _tree_digest(ix) == before
+    assert tree_digest(ix) == before
 
 
 def test_unknown_query_strategy_is_one_line(built, runner, cli):
