@@ -21,7 +21,7 @@ from retrieval.imageprep import ImagePrep, ImageReadError, read_and_prepare
 from retrieval.index import Index, now
 from retrieval.store.base import vectors_to_arrow
 
-from .pipeline import Committer, Progress, WorkerCrash, default_workers, ordered_map
+from .pipeline import Committer, Progress, WorkerCrash, default_workers, ordered_map, plan_work
 from .sources import Discovery, Item, under_roots
 
 log = logging.getLogger(__name__)
@@ -139,27 +139,10 @@ def index_images(index: Index, found: Discovery, options: ImageIndexOptions | No
         index.delete(TABLE, state.duplicates)
         log.info("removed %d rows left duplicated by an interrupted run", len(state.duplicates))
 
-    todo: list[Item] = []
-    replaced: dict[str, int] = {}
-    errs: list[tuple[Item, str, str]] = []
-    for item in found.items:
-        known = state.errors.get(item.path)
-        if known is not None and not opts.retry_errors and known[1] == item.mtime and known[2] == item.bytes:
-            summary.known_errors += 1  # failed before and has not changed since (or is still missing)
-            continue
-        if item.bytes is None:  # listed in a manifest, but not there
-            errs.append((item, "read", "file not found"))
-            continue
-        old = state.rows.get(item.path)
-        if old is not None and old[1] == item.mtime and old[2] == item.bytes:
-            summary.unchanged += 1
-            continue
-        if old is not None:
-            replaced[item.path] = old[0]
-        todo.append(item)
-    # error rows of files tried again this run: they succeed now, or a fresh error row replaces them
-    stale_errors = [state.errors[it.path][0] for it in todo if it.path in state.errors]
-    stale_errors += [state.errors[it.path][0] for it, _, _ in errs if it.path in state.errors]
+    plan = plan_work(found.items, state.rows, state.errors, opts.retry_errors,
+                     current=lambda item, old: old[1] == item.mtime and old[2] == item.bytes)
+    todo, replaced, errs, stale_errors = plan.todo, plan.replaced, plan.errs, plan.stale_errors
+    summary.unchanged, summary.known_errors = plan.unchanged, plan.known_errors
     ok_paths: set[str] = set()
 
     def after_commit(table: str, rows: pa.Table) -> None:

@@ -76,6 +76,49 @@ def ordered_map(fn: Callable, tasks: Iterable, workers: int, inflight: int | Non
 
 
 @dataclass
+class WorkPlan:
+    """What an incremental run has to do: files to (re)embed, the rows they replace, new read errors, the error
+    rows made stale by retrying, and the counts of files skipped as unchanged or as known failures."""
+
+    todo: list = field(default_factory=list)
+    replaced: dict = field(default_factory=dict)      # path -> id of the row a re-embedded file replaces
+    errs: list = field(default_factory=list)          # (item, stage, reason)
+    stale_errors: list = field(default_factory=list)  # ids of error rows of files tried again
+    unchanged: int = 0
+    known_errors: int = 0
+
+
+def plan_work(items, rows: dict, errors: dict, retry_errors: bool, current: Callable, skip_known=None) -> WorkPlan:
+    """Split discovered items into work and skips, for every indexer alike.
+
+    ``rows``: path -> stored row tuple (id first); ``errors``: path -> (error id, mtime, bytes);
+    ``current(item, row)``: the stored row is up to date; ``skip_known(item)``: a recorded failure of an unchanged
+    file may be skipped (default: always). Missing files (``item.bytes is None``) become read errors.
+    """
+    plan = WorkPlan()
+    for item in items:
+        known = errors.get(item.path)
+        if (known is not None and not retry_errors and known[1] == item.mtime and known[2] == item.bytes
+                and (skip_known is None or skip_known(item))):
+            plan.known_errors += 1  # failed before and has not changed since (or is still missing)
+            continue
+        if item.bytes is None:  # listed in a manifest, but not there
+            plan.errs.append((item, "read", "file not found"))
+            continue
+        old = rows.get(item.path)
+        if old is not None and current(item, old):
+            plan.unchanged += 1
+            continue
+        if old is not None:
+            plan.replaced[item.path] = old[0]
+        plan.todo.append(item)
+    # error rows of files tried again this run: they succeed now, or a fresh error row replaces them
+    plan.stale_errors = [errors[it.path][0] for it in plan.todo if it.path in errors]
+    plan.stale_errors += [errors[it.path][0] for it, _, _ in plan.errs if it.path in errors]
+    return plan
+
+
+@dataclass
 class Progress:
     """A progress report: ``done`` of ``total`` items handled, with running counts."""
 

@@ -33,7 +33,7 @@ from retrieval.index import Index, now
 from retrieval.store.base import vectors_to_arrow
 from retrieval.video import mean_pool_vectors
 
-from .pipeline import Committer, Progress, default_workers
+from .pipeline import Committer, Progress, default_workers, plan_work
 from .sources import Discovery, Item, under_roots
 from .video_decode import SamplingPlan, import_av, stream_decode
 
@@ -147,28 +147,16 @@ def index_videos(index: Index, found: Discovery, options: VideoIndexOptions | No
         log.info("removed %d frames of videos an interrupted run did not finish", len(state.orphans))
 
     sampling = opts.sampling.describe()
-    todo: list[Item] = []
-    replaced: dict[str, int] = {}
-    errs: list[tuple[Item, str, str]] = []
-    for item in found.items:
-        known = state.errors.get(item.path)
-        unchanged_file = known is not None and known[1] == item.mtime and known[2] == item.bytes
-        if unchanged_file and not opts.retry_errors and item.path not in state.rows:
-            summary.known_errors += 1
-            continue
-        if item.bytes is None:
-            errs.append((item, "read", "file not found"))
-            continue
-        old = state.rows.get(item.path)
-        if old is not None and old[1] == item.mtime and old[2] == item.bytes and old[3] == sampling:
-            if not (old[4] and opts.retry_errors):  # partial videos are tried again only with retry_errors
-                summary.unchanged += 1
-                continue
-        if old is not None:
-            replaced[item.path] = old[0]
-        todo.append(item)
-    stale_errors = [state.errors[it.path][0] for it in todo if it.path in state.errors]
-    stale_errors += [state.errors[it.path][0] for it, _, _ in errs if it.path in state.errors]
+
+    def current(item, old) -> bool:  # partial videos are tried again only with retry_errors
+        same = old[1] == item.mtime and old[2] == item.bytes and old[3] == sampling
+        return same and not (old[4] and opts.retry_errors)
+
+    # a partial video has both a row and an error: its recorded failure alone does not make it skippable
+    plan = plan_work(found.items, state.rows, state.errors, opts.retry_errors, current,
+                     skip_known=lambda item: item.path not in state.rows)
+    todo, replaced, errs, stale_errors = plan.todo, plan.replaced, plan.errs, plan.stale_errors
+    summary.unchanged, summary.known_errors = plan.unchanged, plan.known_errors
     ok_paths: set[str] = set()
     failed_paths: list[str] = []
 
