@@ -74,3 +74,23 @@ def assert_same_topk(D, I, D_ref, I_ref, atol=1e-5):
             tied = np.sum(np.abs(D_ref[r] - D_ref[r, c]) < atol) > 1
             if not tied:
                 assert I[r, c] == I_ref[r, c], (r, c)
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def execute_notebook(name: str, monkeypatch, timeout: int = 300, cwd: Path | None = None) -> list[dict]:
+    """Run notebooks/<name> top to bottom in a python3 kernel (the project on PYTHONPATH, matplotlib's inline
+    backend whatever MPLBACKEND says); returns the outputs of every code cell. A failing cell raises."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+    nbclient.NotebookClient(nb, kernel_name="python3", timeout=timeout,
+                            resources={"metadata": {"path": str(cwd or ROOT)}}).execute()
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+
+
+def notebook_text(outputs: list[dict]) -> str:
+    return "".join(o.get("text", "") for o in outputs)

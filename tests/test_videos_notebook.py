@@ -1,19 +1,11 @@
 """notebooks/video_search.ipynb runs top to bottom (its cells assert what they show)."""
-from pathlib import Path
-
 import pytest
 
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "video_search.ipynb"
+from tests.conftest import execute_notebook, notebook_text
 
 
-def test_video_search_notebook_executes():
+def test_video_search_notebook_executes(monkeypatch):
     pytest.importorskip("av")
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=120,
-                                     resources={"metadata": {"path": str(NOTEBOOK.parent.parent)}})
-    client.execute()
-    outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    outputs = notebook_text(execute_notebook("video_search.ipynb", monkeypatch, timeout=120))
     assert "found a_clip.mp4 at 3.0 s" in outputs
     assert "audio only" in outputs and "partial, kept" in outputs
