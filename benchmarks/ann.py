@@ -37,7 +37,7 @@ def prepare(work: Path, n: int, dim: int, n_queries: int) -> None:
     sys.path.insert(0, str(HERE.parent))
     from synthetic import make_ann_corpus
 
-    from retrieval.ann import exact_search
+    from retrieval.ann.plan import exact_search
 
     meta = work / "data.json"
     if meta.is_file() and json.loads(meta.read_text()) == {"n": n, "dim": dim, "queries": n_queries}:
@@ -221,9 +221,9 @@ def worker_clipdex(work: Path, args) -> dict:
     import shutil
 
     sys.path.insert(0, str(HERE.parent))
-    from retrieval.ann import parse_memory
-    from retrieval.index import create_index
-    from retrieval.tuning import optimize_table
+    from retrieval.ann.plan import parse_memory
+    from retrieval.index.directory import create_index
+    from retrieval.ann.tuning import optimize_table
 
     xb = np.load(work / "emb" / "img_emb_0.npy", mmap_mode="r")
     xq, gt = np.load(work / "queries.npy"), np.load(work / "gt.npy")
@@ -250,7 +250,7 @@ def worker_clipdex(work: Path, args) -> dict:
     out["default"] = {"param": record.get("params"), **measure(sb, sb, xq, gt)}
     out["equal_recall"] = out["default"] if out["default"]["recall_at_10"] >= TARGET else None
     if out["equal_recall"] is None:  # tuned on held-out queries; raise like the peers if it fell short here
-        from retrieval.ann import tune_search_params  # noqa: F401
+        from retrieval.ann.plan import tune_search_params  # noqa: F401
 
         grid = ix.store.ann_grid("images")
         prim = next(iter(grid))
@@ -271,7 +271,7 @@ def paired(work: Path, peer: str, rounds: int = 7) -> dict:
     import faiss
 
     sys.path.insert(0, str(HERE.parent))
-    from retrieval.index import open_index
+    from retrieval.index.directory import open_index
 
     xq, gt = np.load(work / "queries.npy"), np.load(work / "gt.npy")
     ix = open_index(work / "clipdex")

@@ -28,12 +28,12 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from synthetic import make_clip_like  # noqa: E402
 
-from retrieval.classify import (DEFAULT_TIPX, dedup_rerank_captions, gda_fit, gda_logits, gda_search_alpha,  # noqa: E402
+from retrieval.algorithms import (DEFAULT_TIPX, dedup_rerank_captions, gda_fit, gda_logits, gda_search_alpha,  # noqa: E402
                                 proker_logits, sus_lc_select, tip_adapter_logits, tip_adapter_search, tipx_logits,
                                 tipx_search, xmore_caption_logits, xmore_image_logits, xmore_predict_batch,
                                 xmore_predict_stream, zeroshot_logits)
-from retrieval.classify._arrays import accuracy, l2_normalize, one_hot  # noqa: E402
-from retrieval.classify.reco import knn_ids, reco_mean_fuse, reco_refine, train_reco  # noqa: E402
+from retrieval.algorithms.arrays import accuracy, l2_normalize, one_hot  # noqa: E402
+from retrieval.algorithms.reco import knn_ids, reco_mean_fuse, reco_refine, train_reco  # noqa: E402
 
 CONFIGS = {
     # sizes only; the regime (noise, misalignment, captions) is the generator's defaults

@@ -33,11 +33,11 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from synthetic import make_clip_like  # noqa: E402
 
-from retrieval.classify import DEFAULT_TIPX  # noqa: E402
+from retrieval.algorithms import DEFAULT_TIPX  # noqa: E402
 from retrieval.classify import methods as M  # noqa: E402
 from retrieval.classify.evaluate import Evaluation  # noqa: E402
 from retrieval.classify.support import sus_lc_support  # noqa: E402
-from retrieval.index import create_index  # noqa: E402
+from retrieval.index.directory import create_index  # noqa: E402
 
 CONFIGS = {
     "default": dict(num_classes=1000, n_test=10_000, n_support=100_000, per_class=100),
@@ -69,7 +69,7 @@ def run(config: str, seed: int, budget_mib: int) -> dict:
             for s in range(0, S, 20_000):
                 ix.add_vectors("images", d.support_image_embs[s:s + 20_000])
         index_s = time.perf_counter() - t
-        from retrieval.index import open_index
+        from retrieval.index.directory import open_index
 
         with open_index(Path(tmp) / "support.clipdex") as ix:
             enc = QueryEncoder(names, d.class_query_embs)

@@ -61,8 +61,8 @@ def bench_model(encoder, n: int, batch: int) -> float:
 
 def bench_pipeline(encoder, folder: Path, batch: int, workers: int | None, backend: str) -> dict:
     from indexers.images import ImageIndexOptions, index_images
-    from indexers.sources import IMAGE_EXTENSIONS, discover
-    from retrieval.index import create_index
+    from retrieval.io.sources import IMAGE_EXTENSIONS, discover
+    from retrieval.index.directory import create_index
 
     with tempfile.TemporaryDirectory() as tmp:
         ix = create_index(Path(tmp) / "bench.clipdex", dim=encoder.dim, model=str(encoder.spec), backend=backend)
@@ -88,8 +88,8 @@ def main() -> None:
 
     import torch
 
-    from indexers.pipeline import default_workers
-    from retrieval.encoder import load_encoder
+    from retrieval.io.workers import default_workers
+    from retrieval.encode.encoder import load_encoder
 
     encoder = load_encoder(args.model, device=args.device, precision=args.precision)
     with tempfile.TemporaryDirectory() as tmp:

@@ -4,7 +4,7 @@
 
 Models: clipdex-tiny (2 text layers, width 64) and the ViT-B-32 architecture with random weights (12 text layers,
 width 512: the compute of the real ViT-B-32 text tower; weights do not change the speed), built directly with
-``open_clip.create_model_and_transforms("ViT-B-32", pretrained=None)`` and ``retrieval.encoder.ClipEncoder``.
+``open_clip.create_model_and_transforms("ViT-B-32", pretrained=None)`` and ``retrieval.encode.encoder.ClipEncoder``.
 Strategies: chunk (200 tokens -> 4 windows of 75, overlap 16), longclip (stretched 248-token context, one window),
 truncate (one 77-token window, counted). Timing covers tokenisation, encoding and pooling (``encode_long_texts``),
 after one warm-up call, best of ``--repeats``. Writes <out>/text_encode.json.
@@ -23,9 +23,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from retrieval.encoder import ClipEncoder, default_device, load_encoder  # noqa: E402
-from retrieval.models import ModelSpec  # noqa: E402
-from retrieval.textenc import STRATEGIES, encode_long_texts  # noqa: E402
+from retrieval.encode.encoder import ClipEncoder, default_device, load_encoder  # noqa: E402
+from retrieval.models.factory import ModelSpec  # noqa: E402
+from retrieval.encode.text import STRATEGIES, encode_long_texts  # noqa: E402
 
 VOCAB = ["dog", "cat", "tree", "house", "river", "car", "bird", "red", "blue", "small", "large", "green", "runs",
          "sleeps", "under", "beside"]

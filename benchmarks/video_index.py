@@ -28,11 +28,11 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from indexers.images import ImageIndexOptions, index_images  # noqa: E402
-from indexers.sources import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, discover  # noqa: E402
+from retrieval.io.sources import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, discover  # noqa: E402
 from indexers.video_decode import SamplingPlan  # noqa: E402
 from indexers.video_samples import make_video, scene_frame  # noqa: E402
 from indexers.videos import VideoIndexOptions, index_videos  # noqa: E402
-from retrieval.index import create_index  # noqa: E402
+from retrieval.index.directory import create_index  # noqa: E402
 
 SIZE = (320, 240)
 
@@ -54,8 +54,8 @@ def vit_b32_random(device: str | None):
     import open_clip
     import torch
 
-    from retrieval.encoder import ClipEncoder, default_device
-    from retrieval.models import ModelSpec
+    from retrieval.encode.encoder import ClipEncoder, default_device
+    from retrieval.models.factory import ModelSpec
 
     device = device or default_device()
     torch.manual_seed(0)
@@ -115,7 +115,7 @@ def main() -> None:
     ap.add_argument("--device", default=None)
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = ap.parse_args()
-    from retrieval.encoder import load_encoder
+    from retrieval.encode.encoder import load_encoder
 
     results = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -24,13 +24,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from retrieval.index import create_index  # noqa: E402
-from retrieval.videosearch import POOLS, VideoSearchOptions, search_videos  # noqa: E402
+from retrieval.index.directory import create_index  # noqa: E402
+from retrieval.search.video import POOLS, VideoSearchOptions, search_videos  # noqa: E402
 
 
 def build(path: Path, n_videos: int, n_frames: int, dim: int, seed: int = 0, block: int = 1000, ann: str = "flat"):
     """Write the synthetic index in blocks of ``block`` videos; returns (index, build seconds, optimise seconds)."""
-    from retrieval.video import mean_pool_vectors
+    from retrieval.algorithms.video import mean_pool_vectors
 
     rng = np.random.default_rng(seed)
     ix = create_index(path, dim=dim, model="none")

@@ -6,8 +6,8 @@ import json
 
 import click
 
-from .options import device_option, json_option
-from .output import progress_bar
+from cli.options import device_option, json_option
+from cli.output import progress_bar
 
 
 def _read_classes(path: str) -> list[str]:
@@ -83,8 +83,8 @@ def classify(images, classes_path, methods, support, shots, labels_path, templat
     """Classify images by class names alone, helped by a support index (susx, xmore, reco) or few shots."""
     from retrieval.classify.inputs import find_images, read_labels
     from retrieval.classify.pipeline import ClassificationRun, ClassifyOptions
-    from retrieval.encoder import load_encoder
-    from retrieval.index import open_index
+    from retrieval.encode.encoder import load_encoder
+    from retrieval.index.directory import open_index
 
     classes = _read_classes(classes_path)
     paths, labels = find_images(images)
@@ -92,7 +92,7 @@ def classify(images, classes_path, methods, support, shots, labels_path, templat
         labels = {**labels, **read_labels(labels_path)}
     if model is None and support:
         from retrieval.errors import ModelMismatch
-        from retrieval.index import NO_MODEL
+        from retrieval.index.directory import NO_MODEL
 
         with open_index(support) as ix:
             model = ix.model

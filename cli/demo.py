@@ -7,9 +7,9 @@ from pathlib import Path
 import click
 
 from retrieval.errors import WeightsUnavailable
-from retrieval.models import DEFAULT_MODEL, TINY_MODEL
+from retrieval.models.factory import DEFAULT_MODEL, TINY_MODEL
 
-from .output import print_table
+from cli.output import print_table
 
 QUERIES = ("a red circle", "a blue square", "a green triangle")
 
@@ -31,10 +31,10 @@ def demo(out: str, model: str, k: int) -> None:
     """Draw shapes, index them with LanceDB, run a few searches."""
     from indexers.images import ImageIndexOptions, index_images
     from indexers.samples import make_shapes
-    from indexers.sources import IMAGE_EXTENSIONS, discover
-    from retrieval.encoder import load_encoder
-    from retrieval.index import create_index, open_index
-    from retrieval.search import search
+    from retrieval.io.sources import IMAGE_EXTENSIONS, discover
+    from retrieval.encode.encoder import load_encoder
+    from retrieval.index.directory import create_index, open_index
+    from retrieval.search.query import search
 
     out_dir = Path(out)
     images_dir = out_dir / "images"

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import click
 
-from retrieval.index import MANIFEST, create_index, open_index
+from retrieval.index.directory import MANIFEST, create_index, open_index
 
-from .options import device_option, json_option
-from .output import print_json, progress_bar
+from cli.options import device_option, json_option
+from cli.output import print_json, progress_bar
 
 
 @click.group()
@@ -18,7 +18,7 @@ def index() -> None:
 
 def open_for_writing(path: str, model: str | None, backend: str, device: str | None):
     """Open the index at ``path`` for writing, creating it when absent (the model defaults to the manifest's)."""
-    from retrieval.encoder import load_encoder
+    from retrieval.encode.encoder import load_encoder
 
     if (Path(path) / MANIFEST).is_file():
         ix = open_index(path, writable=True)
@@ -91,7 +91,7 @@ def images(sources, index_path, model, backend, batch_size, workers, exclude, pr
            device, as_json):
     """Index image folders or manifests (CSV/Parquet/JSONL with path, caption, label columns)."""
     from indexers.images import ImageIndexOptions, index_images
-    from indexers.sources import IMAGE_EXTENSIONS, discover
+    from retrieval.io.sources import IMAGE_EXTENSIONS, discover
 
     found = discover(sources, IMAGE_EXTENSIONS, exclude)  # bad sources fail before the index is touched
     ix = open_for_writing(index_path, model, backend, device)
@@ -101,6 +101,6 @@ def images(sources, index_path, model, backend, batch_size, workers, exclude, pr
                 _summary_line)
 
 
-from .text_cmds import texts as _texts  # noqa: E402  (clipdex index texts)
+from cli.text_cmds import texts as _texts  # noqa: E402  (clipdex index texts)
 
 index.add_command(_texts)

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import click
 
-from retrieval.index import open_index
+from retrieval.index.directory import open_index
 
-from .options import json_option
-from .output import print_json
+from cli.options import json_option
+from cli.output import print_json
 
 
 def _size(n: int) -> str:

@@ -50,7 +50,7 @@ def cli(verbose: int) -> None:
 
 
 def _register() -> None:
-    from . import demo, index_cmd, info_cmd, models_cmd, scale_cmds, search_cmd, video_cmds
+    from cli import demo, index_cmd, info_cmd, models_cmd, scale_cmds, search_cmd, video_cmds
 
     cli.add_command(index_cmd.index)
     index_cmd.index.add_command(video_cmds.index_videos_cmd)
@@ -60,7 +60,7 @@ def _register() -> None:
     cli.add_command(info_cmd.info)
     cli.add_command(models_cmd.models)
     cli.add_command(demo.demo)
-    from . import classify_cmd
+    from cli import classify_cmd
 
     cli.add_command(classify_cmd.classify)
     cli.add_command(classify_cmd.train_reco_cmd)

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import click
 
-from retrieval.models import list_known_models
+from retrieval.models.factory import list_known_models
 
-from .options import json_option
-from .output import print_json
+from cli.options import json_option
+from cli.output import print_json
 
 
 @click.command()

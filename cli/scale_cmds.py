@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from .options import json_option
-from .output import print_json
+from cli.options import json_option
+from cli.output import print_json
 
 recall_option = click.option("--recall", type=float, default=0.95, show_default=True,
                              help="recall@10 target the search parameters are tuned to, in (0, 1].")
@@ -34,9 +34,9 @@ def _gib(n: float) -> str:
 @json_option
 def optimize(index_path, recall, memory, table, kind, exact_below, rebuild, max_candidates, time_budget, as_json):
     """Build or re-tune a table's ANN index for a recall target; record the measured recall@10."""
-    from retrieval.ann import check_recall, parse_memory
-    from retrieval.index import open_index
-    from retrieval.tuning import optimize_table
+    from retrieval.ann.plan import check_recall, parse_memory
+    from retrieval.index.directory import open_index
+    from retrieval.ann.tuning import optimize_table
 
     check_recall(recall)
     budget = parse_memory(memory) if memory is not None else None
@@ -81,7 +81,7 @@ def embeddings(source, index_path, model, backend, column, as_json):
 
     from indexers.embeddings import discover_embeddings, index_embeddings
     from retrieval.errors import InvalidInput
-    from retrieval.index import MANIFEST, NO_MODEL, create_index, open_index
+    from retrieval.index.directory import MANIFEST, NO_MODEL, create_index, open_index
 
     parts = discover_embeddings(source, column)  # bad sources fail before the index is touched
     dim = parts[0].dim
@@ -96,7 +96,7 @@ def embeddings(source, index_path, model, backend, column, as_json):
     else:
         spec = NO_MODEL
         if model and model != NO_MODEL:
-            from retrieval.encoder import load_encoder
+            from retrieval.encode.encoder import load_encoder
 
             enc = load_encoder(model)
             if enc.dim != dim:
@@ -121,8 +121,8 @@ def search_vectors_file(index_path: str, path: str, k: int, where, min_score, ta
     import pyarrow as pa
 
     from retrieval.errors import InvalidInput
-    from retrieval.index import open_index
-    from retrieval.search import search as run_search
+    from retrieval.index.directory import open_index
+    from retrieval.search.query import search as run_search
 
     try:
         xq = np.load(path, mmap_mode="r", allow_pickle=False)

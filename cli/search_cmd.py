@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import click
 
-from retrieval.index import open_index
-from retrieval.search import search as run_search
+from retrieval.index.directory import open_index
+from retrieval.search.query import search as run_search
 
-from .options import device_option, json_option
-from .output import print_json_lines, print_table
-from .video_cmds import run_video_search, video_search_options
+from cli.options import device_option, json_option
+from cli.output import print_json_lines, print_table
+from cli.video_cmds import run_video_search, video_search_options
 
 
 @click.command()
@@ -32,7 +32,7 @@ def search(index_path, text, image, vectors, k, where, min_score, table, model, 
     from retrieval.errors import InvalidInput
 
     if vectors is not None:
-        from .scale_cmds import search_vectors_file
+        from cli.scale_cmds import search_vectors_file
 
         if text is not None or image is not None:
             raise InvalidInput("give a text query, --image PATH or --vectors FILE (one of them)")

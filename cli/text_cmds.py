@@ -5,7 +5,7 @@ from pathlib import Path
 
 import click
 
-from .options import device_option, json_option
+from cli.options import device_option, json_option
 
 
 def summary_line(s: dict) -> str:
@@ -21,7 +21,7 @@ def summary_line(s: dict) -> str:
 def _check_existing(path: str, long_text: str) -> None:
     """Refuse, before opening the index for writing, a strategy other than the one its texts table was built with."""
     from retrieval.errors import InvalidInput
-    from retrieval.index import MANIFEST, open_index
+    from retrieval.index.directory import MANIFEST, open_index
 
     if not (Path(path) / MANIFEST).is_file():
         return
@@ -57,9 +57,9 @@ def texts(sources, index_path, model, backend, long_text, split, text_column, ba
     from indexers.text_sources import SPLITS, discover_texts
     from indexers.texts import TextIndexOptions, index_texts
     from retrieval.errors import InvalidInput
-    from retrieval.textenc import check_strategy
+    from retrieval.encode.text import check_strategy
 
-    from .index_cmd import open_for_writing, run_indexer
+    from cli.index_cmd import open_for_writing, run_indexer
 
     check_strategy(long_text)
     if split not in SPLITS:

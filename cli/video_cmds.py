@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from .options import device_option, json_option
+from cli.options import device_option, json_option
 
 
 def _summary_line(s: dict) -> str:
@@ -36,11 +36,11 @@ def index_videos_cmd(sources, index_path, model, backend, fps, n_frames, keyfram
                      prune, retry_errors, device, as_json):
     """Index video files (mp4, mov, mkv, webm, avi, m4v) or manifests with a path column: sampled frames with
     their times go to the `frames` table, one mean-pooled vector per video to `videos`."""
-    from indexers.sources import VIDEO_EXTENSIONS, discover
+    from retrieval.io.sources import VIDEO_EXTENSIONS, discover
     from indexers.video_decode import SamplingPlan, import_av
     from indexers.videos import VideoIndexOptions, index_videos
 
-    from .index_cmd import open_for_writing, run_indexer
+    from cli.index_cmd import open_for_writing, run_indexer
 
     plan = SamplingPlan.from_options(fps, n_frames, keyframes)  # bad options fail before the index is touched
     import_av()
@@ -76,7 +76,7 @@ def video_search_options(fn):
 def run_video_search(ix, text, image, k, where, min_score, encoder, table, long_text, video: dict):
     """Answer ``clipdex search`` for the ``videos`` and ``frames`` tables."""
     from retrieval.errors import InvalidInput
-    from retrieval.videosearch import VideoSearchOptions, search_frames, search_videos
+    from retrieval.search.video import VideoSearchOptions, search_frames, search_videos
 
     given = {name: v for name, v in video.items() if v is not None and v is not False}
     if table != "videos":

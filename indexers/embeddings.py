@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from retrieval.errors import InvalidInput
-from retrieval.index import Index, now
+from retrieval.index.directory import Index, now
 from retrieval.store.base import vectors_to_arrow
 
 log = logging.getLogger(__name__)

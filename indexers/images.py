@@ -17,12 +17,12 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
-from retrieval.imageprep import ImagePrep, ImageReadError, read_and_prepare
-from retrieval.index import Index, now
+from retrieval.io.imageprep import ImagePrep, ImageReadError, read_and_prepare
+from retrieval.index.directory import Index, now
 from retrieval.store.base import vectors_to_arrow
 
-from .pipeline import Committer, Progress, WorkerCrash, default_workers, ordered_map, plan_work
-from .sources import Discovery, Item, under_roots
+from retrieval.io.workers import Committer, Progress, WorkerCrash, default_workers, ordered_map, plan_work
+from retrieval.io.sources import Discovery, Item, under_roots
 
 log = logging.getLogger(__name__)
 TABLE = "images"
@@ -67,7 +67,7 @@ def _decode_chunk(task):
     for path, check_hashes in items:
         try:
             if check_hashes:
-                from retrieval.imageprep import content_hash
+                from retrieval.io.imageprep import content_hash
 
                 with open(path, "rb") as f:
                     digest = content_hash(f.read())
@@ -274,7 +274,7 @@ def _emit(index, schema, meta_cols, encoder, rows, committer, summary, replaced,
     text_vec = pa.nulls(n, schema.field("text_vector").type)
     with_caption = [i for i, c in enumerate(captions) if c]
     if with_caption:
-        from retrieval.textenc import encode_long_texts
+        from retrieval.encode.text import encode_long_texts
 
         enc = encode_long_texts(encoder, [captions[i] for i in with_caption])
         tv = enc.vectors

@@ -23,7 +23,7 @@ from typing import Iterator, Sequence
 
 from retrieval.errors import InvalidInput
 
-from .sources import _walk
+from retrieval.io.sources import _walk
 
 DOC_EXTENSIONS = (".txt", ".md")
 TABLE_EXTENSIONS = (".jsonl", ".ndjson", ".csv", ".parquet")

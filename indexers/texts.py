@@ -8,7 +8,7 @@
   manifest (``tables.texts.partial``); a re-run reads them again (their vectors are reused, not re-encoded) and
   then drops the rows of the interrupted attempt. Sources left with two generations of rows are repaired at the
   start (the newest generation wins), like the image indexer.
-- Long texts follow ``long_text`` (chunk | longclip | truncate, ``retrieval.textenc``); the table remembers it
+- Long texts follow ``long_text`` (chunk | longclip | truncate, ``retrieval.encode.text``); the table remembers it
   (``manifest["tables"]["texts"]["long_text"]``) and refuses another one later. The summary counts chunked,
   stretched and truncated rows; truncation also logs a warning naming the strategy.
 - Undecodable files (stage decode/read) and bad rows (stage row) go to ``errors`` with source_table "texts";
@@ -27,13 +27,13 @@ import numpy as np
 import pyarrow as pa
 
 from retrieval.errors import InvalidInput
-from retrieval.index import Index, base_fields, now
+from retrieval.index.directory import Index, base_fields, now
 from retrieval.store.base import arrow_to_vectors, vectors_to_arrow
-from retrieval.textenc import check_strategy, encode_long_texts, long_text_counts
+from retrieval.encode.text import check_strategy, encode_long_texts, long_text_counts
 
-from .pipeline import Committer, Progress
-from .sources import under_roots
-from .text_sources import SPLITS, FileError, Row, TextDiscovery, TextFile, read_rows
+from retrieval.io.workers import Committer, Progress
+from retrieval.io.sources import under_roots
+from indexers.text_sources import SPLITS, FileError, Row, TextDiscovery, TextFile, read_rows
 
 log = logging.getLogger(__name__)
 TABLE = "texts"

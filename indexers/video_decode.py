@@ -28,8 +28,8 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from retrieval.errors import InvalidInput
-from retrieval.imageprep import ImagePrep
-from retrieval.video import sample_times_chunks, sample_times_fps
+from retrieval.io.imageprep import ImagePrep
+from retrieval.algorithms.video import sample_times_chunks, sample_times_fps
 
 INSTALL_HINT = "video support needs PyAV: pip install clipdex[video]"
 

@@ -29,13 +29,13 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
-from retrieval.index import Index, now
+from retrieval.index.directory import Index, now
 from retrieval.store.base import vectors_to_arrow
-from retrieval.video import mean_pool_vectors
+from retrieval.algorithms.video import mean_pool_vectors
 
-from .pipeline import Committer, Progress, default_workers, plan_work
-from .sources import Discovery, Item, under_roots
-from .video_decode import SamplingPlan, import_av, stream_decode
+from retrieval.io.workers import Committer, Progress, default_workers, plan_work
+from retrieval.io.sources import Discovery, Item, under_roots
+from indexers.video_decode import SamplingPlan, import_av, stream_decode
 
 log = logging.getLogger(__name__)
 VIDEOS, FRAMES = "videos", "frames"

@@ -2,22 +2,22 @@
 
 The library never prints: it logs through ``logging`` and reports progress through callbacks.
 """
-__version__ = "0.1.0"
+from retrieval.version import __version__  # noqa: F401
 
-from .errors import (ClipdexError, IndexExists, IndexFormatError, IndexNotFound, InvalidFilter,  # noqa: F401
+from retrieval.errors import (ClipdexError, IndexExists, IndexFormatError, IndexNotFound, InvalidFilter,  # noqa: F401
                      InvalidInput, ModelMismatch, TableNotFound, UnknownModel, WeightsUnavailable)
-from .index import Index, create_index, open_index  # noqa: F401
+from retrieval.index.directory import Index, create_index, open_index  # noqa: F401
 
 
 def load_encoder(spec=None, device=None, precision=None):
-    """Load a CLIP model once per process (see ``retrieval.encoder.load_encoder``)."""
-    from .encoder import load_encoder as _load
+    """Load a CLIP model once per process (see ``retrieval.encode.encoder.load_encoder``)."""
+    from retrieval.encode.encoder import load_encoder as _load
 
     return _load(spec, device=device, precision=precision)
 
 
 def search(index, text=None, **kwargs):
-    """Search an index with a text, ``image=`` or ``vectors=`` (see ``retrieval.search.search``)."""
-    from .search import search as _search
+    """Search an index with a text, ``image=`` or ``vectors=`` (see ``retrieval.search.query.search``)."""
+    from retrieval.search.query import search as _search
 
     return _search(index, text, **kwargs)

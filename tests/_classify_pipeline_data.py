@@ -21,8 +21,8 @@ def build(root: Path) -> dict:
     labels CSV (24), shots (2 per class) and a classes file. Returns their paths."""
     from indexers.images import ImageIndexOptions, index_images
     from indexers.samples import make_shapes
-    from indexers.sources import discover
-    from retrieval.index import create_index
+    from retrieval.io.sources import discover
+    from retrieval.index.directory import create_index
 
     root = Path(root)
     sup = make_shapes(root / "support", per_pair=2, size=64, seed=1)

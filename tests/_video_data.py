@@ -43,8 +43,8 @@ def synthetic_video_index(path, n_videos: int, max_frames: int, dim: int = 16, s
     Video i has between 1 and ``max_frames`` frames at t = 0.5 s steps; its vector is the normalised mean of its
     frames, as the indexer stores it. Returns (index, {video id: (frames (F, d), t (F,))}).
     """
-    from retrieval.index import create_index
-    from retrieval.video import mean_pool_vectors
+    from retrieval.index.directory import create_index
+    from retrieval.algorithms.video import mean_pool_vectors
 
     rng = np.random.default_rng(seed)
     ix = create_index(path, dim=dim, model="none")

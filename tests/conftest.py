@@ -15,7 +15,7 @@ TINY = "clipdex-tiny"
 
 @pytest.fixture(scope="session")
 def tiny():
-    from retrieval.encoder import load_encoder
+    from retrieval.encode.encoder import load_encoder
 
     return load_encoder(TINY, device="cpu")
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrieval.ann import IndexPlan, choose_index
-from retrieval.index import create_index
-from retrieval.selection import Candidate, candidate_plans, measure_candidates, pick_fastest
-from retrieval.tuning import optimize_table
+from retrieval.ann.plan import IndexPlan, choose_index
+from retrieval.index.directory import create_index
+from retrieval.ann.selection import Candidate, candidate_plans, measure_candidates, pick_fastest
+from retrieval.ann.tuning import optimize_table
 from tests._ann_data import clustered, unit
 
 

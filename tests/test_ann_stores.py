@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from retrieval.ann import recall_at_k
-from retrieval.index import create_index, open_index
-from retrieval.tuning import optimize_table
+from retrieval.ann.plan import recall_at_k
+from retrieval.index.directory import create_index, open_index
+from retrieval.ann.tuning import optimize_table
 from tests._ann_data import brute, clustered, unit
 
 D = 16

@@ -1,7 +1,7 @@
 import numpy as np
 from PIL import Image
 
-from retrieval.classify import augmented_views
+from retrieval.algorithms import augmented_views
 
 
 def gradient_image(w=64, h=48):

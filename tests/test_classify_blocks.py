@@ -1,9 +1,9 @@
 """Row-block evaluation of TIP-X and X-MoRe equals the whole-matrix result when the global ranges/sums are passed."""
 import numpy as np
 
-from retrieval.classify import (proker_fit, proker_logits, proker_predict, tipx_kl, tipx_log_signatures, tipx_logits, xmore_confidences, xmore_predict_batch,
+from retrieval.algorithms import (proker_fit, proker_logits, proker_predict, tipx_kl, tipx_log_signatures, tipx_logits, xmore_confidences, xmore_predict_batch,
                                 xmore_predict_stream)
-from retrieval.classify._arrays import one_hot
+from retrieval.algorithms.arrays import one_hot
 
 from _classify_data import clustered, unit
 

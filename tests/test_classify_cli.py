@@ -105,7 +105,7 @@ def test_bad_inputs_give_one_error_line_and_no_traceback(runner, cli, data, tmp_
 def test_support_index_of_another_model(runner, cli, data, tmp_path):
     import numpy as np
 
-    from retrieval.index import create_index
+    from retrieval.index.directory import create_index
 
     with create_index(tmp_path / "raw.clipdex", dim=64, model="none") as ix:
         ix.add_vectors("images", np.random.default_rng(0).standard_normal((5, 64)))

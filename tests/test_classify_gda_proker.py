@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from _classify_data import clustered, unit
-from retrieval.classify import gda_fit, gda_logits, gda_search_alpha, proker_logits, zeroshot_logits
+from retrieval.algorithms import gda_fit, gda_logits, gda_search_alpha, proker_logits, zeroshot_logits
 
 
 def explicit_gda(x, y, c):

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from _classify_pipeline_data import CLASSES, shared
-from retrieval.classify import DEFAULT_TIPX, sus_lc_select, tipx_logits, xmore_predict_batch
+from retrieval.algorithms import DEFAULT_TIPX, sus_lc_select, tipx_logits, xmore_predict_batch
 from retrieval.classify import support as support_mod
-from retrieval.classify._arrays import softmax
+from retrieval.algorithms.arrays import softmax
 from retrieval.classify.inputs import find_images, read_labels
 from retrieval.classify.pipeline import ClassificationRun, ClassifyOptions
 from retrieval.errors import InvalidInput, ModelMismatch
@@ -99,7 +99,7 @@ def test_support_set_is_cached_and_reused(tiny, data):
 
 
 def test_store_sus_lc_agrees_with_the_dense_selection(tiny, data):
-    from retrieval.index import open_index
+    from retrieval.index.directory import open_index
     from retrieval.store.base import arrow_to_vectors
 
     with open_index(data["support"]) as ix:
@@ -130,7 +130,7 @@ def test_all_methods_encode_each_image_once(tiny, data, test_set):
 
 
 def test_reco_retrieval_is_uni_modal_search_then_the_paired_modality(tiny, data):
-    from retrieval.index import open_index
+    from retrieval.index.directory import open_index
 
     with open_index(data["support"]) as ix:
         ids, img, txt = support_mod.memory_pairs(ix)
@@ -167,7 +167,7 @@ def test_bad_class_lists_are_refused(tiny, classes, message):
 
 
 def test_support_index_from_another_model_is_refused(tiny, tmp_path):
-    from retrieval.index import create_index
+    from retrieval.index.directory import create_index
 
     with create_index(tmp_path / "raw.clipdex", dim=64, model="none") as ix:
         ix.add_vectors("images", np.random.default_rng(0).standard_normal((5, 64)))

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from _classify_data import unit
-from retrieval.classify.reco import (RecoFuser, info_nce, knn_ids, reco_loss, reco_mean_fuse, reco_refine,
+from retrieval.algorithms.reco import (RecoFuser, info_nce, knn_ids, reco_loss, reco_mean_fuse, reco_refine,
                                      train_reco)
 
 

@@ -1,7 +1,7 @@
 import numpy as np
 
 from _classify_data import unit
-from retrieval.classify import rank_index, sus_lc_select, sus_lc_select_from_ranked
+from retrieval.algorithms import rank_index, sus_lc_select, sus_lc_select_from_ranked
 
 
 def naive_sus_lc(queries, index, per_class, dedup_ip):

@@ -2,8 +2,8 @@ import numpy as np
 import torch
 
 from _classify_data import clustered, unit
-from retrieval.classify import build_cache, tip_adapter_logits, tip_adapter_search, zeroshot_logits
-from retrieval.classify._arrays import one_hot
+from retrieval.algorithms import build_cache, tip_adapter_logits, tip_adapter_search, zeroshot_logits
+from retrieval.algorithms.arrays import one_hot
 
 
 def naive_tip(f, keys, values, w, alpha, beta):

@@ -1,9 +1,9 @@
 import numpy as np
 
 from _classify_data import clustered, unit
-from retrieval.classify import (DEFAULT_TIPX, kl_matrix, rescale_to_range, tip_adapter_logits, tipx_logits,
+from retrieval.algorithms import (DEFAULT_TIPX, kl_matrix, rescale_to_range, tip_adapter_logits, tipx_logits,
                                 tipx_search, tipx_signatures, zeroshot_logits)
-from retrieval.classify._arrays import one_hot
+from retrieval.algorithms.arrays import one_hot
 
 
 def naive_kl(p, q):

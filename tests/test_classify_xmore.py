@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from _classify_data import unit
-from retrieval.classify import (dedup_rerank_captions, xmore_caption_logits, xmore_confidence, xmore_image_logits,
+from retrieval.algorithms import (dedup_rerank_captions, xmore_caption_logits, xmore_confidence, xmore_image_logits,
                                 xmore_predict_batch, xmore_predict_stream)
 
 

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from retrieval.classify import (TEMPLATE_SETS, build_text_classifier, get_templates, load_descriptions,
+from retrieval.algorithms import (TEMPLATE_SETS, build_text_classifier, get_templates, load_descriptions,
                                 load_templates, zeroshot_logits)
-from retrieval.classify.zeroshot import class_prompts
+from retrieval.algorithms.zeroshot import class_prompts
 
 
 def fake_encoder(dim=8):

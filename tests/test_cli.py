@@ -126,7 +126,7 @@ def test_demo_runs_offline_on_the_tiny_model(tmp_path, runner, cli):
 def test_kill_minus_nine_then_resume_gives_every_image_exactly_once(tmp_path, shapes_dir, backend):
     """A real indexing process killed mid-run; the re-run completes the index with no duplicates or losses."""
     from indexers.samples import make_shapes
-    from retrieval.index import open_index
+    from retrieval.index.directory import open_index
 
     photos = tmp_path / "many"
     make_shapes(photos, per_pair=16, size=64, seed=3)  # 384 images

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import cli
-from retrieval.index import open_index
+from retrieval.index.directory import open_index
 from tests._ann_data import clustered
 
 D = 16

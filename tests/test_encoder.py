@@ -4,9 +4,9 @@ import torch
 from PIL import Image
 
 from indexers.samples import COLORS, draw_shape
-from retrieval.encoder import load_encoder
+from retrieval.encode.encoder import load_encoder
 from retrieval.errors import InvalidInput
-from retrieval.imageprep import ImagePrep
+from retrieval.io.imageprep import ImagePrep
 
 
 def test_model_is_loaded_once_per_process(tiny):

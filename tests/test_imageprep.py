@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from indexers.samples import COLORS, draw_shape, make_bad_files
-from retrieval.imageprep import ImagePrep, ImageReadError, content_hash, read_and_prepare
+from retrieval.io.imageprep import ImagePrep, ImageReadError, content_hash, read_and_prepare
 
 PREP = ImagePrep(size=(32, 32))
 

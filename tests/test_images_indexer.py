@@ -9,9 +9,9 @@ import pytest
 
 from indexers.images import ImageIndexOptions, index_images
 from indexers.samples import COLORS, draw_shape, make_bad_files
-from indexers.sources import IMAGE_EXTENSIONS, discover
+from retrieval.io.sources import IMAGE_EXTENSIONS, discover
 from retrieval.errors import InvalidInput
-from retrieval.index import create_index, open_index
+from retrieval.index.directory import create_index, open_index
 
 OPTS = ImageIndexOptions(workers=0, batch_size=16)
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from retrieval.errors import IndexExists, IndexFormatError, IndexNotFound, InvalidInput, ModelMismatch
-from retrieval.index import FORMAT_VERSION, create_index, open_index
+from retrieval.index.directory import FORMAT_VERSION, create_index, open_index
 from tests.conftest import unit_rows
 
 

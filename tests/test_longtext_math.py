@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from retrieval.longtext import (
+from retrieval.algorithms.longtext import (
     apply_longclip_stretch,
     chunk_token_windows,
     load_longclip_checkpoint,

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from retrieval.errors import UnknownModel, WeightsUnavailable
-from retrieval.models import DEFAULT_MODEL, ModelSpec, create_model, parse_model_spec
+from retrieval.models.factory import DEFAULT_MODEL, ModelSpec, create_model, parse_model_spec
 
 
 def test_default_spec_is_vit_b32_laion():

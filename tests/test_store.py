@@ -4,7 +4,7 @@ import pyarrow as pa
 import pytest
 
 from retrieval.errors import InvalidFilter, TableNotFound
-from retrieval.index import create_index, open_index
+from retrieval.index.directory import create_index, open_index
 from retrieval.store.base import AnnConfig
 from tests.conftest import assert_same_topk, brute_force, unit_rows
 

@@ -1,4 +1,4 @@
-"""Encoding texts of any length (retrieval.textenc) and Long-CLIP model specs (retrieval.longclip) on clipdex-tiny.
+"""Encoding texts of any length (retrieval.encode.text) and Long-CLIP model specs (retrieval.models.longclip) on clipdex-tiny.
 
 The stretch itself (hand-computed table, rows 0-19 unchanged, 77 -> 248, a stretched tiny model keeping short texts
 at cosine > 0.99 and encoding 200 tokens) is tested in tests/test_longtext_math.py; here: what the encoder does
@@ -9,11 +9,11 @@ import logging
 import numpy as np
 import pytest
 
-from retrieval.encoder import load_encoder
+from retrieval.encode.encoder import load_encoder
 from retrieval.errors import InvalidInput, UnknownModel, WeightsUnavailable
-from retrieval.longtext import chunk_token_windows, longclip_effective_pos_embed, pool_chunks_grouped
-from retrieval.models import parse_model_spec
-from retrieval.textenc import encode_long_texts, long_text_counts, query_strategy
+from retrieval.algorithms.longtext import chunk_token_windows, longclip_effective_pos_embed, pool_chunks_grouped
+from retrieval.models.factory import parse_model_spec
+from retrieval.encode.text import encode_long_texts, long_text_counts, query_strategy
 
 WORDS = ["dog", "cat", "tree", "house", "river", "car", "bird"]
 
@@ -65,7 +65,7 @@ def test_longclip_strategy_keeps_short_texts_and_encodes_long_ones_in_one_window
 
 
 def test_truncate_strategy_counts_and_warns_naming_the_strategy(enc, caplog):
-    with caplog.at_level(logging.WARNING, logger="retrieval.textenc"):
+    with caplog.at_level(logging.WARNING, logger="retrieval.encode.text"):
         res = encode_long_texts(enc, [words(10), words(120), words(300)], "truncate")
     assert res.truncated == 2 and res.n_chunks.tolist() == [1, 1, 1] and res.n_tokens.tolist() == [10, 120, 300]
     assert any("truncate" in r.getMessage() and "2 of 3" in r.getMessage() for r in caplog.records)
@@ -102,7 +102,7 @@ def test_query_strategy_defaults_to_the_tables_and_warns_on_a_mismatch(caplog):
     manifest = {"tables": {"texts": {"rows": 3, "long_text": "longclip"}, "images": {"rows": 1}}}
     assert query_strategy(manifest, "texts", None) == "longclip"
     assert query_strategy(manifest, "images", None) == "chunk"
-    with caplog.at_level(logging.WARNING, logger="retrieval.textenc"):
+    with caplog.at_level(logging.WARNING, logger="retrieval.encode.text"):
         assert query_strategy(manifest, "texts", "truncate") == "truncate"
     assert any("indexed with --long-text longclip" in r.getMessage() for r in caplog.records)
     with pytest.raises(InvalidInput):
@@ -146,7 +146,7 @@ def test_released_longclip_spec_fails_clearly_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     spec = parse_model_spec("longclip:LongCLIP-B")
     assert (spec.arch, str(spec)) == ("ViT-B-16-quickgelu", "longclip:LongCLIP-B")
-    from retrieval.models import create_model
+    from retrieval.models.factory import create_model
 
     with pytest.raises(WeightsUnavailable, match=r"BeichenZhang/LongCLIP-B/longclip-B\.pt .*offline.*longclip:ViT-B-16-quickgelu:/path"):
         create_model(spec)
@@ -161,7 +161,7 @@ def test_bad_longclip_specs_are_refused(tmp_path):
         parse_model_spec(f"longclip:ViT-Q-99:{tmp_path}")
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
-    from retrieval.models import create_model
+    from retrieval.models.factory import create_model
 
     with pytest.raises(UnknownModel, match="cannot read Long-CLIP checkpoint"):
         create_model(parse_model_spec(f"longclip:clipdex-tiny:{junk}"))

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from retrieval.index import open_index
+from retrieval.index.directory import open_index
 from retrieval.store.base import arrow_to_vectors
 from _video_data import tree_digest  # the shared "index unchanged" check
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from retrieval.video import (
+from retrieval.algorithms.video import (
     Segment,
     best_frame,
     clip_rerank,

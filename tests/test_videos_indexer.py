@@ -12,13 +12,13 @@ import pytest
 pytest.importorskip("av")
 
 from _video_data import make_corpus, still  # noqa: E402
-from indexers.sources import VIDEO_EXTENSIONS, discover  # noqa: E402
+from retrieval.io.sources import VIDEO_EXTENSIONS, discover  # noqa: E402
 from indexers.video_decode import SamplingPlan  # noqa: E402
 from indexers.video_samples import make_video  # noqa: E402
 from indexers.videos import VideoIndexOptions, index_videos  # noqa: E402
-from retrieval.index import create_index, open_index  # noqa: E402
+from retrieval.index.directory import create_index, open_index  # noqa: E402
 from retrieval.store.base import arrow_to_vectors  # noqa: E402
-from retrieval.videosearch import VideoSearchOptions, search_videos  # noqa: E402
+from retrieval.search.video import VideoSearchOptions, search_videos  # noqa: E402
 
 TINY = "clipdex-tiny"
 

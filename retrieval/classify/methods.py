@@ -15,7 +15,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ._arrays import l2_normalize, one_hot, softmax
+from retrieval.algorithms.arrays import l2_normalize, one_hot, softmax
 
 log = logging.getLogger(__name__)
 LOGIT_SCALE = 100.0
@@ -62,7 +62,7 @@ class ZeroShot(Runner):
         self.width = W.shape[1]
 
     def probs(self, fb, sl):
-        from .zeroshot import zeroshot_logits
+        from retrieval.algorithms.zeroshot import zeroshot_logits
 
         return softmax(zeroshot_logits(fb, self.W), axis=1)
 
@@ -71,7 +71,7 @@ class TipX(Runner):
     """TIP-X over a labelled support set (SuS-X's retrieved one, or real shots)."""
 
     def __init__(self, name, W, support_feats, support_labels, params, ref_affinity=None):
-        from .tipx import tipx_log_signatures
+        from retrieval.algorithms.tipx import tipx_log_signatures
 
         self.name, self.W, self.S, self.params = name, W, support_feats, dict(params)
         self.L = one_hot(support_labels, W.shape[1])
@@ -81,7 +81,7 @@ class TipX(Runner):
         self.kl_range = None
 
     def fit(self, feats, rows):
-        from .tipx import tipx_kl
+        from retrieval.algorithms.tipx import tipx_kl
 
         if self.params.get("gamma", 0) == 0 or len(self.S) == 0:
             return
@@ -99,7 +99,7 @@ class TipX(Runner):
             self.ref = np.array([alo, ahi], np.float32)
 
     def probs(self, fb, sl):
-        from .tipx import tipx_logits
+        from retrieval.algorithms.tipx import tipx_logits
 
         if len(self.S) == 0:
             return softmax(LOGIT_SCALE * fb @ self.W, axis=1)
@@ -117,7 +117,7 @@ class TipAdapter(Runner):
         self.width = max(1, len(keys))
 
     def probs(self, fb, sl):
-        from .tip_adapter import tip_adapter_logits
+        from retrieval.algorithms.tip_adapter import tip_adapter_logits
 
         return softmax(tip_adapter_logits(fb, self.keys, self.values, self.W, **self.params), axis=1)
 
@@ -130,7 +130,7 @@ class GDA(Runner):
         self.width = W.shape[1]
 
     def probs(self, fb, sl):
-        from .gda import gda_logits
+        from retrieval.algorithms.gda import gda_logits
 
         return softmax(gda_logits(fb, self.W, self.Wg, self.b, self.params["alpha"]), axis=1)
 
@@ -141,14 +141,14 @@ class ProKeR(Runner):
     name = "proker"
 
     def __init__(self, W, keys, labels, beta, lam):
-        from .proker import proker_fit
+        from retrieval.algorithms.proker import proker_fit
 
         self.W, self.keys, self.params = W, keys, dict(beta=beta, lam=lam)
         self.alpha = proker_fit(keys, labels, W, beta, lam)
         self.width = max(1, len(keys))
 
     def probs(self, fb, sl):
-        from .proker import proker_predict
+        from retrieval.algorithms.proker import proker_predict
 
         z = proker_predict(self.keys, self.W, self.alpha, fb, self.params["beta"])
         return softmax(LOGIT_SCALE * z, axis=1)
@@ -165,15 +165,15 @@ class XMoRe(Runner):
         self.params = dict(k=k, retrieve=retrieve, fusion="stream" if stream else "batch")
 
     def _logits(self, fb, sl):
-        from .support import take_vectors
-        from .xmore import xmore_caption_logits, xmore_image_logits
+        from retrieval.classify.support import take_vectors
+        from retrieval.algorithms.xmore import xmore_caption_logits, xmore_image_logits
 
         caps = take_vectors(self.ix, self.cap_ids[sl], "text_vector")
         return xmore_image_logits(fb, self.T), xmore_caption_logits(caps, self.T)
 
     def fit(self, feats, rows):
-        from .support import caption_neighbours
-        from .xmore import xmore_confidences
+        from retrieval.classify.support import caption_neighbours
+        from retrieval.algorithms.xmore import xmore_confidences
 
         self.cap_ids = np.full((len(feats), self.k), -1, np.int64)
         for sl in blocks(len(feats), rows):
@@ -192,7 +192,7 @@ class XMoRe(Runner):
                 self.totals[1] += float(c_cap.sum())
 
     def probs(self, fb, sl):
-        from .xmore import xmore_confidences, xmore_predict_batch, xmore_predict_stream
+        from retrieval.algorithms.xmore import xmore_confidences, xmore_predict_batch, xmore_predict_stream
 
         zi, zc = self._logits(fb, sl)
         if self.stream:  # blocks arrive in order; carry the running sums
@@ -210,7 +210,7 @@ class Reco(Runner):
     """RECO: refine images by their neighbours' captions and classes by their neighbours' images; score v̄ · t̄."""
 
     def __init__(self, ix, W, k, weight=1.0, fusers=None):
-        from .support import text_to_images
+        from retrieval.classify.support import text_to_images
 
         self.name = "reco"
         self.ix, self.k, self.weight, self.fusers = ix, k, weight, fusers
@@ -220,14 +220,14 @@ class Reco(Runner):
         self.t_bar = self._fuse(1, T, text_to_images(ix, T, k))  # (C, D)
 
     def _fuse(self, which, query, retrieved):
-        from .reco import reco_mean_fuse, reco_refine
+        from retrieval.algorithms.reco import reco_mean_fuse, reco_refine
 
         if self.fusers is None:
             return reco_mean_fuse(query, retrieved, self.weight)
         return reco_refine(self.fusers[which], query, retrieved)
 
     def probs(self, fb, sl):
-        from .support import image_to_texts
+        from retrieval.classify.support import image_to_texts
 
         v_bar = self._fuse(0, fb, image_to_texts(self.ix, fb, self.k))
         return softmax(LOGIT_SCALE * v_bar @ self.t_bar.T, axis=1)

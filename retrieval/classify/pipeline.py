@@ -21,9 +21,9 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from ..errors import InvalidInput
-from . import methods as M
-from .evaluate import Evaluation
+from retrieval.errors import InvalidInput
+from retrieval.classify import methods as M
+from retrieval.classify.evaluate import Evaluation
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def load_fusers(path: str, model: str):
     """The (image, text) RECO fusers saved by ``clipdex train-reco``; refused for another model."""
     import torch
 
-    from .reco import RecoFuser
+    from retrieval.algorithms.reco import RecoFuser
 
     try:
         state = torch.load(path, map_location="cpu", weights_only=False)
@@ -110,7 +110,7 @@ class ClassificationRun:
 
     def __init__(self, classes: Sequence[str], options: ClassifyOptions, encoder,
                  on_progress: Callable[[str, int, int], None] | None = None):
-        from .inputs import check_classes
+        from retrieval.classify.inputs import check_classes
 
         self.classes = check_classes(classes)
         self.opts = options
@@ -136,7 +136,7 @@ class ClassificationRun:
 
     # -- inputs ------------------------------------------------------------------------------------------------
     def _classifier(self) -> np.ndarray:
-        from .zeroshot import (TEMPLATE_SET_NAMES, build_text_classifier, get_templates, load_descriptions,
+        from retrieval.algorithms.zeroshot import (TEMPLATE_SET_NAMES, build_text_classifier, get_templates, load_descriptions,
                                load_templates)
 
         o = self.opts
@@ -157,7 +157,7 @@ class ClassificationRun:
 
     def _split(self, source: str, what: str):
         """A labelled split's (features (n, D), labels (n,)); unreadable images are an error here."""
-        from .inputs import encode_images, load_labelled
+        from retrieval.classify.inputs import encode_images, load_labelled
 
         split = load_labelled(source, self.classes, what)
         feats, errors = encode_images(self.encoder, split.paths, self.opts.batch_size, self.opts.workers)
@@ -167,7 +167,7 @@ class ClassificationRun:
 
     def _support(self):
         if self.ix is None:
-            from .support import open_support
+            from retrieval.classify.support import open_support
 
             self.ix = open_support(self.opts.support, self.encoder)
         return self.ix
@@ -189,7 +189,7 @@ class ClassificationRun:
             elif m == "susx":
                 self.runners.append(self._susx())
             elif m in ("xmore", "xmore-stream", "reco"):
-                from .support import captioned_count
+                from retrieval.classify.support import captioned_count
 
                 ix = self._support()
                 n = captioned_count(ix)
@@ -217,8 +217,8 @@ class ClassificationRun:
                 self.notes.append(f"{r.name}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in r.params.items()))
 
     def _susx(self) -> M.Runner:
-        from .support import sus_lc_support
-        from .tipx import DEFAULT_TIPX, tipx_search
+        from retrieval.classify.support import sus_lc_support
+        from retrieval.algorithms.tipx import DEFAULT_TIPX, tipx_search
 
         o, ix = self.opts, self._support()
         if self.descriptions:
@@ -245,7 +245,7 @@ class ClassificationRun:
         return M.TipX("susx", self.W, s.feats, s.labels, params, ref)
 
     def _shots(self):
-        from .inputs import encode_views, load_labelled
+        from retrieval.classify.inputs import encode_views, load_labelled
 
         split = load_labelled(self.opts.shots, self.classes, "shots")
         if split.missing_classes:
@@ -255,10 +255,10 @@ class ClassificationRun:
         return split, views
 
     def _few_shot(self, m, split, views) -> M.Runner | None:
-        from .gda import gda_fit, gda_search_alpha
-        from .proker import DEFAULT_BETA as PK_BETA, DEFAULT_LAMBDA as PK_LAM
-        from .tip_adapter import DEFAULT_ALPHA, DEFAULT_BETA, build_cache, tip_adapter_search
-        from .tipx import DEFAULT_TIPX, tipx_search
+        from retrieval.algorithms.gda import gda_fit, gda_search_alpha
+        from retrieval.algorithms.proker import DEFAULT_BETA as PK_BETA, DEFAULT_LAMBDA as PK_LAM
+        from retrieval.algorithms.tip_adapter import DEFAULT_ALPHA, DEFAULT_BETA, build_cache, tip_adapter_search
+        from retrieval.algorithms.tipx import DEFAULT_TIPX, tipx_search
 
         C = len(self.classes)
         keys, values = build_cache(views, split.labels, C)  # Tip-Adapter keys: mean of the views, normalised
@@ -288,7 +288,7 @@ class ClassificationRun:
     # -- running -----------------------------------------------------------------------------------------------
     def encode(self, paths: Sequence[str]) -> tuple[list[str], np.ndarray]:
         """Encode every image once; unreadable ones are dropped with a warning. -> (paths kept, feats (n, D))."""
-        from .inputs import encode_images
+        from retrieval.classify.inputs import encode_images
 
         cb = None if self.on_progress is None else (lambda d, t: self.on_progress("encode", d, t))
         feats, errors = encode_images(self.encoder, paths, self.opts.batch_size, self.opts.workers, cb)

@@ -21,10 +21,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..errors import InvalidInput
-from ..index import Index, open_index
-from ..store.base import arrow_to_vectors
-from .susx import sus_lc_select_from_ranked
+from retrieval.errors import InvalidInput
+from retrieval.index.directory import Index, open_index
+from retrieval.store.base import arrow_to_vectors
+from retrieval.algorithms.susx import sus_lc_select_from_ranked
 
 log = logging.getLogger(__name__)
 TABLE = "images"
@@ -160,13 +160,13 @@ def sus_lc_support(ix: Index, encoder, classes: Sequence[str], queries: Sequence
             ids = got[c]
             embs = take_vectors(ix, ids, "vector")
             ranked_ids[c], ranked_embs[c] = ids, embs
-            with _quiet("retrieval.classify.susx"):
+            with _quiet("retrieval.algorithms.susx"):
                 kept, _ = sus_lc_select_from_ranked([ids], [embs], per_class, dedup_ip)
             if kept.size < per_class and top < rows:
                 short.append(c)
         pending, top = short, min(rows, 2 * top)
     order = range(len(classes))
-    with _quiet("retrieval.classify.susx"):
+    with _quiet("retrieval.algorithms.susx"):
         ids, labels = sus_lc_select_from_ranked([ranked_ids[c] for c in order], [ranked_embs[c] for c in order],
                                                 per_class, dedup_ip)
     feats = take_vectors(ix, ids, "vector")
@@ -197,7 +197,7 @@ def caption_neighbours(ix: Index, feats: np.ndarray, k: int = 16, retrieve: int 
     Image -> image search over captioned rows (``retrieve`` neighbours), then :func:`dedup_rerank_captions`
     (duplicate captions dropped, re-sorted by image-caption score, first k kept).
     """
-    from .xmore import dedup_rerank_captions
+    from retrieval.algorithms.xmore import dedup_rerank_captions
 
     D, I = ix.search_vectors(TABLE, feats, retrieve, where=CAPTIONED)
     uniq = np.unique(I[I >= 0])

@@ -2,7 +2,7 @@
 
 The memory is every captioned row of the ``images`` table: its image ``vector`` and caption ``text_vector``
 (2 · M · D floats held in memory). Neighbours come from the index's own searches (k + 1 each, so the pair's own
-match can be excluded: :func:`retrieval.classify.reco.train_reco` masks it). The checkpoint at ``out`` is written
+match can be excluded: :func:`retrieval.algorithms.reco.train_reco` masks it). The checkpoint at ``out`` is written
 atomically every epoch; ``resume`` continues from it. The finished file also records the model and k.
 """
 from __future__ import annotations
@@ -12,8 +12,8 @@ import os
 from pathlib import Path
 from typing import Callable
 
-from ..errors import InvalidInput
-from ..index import open_index
+from retrieval.errors import InvalidInput
+from retrieval.index.directory import open_index
 
 log = logging.getLogger(__name__)
 
@@ -24,8 +24,8 @@ def train_reco_on_index(index_path: str, out: str | os.PathLike, epochs: int = 1
     """Train and save the (image, text) fusers; returns ``dict(pairs, epochs, final_loss, history, out)``."""
     import torch
 
-    from .reco import train_reco
-    from .support import TABLE, memory_neighbours, memory_pairs, require_captions
+    from retrieval.algorithms.reco import train_reco
+    from retrieval.classify.support import TABLE, memory_neighbours, memory_pairs, require_captions
 
     out = Path(out)
     with open_index(index_path) as ix:

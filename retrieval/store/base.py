@@ -13,7 +13,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 
-from ..errors import InvalidInput
+from retrieval.errors import InvalidInput
 
 VECTOR_COLUMNS = ("vector", "text_vector")
 

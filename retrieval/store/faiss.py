@@ -13,7 +13,7 @@ rename, so a crash loses at most the batch in flight. The FAISS files are derive
 a stale or missing FAISS file is repaired by adding the missing rows and removing the extra ones.
 ``faiss.read_index`` opens the files directly; ``index.search`` returns row ids.
 
-ANN indexes (HNSW, IVF-flat, IVF-SQ8, IVF fast-scan PQ with refinement; see ``faiss_ann.py``) index the ``vector``
+ANN indexes (HNSW, IVF-flat, IVF-SQ8, IVF fast-scan PQ with refinement; see ``retrieval/ann/structures.py``) index the ``vector``
 column only. Rows added after the ANN index was built go to an in-memory flat *delta* index, searched exactly and
 merged; rows deleted since are *tombstones*, over-fetched and filtered out. Both are derived on open from the
 Parquet ids (ids in the Parquet parts but not in the index / in the index but not in the parts) and folded in by
@@ -34,9 +34,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..errors import IndexFormatError, InvalidFilter, TableNotFound
-from . import faiss_ann
-from .base import AnnConfig, Store, arrow_to_vectors, check_queries, merge_topk
+from retrieval.errors import IndexFormatError, InvalidFilter, TableNotFound
+from retrieval.ann import structures as faiss_ann
+from retrieval.store.base import AnnConfig, Store, arrow_to_vectors, check_queries, merge_topk
 
 log = logging.getLogger(__name__)
 
@@ -543,7 +543,7 @@ class FaissStore(Store):
 
     def _wanted(self, name: str, ann: AnnConfig) -> dict:
         """The ANN record ``ann`` asks for: {"kind", "factory", "build", "params"}."""
-        from ..ann import choose_index
+        from retrieval.ann.plan import choose_index
 
         n = self.count(name)
         p = ann.params
@@ -592,7 +592,7 @@ class FaissStore(Store):
             done["ann"] = {k: t.ann[k] for k in ("kind", "factory", "build", "params")}
             done["rebuilt"] = True
             self.flush()
-            from ..tuning import tune_after_build
+            from retrieval.ann.tuning import tune_after_build
 
             tune_after_build(self, name, ann, done)
         elif t.is_ann:

@@ -16,8 +16,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 
-from ..errors import InvalidFilter, TableNotFound
-from .base import AnnConfig, Store, check_queries, merge_topk
+from retrieval.errors import InvalidFilter, TableNotFound
+from retrieval.store.base import AnnConfig, Store, check_queries, merge_topk
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ class LanceStore(Store):
 
     def _wanted(self, name: str, ann: AnnConfig) -> dict:
         """{"kind": lance index type | "flat", "build": create_index params, "params": search params}."""
-        from ..ann import choose_index
+        from retrieval.ann.plan import choose_index
 
         n = self._t(name).count_rows()
         p = ann.params
@@ -220,7 +220,7 @@ class LanceStore(Store):
         kind = ann.kind.upper() if ann.kind != "auto" else {"ivf_flat": "IVF_FLAT", "ivf_sq8": "IVF_SQ",
                                                              "hnsw": "IVF_HNSW_SQ"}.get(plan.kind, "IVF_PQ")
         if kind not in self.KINDS:
-            from ..errors import InvalidInput
+            from retrieval.errors import InvalidInput
 
             raise InvalidInput(f"unknown LanceDB index type {ann.kind!r}; choose one of {', '.join(self.KINDS)}")
         parts = max(1, min(int(plan.build.get("nlist", round(math.sqrt(n)))), max(1, n // 40)))
@@ -262,7 +262,7 @@ class LanceStore(Store):
             self.set_search_params(name, want["params"])
             done["ann"] = want
             done["rebuilt"] = True
-            from ..tuning import tune_after_build
+            from retrieval.ann.tuning import tune_after_build
 
             tune_after_build(self, name, ann, done)
         if table.count_rows() and "id" in table.schema.names and not any(

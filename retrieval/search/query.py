@@ -12,9 +12,9 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
-from .errors import InvalidInput
-from .index import Index, open_index
-from .store.base import VECTOR_COLUMNS
+from retrieval.errors import InvalidInput
+from retrieval.index.directory import Index, open_index
+from retrieval.store.base import VECTOR_COLUMNS
 
 DEFAULT_K = 10
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 def load_query_image(path: str | os.PathLike):
     """Open an image file for querying; ``InvalidInput`` when it is missing or not an image."""
-    from .imageprep import ImageReadError, open_image
+    from retrieval.io.imageprep import ImageReadError, open_image
 
     try:
         with open(path, "rb") as f:
@@ -58,7 +58,7 @@ def query_vectors(index: Index, text: str | Sequence[str] | None = None, image=N
         texts = [text] if isinstance(text, str) else list(text)
         if not texts or any(not t.strip() for t in texts):
             raise InvalidInput("empty text query")
-        from .textenc import CLIP_WINDOW, encode_long_texts
+        from retrieval.encode.text import CLIP_WINDOW, encode_long_texts
 
         res = encode_long_texts(enc, texts, long_text)
         log.info("text query: %s", res.describe(0))
@@ -107,7 +107,7 @@ def search(index: Index | str, text: str | None = None, *, image=None, vectors=N
         index = open_index(index)
     if k < 1:
         raise InvalidInput(f"k must be at least 1, got {k}")
-    from .textenc import query_strategy
+    from retrieval.encode.text import query_strategy
 
     long_text = query_strategy(index.manifest, table, long_text)
     notes: dict = {}

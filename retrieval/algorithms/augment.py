@@ -45,7 +45,7 @@ def augmented_views(pil_image: Image.Image, n_views: int = DEFAULT_VIEWS, size: 
     """``n_views`` RGB PIL views of ``size`` x ``size``: RandomResizedCrop(scale 0.5–1) + random horizontal flip.
 
     Deterministic for a given (image, n_views, size, seed). Feed the views to the encoder, average the raw features
-    per image and normalise (Tip-Adapter keys, :func:`retrieval.classify.tip_adapter.build_cache`), or keep each
+    per image and normalise (Tip-Adapter keys, :func:`retrieval.algorithms.tip_adapter.build_cache`), or keep each
     normalised view as a sample (GDA).
     """
     if n_views < 1:

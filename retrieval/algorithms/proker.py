@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._arrays import as_f32, as_i64, one_hot
+from retrieval.algorithms.arrays import as_f32, as_i64, one_hot
 
 DEFAULT_BETA = 1.7
 DEFAULT_LAMBDA = 0.1

@@ -6,7 +6,7 @@ Spec forms (``parse_model_spec``):
 - ``ARCH:/path/ckpt.pt``  an architecture with a local checkpoint file (.pt, .pth, .bin, .safetensors)
 - ``hf-hub:ORG/NAME``     an open_clip model on the Hugging Face hub (config and weights)
 - ``/path/to/dir``        a local folder holding ``open_clip_config.json`` and weights (``local-dir:`` also accepted)
-- ``longclip:LongCLIP-B`` a released Long-CLIP checkpoint, or ``longclip:ARCH:/path/longclip.pt`` (retrieval.longclip)
+- ``longclip:LongCLIP-B`` a released Long-CLIP checkpoint, or ``longclip:ARCH:/path/longclip.pt`` (retrieval.models.longclip)
 - ``random:ARCH``         any open_clip architecture with deterministic random weights (seed 0): for benchmarks
 - ``clipdex-tiny``        a tiny registered open_clip config with deterministic random weights (seed 0):
                           meaningless for real search, used by tests and offline demos.
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from .errors import UnknownModel, WeightsUnavailable
+from retrieval.errors import UnknownModel, WeightsUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ DEFAULT_MODEL = "ViT-B-32:laion2b_s34b_b79k"
 TINY_MODEL = "clipdex-tiny"
 TINY_SEED = 0
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
-_CONFIG_DIR = Path(__file__).parent / "model_configs"
+_CONFIG_DIR = Path(__file__).parent / "configs"
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class ModelSpec:
         if self.kind == "local-dir":
             return str(self.source)
         if self.kind == "longclip":
-            from .longclip import longclip_spec_str
+            from retrieval.models.longclip import longclip_spec_str
 
             return longclip_spec_str(self)
         return f"{self.arch}:{self.source}"
@@ -79,7 +79,7 @@ def parse_model_spec(spec: str | ModelSpec | None) -> ModelSpec:
 
     register_configs()
     if spec.startswith("longclip:"):
-        from .longclip import parse_longclip_spec
+        from retrieval.models.longclip import parse_longclip_spec
 
         return parse_longclip_spec(spec)
     if spec.startswith("random:"):
@@ -232,7 +232,7 @@ def create_model(spec: ModelSpec, device: str = "cpu"):
 
     register_configs()
     if spec.kind == "longclip":
-        from .longclip import create_longclip_model
+        from retrieval.models.longclip import create_longclip_model
 
         return create_longclip_model(spec, device)
     if spec.kind in ("registered", "random"):

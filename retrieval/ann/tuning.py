@@ -3,7 +3,7 @@
 After an ANN index is built, a held-out sample of queries is drawn from the table itself: *text-like* queries
 (the captions' ``text_vector``) when the table holds captions, since text-to-image queries sit across the modality
 gap and are the harder case, *image-like* ones (stored image vectors, each query's own row left out) otherwise.
-Their exact top-10 is the ground truth; :func:`retrieval.ann.tune_search_params` then picks the cheapest search
+Their exact top-10 is the ground truth; :func:`retrieval.ann.plan.tune_search_params` then picks the cheapest search
 parameters (nprobe / efSearch / k_factor, Lance's nprobes / refine_factor / ef) whose recall@10 meets the target.
 The result goes into the store's ANN record, which the manifest copies (``manifest["tables"][t]["ann"]``)::
 
@@ -18,10 +18,10 @@ from typing import Callable
 
 import numpy as np
 
-from .ann import DEFAULT_EXACT_BELOW, DEFAULT_RECALL, IndexPlan, check_recall, choose_index, \
+from retrieval.ann.plan import DEFAULT_EXACT_BELOW, DEFAULT_RECALL, IndexPlan, check_recall, choose_index, \
     default_memory_budget, recall_at_k, tune_search_params
-from .selection import Candidate, _drop_self, candidate_plans, measure_candidates, pick_fastest
-from .store.base import AnnConfig, arrow_to_vectors
+from retrieval.ann.selection import Candidate, _drop_self, candidate_plans, measure_candidates, pick_fastest
+from retrieval.store.base import AnnConfig, arrow_to_vectors
 
 log = logging.getLogger(__name__)
 K = 10
@@ -148,7 +148,7 @@ def optimize_table(index, table: str, recall: float = DEFAULT_RECALL, memory: in
     IVF_HNSW_SQ, IVF_HNSW_PQ). ``on_plan`` receives the plan (with its build time and memory estimate) first.
 
     ``select`` (FAISS, no ``kind``, a table of at least ``exact_below`` rows being indexed for the first time or
-    rebuilt): the structure is chosen by measurement (``retrieval.selection``): up to ``max_candidates`` structures
+    rebuilt): the structure is chosen by measurement (``retrieval.ann.selection``): up to ``max_candidates`` structures
     within the budget are built on ``sample_size`` rows, tuned to ``recall`` on the held-out queries and timed,
     within about ``time_budget`` seconds; the fastest meeting the target is built (every candidate's figures go
     into the record's ``candidates``); ``on_candidate`` receives each measurement.

@@ -24,8 +24,9 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
-from .errors import IndexExists, IndexFormatError, IndexNotFound, InvalidInput, ModelMismatch
-from .store.base import AnnConfig, Store, vector_type, vectors_to_arrow
+from retrieval.version import __version__
+from retrieval.errors import IndexExists, IndexFormatError, IndexNotFound, InvalidInput, ModelMismatch
+from retrieval.store.base import AnnConfig, Store, vector_type, vectors_to_arrow
 
 FORMAT_VERSION = 1
 MANIFEST = "clipdex.json"
@@ -113,10 +114,10 @@ class Index:
     # -- lifecycle ---------------------------------------------------------------------------------------------
     def _open_store(self) -> Store:
         if self.backend == "lance":
-            from .store.lance import LanceStore
+            from retrieval.store.lance import LanceStore
 
             return LanceStore(self.path / "lance", self.dim)
-        from .store.faiss import FaissStore
+        from retrieval.store.faiss import FaissStore
 
         return FaissStore(self.path / "faiss", self.dim)
 
@@ -166,7 +167,7 @@ class Index:
     # -- model -------------------------------------------------------------------------------------------------
     def check_model(self, spec) -> None:
         """Raise ``ModelMismatch`` unless ``spec`` is the model this index was built with."""
-        from .models import parse_model_spec
+        from retrieval.models.factory import parse_model_spec
 
         if self.model == NO_MODEL:
             raise ModelMismatch(f"{self.path} holds vectors from an unknown model: query it with vectors, not text or images")
@@ -176,7 +177,7 @@ class Index:
     def encoder(self, device: str | None = None, precision: str | None = None):
         """The encoder named by the manifest (loaded once per process). The first call fixes device and precision
         for this index object; later calls without arguments return the same encoder."""
-        from .encoder import load_encoder
+        from retrieval.encode.encoder import load_encoder
 
         cached = getattr(self, "_encoder", None)
         if cached is not None and device in (None, cached.device) and precision in (None, cached.precision):
@@ -256,7 +257,7 @@ class Index:
                        column: str = "vector", exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Top-k rows by cosine: xq (q, d) -> (D (q, k) float32, I (q, k) int64 ids), padded with -inf / -1.
         Queries are L2-normalised here (zero rows are refused)."""
-        from .store.base import check_queries
+        from retrieval.store.base import check_queries
 
         schema = self.store.schema(table)
         if column not in schema.names or not pa.types.is_fixed_size_list(schema.field(column).type):
@@ -307,7 +308,7 @@ def create_index(path: str | Path, dim: int | None = None, model: str | None = N
 
     ``model``: a model spec (its dim is found by loading it when ``dim`` is None) or "none" for raw vectors.
     """
-    from .models import parse_model_spec
+    from retrieval.models.factory import parse_model_spec
 
     path = Path(path).expanduser()
     if backend not in BACKENDS:
@@ -329,11 +330,10 @@ def create_index(path: str | Path, dim: int | None = None, model: str | None = N
     if dim is None:
         if model_str == NO_MODEL:
             raise InvalidInput("a raw-vector index needs its dimension (dim=...)")
-        from .encoder import load_encoder
+        from retrieval.encode.encoder import load_encoder
 
         dim = load_encoder(model_str).dim
     path.mkdir(parents=True, exist_ok=True)
-    from . import __version__
 
     manifest = {"format": "clipdex", "format_version": FORMAT_VERSION, "clipdex_version": __version__,
                 "model": model_str, "dim": int(dim), "metric": "cosine", "backend": backend,

@@ -33,8 +33,8 @@ import numbers
 
 import numpy as np
 
-from .arrays import l2n as _l2n
-from .arrays import to_numpy as _to_numpy
+from retrieval.algorithms.arrays import l2_normalize as _l2n
+from retrieval.algorithms.arrays import to_numpy as _to_numpy
 
 logger = logging.getLogger(__name__)
 

@@ -1,13 +1,13 @@
 """Long-CLIP model specs: released checkpoints (LongCLIP-B/16, -L/14) and local Long-CLIP checkpoint files.
 
-Spec forms (parsed here for ``retrieval.models.parse_model_spec``):
+Spec forms (parsed here for ``retrieval.models.factory.parse_model_spec``):
 
 - ``longclip:LongCLIP-B`` / ``longclip:LongCLIP-L``   the released checkpoints (BeichenZhang/LongCLIP-B, -L on the
                                                       Hugging Face hub), built on ViT-B-16 / ViT-L-14 (QuickGELU)
 - ``longclip:ARCH:/path/longclip-B.pt``               any open_clip architecture with a local Long-CLIP checkpoint
 
 A Long-CLIP checkpoint is an OpenAI-layout state dict with two (248, W) positional tables; it is loaded into an
-open_clip model with ``retrieval.longtext.load_longclip_checkpoint`` (effective table: rows 0..19 of
+open_clip model with ``retrieval.algorithms.longtext.load_longclip_checkpoint`` (effective table: rows 0..19 of
 ``positional_embedding`` plus rows 20.. of ``positional_embedding_res``), and the tokenizer gets its 248-token
 context. Released weights come from the Hugging Face cache, or the hub when it can be reached; otherwise
 ``WeightsUnavailable`` says how to get them.
@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .errors import UnknownModel, WeightsUnavailable
+from retrieval.errors import UnknownModel, WeightsUnavailable
 
 PREFIX = "longclip:"
 # released name -> (open_clip architecture, hub repo, file)
@@ -31,7 +31,7 @@ def parse_longclip_spec(spec: str):
     """``longclip:NAME`` or ``longclip:ARCH:/path/ckpt.pt`` -> ``ModelSpec("longclip", arch, source)``."""
     import open_clip
 
-    from .models import ModelSpec, register_configs
+    from retrieval.models.factory import ModelSpec, register_configs
 
     rest = spec[len(PREFIX):].strip()
     if rest in RELEASED:
@@ -56,7 +56,7 @@ def longclip_spec_str(spec) -> str:
 
 def released_checkpoint(name: str) -> str:
     """Local path of a released Long-CLIP checkpoint: the Hugging Face cache, else a download when online."""
-    from .models import _hub_cached_file, _hub_reachable
+    from retrieval.models.factory import _hub_cached_file, _hub_reachable
 
     arch, repo, file = RELEASED[name]
     hit = _hub_cached_file(repo, (file,))
@@ -82,8 +82,8 @@ def create_longclip_model(spec, device: str = "cpu"):
     import open_clip
     import torch
 
-    from .longtext import load_longclip_checkpoint
-    from .models import _quiet_root_warning, register_configs
+    from retrieval.algorithms.longtext import load_longclip_checkpoint
+    from retrieval.models.factory import _quiet_root_warning, register_configs
 
     register_configs()
     path = released_checkpoint(spec.source) if spec.source in RELEASED else spec.source

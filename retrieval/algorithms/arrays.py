@@ -1,36 +1,43 @@
-"""Boundary helpers shared by the classification functions.
+"""Array boundary helpers shared by every pure function in :mod:`retrieval.algorithms`.
 
-Every public function in :mod:`retrieval.classify` accepts numpy arrays (or torch tensors) and converts them here,
-once, to contiguous float32 / int64 numpy arrays. Internal accumulations that are numerically delicate (KL terms,
-matrix inverses) are done in float64 and cast back to float32 on the way out.
+Each public algorithm accepts numpy arrays (or torch tensors) and converts them here, once, to contiguous float32 /
+int64 numpy arrays (torch is never imported here). Numerically delicate accumulations (KL terms, matrix inverses)
+are done in float64 and cast back to float32 on the way out.
 """
-
 from __future__ import annotations
 
 import numpy as np
 
+EPS = 1e-12
 
-def as_f32(x, name: str = "array", ndim: int | None = None) -> np.ndarray:
-    """Return ``x`` as a C-contiguous float32 numpy array (torch tensors are detached and moved to CPU)."""
-    if hasattr(x, "detach"):  # torch.Tensor without importing torch
-        x = x.detach().cpu().float().numpy()
-    out = np.ascontiguousarray(x, dtype=np.float32)
+
+def to_numpy(x, dtype=np.float32) -> np.ndarray:
+    """Torch tensor or array-like -> contiguous numpy array of ``dtype`` (``None`` keeps the dtype)."""
+    if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor
+        x = x.detach().cpu()
+        if dtype is not None and str(x.dtype) in ("torch.bfloat16", "torch.float16"):
+            x = x.float()
+        x = x.numpy()
+    return np.ascontiguousarray(x, dtype=dtype)
+
+
+def _check_ndim(out: np.ndarray, name: str, ndim: int | None) -> np.ndarray:
     if ndim is not None and out.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {out.shape}")
     return out
+
+
+def as_f32(x, name: str = "array", ndim: int | None = None) -> np.ndarray:
+    """``x`` as a C-contiguous float32 array, checked to have ``ndim`` dimensions when given."""
+    return _check_ndim(to_numpy(x, np.float32), name, ndim)
 
 
 def as_i64(x, name: str = "array", ndim: int | None = 1) -> np.ndarray:
-    """Return ``x`` as a C-contiguous int64 numpy array."""
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
-    out = np.ascontiguousarray(x, dtype=np.int64)
-    if ndim is not None and out.ndim != ndim:
-        raise ValueError(f"{name} must have {ndim} dimensions, got shape {out.shape}")
-    return out
+    """``x`` as a C-contiguous int64 array, checked to have ``ndim`` dimensions when given."""
+    return _check_ndim(to_numpy(x, np.int64), name, ndim)
 
 
-def l2_normalize(x: np.ndarray, axis: int = -1, eps: float = 1e-12) -> np.ndarray:
+def l2_normalize(x: np.ndarray, axis: int = -1, eps: float = EPS) -> np.ndarray:
     """``norm(x)``: divide by the L2 norm along ``axis`` (zero rows stay zero)."""
     n = np.linalg.norm(x, axis=axis, keepdims=True)
     return x / np.maximum(n, eps)

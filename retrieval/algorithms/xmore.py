@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from ._arrays import as_f32, l2_normalize, softmax
+from retrieval.algorithms.arrays import as_f32, l2_normalize, softmax
 
 logger = logging.getLogger(__name__)
 

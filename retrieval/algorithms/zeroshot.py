@@ -18,7 +18,7 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from ._arrays import as_f32, l2_normalize
+from retrieval.algorithms.arrays import as_f32, l2_normalize
 
 logger = logging.getLogger(__name__)
 

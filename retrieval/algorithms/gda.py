@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ._arrays import as_f32, as_i64, grid_accuracy
+from retrieval.algorithms.arrays import as_f32, as_i64, grid_accuracy
 
 logger = logging.getLogger(__name__)
 

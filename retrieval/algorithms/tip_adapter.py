@@ -4,7 +4,7 @@ Notation: f (N, D) test features, keys F (M, D) cache keys, L (M, C) one-hot cac
     A = f Fᵀ                                   (N, M) cosine affinities
     logits = 100 · f W + alpha · exp(−beta · (1 − A)) L
 No softmax on the cache term (as in the reference ``main.py``). Cache keys: each shot encoded under 10 random
-augmentations (:func:`retrieval.classify.augment.augmented_views`); the raw features averaged, then normalised
+augmentations (:func:`retrieval.algorithms.augment.augmented_views`); the raw features averaged, then normalised
 (:func:`build_cache`).
 """
 
@@ -14,7 +14,7 @@ import logging
 
 import numpy as np
 
-from ._arrays import as_f32, as_i64, grid_accuracy, l2_normalize, one_hot
+from retrieval.algorithms.arrays import as_f32, as_i64, grid_accuracy, l2_normalize, one_hot
 
 logger = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import logging
 
 import numpy as np
 
-from ._arrays import as_f32, as_i64, grid_accuracy, log_softmax, softmax
-from .tip_adapter import cache_logits
+from retrieval.algorithms.arrays import as_f32, as_i64, grid_accuracy, log_softmax, softmax
+from retrieval.algorithms.tip_adapter import cache_logits
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""Video search: gather candidates and their frames from an index, score them with ``retrieval.video``.
+"""Video search: gather candidates and their frames from an index, score them with ``retrieval.algorithms.video``.
 
 For each query vector q (text or image, unit norm):
 
@@ -22,11 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from .errors import InvalidInput
-from .index import Index, open_index
-from .search import DEFAULT_K, query_vectors
-from .store.base import VECTOR_COLUMNS, arrow_to_vectors
-from .video import (best_frame, clip_rerank, frame_segments, maxpool_sim, mean_pooling_sim, pad_frames,
+from retrieval.errors import InvalidInput
+from retrieval.index.directory import Index, open_index
+from retrieval.search.query import DEFAULT_K, query_vectors
+from retrieval.store.base import VECTOR_COLUMNS, arrow_to_vectors
+from retrieval.algorithms.video import (best_frame, clip_rerank, frame_segments, maxpool_sim, mean_pooling_sim, pad_frames,
                     query_scoring_sim)
 
 POOLS = ("max", "mean", "query-scoring")
@@ -102,7 +102,7 @@ def gather_frames(index: Index, video_ids: np.ndarray) -> tuple[list[np.ndarray]
 
 
 def rank_videos(q: np.ndarray, frames: list[np.ndarray], times: list[np.ndarray], opts: VideoSearchOptions) -> dict:
-    """Score N candidate videos for one query q (d,) with the pure functions of ``retrieval.video``.
+    """Score N candidate videos for one query q (d,) with the pure functions of ``retrieval.algorithms.video``.
 
     ``score`` = alpha * cos(q, mean-pooled video) + (1 - alpha) * pooled frames (max: CLIPRerank exactly).
     Returns arrays over the N candidates: ``score`` (CLIPRerank), ``pool_score``, ``t_best``, ``frame_score`` and
@@ -137,7 +137,7 @@ def search_videos(index: Index | str, text: str | None = None, *, image=None, ve
     if k < 1:
         raise InvalidInput(f"k must be at least 1, got {k}")
     opts = (options or VideoSearchOptions()).check()
-    from .textenc import query_strategy
+    from retrieval.encode.text import query_strategy
 
     xq = query_vectors(index, text, image, vectors, query_strategy(index.manifest, "videos", long_text), encoder)
     schema = index.store.schema("videos")
@@ -205,7 +205,7 @@ def search_frames(index: Index | str, text: str | None = None, *, image=None, ve
                   where: str | None = None, min_score: float | None = None, long_text: str | None = None,
                   encoder=None) -> pa.Table:
     """Individual frames: rank, score, id, video_id, path, frame_index, t (seconds)."""
-    from .search import search
+    from retrieval.search.query import search
 
     return search(index, text, image=image, vectors=vectors, k=k, table="frames", where=where, min_score=min_score,
                   long_text=long_text, encoder=encoder)

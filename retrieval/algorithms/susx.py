@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ._arrays import as_f32, as_i64
+from retrieval.algorithms.arrays import as_f32, as_i64
 
 logger = logging.getLogger(__name__)
 

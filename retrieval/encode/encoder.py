@@ -14,9 +14,9 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .errors import InvalidInput
-from .imageprep import ImagePrep
-from .models import ModelSpec, create_model, parse_model_spec
+from retrieval.errors import InvalidInput
+from retrieval.io.imageprep import ImagePrep
+from retrieval.models.factory import ModelSpec, create_model, parse_model_spec
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ class ClipEncoder:
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """list of str -> (n, d) float32 unit rows. Texts longer than the context are truncated by the tokenizer;
-        use ``encode_long_texts`` (``retrieval.textenc``) to pool or stretch them instead."""
+        use ``encode_long_texts`` (``retrieval.encode.text``) to pool or stretch them instead."""
         if isinstance(texts, str):
             raise InvalidInput("encode_texts takes a list of strings, not a single string")
         out = [self.encode_token_batch(self.tokenizer(list(texts[i:i + batch_size])))
@@ -123,8 +123,8 @@ class ClipEncoder:
 
     def encode_long_texts(self, texts: Sequence[str], strategy: str = "chunk", **kwargs):
         """Texts of any length, never truncated silently -> ``TextEncoding`` (vectors, n_tokens, n_chunks, ...);
-        strategy chunk | longclip | truncate (see ``retrieval.textenc.encode_long_texts``)."""
-        from .textenc import encode_long_texts
+        strategy chunk | longclip | truncate (see ``retrieval.encode.text.encode_long_texts``)."""
+        from retrieval.encode.text import encode_long_texts
 
         return encode_long_texts(self, texts, strategy, **kwargs)
 
@@ -141,7 +141,7 @@ def load_encoder(spec: str | ModelSpec | None = None, device: str | None = None,
                  precision: str | None = None) -> ClipEncoder:
     """Load a CLIP model once per process and return its encoder.
 
-    ``spec``: see ``retrieval.models``; ``device``: "cuda", "cuda:1", "cpu" (default: CUDA when present);
+    ``spec``: see ``retrieval.models.factory``; ``device``: "cuda", "cuda:1", "cpu" (default: CUDA when present);
     ``precision``: "fp32", "fp16" or "bf16" autocast on CUDA (default fp16 on CUDA, fp32 on the CPU).
     """
     device = device or default_device()

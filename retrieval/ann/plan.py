@@ -111,7 +111,7 @@ def default_memory_budget(fraction: float = 0.5) -> int:
 
 def parse_memory(text: str | int | float) -> int:
     """'8G', '512M', '1.5GB', 1e9 -> bytes."""
-    from .errors import InvalidInput
+    from retrieval.errors import InvalidInput
 
     if isinstance(text, (int, float)):
         value = float(text)
@@ -128,7 +128,7 @@ def parse_memory(text: str | int | float) -> int:
 
 
 def check_recall(recall: float) -> float:
-    from .errors import InvalidInput
+    from retrieval.errors import InvalidInput
 
     if not (isinstance(recall, (int, float)) and 0 < recall <= 1):
         raise InvalidInput(f"--recall must be in (0, 1], got {recall}")
@@ -203,7 +203,7 @@ def choose_index(n: int, d: int, memory_budget: int | None = None, recall_target
             search["k_factor"] = 8
         plan = IndexPlan("ivf_pq_fs", f"IVF{nlist},PQ{m_pq}x4fs{refine}", build, search, grid)
     else:
-        from .errors import InvalidInput
+        from retrieval.errors import InvalidInput
 
         raise InvalidInput(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
     plan.memory_bytes = int(n * per[choice] + (nlist * d * 4 if choice.startswith("ivf") else 0))

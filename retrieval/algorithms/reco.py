@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._arrays import as_f32, as_i64, l2_normalize
+from retrieval.algorithms.arrays import as_f32, as_i64, l2_normalize
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,2 @@
+"""The package version, read by the manifest writer and by pyproject (dynamic version)."""
+__version__ = "0.1.0"
