@@ -1,0 +1,102 @@
+"""The shape of the code: layers only point down, no import cycles, imports at module top, modules stay small.
+
+The layer order is the import-linter contract in pyproject.toml (``lint-imports`` runs it on its own too).
+"""
+from __future__ import annotations
+
+import ast
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import grimp
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("retrieval", "indexers", "cli")
+MAX_LINES = 400
+
+# A function may import these lazily (with a comment saying why): heavy or optional dependencies whose import
+# cost or absence must not reach every command.
+LAZY_OK = {"torch", "torchvision", "open_clip", "av", "ray", "lancedb", "duckdb", "faiss", "huggingface_hub",
+           "safetensors", "matplotlib", "pandas", "fastapi", "uvicorn", "starlette", "webdataset", "onnxruntime",
+           "lance", "pyarrow.dataset"}
+
+
+def _modules():
+    for pkg in PACKAGES:
+        for path in sorted((ROOT / pkg).rglob("*.py")):
+            yield path
+
+
+def _function_imports(tree: ast.AST):
+    """Every import statement nested inside a function body."""
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for inner in ast.walk(node):
+                if isinstance(inner, (ast.Import, ast.ImportFrom)):
+                    yield inner
+
+
+def _names(node) -> list[str]:
+    if isinstance(node, ast.ImportFrom):
+        return [node.module or ""] if node.level == 0 else ["." * node.level + (node.module or "")]
+    return [a.name for a in node.names]
+
+
+def test_the_layer_contract_holds():
+    exe = shutil.which("lint-imports", path=str(Path(sys.executable).parent)) or shutil.which("lint-imports")
+    assert exe, "import-linter is part of the dev extra"
+    out = subprocess.run([exe, "--config", str(ROOT / "pyproject.toml")], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+
+
+def test_no_import_cycles_between_modules():
+    graph = grimp.build_graph(*PACKAGES, cache_dir=None)
+    cycles = []
+    for module in sorted(graph.modules):
+        for imported in graph.find_modules_directly_imported_by(module):
+            if graph.chain_exists(importer=imported, imported=module):
+                cycles.append(f"{module} <-> {imported}")
+    assert not cycles, "import cycles:\n" + "\n".join(cycles)
+
+
+def test_imports_sit_at_module_top_unless_a_heavy_dependency_justifies_a_lazy_one():
+    bad = []
+    for path in _modules():
+        text = path.read_text()
+        lines = text.splitlines()
+        for node in _function_imports(ast.parse(text)):
+            rel = path.relative_to(ROOT)
+            for name in _names(node):
+                top = name.split(".")[0]
+                heavy = name in LAZY_OK or top in LAZY_OK
+                # the CLI may defer its own command implementations so that `clipdex --help` stays fast
+                cli_deferral = rel.parts[0] == "cli" and top in PACKAGES
+                commented = "#" in lines[node.lineno - 1] or lines[node.lineno - 2].strip().startswith("#")
+                if not ((heavy or cli_deferral) and commented):
+                    bad.append(f"{rel}:{node.lineno} imports {name} inside a function"
+                               + ("" if heavy or cli_deferral else "") + ("" if commented else " (no comment)"))
+    assert not bad, "\n".join(bad)
+
+
+def test_no_module_grows_past_the_size_a_reader_can_hold():
+    big = {str(p.relative_to(ROOT)): n for p in _modules() if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not big, big
+
+
+@pytest.mark.parametrize("layer_break", ["retrieval/algorithms/arrays.py"])
+def test_the_contract_catches_an_upward_import(tmp_path, layer_break):
+    """The check can fail: a copy of the tree where the bottom layer imports the CLI is refused."""
+    exe = shutil.which("lint-imports", path=str(Path(sys.executable).parent)) or shutil.which("lint-imports")
+    copy = tmp_path / "tree"
+    for pkg in PACKAGES:
+        shutil.copytree(ROOT / pkg, copy / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", copy / "pyproject.toml")
+    target = copy / layer_break
+    target.write_text(target.read_text() + "\nimport cli.main  # noqa\n")
+    env = {"PYTHONPATH": str(copy), "PATH": str(Path(sys.executable).parent)}
+    out = subprocess.run([exe, "--config", str(copy / "pyproject.toml"), "--no-cache"], cwd=copy,
+                         capture_output=True, text=True, env=env)
+    assert out.returncode != 0 and "retrieval.algorithms" in out.stdout
