@@ -25,7 +25,11 @@ class IndexNotFound(ClipdexError):
 
 
 class IndexExists(ClipdexError):
-    """An index was to be created where one with incompatible settings already exists."""
+    """An index was to be created where one (or a folder that is not an index) already exists."""
+
+
+class IndexLocked(ClipdexError):
+    """Another process holds the index's write lock (it is writing or creating the index)."""
 
 
 class IndexFormatError(ClipdexError):
