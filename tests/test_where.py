@@ -142,7 +142,7 @@ ATTACKS = [  # issue 14 #1 and friends: each must be refused before any engine s
     ("text_vector LIKE 'a'", "allows only IS NULL"),
     ("width LIKE '5%'", "LIKE needs a text column"),
     ("path LIKE 'a\\%'", "backslash"),
-    ("path LIKE 'a' ESCAPE '!'", "ESCAPE"),
+    ("path LIKE 'a' ESCAPE '!'", "unexpected 'ESCAPE'"),
     ("width = NULL", "IS NULL"),
     ("width IN ()", "expected a column or value"),
     ("width IN (1, 'a')", "whole number"),

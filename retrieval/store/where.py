@@ -83,16 +83,11 @@ class Pred:
 
 @dataclass(frozen=True)
 class Logic:
-    op: str        # "AND" | "OR"
+    op: str        # "AND" | "OR" | "NOT" (one arg)
     args: tuple
 
 
-@dataclass(frozen=True)
-class Not:
-    arg: object
-
-
-Node = Union[Compare, Pred, Logic, Not]
+Node = Union[Compare, Pred, Logic]
 
 
 @dataclass(frozen=True)
@@ -150,21 +145,9 @@ def _tokens(text: str) -> list[tuple[str, str, int]]:
 
 def _kind(t: pa.DataType) -> str | None:
     """The literal kind a column compares with, or None when it only allows IS [NOT] NULL."""
-    if pa.types.is_integer(t):
-        return "int"
-    if pa.types.is_floating(t) or pa.types.is_decimal(t):
-        return "float"
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
-        return "str"
-    if pa.types.is_boolean(t):
-        return "bool"
-    return None
-
-
-def _lit_kind(v: object) -> str:
-    if isinstance(v, bool):
-        return "bool"
-    return {int: "int", float: "float", str: "str"}[type(v)]
+    kinds = (("int", pa.types.is_integer), ("float", pa.types.is_floating), ("float", pa.types.is_decimal),
+             ("str", pa.types.is_string), ("str", pa.types.is_large_string), ("bool", pa.types.is_boolean))
+    return next((kind for kind, test in kinds if test(t)), None)
 
 
 _FITS = {"int": ("int",), "float": ("int", "float"), "str": ("str",), "bool": ("bool",)}
@@ -200,8 +183,6 @@ class _Parser:
 
     # -- grammar ---------------------------------------------------------------------------------------------------
     def expr(self, depth: int) -> Node:
-        if depth > MAX_DEPTH:
-            self.fail(f"nested more than {MAX_DEPTH} levels deep")
         args = [self.term(depth)]
         while self.take_kw("OR"):
             args.append(self.term(depth))
@@ -214,10 +195,10 @@ class _Parser:
         return args[0] if len(args) == 1 else Logic("AND", tuple(args))
 
     def factor(self, depth: int) -> Node:
+        if depth > MAX_DEPTH:
+            self.fail(f"nested more than {MAX_DEPTH} levels deep")
         if self.take_kw("NOT"):
-            if depth + 1 > MAX_DEPTH:
-                self.fail(f"nested more than {MAX_DEPTH} levels deep")
-            return Not(self.factor(depth + 1))
+            return Logic("NOT", (self.factor(depth + 1),))
         t = self.peek()
         if t is not None and t[:2] == ("op", "("):
             self.i += 1
@@ -246,7 +227,7 @@ class _Parser:
         if t is not None and t[0] == "op" and t[1] in "+-":
             self.fail("arithmetic is not allowed")
         found = "the end" if t is None else repr(t[1])
-        self.fail(f"expected a comparison, IN, LIKE, BETWEEN or IS after {_name(left)}, found {found}")
+        self.fail(f"expected a comparison, IN, LIKE, BETWEEN or IS after {left.name if isinstance(left, Col) else repr(left.value)}, found {found}")
 
     def operand(self) -> Union[Col, Lit]:
         t = self.peek()
@@ -324,8 +305,6 @@ class _Parser:
         pattern = self.literal(col, "str")
         if "\\" in pattern.value:
             self.fail("a LIKE pattern cannot contain a backslash (engines differ on escapes); use _ for one character")
-        if self.is_kw("ESCAPE"):
-            self.fail("LIKE ... ESCAPE is not supported")
         return Pred("LIKE", col, (pattern,), negated)
 
     def between(self, col: Col, negated: bool) -> Pred:
@@ -357,7 +336,7 @@ class _Parser:
         return kind
 
     def check_lit(self, col: Col, kind: str, lit: Lit) -> None:
-        got = _lit_kind(lit.value)
+        got = "bool" if isinstance(lit.value, bool) else type(lit.value).__name__  # int, float, str
         if got not in _FITS[kind]:
             want = {"int": "a whole number", "float": "a number", "str": "a 'quoted' string",
                     "bool": "TRUE or FALSE"}[kind]
@@ -377,10 +356,6 @@ def _number(parser: _Parser, text: str):
     return value
 
 
-def _name(x) -> str:
-    return x.name if isinstance(x, Col) else repr(x.value)
-
-
 # -- rendering ---------------------------------------------------------------------------------------------------
 def _ident(name: str, dialect: str) -> str:
     if dialect == "duckdb":
@@ -390,7 +365,7 @@ def _ident(name: str, dialect: str) -> str:
     return f"`{name}`"
 
 
-def _value(v: object, dialect: str) -> str:
+def _value(v: object) -> str:
     if isinstance(v, bool):
         return "TRUE" if v else "FALSE"
     if isinstance(v, str):
@@ -400,12 +375,12 @@ def _value(v: object, dialect: str) -> str:
 
 def _render(node: Node, dialect: str) -> str:
     def arg(x) -> str:
-        return _ident(x.name, dialect) if isinstance(x, Col) else _value(x.value, dialect)
+        return _ident(x.name, dialect) if isinstance(x, Col) else _value(x.value)
 
     if isinstance(node, Logic):
+        if node.op == "NOT":
+            return f"(NOT {_render(node.args[0], dialect)})"
         return "(" + f" {node.op} ".join(_render(a, dialect) for a in node.args) + ")"
-    if isinstance(node, Not):
-        return f"(NOT {_render(node.arg, dialect)})"
     if isinstance(node, Compare):
         return f"({arg(node.left)} {node.op} {arg(node.right)})"
     col, neg = arg(node.col), "NOT " if node.negated else ""
