@@ -17,6 +17,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import Sequence
@@ -25,13 +26,18 @@ import numpy as np
 import pyarrow as pa
 
 from retrieval.version import __version__
-from retrieval.errors import IndexExists, IndexFormatError, IndexNotFound, InvalidInput, ModelMismatch
-from retrieval.store.base import AnnConfig, Store, vector_type, vectors_to_arrow
+from retrieval.errors import IndexExists, IndexFormatError, IndexLocked, IndexNotFound, InvalidInput, ModelMismatch
+from retrieval.index.manifest import BACKENDS, FORMAT_VERSION, MANIFEST, read_manifest
+from retrieval.encode.encoder import load_encoder
+from retrieval.models.factory import parse_model_spec
+from retrieval.store.base import AnnConfig, Store, check_queries, vector_type, vectors_to_arrow
+from retrieval.store.faiss import FaissStore
+from retrieval.store.lance import LanceStore
 
-FORMAT_VERSION = 1
-MANIFEST = "clipdex.json"
-BACKENDS = ("lance", "faiss")
 NO_MODEL = "none"
+LOCK = ".lock"
+# raised by opening a store with missing or damaged files (pyarrow, lance, json and a state.json without a field)
+STORE_ERRORS = (OSError, ValueError, KeyError, RuntimeError, pa.ArrowException)
 
 
 def now() -> str:
@@ -67,14 +73,16 @@ def base_fields(table: str, dim: int) -> list[pa.Field]:
     return [pa.field("id", pa.int64(), False), vec]
 
 
-def _migrate(manifest: dict) -> dict:
-    """Bring an older manifest up to FORMAT_VERSION (explicit, one step per version)."""
-    version = manifest.get("format_version", 0)
-    if version == 0:  # pre-release manifests had no version and no per-table ann entry
-        manifest = {**manifest, "format_version": 1}
-        for info in manifest.get("tables", {}).values():
-            info.setdefault("ann", {"kind": "flat", "params": {}})
-    return manifest
+def _creation_leftovers(path: Path) -> bool:
+    """True when ``path`` holds only what an interrupted ``create_index`` leaves: the lock file, temporary
+    manifests and an empty backend folder (no manifest, no rows)."""
+    for p in path.iterdir():
+        if p.name == LOCK or (p.name.startswith(f".{MANIFEST}.") and p.name.endswith(".tmp") and p.is_file()):
+            continue
+        if p.name in BACKENDS and p.is_dir() and not any(q.is_file() for q in p.rglob("*")):
+            continue
+        return False
+    return True
 
 
 class Index:
@@ -87,7 +95,11 @@ class Index:
         self._lock_fd = None
         if writable:
             self._lock()
-        self.store = self._open_store()
+        try:
+            self.store = self._open_checked_store()
+        except BaseException:
+            self._unlock()
+            raise
         for name, info in manifest.get("tables", {}).items():
             params = info.get("ann", {}).get("params")
             if params and hasattr(self.store, "set_search_params") and self.backend == "lance":
@@ -114,23 +126,48 @@ class Index:
     # -- lifecycle ---------------------------------------------------------------------------------------------
     def _open_store(self) -> Store:
         if self.backend == "lance":
-            from retrieval.store.lance import LanceStore
-
             return LanceStore(self.path / "lance", self.dim)
-        from retrieval.store.faiss import FaissStore
-
         return FaissStore(self.path / "faiss", self.dim)
 
+    def _open_checked_store(self) -> Store:
+        """Open the backend and read each table's schema and row count, so that a missing or damaged store file
+        (a Parquet part or state.json, a Lance dataset or its _versions) is one IndexFormatError line here."""
+        data, name, tables = self.path / self.backend, None, self.manifest.get("tables", {})
+        try:
+            if tables and not data.is_dir():
+                raise FileNotFoundError(f"the folder {data} is missing")
+            store = self._open_store()
+            have = set(store.table_names())
+            for name, info in tables.items():
+                if name in have:
+                    store.schema(name)
+                    store.count(name)
+                elif info.get("rows"):
+                    raise FileNotFoundError(f"no {self.backend} table {name!r} in {data}")
+        except STORE_ERRORS as exc:
+            what = f"no field {exc}" if isinstance(exc, KeyError) else (str(exc).strip().splitlines() or [""])[0]
+            what = re.sub(r", /\S+\.rs:\d+:\d+", "", what)[:200] or type(exc).__name__  # lance's source location
+            raise IndexFormatError(f"{data}: the stored data{f' of table {name!r}' if name else ''} is missing or "
+                                   f"damaged ({what}); restore the index folder from a backup or rebuild the index "
+                                   f"in a new folder") from exc
+        return store
+
     def _lock(self) -> None:
-        fd = os.open(self.path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             os.close(fd)
             if exc.errno in (errno.EAGAIN, errno.EACCES):
-                raise IndexExists(f"{self.path} is being written by another process; wait for it to finish") from None
+                raise IndexLocked(f"{self.path} is being written by another process; wait for it to finish") from None
             raise
         self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def save_manifest(self) -> None:
         self.manifest["updated"] = now()
@@ -153,10 +190,7 @@ class Index:
             self.save_manifest()
             self._changed = False
         self.store.close()
-        if self._lock_fd is not None:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        self._unlock()
 
     def __enter__(self) -> "Index":
         return self
@@ -167,8 +201,6 @@ class Index:
     # -- model -------------------------------------------------------------------------------------------------
     def check_model(self, spec) -> None:
         """Raise ``ModelMismatch`` unless ``spec`` is the model this index was built with."""
-        from retrieval.models.factory import parse_model_spec
-
         if self.model == NO_MODEL:
             raise ModelMismatch(f"{self.path} holds vectors from an unknown model: query it with vectors, not text or images")
         if str(parse_model_spec(spec)) != self.model:
@@ -177,8 +209,6 @@ class Index:
     def encoder(self, device: str | None = None, precision: str | None = None):
         """The encoder named by the manifest (loaded once per process). The first call fixes device and precision
         for this index object; later calls without arguments return the same encoder."""
-        from retrieval.encode.encoder import load_encoder
-
         cached = getattr(self, "_encoder", None)
         if cached is not None and device in (None, cached.device) and precision in (None, cached.precision):
             return cached
@@ -257,8 +287,6 @@ class Index:
                        column: str = "vector", exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Top-k rows by cosine: xq (q, d) -> (D (q, k) float32, I (q, k) int64 ids), padded with -inf / -1.
         Queries are L2-normalised here (zero rows are refused)."""
-        from retrieval.store.base import check_queries
-
         schema = self.store.schema(table)
         if column not in schema.names or not pa.types.is_fixed_size_list(schema.field(column).type):
             raise InvalidInput(f"table {table!r} has no vector column {column!r} to search; read it with "
@@ -308,8 +336,6 @@ def create_index(path: str | Path, dim: int | None = None, model: str | None = N
 
     ``model``: a model spec (its dim is found by loading it when ``dim`` is None) or "none" for raw vectors.
     """
-    from retrieval.models.factory import parse_model_spec
-
     path = Path(path).expanduser()
     if backend not in BACKENDS:
         raise InvalidInput(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
@@ -325,20 +351,23 @@ def create_index(path: str | Path, dim: int | None = None, model: str | None = N
             ix.close()
             raise IndexExists(f"{path} uses the {ix.backend} backend, not {backend}")
         return ix
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+    if path.exists() and (not path.is_dir() or not _creation_leftovers(path)):
         raise IndexExists(f"{path} exists and is not a clipdex index; choose a new or empty folder")
     if dim is None:
         if model_str == NO_MODEL:
             raise InvalidInput("a raw-vector index needs its dimension (dim=...)")
-        from retrieval.encode.encoder import load_encoder
-
         dim = load_encoder(model_str).dim
     path.mkdir(parents=True, exist_ok=True)
 
     manifest = {"format": "clipdex", "format_version": FORMAT_VERSION, "clipdex_version": __version__,
                 "model": model_str, "dim": int(dim), "metric": "cosine", "backend": backend,
                 "created": now(), "updated": now(), "tables": {}}
-    ix = Index(path, manifest, writable=True)
+    ix = Index(path, manifest, writable=True)  # IndexLocked while another process creates it
+    if (path / MANIFEST).is_file():  # it finished creating the index while we were looking
+        ix.close()
+        return create_index(path, dim, model, backend, exist_ok)
+    for tmp in path.glob(f".{MANIFEST}.*.tmp"):  # left by a creation that was killed (we hold the lock now)
+        tmp.unlink()
     ix.save_manifest()
     return ix
 
@@ -351,18 +380,7 @@ def open_index(path: str | Path, writable: bool = False) -> Index:
     if not manifest_path.is_file():
         what = "does not exist" if not path.exists() else "is not a clipdex index (no clipdex.json)"
         raise IndexNotFound(f"{path} {what}")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise IndexFormatError(f"{manifest_path} is unreadable: {exc}") from exc
-    version = manifest.get("format_version", 0)
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise IndexFormatError(f"{path} has format version {version}, newer than this clipdex supports "
-                               f"({FORMAT_VERSION}); upgrade clipdex")
-    if version < FORMAT_VERSION:
-        manifest = _migrate(manifest)
-    if manifest.get("backend") not in BACKENDS:
-        raise IndexFormatError(f"{manifest_path} names an unknown backend {manifest.get('backend')!r}")
+    manifest, version = read_manifest(path)
     ix = Index(path, manifest, writable=writable)
     if writable and version < FORMAT_VERSION:
         ix.save_manifest()

@@ -49,7 +49,8 @@ _TOKEN = re.compile(r"""
 """, re.VERBOSE)
 _BAD = [(";", "one expression only: ';' is not allowed"), ("--", "comments are not allowed"),
         ("/*", "comments are not allowed"), ("||", "string concatenation is not allowed"),
-        ("*", "'*' is not allowed (no arithmetic, no subqueries)"), ("/", "arithmetic is not allowed"), ("%", "arithmetic is not allowed"),
+        ("*", "'*' is not allowed (no arithmetic, no subqueries)"), ("/", "arithmetic is not allowed"),
+        ("%", "arithmetic is not allowed"),
         ("'", "a string literal is not closed"), ('"', "a quoted column name is not closed"),
         ("`", "a quoted column name is not closed")]
 
@@ -74,7 +75,7 @@ class Compare:
 
 @dataclass(frozen=True)
 class Pred:
-    """``col IN args`` / ``LIKE args[0]`` / ``BETWEEN args[0] AND args[1]`` / ``IS NULL`` / ``= TRUE`` (a bool column)."""
+    """``col IN args`` / ``LIKE args[0]`` / ``BETWEEN args[0] AND args[1]`` / ``IS NULL`` / ``= TRUE`` (bool col)."""
     op: str        # "IN" | "LIKE" | "BETWEEN" | "IS NULL" | "TRUE"
     col: Col
     args: tuple = ()
@@ -226,8 +227,8 @@ class _Parser:
             return Pred("TRUE", left)
         if t is not None and t[0] == "op" and t[1] in "+-":
             self.fail("arithmetic is not allowed")
-        found = "the end" if t is None else repr(t[1])
-        self.fail(f"expected a comparison, IN, LIKE, BETWEEN or IS after {left.name if isinstance(left, Col) else repr(left.value)}, found {found}")
+        found, after = "the end" if t is None else repr(t[1]), left.name if isinstance(left, Col) else repr(left.value)
+        self.fail(f"expected a comparison, IN, LIKE, BETWEEN or IS after {after}, found {found}")
 
     def operand(self) -> Union[Col, Lit]:
         t = self.peek()
@@ -343,8 +344,8 @@ class _Parser:
             self.fail(f"{col.name} is {self.schema.field(col.name).type}: compare it with {want}, not {lit.value!r}")
         t = self.schema.field(col.name).type
         if got == "int" and kind == "int":
-            low, high = (0, 2 ** t.bit_width - 1) if pa.types.is_unsigned_integer(t) else (-(2 ** (t.bit_width - 1)),
-                                                                                              2 ** (t.bit_width - 1) - 1)
+            bits = t.bit_width - (0 if pa.types.is_unsigned_integer(t) else 1)
+            low, high = (0 if pa.types.is_unsigned_integer(t) else -(2 ** bits)), 2 ** bits - 1
             if not low <= lit.value <= high:
                 self.fail(f"{lit.value} is outside the range of {col.name} ({t}: {low} to {high})")
 
