@@ -14,6 +14,7 @@ import pytest
 
 from retrieval.errors import ClipdexError, IndexExists, IndexFormatError, IndexLocked
 from retrieval.index.directory import MANIFEST, create_index, open_index
+from retrieval.store.faiss import FaissStore
 from tests.conftest import unit_rows
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -227,3 +228,20 @@ def test_a_damaged_store_is_one_line_at_open_and_changes_nothing(built, tmp_path
     fd = os.open(path / ".lock", os.O_RDWR)  # the failed writable open let go of the lock
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     os.close(fd)
+
+
+def test_a_part_replaced_by_a_concurrent_writer_is_not_called_damage(built, tmp_path, monkeypatch):
+    """A reader that lists a part a writer then compacts away looks again instead of reporting damage."""
+    path = copy_of(built, "faiss", tmp_path)
+    real, calls = FaissStore.count, []
+
+    def count_racing_a_writer(self, name, where=None):  # the event: the first footer read meets a removed part
+        calls.append(name)
+        if len(calls) == 1:
+            raise FileNotFoundError(2, "No such file or directory", "part-000001.parquet")
+        return real(self, name, where)
+
+    monkeypatch.setattr(FaissStore, "count", count_racing_a_writer)
+    with open_index(path) as ix:
+        assert ix.store.count("images") == 20
+    assert len(calls) >= 2

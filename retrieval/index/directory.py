@@ -132,25 +132,29 @@ class Index:
     def _open_checked_store(self) -> Store:
         """Open the backend and read each table's schema and row count, so that a missing or damaged store file
         (a Parquet part or state.json, a Lance dataset or its _versions) is one IndexFormatError line here."""
-        data, name, tables = self.path / self.backend, None, self.manifest.get("tables", {})
-        try:
-            if tables and not data.is_dir():
-                raise FileNotFoundError(f"the folder {data} is missing")
-            store = self._open_store()
-            have = set(store.table_names())
-            for name, info in tables.items():
-                if name in have:
-                    store.schema(name)
-                    store.count(name)
-                elif info.get("rows"):
-                    raise FileNotFoundError(f"no {self.backend} table {name!r} in {data}")
-        except STORE_ERRORS as exc:
-            what = f"no field {exc}" if isinstance(exc, KeyError) else (str(exc).strip().splitlines() or [""])[0]
-            what = re.sub(r", /\S+\.rs:\d+:\d+", "", what)[:200] or type(exc).__name__  # lance's source location
-            raise IndexFormatError(f"{data}: the stored data{f' of table {name!r}' if name else ''} is missing or "
-                                   f"damaged ({what}); restore the index folder from a backup or rebuild the index "
-                                   f"in a new folder") from exc
-        return store
+        data, tables = self.path / self.backend, self.manifest.get("tables", {})
+        for attempt in (1, 2):  # look twice: a writer may have replaced a Parquet part while we read the first list
+            name = None
+            try:
+                if tables and not data.is_dir():
+                    raise FileNotFoundError(f"the folder {data} is missing")
+                store = self._open_store()
+                have = set(store.table_names())
+                for name, info in tables.items():
+                    if name in have:
+                        store.schema(name)
+                        store.count(name)
+                    elif info.get("rows"):
+                        raise FileNotFoundError(f"no {self.backend} table {name!r} in {data}")
+                return store
+            except STORE_ERRORS as exc:
+                if attempt == 1:
+                    continue
+                what = f"no field {exc}" if isinstance(exc, KeyError) else (str(exc).strip().splitlines() or [""])[0]
+                what = re.sub(r", /\S+\.rs:\d+:\d+", "", what)[:200] or type(exc).__name__  # lance's source location
+                raise IndexFormatError(f"{data}: the stored data{f' of table {name!r}' if name else ''} is missing "
+                                       f"or damaged ({what}); restore the index folder from a backup or rebuild the "
+                                       f"index in a new folder") from exc
 
     def _lock(self) -> None:
         fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
