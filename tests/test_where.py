@@ -182,11 +182,11 @@ def test_attacks_and_mistakes_are_refused_with_one_line(where, why):
         filter_sql(where, SCHEMA, "duckdb")
     msg = str(err.value)
     assert why in msg and "\n" not in msg and len(msg) < 600
-    assert msg.startswith(("bad --where filter", "--where filter"))
+    assert msg.startswith("bad --where filter")
 
 
 def test_non_text_filters_are_refused():
-    with pytest.raises(InvalidFilter, match="is text"):
+    with pytest.raises(InvalidFilter, match="must be text"):
         parse_filter(5, SCHEMA)
 
 

@@ -13,8 +13,9 @@ A filter is a small boolean language over the table's own columns, the same for 
     operand   := column | literal       literal := 'string' ('' inside is ') | [-]number | TRUE | FALSE
 
 Columns are bare ASCII names, "double-quoted" or `back-quoted` (case-insensitive when unambiguous); literals must
-suit the column's type; vector and other nested columns allow only IS [NOT] NULL. There are no functions, casts,
-subqueries, arithmetic, comments or second statements, so a filter can never reach anything but the table's rows.
+suit the column's type (integer, float, string, bool); other columns (vectors, timestamps, binary) allow only
+IS [NOT] NULL. There are no functions, casts, subqueries, arithmetic, comments or second statements, so a filter
+can never reach anything but the table's rows.
 
 ``filter_sql(where, schema, dialect)`` is the one call a store makes: ``"duckdb"`` quotes names as "name",
 ``"lance"`` (DataFusion SQL) as `name`. Every refusal is ``InvalidFilter`` with a one-line reason.
@@ -113,12 +114,12 @@ def filter_sql(where: str | None, schema: pa.Schema, dialect: str) -> str | None
 def parse_filter(text: str, schema: pa.Schema) -> Filter:
     """Parse and type-check ``text`` against ``schema``; ``InvalidFilter`` when it is not a filter we allow."""
     if not isinstance(text, str):
-        raise InvalidFilter(f"a --where filter is text, not {type(text).__name__}")
+        raise InvalidFilter(f"bad --where filter: it must be text, not {type(text).__name__}")
     if len(text) > MAX_CHARS:
-        raise InvalidFilter(f"--where filter is {len(text):,} characters long; at most {MAX_CHARS:,} are allowed")
+        raise InvalidFilter(f"bad --where filter: {len(text):,} characters long; at most {MAX_CHARS:,} are allowed")
     bad = next((c for c in text if c == "\x00" or "\ud800" <= c <= "\udfff"), None)
     if bad is not None:
-        raise InvalidFilter(f"--where filter contains the character U+{ord(bad):04X}, which is not allowed")
+        raise InvalidFilter(f"bad --where filter: the character U+{ord(bad):04X} is not allowed")
     parser = _Parser(text, _tokens(text), schema)
     node = parser.expr(0)
     if parser.peek() is not None:
