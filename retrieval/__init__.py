@@ -4,7 +4,7 @@ The library never prints: it logs through ``logging`` and reports progress throu
 """
 from retrieval.version import __version__  # noqa: F401
 
-from retrieval.errors import (ClipdexError, IndexExists, IndexFormatError, IndexNotFound, InvalidFilter,  # noqa: F401
+from retrieval.errors import (ClipdexError, IndexExists, IndexFormatError, IndexLocked, IndexNotFound, InvalidFilter,  # noqa: F401
                      InvalidInput, ModelMismatch, TableNotFound, UnknownModel, WeightsUnavailable)
 from retrieval.index.directory import Index, create_index, open_index  # noqa: F401
 

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from retrieval.errors import IndexExists, IndexFormatError, IndexNotFound, InvalidInput, ModelMismatch
+from retrieval.errors import IndexExists, IndexFormatError, IndexLocked, IndexNotFound, InvalidInput, ModelMismatch
 from retrieval.index.directory import FORMAT_VERSION, create_index, open_index
 from tests.conftest import unit_rows
 
@@ -58,7 +58,7 @@ def test_model_mismatch_is_refused(tmp_path):
 
 def test_one_writer_at_a_time(tmp_path):
     ix = create_index(tmp_path / "f", dim=8, model="none")
-    with pytest.raises(IndexExists, match="another process"):
+    with pytest.raises(IndexLocked, match="another process"):
         open_index(tmp_path / "f", writable=True)
     open_index(tmp_path / "f").close()  # readers are fine
     ix.close()
