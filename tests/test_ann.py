@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrieval.ann.plan import IndexPlan, choose_index, exact_search, parse_memory, recall_at_k, tune_search_params
+from retrieval.ann.exact import exact_search, recall_at_k
+from retrieval.ann.plan import IndexPlan, choose_index, parse_memory, tune_search_params
 from retrieval.errors import InvalidInput
 from tests._ann_data import brute, clustered, unit
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from retrieval.ann.plan import recall_at_k
+from retrieval.ann.exact import recall_at_k
 from retrieval.index.directory import create_index, open_index
 from retrieval.ann.tuning import optimize_table
 from tests._ann_data import brute, clustered, unit
