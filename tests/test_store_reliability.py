@@ -106,6 +106,23 @@ def test_a_reader_keeps_its_snapshot_while_a_writer_rewrites_and_compacts_parts(
     reader.close()
 
 
+def test_a_reader_uses_a_faiss_file_a_writer_rewrote_since_brought_back_to_its_snapshot(tmp_path, caplog):
+    ix, xb = make(tmp_path, "faiss")
+    ix.close()
+    reader = open_index(tmp_path / "ix-faiss")
+    assert reader.store.count("images") == 60
+    writer = open_index(tmp_path / "ix-faiss", writable=True)
+    writer.add_vectors("images", unit_rows(5, D, seed=8))
+    writer.delete("images", [2, 4])
+    writer.close()  # writes images.faiss for the new state
+    xq = unit_rows(5, D, seed=3)
+    Dr, Ir = brute_force(xq, xb, 6)
+    with caplog.at_level("INFO", logger="retrieval.store"):
+        assert_same_topk(*reader.search_vectors("images", xq, 6), Dr, Ir)  # its snapshot: the 60 rows
+    assert "repaired the vector index of images in memory: +2 -5 rows" in caplog.text  # not rebuilt from scratch
+    reader.close()
+
+
 def test_a_reader_whose_parts_are_gone_rereads_the_new_state(tmp_path, monkeypatch):
     from retrieval.store import faiss_parts
 

@@ -5,7 +5,8 @@ are the row ids. The state file records each one (``derived[column]``: the gener
 and mtime). On load:
 
 - the file is the one recorded and of the current generation: used as is;
-- the one recorded, of an older generation: compared with the Parquet ids (ids are never reused, so an id in
+- the one recorded (in this reader's state, or in the newest one when a writer rewrote it since), of another
+  generation: compared with the Parquet ids (ids are never reused, so an id in
   both holds the same vector). A flat index is repaired in memory; an ANN index gets the missing rows in an
   exact in-memory *delta* index and the deleted ones as *tombstones* (over-fetched and dropped) until
   ``optimize`` folds them in;
@@ -24,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from retrieval.ann import structures as faiss_ann
-from retrieval.errors import TableNotFound
+from retrieval.errors import IndexFormatError, TableNotFound
 from retrieval.store.faiss_parts import TableState, vector_columns
 
 log = logging.getLogger(__name__)
@@ -83,14 +84,12 @@ class FaissTable:
         if column not in vector_columns(self.state.schema):
             raise TableNotFound(f"table {self.name!r} has no vector column {column!r}")
         path = index_path(self.root, self.name, column)
-        record = self.state.derived.get(column)
+        record = self._record_of(column, path)
         index = None
-        if record and path.is_file() and _signature(path) == {k: record.get(k) for k in ("size", "mtime_ns")}:
+        if record is not None or (self.state.legacy and path.is_file()):  # legacy: before files were recorded
             index = self._read(path)
-        elif path.is_file() and not self.state.legacy:
+        elif path.is_file():
             log.warning("%s is not the file built from this table's rows: rebuilding it", path.name)
-        elif record is None and self.state.legacy and path.is_file():  # written before files were recorded
-            index = self._read(path)
         if index is not None and record and record.get("generation") == self.state.generation \
                 and not self.uses_ann(column):  # an ANN index is always compared: its tombstones are not stored
             self.indexes[column] = index
@@ -102,6 +101,26 @@ class FaissTable:
         self._reconcile(column, index, fresh)
         self.indexes[column] = index
         return index
+
+    def _record_of(self, column: str, path: Path) -> dict | None:
+        """The record of the file at ``path``: from this snapshot's state, or from the newest state when a writer
+        has rewritten the file since (ids are never reused, so comparing ids brings it back to this snapshot);
+        None when neither records it."""
+        if not path.is_file():
+            return None
+        sig = _signature(path)
+        record = self.state.derived.get(column)
+        if record and {k: record.get(k) for k in sig} == sig:
+            return record
+        try:
+            latest = TableState(self.root, self.name)
+        except IndexFormatError:
+            return None
+        record = latest.derived.get(column)
+        same_structure = faiss_ann.factory_of(latest.ann, self.dim) == faiss_ann.factory_of(self.ann, self.dim)
+        if record and {k: record.get(k) for k in sig} == sig and (same_structure or column != "vector"):
+            return record
+        return None
 
     def _read(self, path: Path):
         """The index in ``path``, or None when unreadable or of another dimension."""
