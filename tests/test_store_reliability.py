@@ -204,6 +204,25 @@ def test_lance_store_calls_raise_no_deprecation_warnings(tmp_path):
     assert not ours, [str(w.message)[:120] for w in ours]
 
 
+# -- issue 14 #11: damaged files are one clear line ----------------------------------------------------------------
+def test_a_deleted_part_or_a_truncated_state_file_is_an_index_format_error(tmp_path):
+    ix, xb = make(tmp_path, "faiss")
+    ix.close()
+    root = tmp_path / "ix-faiss" / "faiss"
+    part = sorted((root / "images.parquet").glob("part-*.parquet"))[1]
+    part.unlink()
+    ix = open_index(tmp_path / "ix-faiss")
+    for call in (lambda: ix.search_vectors("images", xb[:1], 3, where="label = 'cat'"),
+                 lambda: list(ix.store.scan("images")), lambda: ix.store.count("images")):
+        with pytest.raises(IndexFormatError, match=f"{part.name} is missing"):
+            call()
+    ix.close()
+    state = root / "images.state.json"
+    state.write_bytes(state.read_bytes()[:40])
+    with pytest.raises(IndexFormatError, match="images.state.json is damaged"):
+        open_index(tmp_path / "ix-faiss").store.count("images")
+
+
 # -- issue 14 (smaller): flipped bytes in a Parquet part are detected, not served ---------------------------------
 def test_flipped_bytes_in_a_parquet_part_are_an_index_format_error(tmp_path):
     ix, xb = make(tmp_path, "faiss", n=400, batches=1)

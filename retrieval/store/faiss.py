@@ -43,6 +43,11 @@ RETRIES = 3  # times a reader re-reads the state when a writer removed the parts
 _FAISS_SEARCH_KEYS = ("nprobe", "efSearch", "k_factor")
 
 
+def _missing(name: str, exc: PartGone) -> IndexFormatError:
+    return IndexFormatError(f"table {name!r}: Parquet part {Path(str(exc)).name} is missing; restore it from a "
+                            f"backup or re-index")
+
+
 class FaissStore(Store):
     def __init__(self, root: str | Path, dim: int, flush_every: float = 30.0):
         self.root = Path(root)
@@ -72,8 +77,8 @@ class FaissStore(Store):
                 return fn(self._t(name))
             except PartGone as exc:
                 if self._wrote or attempt == RETRIES - 1:
-                    raise IndexFormatError(f"table {name!r}: {exc}; run the command again") from None
-                log.info("re-reading the state of %s: %s", name, exc)
+                    raise _missing(name, exc) from None
+                log.info("re-reading the state of %s: %s was removed by a writer", name, exc)
                 self._tables.pop(name, None)
 
     def create_table(self, name: str, schema: pa.Schema) -> None:
@@ -180,7 +185,7 @@ class FaissStore(Store):
                 return
             except PartGone as exc:
                 if started or self._wrote or attempt == RETRIES - 1:
-                    raise IndexFormatError(f"table {name!r}: {exc} while it was read; run the command again") from None
+                    raise _missing(name, exc) from None
                 self._tables.pop(name, None)
 
     def _scan(self, t: FaissTable, columns, where, batch_rows) -> Iterator[pa.RecordBatch]:

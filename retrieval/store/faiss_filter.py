@@ -45,7 +45,7 @@ class DuckFilter:
         except Exception as exc:  # noqa: BLE001 - parse, bind and run-time failures of the user's filter
             gone = [p for p in paths if not Path(p).is_file()]
             if gone:
-                raise PartGone(f"{gone[0]} was removed by a writer") from None
+                raise PartGone(gone[0]) from None
             raise _bad(where, exc) from None
 
     def close(self) -> None:

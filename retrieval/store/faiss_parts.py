@@ -37,7 +37,7 @@ GRACE_SECONDS = 600.0  # dropped parts stay this long for readers of an older st
 
 
 class PartGone(FileNotFoundError):
-    """A part named by the state this process read has been removed by a writer since."""
+    """A part named by the state this process read is gone (a writer removed it since); the message is its path."""
 
 
 def atomic_write(path: Path, data: bytes) -> None:
@@ -111,7 +111,7 @@ class TableState:
             have = pq.read_schema(path).names
             table = pq.read_table(path, columns=[c for c in cols if c in have], page_checksum_verification=True)
         except FileNotFoundError:
-            raise PartGone(f"{path} was removed by a writer") from None
+            raise PartGone(str(path)) from None
         except (OSError, pa.ArrowException) as exc:
             raise self._damaged(part, exc) from None
         for c in cols:
@@ -123,7 +123,7 @@ class TableState:
         try:
             return pq.ParquetFile(self.parts_dir / part).metadata.num_rows
         except FileNotFoundError:
-            raise PartGone(f"{self.parts_dir / part} was removed by a writer") from None
+            raise PartGone(str(self.parts_dir / part)) from None
         except (OSError, pa.ArrowException) as exc:
             raise self._damaged(part, exc) from None
 
