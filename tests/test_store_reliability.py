@@ -161,6 +161,21 @@ def test_optimize_with_an_unknown_kind_is_refused_and_changes_nothing(tmp_path, 
     ix.close()
 
 
+@pytest.mark.parametrize("backend,kind", [("faiss", "bogus"), ("lance", "bogus"), ("lance", "hnsw")])
+def test_the_optimize_command_refuses_a_bad_kind_in_one_line_and_changes_nothing(tmp_path, runner, cli, backend,
+                                                                                   kind):
+    ix, _ = make(tmp_path, backend, n=120, batches=6)
+    ix.close()
+    ix = open_index(tmp_path / f"ix-{backend}")
+    before = faiss_files(ix) if backend == "faiss" else _lance_versions(ix)
+    ix.close()
+    res = runner.invoke(cli, ["optimize", str(tmp_path / f"ix-{backend}"), "--kind", kind, "--exact-below", "0"])
+    assert res.exit_code == 1 and res.output.strip().splitlines()[-1].startswith("error: unknown"), res.output
+    ix = open_index(tmp_path / f"ix-{backend}")
+    assert (faiss_files(ix) if backend == "faiss" else _lance_versions(ix)) == before
+    ix.close()
+
+
 def test_a_flat_optimize_says_exact_search_needs_no_tuning(tmp_path):
     from retrieval.ann.tuning import optimize_table
 
