@@ -232,7 +232,8 @@ class FaissStore(Store):
         self._wrote = True
         t.override = None
         extra = {k: v for k, v in (record or {}).items() if k not in ("kind", "factory", "build", "params")}
-        t.state.ann = {**t.ann, **extra, "params": dict(params)}
+        base = t.ann if t.is_ann else {k: v for k, v in t.ann.items() if k in ("kind", "factory", "build")}
+        t.state.ann = {**base, **extra, "params": dict(params)}  # a flat table keeps no earlier measurements
         t.state.save()
 
     def ann_grid(self, name: str) -> dict:
