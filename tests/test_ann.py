@@ -4,7 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from retrieval.ann.plan import IndexPlan, choose_index, exact_search, parse_memory, recall_at_k, tune_search_params
+from retrieval.ann.config import AnnConfig, AnnParams, SearchKnobs
+from retrieval.ann.exact import exact_search, recall_at_k, topk
+from retrieval.ann.plan import IndexPlan, choose_index, parse_memory, tune_search_params
 from retrieval.errors import InvalidInput
 from tests._ann_data import brute, clustered, unit
 
@@ -28,6 +30,40 @@ def test_exact_search_with_explicit_ids_and_padding():
     assert I.shape == (2, 8) and (I[:, 5:] == -1).all() and np.isneginf(D[:, 5:]).all()
     assert I[0, 0] == 10 and I[1, 0] == 20
     assert set(I[0, :5]) == set(ids)
+
+
+def test_topk_breaks_ties_by_the_lower_id_whatever_order_the_candidates_come_in():
+    rng = np.random.default_rng(0)
+    scores = np.array([0.9, 0.5, 0.5, 0.5, 0.5, 0.1, 0.5, -np.inf], np.float32)
+    ids = np.array([7, 40, 3, 22, 15, 1, 9, -1])
+    want_I = [7, 3, 9, 15]  # the four 0.5s tie at the cut: the lowest ids win, in increasing order
+    for _ in range(20):
+        perm = rng.permutation(len(ids))
+        D, I = topk(scores[perm][None], ids[perm][None], 4)
+        assert I[0].tolist() == want_I and D[0].tolist() == pytest.approx([0.9, 0.5, 0.5, 0.5])
+    D, I = topk(scores[None, :2], ids[None, :2], 4)  # fewer candidates than k: padded
+    assert I[0].tolist() == [7, 40, -1, -1] and np.isneginf(D[0, 2:]).all()
+
+
+def test_exact_search_over_duplicated_rows_is_deterministic_across_block_sizes():
+    xb = np.repeat(clustered(40, 8, seed=4), 3, axis=0)  # every vector three times: ties everywhere
+    xq = xb[::17]
+    results = [exact_search(xq, [xb[:50], xb[50:]], 7, block=b) for b in (1, 5, 64)]
+    for D, I in results[1:]:
+        np.testing.assert_array_equal(I, results[0][1])
+    S = xq @ xb.T
+    order = np.lexsort((np.broadcast_to(np.arange(len(xb)), S.shape), -S), axis=1)[:, :7]
+    np.testing.assert_array_equal(results[0][1], order)
+
+
+def test_ann_config_takes_typed_params_and_converts_older_dicts():
+    typed = AnnConfig("ivf_flat", 0, AnnParams(recall=0.9, search=SearchKnobs(nprobe=8)))
+    old = AnnConfig("ivf_flat", 0, {"recall": 0.9, "nprobe": 8, "M": 16, "build": {"nlist": 64}, "rebuild": True})
+    assert old.params.recall == typed.params.recall == 0.9 and old.params.search == typed.params.search
+    assert old.params.build == {"nlist": 64, "M": 16} and old.params.rebuild and not typed.params.rebuild
+    assert typed.params.search.as_dict() == {"nprobe": 8}
+    with pytest.raises(InvalidInput, match="unknown ANN parameter 'nprob'"):
+        AnnConfig("ivf_flat", 0, {"nprob": 8})
 
 
 def test_recall_at_k_counts_overlap_and_ignores_padding():

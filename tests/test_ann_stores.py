@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from retrieval.ann.plan import recall_at_k
+from retrieval.ann.exact import recall_at_k
 from retrieval.index.directory import create_index, open_index
 from retrieval.ann.tuning import optimize_table
 from tests._ann_data import brute, clustered, unit
@@ -87,6 +87,22 @@ def test_tuned_search_params_persist_across_processes(tmp_path, backend, kind):
         info = ix.store.ann_info("images")
         assert info["params"] == record["params"] and info["recall_at_10"] == record["recall_at_10"]
         ix.close()
+
+
+@pytest.mark.parametrize("backend,kind", [("faiss", "ivf_flat"), ("lance", "IVF_FLAT")])
+def test_index_optimize_builds_then_tunes_to_the_recall_target(tmp_path, backend, kind):
+    from retrieval.ann.config import AnnConfig, AnnParams
+
+    xb = clustered(N, D, seed=3)
+    ix = create_index(tmp_path / "ix", dim=D, model="none", backend=backend)
+    ix.add_vectors("images", xb)
+    done = ix.optimize("images", AnnConfig(kind, 0, AnnParams(recall=0.9)))
+    assert done["rebuilt"] and done["tuning"]["target"] == 0.9 and done["tuning"]["n_queries"] >= 50
+    info = json.loads((tmp_path / "ix" / "clipdex.json").read_text())["tables"]["images"]["ann"]
+    assert info["recall_at_10"] == done["tuning"]["recall_at_10"] and info["params"] == done["tuning"]["params"]
+    again = ix.optimize("images", AnnConfig(kind, 0, AnnParams(recall=0.9, tune=False, rebuild=True)))
+    assert again["rebuilt"] and "tuning" not in again
+    ix.close()
 
 
 def test_filtered_ann_search_keeps_k_matching_rows(tmp_path):

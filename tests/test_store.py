@@ -5,7 +5,7 @@ import pytest
 
 from retrieval.errors import InvalidFilter, TableNotFound
 from retrieval.index.directory import create_index, open_index
-from retrieval.store.base import AnnConfig
+from retrieval.ann.config import AnnConfig
 from tests.conftest import assert_same_topk, brute_force, unit_rows
 
 BACKENDS = ["lance", "faiss"]

@@ -1,10 +1,5 @@
-"""Approximate nearest-neighbour search, measured against the exact oracle.
+"""Planning an approximate nearest-neighbour index (the exact oracle is in ``retrieval/ann/exact.py``).
 
-Pure functions on arrays (inner product on unit vectors, faiss's ``xq, xb, k -> D, I`` convention):
-
-- :func:`exact_search` streams a database in blocks and keeps the running top-k (the oracle every ANN path is
-  compared with; faiss ``contrib.exhaustive_search`` style).
-- :func:`recall_at_k` is the fraction of the true top-k found (k-recall@k).
 - :func:`choose_index` picks an index from row count, dimension, memory budget and recall target, with build and
   search parameters and an estimate of build time and memory.
 - :func:`tune_search_params` walks a grid of search parameters and keeps the cheapest setting meeting the target.
@@ -16,67 +11,21 @@ import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
+
+from retrieval.ann.exact import recall_at_k
+from retrieval.errors import InvalidInput
+
+try:  # optional: the machine's RAM (sysconf otherwise)
+    import psutil
+except ImportError:  # pragma: no cover - psutil ships with the dev extra
+    psutil = None
 
 KINDS = ("flat", "hnsw", "ivf_flat", "ivf_sq8", "ivf_pq_fs")
 DEFAULT_RECALL = 0.95
 DEFAULT_EXACT_BELOW = 100_000
-
-
-# -- the oracle ------------------------------------------------------------------------------------------------
-def topk_merge(D: np.ndarray, I: np.ndarray, S: np.ndarray, J: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Merge running results (q, k) with a candidate block (q, b) of scores S and ids J -> best k, sorted."""
-    D2 = np.concatenate([D, S], 1)
-    I2 = np.concatenate([I, J], 1)
-    if D2.shape[1] > k:
-        part = np.argpartition(-D2, k - 1, axis=1)[:, :k]
-        D2, I2 = np.take_along_axis(D2, part, 1), np.take_along_axis(I2, part, 1)
-    order = np.lexsort((I2, -D2), axis=1)  # decreasing score, ties by id: deterministic
-    return np.take_along_axis(D2, order, 1).astype(np.float32), np.take_along_axis(I2, order, 1).astype(np.int64)
-
-
-def exact_search(xq: np.ndarray, xb_blocks: Iterable, k: int, block: int = 65536) -> tuple[np.ndarray, np.ndarray]:
-    """Exact top-k by inner product over a streamed database.
-
-    xq (q, d) float32; xb_blocks yields (n_i, d) arrays (ids are running row numbers) or (ids (n_i,), x (n_i, d))
-    pairs; ``block`` bounds the rows scored at once (memory q x block). Returns D (q, k) float32 decreasing, I (q, k)
-    int64, padded with -inf / -1 when the database holds fewer than k rows.
-    """
-    xq = np.ascontiguousarray(xq, dtype=np.float32)
-    q = xq.shape[0]
-    D = np.full((q, k), -np.inf, np.float32)
-    I = np.full((q, k), -1, np.int64)
-    offset = 0
-    for item in xb_blocks:
-        if isinstance(item, tuple):
-            ids, x = np.asarray(item[0], np.int64), item[1]
-        else:
-            x = item
-            ids = np.arange(offset, offset + len(x), dtype=np.int64)
-        offset += len(x)
-        for s in range(0, len(x), block):
-            xb = np.ascontiguousarray(x[s:s + block], dtype=np.float32)
-            S = xq @ xb.T
-            J = np.broadcast_to(ids[s:s + block], S.shape)
-            if S.shape[1] > k:  # keep the block's own k best before merging
-                part = np.argpartition(-S, k - 1, axis=1)[:, :k]
-                S, J = np.take_along_axis(S, part, 1), np.take_along_axis(J, part, 1)
-            D, I = topk_merge(D, I, S, J, k)
-    return D, I
-
-
-def recall_at_k(I: np.ndarray, I_gt: np.ndarray, k: int) -> float:
-    """k-recall@k: mean over queries of |I[:, :k] ∩ I_gt[:, :k]| / (true neighbours, at most k). I, I_gt (q, >=k)
-    int64 with -1 padding. Ties in scores are the caller's business (compare scores when they matter)."""
-    I, I_gt = np.asarray(I)[:, :k], np.asarray(I_gt)[:, :k]
-    hits, total = 0, 0
-    for a, b in zip(I, I_gt):
-        b = b[b >= 0]
-        total += len(b)
-        hits += len(np.intersect1d(a[a >= 0], b))
-    return hits / total if total else 1.0
 
 
 # -- choosing an index -----------------------------------------------------------------------------------------
@@ -100,19 +49,15 @@ class IndexPlan:
 
 def default_memory_budget(fraction: float = 0.5) -> int:
     """A fraction of the machine's RAM (psutil's total, or sysconf), in bytes."""
-    try:
-        import psutil
-
+    if psutil is not None:
         total = psutil.virtual_memory().total
-    except ImportError:
+    else:
         total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     return int(total * fraction)
 
 
 def parse_memory(text: str | int | float) -> int:
     """'8G', '512M', '1.5GB', 1e9 -> bytes."""
-    from retrieval.errors import InvalidInput
-
     if isinstance(text, (int, float)):
         value = float(text)
     else:
@@ -128,8 +73,6 @@ def parse_memory(text: str | int | float) -> int:
 
 
 def check_recall(recall: float) -> float:
-    from retrieval.errors import InvalidInput
-
     if not (isinstance(recall, (int, float)) and 0 < recall <= 1):
         raise InvalidInput(f"--recall must be in (0, 1], got {recall}")
     return float(recall)
@@ -203,8 +146,6 @@ def choose_index(n: int, d: int, memory_budget: int | None = None, recall_target
             search["k_factor"] = 8
         plan = IndexPlan("ivf_pq_fs", f"IVF{nlist},PQ{m_pq}x4fs{refine}", build, search, grid)
     else:
-        from retrieval.errors import InvalidInput
-
         raise InvalidInput(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
     plan.memory_bytes = int(n * per[choice] + (nlist * d * 4 if choice.startswith("ivf") else 0))
     plan.build_seconds = round(_estimate_build_seconds(plan.kind, n, d, nlist, train, M), 1)

@@ -21,7 +21,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from retrieval.ann.plan import DEFAULT_RECALL, IndexPlan, choose_index, exact_search, tune_search_params
+from retrieval.ann import structures as faiss_ann
+from retrieval.ann.exact import exact_search
+from retrieval.ann.plan import DEFAULT_RECALL, IndexPlan, choose_index, tune_search_params
 
 log = logging.getLogger(__name__)
 K = 10
@@ -142,8 +144,6 @@ def measure_candidates(ids: np.ndarray, x: np.ndarray, xq: np.ndarray, exclude: 
     time a batch at the tuned setting. The first plan is always measured; a later one is started only while less
     than ``time_budget`` seconds have been spent (a soft bound: a started candidate finishes). The plans are
     full-size: the sample's index uses its own (smaller) list count, sized like ``choose_index`` would for m rows."""
-    from retrieval.ann import structures as faiss_ann
-
     m, d = x.shape
     extra = 1 if (exclude >= 0).any() else 0
     _, I_gt = exact_search(xq, [(ids, x)], K + extra)

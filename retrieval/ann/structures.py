@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 def num_gpus() -> int:
     try:
-        import faiss
+        import faiss  # heavy optional dependency, loaded on first use
 
         return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
     except Exception:  # a faiss build without GPU support
@@ -38,7 +38,7 @@ def factory_of(record: dict, dim: int) -> str:
 
 def new_index(factory: str, dim: int, build: dict | None = None):
     """An empty (untrained) inner-product index from a factory string, with HNSW's efConstruction set."""
-    import faiss
+    import faiss  # heavy optional dependency, loaded on first use
 
     index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     build = build or {}
@@ -50,7 +50,7 @@ def new_index(factory: str, dim: int, build: dict | None = None):
 
 def train(index, x: np.ndarray) -> None:
     """Train ``index`` on x (m, d); IVF k-means runs on the GPUs when there are any."""
-    import faiss
+    import faiss  # heavy optional dependency, loaded on first use
 
     if index.is_trained:
         return
@@ -74,7 +74,7 @@ def train(index, x: np.ndarray) -> None:
 def build_index(factory: str, dim: int, sample: np.ndarray, blocks: Iterable[tuple[np.ndarray, np.ndarray]],
                 build: dict | None = None):
     """IndexIDMap2 over a trained index holding every (ids, x) block: the ids are the row ids."""
-    import faiss
+    import faiss  # heavy optional dependency, loaded on first use
 
     index = new_index(factory, dim, build)
     if not index.is_trained:
@@ -89,7 +89,7 @@ class SearchParams:
     """faiss SearchParameters for an index kind and its tuned values (keeps nested objects alive)."""
 
     def __init__(self, kind: str, params: dict):
-        import faiss
+        import faiss  # heavy optional dependency, loaded on first use
 
         self.kind = kind
         self._keep = []
@@ -120,7 +120,7 @@ def to_gpu_for_search(index, kind: str):
     """A GPU copy of a flat / IVF-flat / IVF-SQ8 index when GPUs exist, else ``index`` itself."""
     if num_gpus() == 0 or kind not in ("flat", "ivf_flat", "ivf_sq8"):
         return index
-    import faiss
+    import faiss  # heavy optional dependency, loaded on first use
 
     try:
         return faiss.index_cpu_to_all_gpus(index)

@@ -9,22 +9,28 @@ The result goes into the store's ANN record, which the manifest copies (``manife
 
     {"kind", "factory"/"index_type", "build", "params", "recall_at_10", "target", "met", "n_queries",
      "query_kind", "built_rows", "tuned" (when)}
+
+A flat table is searched exactly: its record says so (``"note": FLAT_NOTE``) instead of a recall measured on no
+queries. ``store`` here is any object with the store interface (``retrieval.store.base.Store``); this module does
+not import the stores: the index layer (``Index.optimize``) builds, then calls :func:`tune_table`.
 """
 from __future__ import annotations
 
+import datetime
 import logging
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
+from retrieval.ann.config import AnnConfig, AnnParams
 from retrieval.ann.plan import DEFAULT_EXACT_BELOW, DEFAULT_RECALL, IndexPlan, check_recall, choose_index, \
-    default_memory_budget, recall_at_k, tune_search_params
+    default_memory_budget, tune_search_params
 from retrieval.ann.selection import Candidate, _drop_self, candidate_plans, measure_candidates, pick_fastest
-from retrieval.store.base import AnnConfig, arrow_to_vectors
 
 log = logging.getLogger(__name__)
 K = 10
+FLAT_NOTE = "exact search needs no tuning"
 
 
 @dataclass
@@ -48,15 +54,10 @@ def sample_queries(store, name: str, n_queries: int = 1000, seed: int = 0) -> He
     p = min(1.0, 1.5 * n_queries / max(n, 1))
     rng = np.random.default_rng(seed)
     xs, ids = [], []
-    where = "text_vector IS NOT NULL" if column == "text_vector" else None
-    for batch in store.scan(name, ["id", column], where=where):
-        pick = rng.random(len(batch)) < p
-        if not pick.any():
-            continue
-        batch = batch.filter(pick)
-        x, valid = arrow_to_vectors(batch.column(1), store.dim)
-        xs.append(x)
-        ids.append(batch.column(0).to_numpy()[valid])
+    for rid, x in store.iter_vectors(name, column):
+        pick = rng.random(len(rid)) < p
+        xs.append(x[pick])
+        ids.append(rid[pick])
     xq = np.concatenate(xs) if xs else np.zeros((0, store.dim), np.float32)
     rid = np.concatenate(ids).astype(np.int64) if ids else np.zeros(0, np.int64)
     if len(xq) > n_queries:
@@ -81,12 +82,12 @@ def sample_rows(store, name: str, rows: int, seed: int = 1) -> tuple[np.ndarray,
     p = min(1.0, rows / max(store.count(name), 1))
     rng = np.random.default_rng(seed)
     ids, xs = [], []
-    for batch in store.scan(name, ["id", "vector"]):
+    for rid, x in store.iter_vectors(name, "vector"):
         if p < 1.0:
-            batch = batch.filter(rng.random(len(batch)) < p)
-        x, valid = arrow_to_vectors(batch.column(1), store.dim)
+            pick = rng.random(len(rid)) < p
+            rid, x = rid[pick], x[pick]
         xs.append(x)
-        ids.append(batch.column(0).to_numpy()[valid].astype(np.int64))
+        ids.append(rid)
     if not xs:
         return np.zeros(0, np.int64), np.zeros((0, store.dim), np.float32)
     return np.concatenate(ids), np.ascontiguousarray(np.concatenate(xs), dtype=np.float32)
@@ -97,13 +98,10 @@ def tune_table(store, name: str, recall_target: float = DEFAULT_RECALL, n_querie
     """Measure and tune the table's ANN index; persist and return its record (see the module docstring).
 
     ``queries`` (q, d): held-out queries to tune on instead of a sample of the table (e.g. real user queries)."""
-    import datetime
-
     check_recall(recall_target)
     info = store.ann_info(name)
     if info["kind"] == "flat":
-        record = {"recall_at_10": 1.0, "target": recall_target, "met": True, "n_queries": 0, "query_kind": None}
-        store.set_search_params(name, {}, record=record)
+        store.set_search_params(name, {}, record={"note": FLAT_NOTE})
         return store.ann_info(name)
     held = held_out(store, name, n_queries, seed, queries)
     if not len(held.xq):
@@ -154,8 +152,7 @@ def optimize_table(index, table: str, recall: float = DEFAULT_RECALL, memory: in
     into the record's ``candidates``); ``on_candidate`` receives each measurement.
     """
     check_recall(recall)
-    params = {"recall": recall, "tune": False, **({"memory": memory} if memory else {}),
-              **({"rebuild": True} if rebuild else {})}
+    params = {"recall": recall, "tune": False, "memory": memory or None, "rebuild": rebuild}
     store, candidates = index.store, None
     current = store.ann_info(table)
     if (select and kind is None and index.backend == "faiss" and store.count(table) >= max(exact_below, 1)
@@ -172,7 +169,7 @@ def optimize_table(index, table: str, recall: float = DEFAULT_RECALL, memory: in
         params.update(factory=current.get("factory"), build=current.get("build", {}))
     elif on_plan is not None:
         on_plan(plan_for(index, table, recall, memory, kind if index.backend == "faiss" else None, exact_below))
-    index.optimize(table, AnnConfig(kind or "auto", exact_below, params))
+    index.optimize(table, AnnConfig(kind or "auto", exact_below, AnnParams(**params)))
     record = tune_table(store, table, recall, n_queries, queries=queries)
     if candidates is not None:
         store.set_search_params(table, record["params"], record={"candidates": candidates})
@@ -200,9 +197,3 @@ def select_structure(index, table: str, recall: float, budget: int, n_queries: i
     plan.reason = (f"fastest of {sum(c.skipped is None for c in cands)} measured on {best.sample_rows} rows: "
                    f"recall@10 {best.recall:.3f}, {best.qps:.0f} QPS at {best.params}")
     return plan, [c.as_record() for c in cands]
-
-
-def tune_after_build(store, name: str, ann: AnnConfig, done: dict) -> None:
-    """Called by the stores' ``optimize``: tune a freshly built index unless the caller will (params tune=False)."""
-    if done.get("rebuilt") and ann.params.get("tune", True):
-        tune_table(store, name, float(ann.params.get("recall", DEFAULT_RECALL)))

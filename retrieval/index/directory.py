@@ -25,6 +25,8 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
+from retrieval.ann.plan import DEFAULT_RECALL
+from retrieval.ann.tuning import tune_table
 from retrieval.version import __version__
 from retrieval.errors import IndexExists, IndexFormatError, IndexLocked, IndexNotFound, InvalidInput, ModelMismatch
 from retrieval.index.manifest import BACKENDS, FORMAT_VERSION, MANIFEST, read_manifest
@@ -307,8 +309,14 @@ class Index:
         return self.store.delete(table, ids)
 
     def optimize(self, table: str, ann: AnnConfig | None = None) -> dict:
+        """Compact the table and build or refresh its search structure (``ann``: what to build; None keeps the
+        one there is); a freshly built ANN index is then tuned to its recall target (unless ``ann.params.tune``
+        is False: ``optimize_table`` tunes itself). An unknown kind is refused before anything changes."""
         self._require_writable()
         done = self.store.optimize(table, ann)
+        if done.get("rebuilt") and (ann is None or ann.params.tune):
+            target = ann.params.recall if ann is not None else self.store.ann_info(table).get("target", DEFAULT_RECALL)
+            done["tuning"] = tune_table(self.store, table, float(target))
         self.refresh_counts()
         self.save_manifest()
         return done

@@ -7,25 +7,15 @@ row sorted by decreasing score and padded with ``-inf`` / ``-1`` when fewer than
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
 
+from retrieval.ann.config import AnnConfig
 from retrieval.errors import InvalidInput
 
 VECTOR_COLUMNS = ("vector", "text_vector")
-
-
-@dataclass
-class AnnConfig:
-    """How a table is searched. ``kind`` "auto" builds an ANN index once a table has ``exact_below`` rows or more;
-    "flat" always searches exactly. ``params`` are backend-specific overrides (the scale issue tunes them)."""
-
-    kind: str = "auto"
-    exact_below: int = 100_000
-    params: dict = field(default_factory=dict)
 
 
 def vector_type(dim: int) -> pa.DataType:
@@ -59,16 +49,6 @@ def check_queries(xq, dim: int) -> np.ndarray:
     if not np.isfinite(xq).all():
         raise InvalidInput("query vectors contain NaN or infinite values")
     return np.ascontiguousarray(xq)
-
-
-def merge_topk(D: np.ndarray, I: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Keep the k best of each row of concatenated candidate lists (q, m) -> (q, k), best first, padded."""
-    q, m = D.shape
-    if m < k:
-        D = np.concatenate([D, np.full((q, k - m), -np.inf, np.float32)], 1)
-        I = np.concatenate([I, np.full((q, k - m), -1, np.int64)], 1)
-    order = np.argsort(-D, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(D, order, 1).astype(np.float32), np.take_along_axis(I, order, 1).astype(np.int64)
 
 
 class Store(abc.ABC):
@@ -134,8 +114,17 @@ class Store(abc.ABC):
         table = table.take(pa.array(order, pa.int64()))
         return table if columns is None or "id" in columns else table.drop_columns(["id"])
 
+    def iter_vectors(self, name: str, column: str = "vector", batch_rows: int = 65536
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Stream (ids (m,) int64, vectors (m, d) float32) of the rows whose ``column`` is not null."""
+        for batch in self.scan(name, ["id", column], batch_rows=batch_rows):
+            x, valid = arrow_to_vectors(batch.column(1), self.dim)
+            if len(x):
+                yield batch.column(0).to_numpy()[valid].astype(np.int64), x
+
     def max_id(self, name: str) -> int:
-        """Largest id in the table, -1 when empty."""
+        """Largest id the table holds, -1 when empty (a backend that never reuses ids returns the largest it
+        ever held): new rows get ids above it."""
         best = -1
         for batch in self.scan(name, ["id"]):
             if len(batch):
@@ -144,7 +133,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def optimize(self, name: str, ann: AnnConfig | None = None) -> dict:
-        """Compact storage and build/refresh the ANN index as ``ann`` says; returns what was done."""
+        """Compact storage and build/refresh the ANN index as ``ann`` says; returns what was done (``"rebuilt"``
+        True when a new ANN index was built: the index layer then tunes it). An unknown or unsupported
+        ``ann.kind`` raises ``InvalidInput`` before anything is changed."""
 
     @abc.abstractmethod
     def ann_info(self, name: str) -> dict:

@@ -7,6 +7,7 @@ short while at least k rows match, the query is re-run exactly.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from datetime import timedelta
@@ -16,31 +17,45 @@ from typing import Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 
-from retrieval.errors import InvalidFilter, TableNotFound
-from retrieval.store.base import AnnConfig, Store, check_queries, merge_topk
+from retrieval.ann.config import AnnConfig
+from retrieval.ann.exact import topk
+from retrieval.ann.plan import choose_index
+from retrieval.errors import InvalidFilter, InvalidInput, TableNotFound
+from retrieval.store.base import Store, check_queries
 
 log = logging.getLogger(__name__)
 
 
 def _filter_error(exc: Exception, where: str | None) -> Exception:
-    msg = str(exc).splitlines()[0]
-    if where and any(s in msg for s in ("parsing", "Schema error", "No field", "parser", "Invalid input", "type")):
-        return InvalidFilter(f"bad --where expression {where!r}: {msg[:200]}")
-    return exc
+    """Whatever Lance raised while a filter was parsed or evaluated, as a one-line ``InvalidFilter``."""
+    if not where:
+        return exc
+    msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    msg = msg.split(", /")[0]  # drop the Rust source location Lance appends
+    return InvalidFilter(f"bad --where expression {where!r}: {msg[:200]}")
 
 
 class LanceStore(Store):
     def __init__(self, root: str | Path, dim: int):
-        import lancedb
+        import lancedb  # heavy optional dependency, loaded when a Lance index is opened
 
         self.root = Path(root)
         self.dim = dim
         self.db = lancedb.connect(str(self.root))
         self._tables: dict = {}
+        self._records: dict[str, dict] = {}   # table -> what tuning measured (the manifest keeps it)
+        self._params: dict[str, dict] = {}    # table -> search params (nprobes, refine_factor, ef)
+        self._override: dict[str, dict] = {}  # table -> search params for this process only (tuning)
 
     # -- tables ------------------------------------------------------------------------------------------------
     def table_names(self) -> list[str]:
-        return list(self.db.table_names())
+        names, token = [], None
+        while True:
+            page = self.db.list_tables(page_token=token)
+            names.extend(page.tables)
+            token = page.page_token
+            if not token:
+                return names
 
     def _t(self, name: str):
         if name not in self._tables:
@@ -74,9 +89,12 @@ class LanceStore(Store):
         return before - table.count_rows()
 
     def count(self, name: str, where: str | None = None) -> int:
+        table = self._t(name)
+        if not where:
+            return table.count_rows()
         try:
-            return self._t(name).count_rows(where) if where else self._t(name).count_rows()
-        except ValueError as exc:
+            return table.count_rows(where)
+        except Exception as exc:  # noqa: BLE001 - any failure of the user's filter is theirs to fix
             raise _filter_error(exc, where) from exc
 
     def scan(self, name: str, columns: Sequence[str] | None = None, where: str | None = None,
@@ -87,12 +105,13 @@ class LanceStore(Store):
         if columns is not None:
             query = query.select(list(columns))
         try:
-            reader = query.limit(None).to_batches(batch_rows)
-        except ValueError as exc:
+            for batch in query.limit(None).to_batches(batch_rows):
+                if len(batch):
+                    yield batch
+        except Exception as exc:  # noqa: BLE001 - the filter is evaluated while batches are read
+            if not where:
+                raise
             raise _filter_error(exc, where) from exc
-        for batch in reader:
-            if len(batch):
-                yield batch
 
     # -- search ------------------------------------------------------------------------------------------------
     def search(self, name: str, xq: np.ndarray, k: int, where: str | None = None, column: str = "vector",
@@ -134,14 +153,16 @@ class LanceStore(Store):
                 query = query.ef(int(params["ef"]))
         try:
             res = query.to_arrow()
-        except ValueError as exc:
+        except Exception as exc:  # noqa: BLE001 - a failing filter is the user's to fix; other errors propagate
+            if not cond:
+                raise
             raise _filter_error(exc, cond) from exc
         qi = res.column("query_index").to_numpy() if "query_index" in res.column_names else np.zeros(len(res), np.int64)
         ids = res.column("id").to_numpy()
         scores = 1.0 - res.column("_distance").to_numpy().astype(np.float32)
         for j in range(q):
             sel = qi == j
-            Dj, Ij = merge_topk(scores[sel][None, :], ids[sel][None, :], k)
+            Dj, Ij = topk(scores[sel][None, :], ids[sel][None, :], k)
             D[j], I[j] = Dj[0], Ij[0]
         return D, I
 
@@ -161,17 +182,15 @@ class LanceStore(Store):
         """{"kind": "flat"} or the vector index's record: kind (IVF_PQ...), build and search params, indexed and
         unindexed (pending, searched exactly) rows, and what tuning measured."""
         ix = self._vector_index(name)
+        record = dict(self._records.get(name, {}))
         if ix is None:
-            return {**self.__dict__.get("_records", {}).get(name, {}), "kind": "flat", "params": {}} \
-                if self.__dict__.get("_records", {}).get(name, {}).get("kind") == "flat" else {"kind": "flat", "params": {}}
-        record = dict(self.__dict__.get("_records", {}).get(name, {}))
-        info = {**record, "kind": self._TYPES[str(ix.index_type)],
-                "params": dict(self.__dict__.get("_params", {}).get(name, {}))}
+            return {**{k: v for k, v in record.items() if k == "note"}, "kind": "flat", "params": {}}
+        info = {**record, "kind": self._TYPES[str(ix.index_type)], "params": dict(self._params.get(name, {}))}
         try:
             stats = self._t(name).index_stats(ix.name)
             info["built_rows"] = int(stats.num_indexed_rows)
             info["pending_rows"] = int(stats.num_unindexed_rows)
-        except Exception as exc:  # statistics are informative only
+        except Exception as exc:  # noqa: BLE001 - statistics are informative only
             log.debug("no index stats: %s", exc)
         return info
 
@@ -180,17 +199,17 @@ class LanceStore(Store):
         how they persist); ``persist`` False sets them for the next searches only (tuning); ``record`` holds
         what tuning measured."""
         if not persist:
-            self.__dict__.setdefault("_override", {})[name] = dict(params)
+            self._override[name] = dict(params)
             return
-        self.__dict__.setdefault("_override", {}).pop(name, None)
-        self.__dict__.setdefault("_params", {})[name] = {k: v for k, v in params.items() if k in self._SEARCH_KEYS}
+        self._override.pop(name, None)
+        self._params[name] = {k: v for k, v in params.items() if k in self._SEARCH_KEYS}
         if record is not None:
             keep = {k: v for k, v in record.items() if k not in ("params", "pending_rows")}
-            self.__dict__.setdefault("_records", {}).setdefault(name, {}).update(keep)
+            self._records.setdefault(name, {}).update(keep)
 
     def _search_params(self, name: str) -> dict:
-        override = self.__dict__.get("_override", {}).get(name)
-        return override if override is not None else self.__dict__.get("_params", {}).get(name, {})
+        override = self._override.get(name)
+        return override if override is not None else self._params.get(name, {})
 
     def ann_grid(self, name: str) -> dict:
         """Search parameters tuning may try for the table's vector index (name -> increasing values)."""
@@ -208,21 +227,22 @@ class LanceStore(Store):
             return {"nprobes": nprobes, "refine_factor": [1, 5, 20, 50]}
         return {"nprobes": nprobes}
 
+    def check_kind(self, kind: str) -> str:
+        """The Lance index type ``kind`` names ("auto" and "flat" pass); ``InvalidInput`` for any other."""
+        if kind in ("auto", "flat") or kind.upper() in self.KINDS:
+            return kind if kind in ("auto", "flat") else kind.upper()
+        raise InvalidInput(f"unknown LanceDB index type {kind!r}; choose one of flat, {', '.join(self.KINDS)}")
+
     def _wanted(self, name: str, ann: AnnConfig) -> dict:
         """{"kind": lance index type | "flat", "build": create_index params, "params": search params}."""
-        from retrieval.ann.plan import choose_index
-
+        kind = self.check_kind(ann.kind)
         n = self._t(name).count_rows()
         p = ann.params
-        if ann.kind == "flat" or (ann.kind == "auto" and n < ann.exact_below):
+        if kind == "flat" or (kind == "auto" and n < ann.exact_below):
             return {"kind": "flat", "build": {}, "params": {}}
-        plan = choose_index(n, self.dim, p.get("memory"), p.get("recall", 0.95), ann.exact_below)
-        kind = ann.kind.upper() if ann.kind != "auto" else {"ivf_flat": "IVF_FLAT", "ivf_sq8": "IVF_SQ",
-                                                             "hnsw": "IVF_HNSW_SQ"}.get(plan.kind, "IVF_PQ")
-        if kind not in self.KINDS:
-            from retrieval.errors import InvalidInput
-
-            raise InvalidInput(f"unknown LanceDB index type {ann.kind!r}; choose one of {', '.join(self.KINDS)}")
+        plan = choose_index(n, self.dim, p.memory, p.recall, ann.exact_below)
+        if kind == "auto":
+            kind = {"ivf_flat": "IVF_FLAT", "ivf_sq8": "IVF_SQ", "hnsw": "IVF_HNSW_SQ"}.get(plan.kind, "IVF_PQ")
         parts = max(1, min(int(plan.build.get("nlist", round(math.sqrt(n)))), max(1, n // 40)))
         build = {"index_type": kind, "num_partitions": parts}
         if "PQ" in kind:
@@ -230,54 +250,72 @@ class LanceStore(Store):
             while self.dim % sub:
                 sub -= 1
             build["num_sub_vectors"] = sub
-        build.update(p.get("build", {}))
-        build.update({k: v for k, v in p.items() if k in ("num_partitions", "num_sub_vectors", "m", "ef_construction")})
+        build.update({k: v for k, v in p.build.items() if k in _BUILD_KEYS})
         search = {"nprobes": max(1, min(20, parts)), **({"refine_factor": 10} if kind in ("IVF_PQ", "IVF_SQ") else {}),
                   **({"ef": 64} if "HNSW" in kind else {})}
-        search.update({k: v for k, v in p.items() if k in self._SEARCH_KEYS})
+        search.update({k: v for k, v in p.search.as_dict().items() if k in self._SEARCH_KEYS})
         return {"kind": kind, "build": build, "params": search}
 
     def optimize(self, name: str, ann: AnnConfig | None = None) -> dict:
         """Compact, fold rows added since the vector index was built into it (Lance's incremental index update),
-        and build the index ``ann`` asks for when it differs from the one there is (then tune it)."""
+        and build the index ``ann`` asks for when it differs from the one there is (``done["rebuilt"]``: the
+        index layer tunes it). The kind is checked before anything changes."""
         keep = ann is None and self._vector_index(name) is not None
         ann = ann or AnnConfig()
         table = self._t(name)
+        current = self.ann_info(name)
+        want = {"kind": current["kind"]} if keep else self._wanted(name, ann)  # refuses a bad kind: nothing done yet
         done: dict = {}
         table.optimize(cleanup_older_than=timedelta(minutes=1))  # we hold the write lock; readers get a minute
         done["compacted"] = True
-        current = self.ann_info(name)
-        want = {"kind": current["kind"]} if keep else self._wanted(name, ann)
-        records = self.__dict__.setdefault("_records", {})
         if want["kind"] == "flat" and current["kind"] != "flat":
             ix = self._vector_index(name)
             table.drop_index(ix.name)
-            records[name] = {"kind": "flat"}
+            self._records[name] = {}
             done["dropped_index"] = ix.name
-        elif not keep and want["kind"] != "flat" and (want["kind"] != current["kind"] or ann.params.get("rebuild")
-                                         or want.get("build") != current.get("build")):
-            accel = {"accelerator": "cuda"} if _cuda() else {}
-            table.create_index(metric="dot", vector_column_name="vector", replace=True, **want["build"], **accel)
-            records[name] = {"build": want["build"]}
+        elif not keep and want["kind"] != "flat" and (want["kind"] != current["kind"] or ann.params.rebuild
+                                                      or want.get("build") != current.get("build")):
+            table.create_index("vector", config=_index_config(want["build"]), replace=True)
+            self._records[name] = {"build": want["build"]}
             self.set_search_params(name, want["params"])
             done["ann"] = want
             done["rebuilt"] = True
-            from retrieval.ann.tuning import tune_after_build
-
-            tune_after_build(self, name, ann, done)
         if table.count_rows() and "id" in table.schema.names and not any(
                 list(getattr(ix, "columns", []))[:1] == ["id"] for ix in table.list_indices()):
             try:
-                table.create_scalar_index("id")
+                table.create_index("id", config=_btree(), replace=True)
                 done["id_index"] = True
-            except Exception as exc:  # a scalar index is an optimisation only
+            except Exception as exc:  # noqa: BLE001 - a scalar index is an optimisation only
                 log.debug("no scalar index on id: %s", exc)
         return done
 
 
+_BUILD_KEYS = ("num_partitions", "num_sub_vectors", "m", "ef_construction", "num_bits", "max_iterations",
+               "sample_rate")
+
+
+def _index_config(build: dict):
+    """The lancedb index config object for a build record {"index_type": "IVF_PQ", "num_partitions": ...}."""
+    import lancedb.index as li  # heavy optional dependency (the Lance backend)
+
+    cls = {"IVF_PQ": li.IvfPq, "IVF_FLAT": li.IvfFlat, "IVF_SQ": li.IvfSq, "IVF_HNSW_SQ": li.HnswSq,
+           "IVF_HNSW_PQ": li.HnswPq, "IVF_HNSW_FLAT": li.HnswFlat}[build["index_type"]]
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {k: v for k, v in build.items() if k in names}
+    if "accelerator" in names and _cuda():
+        kwargs["accelerator"] = "cuda"
+    return cls(distance_type="dot", **kwargs)
+
+
+def _btree():
+    import lancedb.index as li  # heavy optional dependency (the Lance backend)
+
+    return li.BTree()
+
+
 def _cuda() -> bool:
     try:
-        import torch
+        import torch  # heavy optional dependency: only asked whether a GPU can train the index
 
         return bool(torch.cuda.is_available())
     except ImportError:

@@ -1,0 +1,76 @@
+"""Exact search, the oracle every approximate path is measured against (inner product on unit vectors, faiss's
+``xq, xb, k -> D, I`` convention).
+
+- :func:`topk` keeps the k best of each row of candidate lists, ties broken by the lower id (deterministic).
+- :func:`exact_search` streams a database in blocks and keeps the running top-k (faiss ``contrib.exhaustive_search``
+  style).
+- :func:`recall_at_k` is the fraction of the true top-k found (k-recall@k).
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+
+
+def topk(D: np.ndarray, I: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The k best of each row of candidate lists: scores D (q, m), ids I (q, m) -> D (q, k) float32, I (q, k) int64.
+
+    Rows are sorted by decreasing score, equal scores by increasing id; padded with -inf / -1 when m < k. Every
+    candidate tied with the k-th best takes part in the tie-break, so the result does not depend on the order the
+    candidates came in.
+    """
+    D = np.asarray(D, np.float32)
+    I = np.asarray(I, np.int64)
+    q, m = D.shape
+    if m < k:
+        D = np.concatenate([D, np.full((q, k - m), -np.inf, np.float32)], 1)
+        I = np.concatenate([I, np.full((q, k - m), -1, np.int64)], 1)
+    elif m > k > 0:
+        kth = -np.partition(-D, k - 1, axis=1)[:, k - 1:k]   # (q, 1) the k-th best score
+        wide = int((D >= kth).sum(1).max())                 # candidates at least as good, ties included
+        if wide < m:
+            part = np.argpartition(-D, wide - 1, axis=1)[:, :wide]
+            D, I = np.take_along_axis(D, part, 1), np.take_along_axis(I, part, 1)
+    order = np.lexsort((I, -D), axis=1)[:, :max(k, 0)]
+    return np.take_along_axis(D, order, 1), np.take_along_axis(I, order, 1)
+
+
+def exact_search(xq: np.ndarray, xb_blocks: Iterable, k: int, block: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k by inner product over a streamed database.
+
+    xq (q, d) float32; xb_blocks yields (n_i, d) arrays (ids are running row numbers) or (ids (n_i,), x (n_i, d))
+    pairs; ``block`` bounds the rows scored at once (memory q x block). Returns D (q, k) float32 decreasing, I (q, k)
+    int64, padded with -inf / -1 when the database holds fewer than k rows; ties as :func:`topk`.
+    """
+    xq = np.ascontiguousarray(xq, dtype=np.float32)
+    q = xq.shape[0]
+    D = np.full((q, k), -np.inf, np.float32)
+    I = np.full((q, k), -1, np.int64)
+    offset = 0
+    for item in xb_blocks:
+        if isinstance(item, tuple):
+            ids, x = np.asarray(item[0], np.int64), item[1]
+        else:
+            x = item
+            ids = np.arange(offset, offset + len(x), dtype=np.int64)
+        offset += len(x)
+        for s in range(0, len(x), block):
+            xb = np.ascontiguousarray(x[s:s + block], dtype=np.float32)
+            S = xq @ xb.T                                     # (q, b)
+            J = np.broadcast_to(ids[s:s + block], S.shape)    # (q, b)
+            S, J = topk(S, J, k)                              # the block's own k best before merging
+            D, I = topk(np.concatenate([D, S], 1), np.concatenate([I, J], 1), k)
+    return D, I
+
+
+def recall_at_k(I: np.ndarray, I_gt: np.ndarray, k: int) -> float:
+    """k-recall@k: mean over queries of |I[:, :k] ∩ I_gt[:, :k]| / (true neighbours, at most k). I, I_gt (q, >=k)
+    int64 with -1 padding. Ties in scores are the caller's business (compare scores when they matter)."""
+    I, I_gt = np.asarray(I)[:, :k], np.asarray(I_gt)[:, :k]
+    hits, total = 0, 0
+    for a, b in zip(I, I_gt):
+        b = b[b >= 0]
+        total += len(b)
+        hits += len(np.intersect1d(a[a >= 0], b))
+    return hits / total if total else 1.0
