@@ -37,7 +37,7 @@ def prepare(work: Path, n: int, dim: int, n_queries: int) -> None:
     sys.path.insert(0, str(HERE.parent))
     from synthetic import make_ann_corpus
 
-    from retrieval.ann.plan import exact_search
+    from retrieval.ann.exact import exact_search
 
     meta = work / "data.json"
     if meta.is_file() and json.loads(meta.read_text()) == {"n": n, "dim": dim, "queries": n_queries}:

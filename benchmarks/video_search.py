@@ -51,7 +51,7 @@ def build(path: Path, n_videos: int, n_frames: int, dim: int, seed: int = 0, blo
                                                            "frame_index": (t * 25).astype(np.int64)})
     built = time.perf_counter() - t0
     t0 = time.perf_counter()
-    from retrieval.store.base import AnnConfig
+    from retrieval.ann.config import AnnConfig
 
     ix.optimize("frames", AnnConfig(kind=ann))
     ix.optimize("videos", AnnConfig(kind=ann))

@@ -13,6 +13,7 @@ import pytest
 from retrieval.ann.config import AnnConfig
 from retrieval.errors import IndexFormatError, InvalidFilter, InvalidInput
 from retrieval.index.directory import create_index, open_index
+from retrieval.store.faiss import FaissStore
 from tests.conftest import assert_same_topk, brute_force, unit_rows
 
 D = 16
@@ -227,12 +228,14 @@ def test_a_deleted_part_or_a_truncated_state_file_is_an_index_format_error(tmp_p
     root = tmp_path / "ix-faiss" / "faiss"
     part = sorted((root / "images.parquet").glob("part-*.parquet"))[1]
     part.unlink()
-    ix = open_index(tmp_path / "ix-faiss")
-    for call in (lambda: ix.search_vectors("images", xb[:1], 3, where="label = 'cat'"),
-                 lambda: list(ix.store.scan("images")), lambda: ix.store.count("images")):
+    with pytest.raises(IndexFormatError, match=f"{part.name} is missing"):  # the index checks its tables at open
+        open_index(tmp_path / "ix-faiss")
+    store = FaissStore(root, dim=xb.shape[1])  # the store on its own: every read path says the same
+    for call in (lambda: store.search("images", xb[:1], 3, where="label = 'cat'"),
+                 lambda: list(store.scan("images")), lambda: store.count("images")):
         with pytest.raises(IndexFormatError, match=f"{part.name} is missing"):
             call()
-    ix.close()
+    store.close()
     state = root / "images.state.json"
     state.write_bytes(state.read_bytes()[:40])
     with pytest.raises(IndexFormatError, match="images.state.json is damaged"):

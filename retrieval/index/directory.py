@@ -32,7 +32,8 @@ from retrieval.errors import IndexExists, IndexFormatError, IndexLocked, IndexNo
 from retrieval.index.manifest import BACKENDS, FORMAT_VERSION, MANIFEST, read_manifest
 from retrieval.encode.encoder import load_encoder
 from retrieval.models.factory import parse_model_spec
-from retrieval.store.base import AnnConfig, Store, check_queries, vector_type, vectors_to_arrow
+from retrieval.ann.config import AnnConfig
+from retrieval.store.base import Store, check_queries, vector_type, vectors_to_arrow
 from retrieval.store.faiss import FaissStore
 from retrieval.store.lance import LanceStore
 

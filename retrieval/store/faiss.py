@@ -34,6 +34,7 @@ from retrieval.ann.plan import KINDS, choose_index
 from retrieval.errors import IndexFormatError, InvalidInput, TableNotFound
 from retrieval.store.base import Store, arrow_to_vectors, check_queries
 from retrieval.store.faiss_filter import DuckFilter
+from retrieval.store.where import filter_sql
 from retrieval.store.faiss_parts import PartGone, atomic_write, new_state, vector_columns
 from retrieval.store.faiss_search import search_table
 from retrieval.store.faiss_table import FaissTable
@@ -44,7 +45,7 @@ _FAISS_SEARCH_KEYS = ("nprobe", "efSearch", "k_factor")
 
 
 def _missing(name: str, exc: PartGone) -> IndexFormatError:
-    return IndexFormatError(f"table {name!r}: Parquet part {Path(str(exc)).name} is missing; restore it from a "
+    return IndexFormatError(f"table {name!r}: Parquet part {exc} is missing; restore it from a "
                             f"backup or re-index")
 
 
@@ -158,7 +159,8 @@ class FaissStore(Store):
 
     # -- reads -------------------------------------------------------------------------------------------------
     def _matching_ids(self, t: FaissTable, where: str) -> np.ndarray:
-        return self._filter.matching_ids(t.state.part_paths(), where)
+        sql = filter_sql(where, t.state.schema, "duckdb")  # InvalidFilter unless a plain filter over t's columns
+        return self._filter.matching_ids(t.state.part_paths(), sql)
 
     def count(self, name: str, where: str | None = None) -> int:
         def run(t: FaissTable) -> int:

@@ -100,7 +100,7 @@ class TableState:
 
     def _damaged(self, part: str, exc: Exception) -> IndexFormatError:
         msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        return IndexFormatError(f"table {self.name!r}: Parquet part {part} is damaged ({msg}); restore it from "
+        return IndexFormatError(f"table {self.name!r}: Parquet part {self.parts_dir / part} is damaged ({msg}); restore it from "
                                 f"a backup or re-index")
 
     def read_part(self, part: str, columns: Sequence[str] | None = None) -> pa.Table:

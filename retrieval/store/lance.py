@@ -21,6 +21,7 @@ from retrieval.ann.config import AnnConfig
 from retrieval.ann.exact import topk
 from retrieval.ann.plan import choose_index
 from retrieval.errors import InvalidFilter, InvalidInput, TableNotFound
+from retrieval.store.where import filter_sql
 from retrieval.store.base import Store, check_queries
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,10 @@ class LanceStore(Store):
         return before - table.count_rows()
 
     def count(self, name: str, where: str | None = None) -> int:
+        return self._count(name, filter_sql(where, self.schema(name), "lance"))
+
+    def _count(self, name: str, where: str | None) -> int:
+        """Rows matching ``where``, SQL already checked and rendered by ``retrieval.store.where``."""
         table = self._t(name)
         if not where:
             return table.count_rows()
@@ -99,6 +104,7 @@ class LanceStore(Store):
 
     def scan(self, name: str, columns: Sequence[str] | None = None, where: str | None = None,
              batch_rows: int = 65536) -> Iterator[pa.RecordBatch]:
+        where = filter_sql(where, self.schema(name), "lance")  # InvalidFilter unless a plain filter
         query = self._t(name).search()
         if where:
             query = query.where(where)
@@ -117,14 +123,15 @@ class LanceStore(Store):
     def search(self, name: str, xq: np.ndarray, k: int, where: str | None = None, column: str = "vector",
                exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
         xq = check_queries(xq, self.dim)
-        conds = [f"({where})"] if where else []
+        where = filter_sql(where, self.schema(name), "lance")  # InvalidFilter unless a plain filter
+        conds = [where] if where else []
         if self.schema(name).field(column).nullable and column != "vector":
-            conds.append(f"{column} IS NOT NULL")
+            conds.append(f"`{column}` IS NOT NULL")
         cond = " AND ".join(conds) or None
         D, I = self._query(name, xq, k, cond, column, exact)
         short = (I < 0).any(axis=1)
         if short.any() and not exact and self.ann_info(name)["kind"] != "flat":
-            available = self.count(name, cond) if cond else self.count(name)
+            available = self._count(name, cond)
             if (np.sum(I[short] >= 0, axis=1) < min(k, available)).any():  # ANN probe missed matching rows
                 D2, I2 = self._query(name, xq[short], k, cond, column, exact=True)
                 D[short], I[short] = D2, I2
