@@ -33,9 +33,8 @@ METHODS = ("faiss_flat", "faiss_hnsw32", "lancedb_default", "autofaiss", "clipde
 # -- data ------------------------------------------------------------------------------------------------------
 def prepare(work: Path, n: int, dim: int, n_queries: int) -> None:
     """Corpus as one .npy (written block by block), queries and exact ground truth."""
-    sys.path.insert(0, str(HERE))
     sys.path.insert(0, str(HERE.parent))
-    from synthetic import make_ann_corpus
+    from indexers.samples.embeddings import make_ann_corpus
 
     from retrieval.ann.plan import exact_search
 

@@ -3,15 +3,12 @@ import json
 
 import pytest
 
-from _classify_pipeline_data import CLASSES, shared
+from indexers.samples.classify import CLASSES
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    import torch
-
-    torch.set_num_threads(1)
-    return shared(tmp_path_factory)
+def data(classify_corpus):
+    return classify_corpus
 
 
 def invoke(runner, cli, *args):

@@ -1,5 +1,5 @@
 """The classification notebook is executed (tiny model, generated images), so it cannot rot."""
-from tests.conftest import ROOT, execute_notebook, notebook_text
+from tests.helpers import ROOT, execute_notebook, notebook_text
 
 
 def test_classification_notebook_runs(monkeypatch):

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from cli.main import cli
 from retrieval.index.directory import open_index
-from tests._ann_data import clustered
+from indexers.samples.embeddings import clustered
 
 D = 16
 

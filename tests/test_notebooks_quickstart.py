@@ -1,5 +1,5 @@
 """The quickstart notebook is executed, so it cannot rot."""
-from tests.conftest import execute_notebook
+from tests.helpers import execute_notebook
 
 
 def test_quickstart_notebook_runs(tmp_path, monkeypatch):

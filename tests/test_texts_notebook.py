@@ -1,5 +1,5 @@
 """notebooks/long_text.ipynb runs top to bottom (its cells assert what they show)."""
-from tests.conftest import execute_notebook, notebook_text
+from tests.helpers import execute_notebook, notebook_text
 
 
 def test_long_text_notebook_executes(monkeypatch):

@@ -1,7 +1,7 @@
 """notebooks/video_search.ipynb runs top to bottom (its cells assert what they show)."""
 import pytest
 
-from tests.conftest import execute_notebook, notebook_text
+from tests.helpers import execute_notebook, notebook_text
 
 
 def test_video_search_notebook_executes(monkeypatch):
