@@ -81,9 +81,18 @@ def test_single_support_item_per_class():
     np.testing.assert_allclose(out, naive_tipx(f, s, l, w, 1.0, 2.0, 0.5, 0.5), rtol=1e-4, atol=1e-3)
 
 
-def test_defaults_are_documented_values():
-    assert set(DEFAULT_TIPX) == {"alpha", "beta", "gamma"}
-    assert all(v > 0 for v in DEFAULT_TIPX.values())
+def test_default_parameters_give_the_formula_with_every_term_active():
+    """Name-only use runs TIP-X with DEFAULT_TIPX: it is the paper's formula, and neither the cache nor the KL
+    term is switched off (that would be zero-shot or Tip-Adapter)."""
+    rng = np.random.default_rng(6)
+    f, s, w = unit_vectors(rng, 5, 8), unit_vectors(rng, 6, 8), unit_vectors(rng, 3, 8).T
+    l = one_hot(np.array([0, 0, 1, 1, 2, 2]), 3)
+    out = tipx_logits(f, s, l, w, **DEFAULT_TIPX)
+    alpha, beta, gamma = DEFAULT_TIPX["alpha"], DEFAULT_TIPX["beta"], DEFAULT_TIPX["gamma"]
+    np.testing.assert_allclose(out, naive_tipx(f, s, l, w, alpha, beta, gamma, 0.5), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(tipx_logits(f, s, l, w), out)  # the function's own defaults are these
+    assert not np.allclose(out, tip_adapter_logits(f, s, l, w, alpha=alpha, beta=beta), atol=1e-3)
+    assert not np.allclose(out, zeroshot_logits(f, w), atol=1e-3)
 
 
 def test_search_matches_explicit_loop_on_a_coarse_grid():
