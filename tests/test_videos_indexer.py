@@ -39,6 +39,7 @@ def built(tmp_path_factory):
     return root, good, bad, summary
 
 
+@pytest.mark.slow
 def test_a_still_finds_its_video_first_at_the_right_moment(built):
     root, good, _, _ = built
     ix = open_index(root / "ix")

@@ -4,6 +4,7 @@ import pytest
 from tests.helpers import execute_notebook, notebook_text
 
 
+@pytest.mark.slow
 def test_video_search_notebook_executes(monkeypatch):
     pytest.importorskip("av")
     outputs = notebook_text(execute_notebook("video_search.ipynb", monkeypatch, timeout=120))
