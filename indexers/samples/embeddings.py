@@ -25,9 +25,12 @@ Everything is unit-norm float32 and fully determined by ``seed``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from retrieval.algorithms.arrays import l2_normalize
 
@@ -63,6 +66,29 @@ def labelled_clusters(rng: int | np.random.Generator, num_classes: int = 4, per_
     labels = np.repeat(np.arange(num_classes), per_class)
     x = centres[labels] + noise * rng.standard_normal((labels.size, dim)).astype(np.float32) / np.sqrt(dim)
     return centres, normalize(x), labels
+
+
+def make_clip_retrieval_dir(root, dim: int = 16, sizes=(300, 200), bad: bool = True) -> list[np.ndarray]:
+    """clip-retrieval's output layout under ``root``: ``img_emb/img_emb_<i>.npy`` (:func:`clustered`, seed i),
+    ``text_emb/text_emb_<i>.npy`` (seed 10 + i) and ``metadata/metadata_<i>.parquet`` (image_path, caption), one
+    part per entry of ``sizes``. With ``bad``, row 5 of each part is all zeros and row 7 holds a NaN.
+    Returns the image vectors of each part as written."""
+    root = Path(root)
+    for sub in ("img_emb", "text_emb", "metadata"):
+        (root / sub).mkdir(parents=True)
+    xs = []
+    for i, n in enumerate(sizes):
+        x = clustered(n, dim, seed=i)
+        if bad:
+            x[5] = 0.0
+            x[7, 3] = np.nan
+        np.save(root / "img_emb" / f"img_emb_{i}.npy", x)
+        np.save(root / "text_emb" / f"text_emb_{i}.npy", clustered(n, dim, seed=10 + i))
+        pq.write_table(pa.table({"image_path": [f"img{i}_{j}.jpg" for j in range(n)],
+                                 "caption": [f"caption {i} {j}" for j in range(n)]}),
+                       root / "metadata" / f"metadata_{i}.parquet")
+        xs.append(x)
+    return xs
 
 
 @dataclass
