@@ -9,8 +9,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from cli.main import cli as clipdex_cli
+from indexers.images import ImageIndexOptions, index_images
 from indexers.samples import make_shapes
 from indexers.samples.classify import make_classify_files
+from retrieval.index.directory import create_index
+from retrieval.io.sources import discover
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tests never reach for the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -48,10 +52,6 @@ def classify_corpus(tmp_path_factory) -> dict:
     no captions). Shared by the classify tests: read-only by convention."""
     import torch  # heavy: only the classify tests need it (they always ran the tiny model on one thread)
 
-    from indexers.images import ImageIndexOptions, index_images  # loads the encoder stack: only when asked for
-    from retrieval.index.directory import create_index
-    from retrieval.io.sources import discover
-
     torch.set_num_threads(1)
     data = make_classify_files(tmp_path_factory.mktemp("classify"))
     root = data["root"]
@@ -70,6 +70,4 @@ def runner():
 
 @pytest.fixture
 def cli():
-    from cli.main import cli as group  # the whole command tree: only for the CLI tests
-
-    return group
+    return clipdex_cli
