@@ -3,7 +3,7 @@
     python benchmarks/ann.py                       # 1,000,000 x 512, 1,000 text-like queries (about 45 min, 2 cores)
     python benchmarks/ann.py --n 100000            # scaled down
 
-Data: ``benchmarks/synthetic.make_ann_corpus`` (seeded CLIP-like clustered image vectors; text-like queries across
+Data: ``indexers.samples.embeddings.make_ann_corpus`` (seeded CLIP-like clustered image vectors; text-like queries across
 the modality gap). 2,000 queries are drawn: the first 1,000 are the evaluation set, the other 1,000 are the
 held-out set clipdex tunes on (peers are swept on the evaluation set itself, which favours them).
 Every method runs in its own process (autofaiss in its own virtual environment, ``--autofaiss-python``) and
@@ -33,9 +33,8 @@ METHODS = ("faiss_flat", "faiss_hnsw32", "lancedb_default", "autofaiss", "clipde
 # -- data ------------------------------------------------------------------------------------------------------
 def prepare(work: Path, n: int, dim: int, n_queries: int) -> None:
     """Corpus as one .npy (written block by block), queries and exact ground truth."""
-    sys.path.insert(0, str(HERE))
     sys.path.insert(0, str(HERE.parent))
-    from synthetic import make_ann_corpus
+    from indexers.samples.embeddings import make_ann_corpus
 
     from retrieval.ann.exact import exact_search
 

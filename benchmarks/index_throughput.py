@@ -25,22 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-
-def make_jpegs(folder: Path, n: int, size=(640, 480), seed: int = 0) -> None:
-    """n photo-sized JPEGs of drawn shapes on noisy backgrounds (decode cost like a real camera roll, scaled down)."""
-    from PIL import Image
-
-    from indexers.samples import COLORS, SHAPES, draw_shape
-
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    names = list(COLORS)
-    for i in range(n):
-        img = draw_shape(SHAPES[i % len(SHAPES)], COLORS[names[i % len(names)]], size=max(size),
-                         scale=float(rng.uniform(0.3, 0.8)))
-        noise = rng.integers(0, 40, (max(size), max(size), 3), dtype=np.uint8)
-        img = Image.fromarray(np.clip(np.asarray(img, np.int16) - noise, 0, 255).astype(np.uint8)).crop((0, 0, *size))
-        img.save(folder / f"img_{i:05d}.jpg", quality=90)
+from indexers.samples import make_noisy_jpegs  # noqa: E402
 
 
 def bench_model(encoder, n: int, batch: int) -> float:
@@ -94,7 +79,7 @@ def main() -> None:
     encoder = load_encoder(args.model, device=args.device, precision=args.precision)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "imgs"
-        make_jpegs(folder, args.images)
+        make_noisy_jpegs(folder, args.images)
         bench_pipeline(encoder, folder, args.batch_size, args.workers, args.backend)  # warm-up (spawn, caches)
         # model, pipeline, model: the bracketing runs show whether the machine's load changed meanwhile
         before = bench_model(encoder, args.images, args.batch_size)

@@ -1,11 +1,20 @@
-"""Shared fixtures: the tiny model, generated images and bad files, a CLI runner; no network anywhere."""
+"""Shared fixtures: the tiny model, generated images and bad files, the classification corpus, a CLI runner; no
+network anywhere. Helpers that are not fixtures live in tests/helpers.py, generated data in indexers.samples."""
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
+from click.testing import CliRunner
+
+from cli.main import cli as clipdex_cli
+from indexers.images import ImageIndexOptions, index_images
+from indexers.samples import make_shapes
+from indexers.samples.classify import make_classify_files
+from retrieval.index.directory import create_index
+from retrieval.io.sources import discover
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tests never reach for the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -15,7 +24,7 @@ TINY = "clipdex-tiny"
 
 @pytest.fixture(scope="session")
 def tiny():
-    from retrieval.encode.encoder import load_encoder
+    from retrieval.encode.encoder import load_encoder  # loads torch: only for the tests that encode
 
     return load_encoder(TINY, device="cpu")
 
@@ -23,8 +32,6 @@ def tiny():
 @pytest.fixture(scope="session")
 def shapes_dir(tmp_path_factory) -> Path:
     """48 drawn images (4 shapes x 6 colours x 2) under shapes/<shape>/<colour>_<i>.png; read-only by convention."""
-    from indexers.samples import make_shapes
-
     root = tmp_path_factory.mktemp("shapes")
     make_shapes(root, per_pair=2, size=96)
     return root
@@ -33,64 +40,34 @@ def shapes_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def shapes_copy(tmp_path, shapes_dir) -> Path:
     """A private, modifiable copy of the shapes."""
-    import shutil
-
     dst = tmp_path / "photos"
     shutil.copytree(shapes_dir, dst)
     return dst
 
 
+@pytest.fixture(scope="session")
+def classify_corpus(tmp_path_factory) -> dict:
+    """The files of :func:`make_classify_files` plus two indexes built from them with the tiny model:
+    ``support`` (the 48 captioned support images, from the CSV manifest) and ``plain`` (the circles and stars,
+    no captions). Shared by the classify tests: read-only by convention."""
+    import torch  # heavy: only the classify tests need it (they always ran the tiny model on one thread)
+
+    torch.set_num_threads(1)
+    data = make_classify_files(tmp_path_factory.mktemp("classify"))
+    root = data["root"]
+    opts = ImageIndexOptions(workers=0, optimize=False)
+    with create_index(root / "support.clipdex", model=TINY) as ix:
+        index_images(ix, discover([data["support_csv"]]), opts)
+    with create_index(root / "plain.clipdex", model=TINY) as ix:
+        index_images(ix, discover([str(root / "support" / "circle"), str(root / "support" / "star")]), opts)
+    return {**data, "support": str(root / "support.clipdex"), "plain": str(root / "plain.clipdex")}
+
+
 @pytest.fixture
 def runner():
-    from click.testing import CliRunner
-
     return CliRunner()
 
 
 @pytest.fixture
 def cli():
-    from cli.main import cli as group
-
-    return group
-
-
-def unit_rows(n: int, d: int, seed: int = 0) -> np.ndarray:
-    x = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def brute_force(xq: np.ndarray, xb: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """The exact oracle: (D, I) of the k largest inner products."""
-    S = xq @ xb.T
-    I = np.argsort(-S, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(S, I, 1), I
-
-
-def assert_same_topk(D, I, D_ref, I_ref, atol=1e-5):
-    """Same top-k up to ties: scores equal row by row, and ids equal wherever the score is not tied."""
-    np.testing.assert_allclose(D, D_ref, atol=atol)
-    for r in range(len(I)):
-        for c in range(I.shape[1]):
-            tied = np.sum(np.abs(D_ref[r] - D_ref[r, c]) < atol) > 1
-            if not tied:
-                assert I[r, c] == I_ref[r, c], (r, c)
-
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def execute_notebook(name: str, monkeypatch, timeout: int = 300, cwd: Path | None = None) -> list[dict]:
-    """Run notebooks/<name> top to bottom in a python3 kernel (the project on PYTHONPATH, matplotlib's inline
-    backend whatever MPLBACKEND says); returns the outputs of every code cell. A failing cell raises."""
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))
-    monkeypatch.delenv("MPLBACKEND", raising=False)
-    nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
-    nbclient.NotebookClient(nb, kernel_name="python3", timeout=timeout,
-                            resources={"metadata": {"path": str(cwd or ROOT)}}).execute()
-    return [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-
-
-def notebook_text(outputs: list[dict]) -> str:
-    return "".join(o.get("text", "") for o in outputs)
+    return clipdex_cli

@@ -8,16 +8,17 @@ from retrieval.ann.config import AnnConfig, AnnParams, SearchKnobs
 from retrieval.ann.exact import exact_search, recall_at_k, topk
 from retrieval.ann.plan import IndexPlan, choose_index, parse_memory, tune_search_params
 from retrieval.errors import InvalidInput
-from tests._ann_data import brute, clustered, unit
+from indexers.samples.embeddings import clustered, normalize
+from tests.helpers import brute_force
 
 
 @pytest.mark.parametrize("block", [1, 7, 64, 10_000])
 def test_exact_search_streamed_in_odd_blocks_matches_brute_force(block):
     xb = clustered(523, 16, seed=1)
-    xq = unit(np.random.default_rng(2).standard_normal((9, 16)))
+    xq = normalize(np.random.default_rng(2).standard_normal((9, 16)))
     parts = [xb[:100], xb[100:101], xb[101:]]
     D, I = exact_search(xq, parts, 10, block=block)
-    Dr, Ir = brute(xq, xb, 10)
+    Dr, Ir = brute_force(xq, xb, 10)
     np.testing.assert_allclose(D, Dr, rtol=1e-5, atol=1e-6)
     # ties aside, the same ids: compare the scores of what was returned
     np.testing.assert_allclose(np.take_along_axis(xq @ xb.T, I, 1), Dr, rtol=1e-5, atol=1e-6)

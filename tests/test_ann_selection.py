@@ -9,7 +9,7 @@ from retrieval.ann.plan import IndexPlan, choose_index
 from retrieval.index.directory import create_index
 from retrieval.ann.selection import Candidate, candidate_plans, measure_candidates, pick_fastest
 from retrieval.ann.tuning import optimize_table
-from tests._ann_data import clustered, unit
+from indexers.samples.embeddings import clustered, normalize
 
 
 def cand(kind, recall, qps, memory=1 << 20, skipped=None):
@@ -57,7 +57,7 @@ def test_candidate_plans_fit_the_budget_and_start_with_the_rule():
 def test_measured_candidates_report_recall_against_the_exact_oracle_and_respect_the_time_budget():
     x = clustered(3000, 16, seed=3)
     ids = np.arange(100, 3100, dtype=np.int64)
-    xq = unit(clustered(60, 16, seed=5) + 0.3 * unit(np.random.default_rng(5).standard_normal((60, 16))))
+    xq = normalize(clustered(60, 16, seed=5) + 0.3 * normalize(np.random.default_rng(5).standard_normal((60, 16))))
     plans = [p for p in candidate_plans(3000, 16, 1 << 30, 0.9) if p.kind != "ivf_pq_fs"][:2]  # quick to tune
     cands = measure_candidates(ids, x, xq, np.full(60, -1), plans, 0.9, time_budget=1e6)
     assert [c.plan.factory for c in cands] == [p.factory for p in plans]

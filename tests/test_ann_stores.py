@@ -10,7 +10,8 @@ import pytest
 from retrieval.ann.exact import recall_at_k
 from retrieval.index.directory import create_index, open_index
 from retrieval.ann.tuning import optimize_table
-from tests._ann_data import brute, clustered, unit
+from indexers.samples.embeddings import clustered, normalize
+from tests.helpers import brute_force
 
 D = 16
 N = 2400
@@ -28,7 +29,7 @@ def build(tmp_path, backend, kind, n=N, recall=0.9):
 
 
 def queries(q=40, seed=9):
-    return unit(clustered(q, D, seed=seed) + 0.3 * unit(np.random.default_rng(seed).standard_normal((q, D))))
+    return normalize(clustered(q, D, seed=seed) + 0.3 * normalize(np.random.default_rng(seed).standard_normal((q, D))))
 
 
 @pytest.mark.parametrize("backend,kind", KINDS)
@@ -38,7 +39,7 @@ def test_tuned_index_meets_its_target_against_brute_force(tmp_path, backend, kin
     assert record["met"] and record["recall_at_10"] >= 0.9
     xq = queries()
     _, I = ix.search_vectors("images", xq, 10)
-    _, Ir = brute(xq, xb, 10)
+    _, Ir = brute_force(xq, xb, 10)
     assert recall_at_k(I, Ir, 10) >= 0.85  # fresh queries, tuned on others: a little slack
     info = json.loads((tmp_path / "ix" / "clipdex.json").read_text())["tables"]["images"]["ann"]
     assert info["recall_at_10"] == record["recall_at_10"] and info["params"] == record["params"]
@@ -61,7 +62,7 @@ def test_rows_added_after_the_build_are_found_and_deletes_honoured(tmp_path, bac
     xq = queries()
     _, I = ix.search_vectors("images", xq, 10)
     assert not np.isin(I, gone).any()
-    _, Ir = brute(xq, all_x[live], 10, all_ids[live])
+    _, Ir = brute_force(xq, all_x[live], 10, all_ids[live])
     assert recall_at_k(I, Ir, 10) >= 0.8
     ix.close()
     ix = open_index(tmp_path / "ix", writable=True)  # pending rows and deletions survive a reopen
@@ -111,7 +112,7 @@ def test_filtered_ann_search_keeps_k_matching_rows(tmp_path):
     ids = np.arange(N)
     _, I = ix.search_vectors("images", xq, 10, where=f"id IN ({','.join(map(str, ids[1::2]))})")
     assert (I % 2 == 1).all()
-    _, Ir = brute(xq, xb[1::2], 10, ids[1::2])
+    _, Ir = brute_force(xq, xb[1::2], 10, ids[1::2])
     assert recall_at_k(I, Ir, 10) >= 0.8
     ix.close()
 
@@ -122,7 +123,7 @@ def test_text_like_queries_are_used_when_the_table_holds_captions(tmp_path):
     from retrieval.store.base import vectors_to_arrow
 
     xb = clustered(N, D, seed=3)
-    tv = unit(xb + 0.5 * unit(np.random.default_rng(4).standard_normal(xb.shape)))
+    tv = normalize(xb + 0.5 * normalize(np.random.default_rng(4).standard_normal(xb.shape)))
     ix = create_index(tmp_path / "ix", dim=D, model="none", backend="faiss")
     schema = ix.ensure_table("images")
     cols = {f.name: pa.nulls(N, f.type) for f in schema}

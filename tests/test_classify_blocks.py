@@ -5,13 +5,13 @@ from retrieval.algorithms import (proker_fit, proker_logits, proker_predict, tip
                                 xmore_predict_stream)
 from retrieval.algorithms.arrays import one_hot
 
-from _classify_data import clustered, unit
+from indexers.samples.embeddings import labelled_clusters, unit_vectors
 
 
 def test_tipx_in_blocks_with_global_ranges_equals_whole_matrix():
     rng = np.random.default_rng(0)
-    centres, support, labels = clustered(rng, num_classes=4, per_class=6, dim=16)
-    test = unit(rng, 11, 16)
+    centres, support, labels = labelled_clusters(rng, num_classes=4, per_class=6, dim=16)
+    test = unit_vectors(rng, 11, 16)
     W, L = centres.T.copy(), one_hot(labels, 4)
     whole = tipx_logits(test, support, L, W, alpha=3.0, beta=2.0, gamma=1.5)
     logq = tipx_log_signatures(support, W)
@@ -42,8 +42,8 @@ def test_xmore_batch_totals_and_stream_prior_make_blocks_exact():
 
 def test_proker_fit_once_then_predict_in_blocks_equals_proker_logits():
     rng = np.random.default_rng(2)
-    centres, shots, labels = clustered(rng, num_classes=3, per_class=4, dim=12)
-    test = unit(rng, 7, 12)
+    centres, shots, labels = labelled_clusters(rng, num_classes=3, per_class=4, dim=12)
+    test = unit_vectors(rng, 7, 12)
     alpha = proker_fit(shots, labels, centres.T, beta=1.7, lam=0.1)
     assert alpha.shape == (12, 3)
     parts = [proker_predict(shots, centres.T, alpha, test[i:i + 3], beta=1.7) for i in range(0, 7, 3)]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from _classify_data import clustered, unit
+from indexers.samples.embeddings import labelled_clusters, unit_vectors
 from retrieval.algorithms import gda_fit, gda_logits, gda_search_alpha, proker_logits, zeroshot_logits
 
 
@@ -19,7 +19,7 @@ def explicit_gda(x, y, c):
 
 def test_gda_fit_matches_explicit_formula():
     rng = np.random.default_rng(0)
-    _, x, y = clustered(rng, num_classes=3, per_class=6, dim=5, noise=0.8)
+    _, x, y = labelled_clusters(rng, num_classes=3, per_class=6, dim=5, noise=0.8)
     shuffle = rng.permutation(len(y))  # rows need not be grouped by class
     w, b = gda_fit(x[shuffle], y[shuffle], 3)
     ew, eb = explicit_gda(x.astype(np.float64), y, 3)
@@ -30,15 +30,15 @@ def test_gda_fit_matches_explicit_formula():
 
 def test_gda_logits_formula_and_alpha_zero():
     rng = np.random.default_rng(1)
-    f, wt, w, b = unit(rng, 4, 6), unit(rng, 3, 6).T, rng.standard_normal((6, 3)), rng.standard_normal(3)
+    f, wt, w, b = unit_vectors(rng, 4, 6), unit_vectors(rng, 3, 6).T, rng.standard_normal((6, 3)), rng.standard_normal(3)
     np.testing.assert_allclose(gda_logits(f, wt, w, b, 0.5), 100 * f @ wt + 0.5 * (f @ w + b), rtol=1e-5)
     np.testing.assert_allclose(gda_logits(f, wt, w, b, 0.0), zeroshot_logits(f, wt))
 
 
 def test_gda_fixes_a_bad_text_classifier_and_search_picks_the_best_alpha():
     rng = np.random.default_rng(2)
-    centres, x, y = clustered(rng, num_classes=4, per_class=30, dim=16, noise=1.0)
-    wt = (centres + 1.5 * unit(rng, 4, 16)).T
+    centres, x, y = labelled_clusters(rng, num_classes=4, per_class=30, dim=16, noise=1.0)
+    wt = (centres + 1.5 * unit_vectors(rng, 4, 16)).T
     wt /= np.linalg.norm(wt, axis=0, keepdims=True)
     w, b = gda_fit(x[::2], y[::2], 4)
     vf, vy = x[1::2], y[1::2]
@@ -64,7 +64,7 @@ def explicit_proker(s, y, wt, x, beta, lam):
 
 def test_proker_matches_explicit_formula():
     rng = np.random.default_rng(3)
-    s, wt, x = unit(rng, 6, 5).astype(np.float64), unit(rng, 3, 5).T.astype(np.float64), unit(rng, 4, 5)
+    s, wt, x = unit_vectors(rng, 6, 5).astype(np.float64), unit_vectors(rng, 3, 5).T.astype(np.float64), unit_vectors(rng, 4, 5)
     y = np.array([0, 1, 2, 0, 1, 2])
     out = proker_logits(s, y, wt, x, beta=1.7, lam=0.1)
     assert out.shape == (4, 3) and out.dtype == np.float32
@@ -73,7 +73,7 @@ def test_proker_matches_explicit_formula():
 
 def test_proker_edges_beta_to_zero_and_lambda_limits():
     rng = np.random.default_rng(4)
-    s, wt, x = unit(rng, 6, 5), unit(rng, 3, 5).T, unit(rng, 4, 5)
+    s, wt, x = unit_vectors(rng, 6, 5), unit_vectors(rng, 3, 5).T, unit_vectors(rng, 4, 5)
     y = np.array([0, 1, 2, 0, 1, 2])
     # beta -> 0: kernel of ones, alpha = (11ᵀ/λ + I)⁻¹ R, every test row gets the same offset 1ᵀα
     r = np.eye(3)[y] - s @ wt
@@ -87,7 +87,7 @@ def test_proker_edges_beta_to_zero_and_lambda_limits():
 
 def test_proker_interpolates_shot_labels_when_the_kernel_is_sharp():
     rng = np.random.default_rng(5)
-    s, wt = unit(rng, 4, 8), unit(rng, 2, 8).T
+    s, wt = unit_vectors(rng, 4, 8), unit_vectors(rng, 2, 8).T
     y = np.array([1, 0, 1, 0])
     out = proker_logits(s, y, wt, s, beta=200.0, lam=1e3)  # near-identity kernel, tiny regularisation
     np.testing.assert_allclose(out, np.eye(2)[y], atol=1e-2)

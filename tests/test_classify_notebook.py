@@ -1,7 +1,10 @@
 """The classification notebook is executed (tiny model, generated images), so it cannot rot."""
-from tests.conftest import ROOT, execute_notebook, notebook_text
+import pytest
+
+from tests.helpers import ROOT, execute_notebook, notebook_text
 
 
+@pytest.mark.slow
 def test_classification_notebook_runs(monkeypatch):
     monkeypatch.chdir(ROOT)
     outputs = execute_notebook("classification.ipynb", monkeypatch, timeout=300)

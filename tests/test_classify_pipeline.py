@@ -5,7 +5,7 @@ import logging
 import numpy as np
 import pytest
 
-from _classify_pipeline_data import CLASSES, shared
+from indexers.samples.classify import CLASSES
 from retrieval.algorithms import DEFAULT_TIPX, sus_lc_select, tipx_logits, xmore_predict_batch
 from retrieval.classify import support as support_mod
 from retrieval.algorithms.arrays import softmax
@@ -15,11 +15,8 @@ from retrieval.errors import InvalidInput, ModelMismatch
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    import torch
-
-    torch.set_num_threads(1)
-    return shared(tmp_path_factory)
+def data(classify_corpus):
+    return classify_corpus
 
 
 @pytest.fixture(scope="module")

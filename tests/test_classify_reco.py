@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from _classify_data import unit
+from indexers.samples.embeddings import unit_vectors
 from retrieval.algorithms.reco import (RecoFuser, info_nce, knn_ids, reco_loss, reco_mean_fuse, reco_refine,
                                      train_reco)
 
@@ -18,7 +18,7 @@ def one_torch_thread():
 
 def test_mean_fuse_formula_and_weight_zero_is_query():
     rng = np.random.default_rng(0)
-    q, r = unit(rng, 3, 6), rng.standard_normal((3, 4, 6))
+    q, r = unit_vectors(rng, 3, 6), rng.standard_normal((3, 4, 6))
     np.testing.assert_allclose(reco_mean_fuse(q, r, 0.0), q, atol=1e-6)
     m = q + 0.7 * r.mean(1)
     np.testing.assert_allclose(reco_mean_fuse(q, r, 0.7), m / np.linalg.norm(m, axis=1, keepdims=True), atol=1e-6)
@@ -26,7 +26,7 @@ def test_mean_fuse_formula_and_weight_zero_is_query():
 
 def test_knn_ids_matches_sorting_and_excludes_self():
     rng = np.random.default_rng(1)
-    x = unit(rng, 30, 8)
+    x = unit_vectors(rng, 30, 8)
     ids = knn_ids(x, x, 5, exclude_self=True)
     for i in range(30):
         s = x @ x[i]
@@ -69,7 +69,7 @@ def naive_nce(a, b, tau):
 
 def test_reco_loss_is_sum_of_three_symmetric_infonce_terms():
     rng = np.random.default_rng(2)
-    v, t, vb, tb = (unit(rng, 4, 6).astype(np.float64) for _ in range(4))
+    v, t, vb, tb = (unit_vectors(rng, 4, 6).astype(np.float64) for _ in range(4))
     tau = 0.5
     got = reco_loss(*(torch.from_numpy(a) for a in (v, t, vb, tb)), temperature=tau)
     expect = naive_nce(vb, tb, tau) + naive_nce(vb, t, tau) + naive_nce(v, tb, tau)
@@ -80,11 +80,11 @@ def test_reco_loss_is_sum_of_three_symmetric_infonce_terms():
 def paired_memory(seed=0, m=96, dim=16, classes=6):
     """Images and texts of the same class share a concept; text sits across a modality gap with noise."""
     rng = np.random.default_rng(seed)
-    concepts = unit(rng, classes, dim)
+    concepts = unit_vectors(rng, classes, dim)
     lab = rng.integers(0, classes, m)
-    gap = unit(rng, dim)
-    img = concepts[lab] + 0.8 * unit(rng, m, dim) + 0.5 * gap
-    txt = concepts[lab] + 0.8 * unit(rng, m, dim) - 0.5 * gap
+    gap = unit_vectors(rng, dim)
+    img = concepts[lab] + 0.8 * unit_vectors(rng, m, dim) + 0.5 * gap
+    txt = concepts[lab] + 0.8 * unit_vectors(rng, m, dim) - 0.5 * gap
     img /= np.linalg.norm(img, axis=1, keepdims=True)
     txt /= np.linalg.norm(txt, axis=1, keepdims=True)
     return img.astype(np.float32), txt.astype(np.float32), knn_ids(img, img, 4), knn_ids(txt, txt, 4)

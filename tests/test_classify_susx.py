@@ -1,6 +1,6 @@
 import numpy as np
 
-from _classify_data import unit
+from indexers.samples.embeddings import unit_vectors
 from retrieval.algorithms import rank_index, sus_lc_select, sus_lc_select_from_ranked
 
 
@@ -23,7 +23,7 @@ def naive_sus_lc(queries, index, per_class, dedup_ip):
 
 
 def corpus_with_duplicates(rng, n=60, dim=12):
-    base = unit(rng, n, dim)
+    base = unit_vectors(rng, n, dim)
     dup = base[:20] + 0.02 * rng.standard_normal((20, dim)).astype(np.float32)  # near-duplicates of the first 20
     x = np.concatenate([base, dup / np.linalg.norm(dup, axis=1, keepdims=True)])
     return x[rng.permutation(len(x))]
@@ -32,7 +32,7 @@ def corpus_with_duplicates(rng, n=60, dim=12):
 def test_matches_explicit_implementation_with_dedup_and_multiple_queries():
     rng = np.random.default_rng(0)
     index = corpus_with_duplicates(rng)
-    queries = [unit(rng, 2, 12), unit(rng, 1, 12), unit(rng, 12)]
+    queries = [unit_vectors(rng, 2, 12), unit_vectors(rng, 1, 12), unit_vectors(rng, 12)]
     idx, lab = sus_lc_select(queries, index, per_class=7, dedup_ip=0.9)
     ridx, rlab = naive_sus_lc(queries, index, 7, 0.9)
     assert idx.dtype == np.int64 and lab.dtype == np.int64
@@ -66,7 +66,7 @@ def test_labels_follow_class_names_when_class_order_is_permuted():
     rng = np.random.default_rng(1)
     index = corpus_with_duplicates(rng)
     names = ["cat", "dog", "owl", "eel"]
-    q = {n: unit(rng, 2, 12) for n in names}
+    q = {n: unit_vectors(rng, 2, 12) for n in names}
     idx, lab = sus_lc_select([q[n] for n in names], index, per_class=5)
     perm = ["owl", "cat", "eel", "dog"]
     pidx, plab = sus_lc_select([q[n] for n in perm], index, per_class=5)
@@ -78,7 +78,7 @@ def test_labels_follow_class_names_when_class_order_is_permuted():
 def test_ranked_path_agrees_with_dense_path():
     rng = np.random.default_rng(2)
     index = corpus_with_duplicates(rng, n=200, dim=16)
-    queries = [unit(rng, 3, 16) for _ in range(5)]
+    queries = [unit_vectors(rng, 3, 16) for _ in range(5)]
     dense = sus_lc_select(queries, index, per_class=10, dedup_ip=0.94)
     ranked_ids = [rank_index(q, index, top=40) for q in queries]  # what a store's top-40 search returns
     ranked = sus_lc_select_from_ranked(ranked_ids, [index[i] for i in ranked_ids], per_class=10, dedup_ip=0.94)
@@ -88,8 +88,8 @@ def test_ranked_path_agrees_with_dense_path():
 
 def test_rank_index_top_is_a_prefix_of_the_full_ranking_with_ties_by_id():
     rng = np.random.default_rng(3)
-    index = np.repeat(unit(rng, 10, 6), 3, axis=0)  # every score appears three times
-    q = unit(rng, 2, 6)
+    index = np.repeat(unit_vectors(rng, 10, 6), 3, axis=0)  # every score appears three times
+    q = unit_vectors(rng, 2, 6)
     full = rank_index(q, index)
     np.testing.assert_array_equal(rank_index(q, index, top=7), full[:7])
     s = (index @ q.T).max(1)

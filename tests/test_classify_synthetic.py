@@ -1,10 +1,6 @@
-import sys
-from pathlib import Path
-
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from synthetic import make_ann_corpus, make_clip_like  # noqa: E402
+from indexers.samples.embeddings import make_ann_corpus, make_clip_like
 
 
 def small(**kw):

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from _classify_data import clustered, unit
+from indexers.samples.embeddings import labelled_clusters, unit_vectors
 from retrieval.algorithms import build_cache, tip_adapter_logits, tip_adapter_search, zeroshot_logits
 from retrieval.algorithms.arrays import one_hot
 
@@ -19,7 +19,7 @@ def naive_tip(f, keys, values, w, alpha, beta):
 
 def test_tip_adapter_matches_explicit_loop():
     rng = np.random.default_rng(0)
-    f, keys, w = unit(rng, 3, 6), unit(rng, 5, 6), unit(rng, 4, 6).T
+    f, keys, w = unit_vectors(rng, 3, 6), unit_vectors(rng, 5, 6), unit_vectors(rng, 4, 6).T
     values = one_hot(np.array([0, 1, 2, 3, 1]), 4)
     out = tip_adapter_logits(f, keys, values, w, alpha=1.7, beta=3.0)
     assert out.shape == (3, 4) and out.dtype == np.float32
@@ -39,7 +39,7 @@ def test_hand_computed_single_item():
 
 def test_alpha_zero_is_zero_shot_and_torch_inputs_work():
     rng = np.random.default_rng(1)
-    f, keys, w = unit(rng, 7, 8), unit(rng, 4, 8), unit(rng, 3, 8).T
+    f, keys, w = unit_vectors(rng, 7, 8), unit_vectors(rng, 4, 8), unit_vectors(rng, 3, 8).T
     values = one_hot(np.array([0, 1, 2, 2]), 3)
     out = tip_adapter_logits(torch.from_numpy(f), torch.from_numpy(keys), values, w, alpha=0.0, beta=9.0)
     np.testing.assert_allclose(out, zeroshot_logits(f, w), rtol=1e-6)
@@ -56,9 +56,9 @@ def test_build_cache_averages_raw_views_then_normalises():
 
 def test_search_grid_matches_explicit_loop_and_improves_on_zero_shot():
     rng = np.random.default_rng(3)
-    centres, x, y = clustered(rng, num_classes=5, per_class=8, dim=24, noise=1.2)
+    centres, x, y = labelled_clusters(rng, num_classes=5, per_class=8, dim=24, noise=1.2)
     # a deliberately poor text classifier: class centres rotated by noise
-    w = (centres + 1.0 * unit(rng, 5, 24)).T
+    w = (centres + 1.0 * unit_vectors(rng, 5, 24)).T
     w /= np.linalg.norm(w, axis=0, keepdims=True)
     keys, values = x[::2], one_hot(y[::2], 5)
     vf, vy = x[1::2], y[1::2]

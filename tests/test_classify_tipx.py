@@ -1,6 +1,6 @@
 import numpy as np
 
-from _classify_data import clustered, unit
+from indexers.samples.embeddings import labelled_clusters, unit_vectors
 from retrieval.algorithms import (DEFAULT_TIPX, kl_matrix, rescale_to_range, tip_adapter_logits, tipx_logits,
                                 tipx_search, tipx_signatures, zeroshot_logits)
 from retrieval.algorithms.arrays import one_hot
@@ -16,7 +16,7 @@ def naive_kl(p, q):
 
 def test_signatures_are_softmax_of_cosines_over_temperature():
     rng = np.random.default_rng(0)
-    f, w = unit(rng, 3, 6), unit(rng, 4, 6).T
+    f, w = unit_vectors(rng, 3, 6), unit_vectors(rng, 4, 6).T
     s = tipx_signatures(f, w, temperature=0.5)
     z = np.exp((f @ w) / 0.5)
     np.testing.assert_allclose(s, z / z.sum(1, keepdims=True), rtol=1e-5)
@@ -55,7 +55,7 @@ def naive_tipx(f, s, l, w, alpha, beta, gamma, tau, ref=None):
 
 def test_tipx_logits_match_formula_with_and_without_ref_affinity():
     rng = np.random.default_rng(2)
-    f, s, w = unit(rng, 4, 8), unit(rng, 6, 8), unit(rng, 3, 8).T
+    f, s, w = unit_vectors(rng, 4, 8), unit_vectors(rng, 6, 8), unit_vectors(rng, 3, 8).T
     l = one_hot(np.array([0, 0, 1, 1, 2, 2]), 3)
     out = tipx_logits(f, s, l, w, alpha=2.0, beta=3.0, gamma=1.5, temperature=0.5)
     np.testing.assert_allclose(out, naive_tipx(f, s, l, w, 2.0, 3.0, 1.5, 0.5), rtol=1e-4, atol=1e-3)
@@ -66,7 +66,7 @@ def test_tipx_logits_match_formula_with_and_without_ref_affinity():
 
 def test_gamma_zero_is_tip_adapter_and_alpha_gamma_zero_is_zero_shot():
     rng = np.random.default_rng(3)
-    f, s, w = unit(rng, 5, 8), unit(rng, 6, 8), unit(rng, 3, 8).T
+    f, s, w = unit_vectors(rng, 5, 8), unit_vectors(rng, 6, 8), unit_vectors(rng, 3, 8).T
     l = one_hot(np.array([0, 1, 2, 0, 1, 2]), 3)
     np.testing.assert_allclose(tipx_logits(f, s, l, w, alpha=1.3, beta=4.0, gamma=0.0),
                                tip_adapter_logits(f, s, l, w, alpha=1.3, beta=4.0), rtol=1e-6)
@@ -75,21 +75,30 @@ def test_gamma_zero_is_tip_adapter_and_alpha_gamma_zero_is_zero_shot():
 
 def test_single_support_item_per_class():
     rng = np.random.default_rng(4)
-    f, s, w = unit(rng, 3, 8), unit(rng, 3, 8), unit(rng, 3, 8).T
+    f, s, w = unit_vectors(rng, 3, 8), unit_vectors(rng, 3, 8), unit_vectors(rng, 3, 8).T
     l = np.eye(3, dtype=np.float32)
     out = tipx_logits(f, s, l, w, alpha=1.0, beta=2.0, gamma=0.5)
     np.testing.assert_allclose(out, naive_tipx(f, s, l, w, 1.0, 2.0, 0.5, 0.5), rtol=1e-4, atol=1e-3)
 
 
-def test_defaults_are_documented_values():
-    assert set(DEFAULT_TIPX) == {"alpha", "beta", "gamma"}
-    assert all(v > 0 for v in DEFAULT_TIPX.values())
+def test_default_parameters_give_the_formula_with_every_term_active():
+    """Name-only use runs TIP-X with DEFAULT_TIPX: it is the paper's formula, and neither the cache nor the KL
+    term is switched off (that would be zero-shot or Tip-Adapter)."""
+    rng = np.random.default_rng(6)
+    f, s, w = unit_vectors(rng, 5, 8), unit_vectors(rng, 6, 8), unit_vectors(rng, 3, 8).T
+    l = one_hot(np.array([0, 0, 1, 1, 2, 2]), 3)
+    out = tipx_logits(f, s, l, w, **DEFAULT_TIPX)
+    alpha, beta, gamma = DEFAULT_TIPX["alpha"], DEFAULT_TIPX["beta"], DEFAULT_TIPX["gamma"]
+    np.testing.assert_allclose(out, naive_tipx(f, s, l, w, alpha, beta, gamma, 0.5), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(tipx_logits(f, s, l, w), out)  # the function's own defaults are these
+    assert not np.allclose(out, tip_adapter_logits(f, s, l, w, alpha=alpha, beta=beta), atol=1e-3)
+    assert not np.allclose(out, zeroshot_logits(f, w), atol=1e-3)
 
 
 def test_search_matches_explicit_loop_on_a_coarse_grid():
     rng = np.random.default_rng(5)
-    centres, x, y = clustered(rng, num_classes=4, per_class=10, dim=16, noise=1.5)
-    w = (centres + 1.2 * unit(rng, 4, 16)).T
+    centres, x, y = labelled_clusters(rng, num_classes=4, per_class=10, dim=16, noise=1.5)
+    w = (centres + 1.2 * unit_vectors(rng, 4, 16)).T
     w /= np.linalg.norm(w, axis=0, keepdims=True)
     s, l = x[::2], one_hot(y[::2], 4)
     vf, vy = x[1::2], y[1::2]

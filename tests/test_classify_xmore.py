@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from _classify_data import unit
+from indexers.samples.embeddings import unit_vectors
 from retrieval.algorithms import (dedup_rerank_captions, xmore_caption_logits, xmore_confidence, xmore_image_logits,
                                 xmore_predict_batch, xmore_predict_stream)
 
@@ -73,14 +73,14 @@ def test_all_uniform_falls_back_to_average():
 def test_caption_and_image_logits():
     rng = np.random.default_rng(3)
     caps = rng.standard_normal((2, 3, 8)) * 2
-    t = unit(rng, 4, 8)
+    t = unit_vectors(rng, 4, 8)
     out = xmore_caption_logits(caps, t)
     assert out.shape == (2, 3, 4)
     for n in range(2):
         for k in range(3):
             e = caps[n, k] / np.linalg.norm(caps[n, k])
             np.testing.assert_allclose(out[n, k], 100 * t @ e, rtol=1e-5)
-    f = unit(rng, 2, 8)
+    f = unit_vectors(rng, 2, 8)
     np.testing.assert_allclose(xmore_image_logits(f, t), 100 * f @ t.T, rtol=1e-5)
 
 

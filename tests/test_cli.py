@@ -122,6 +122,7 @@ def test_demo_runs_offline_on_the_tiny_model(tmp_path, runner, cli):
     assert "0 new, 48 unchanged" in again.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend", ["lance", "faiss"])
 def test_kill_minus_nine_then_resume_gives_every_image_exactly_once(tmp_path, shapes_dir, backend):
     """A real indexing process killed mid-run; the re-run completes the index with no duplicates or losses."""

@@ -12,27 +12,9 @@ from click.testing import CliRunner
 
 from cli.main import cli
 from retrieval.index.directory import open_index
-from tests._ann_data import clustered
+from indexers.samples.embeddings import clustered, make_clip_retrieval_dir
 
 D = 16
-
-
-def clip_retrieval_dir(root, sizes=(300, 200), bad=True):
-    for sub in ("img_emb", "text_emb", "metadata"):
-        (root / sub).mkdir(parents=True)
-    xs = []
-    for i, n in enumerate(sizes):
-        x = clustered(n, D, seed=i)
-        if bad:
-            x[5] = 0.0
-            x[7, 3] = np.nan
-        np.save(root / "img_emb" / f"img_emb_{i}.npy", x)
-        np.save(root / "text_emb" / f"text_emb_{i}.npy", clustered(n, D, seed=10 + i))
-        pq.write_table(pa.table({"image_path": [f"img{i}_{j}.jpg" for j in range(n)],
-                                 "caption": [f"caption {i} {j}" for j in range(n)]}),
-                       root / "metadata" / f"metadata_{i}.parquet")
-        xs.append(x)
-    return xs
 
 
 def run(*args):
@@ -40,7 +22,7 @@ def run(*args):
 
 
 def test_clip_retrieval_layout_is_indexed_with_metadata_captions_and_errors(tmp_path):
-    xs = clip_retrieval_dir(tmp_path / "src")
+    xs = make_clip_retrieval_dir(tmp_path / "src")
     res = run("index", "embeddings", tmp_path / "src", "--index", tmp_path / "ix", "--backend", "faiss", "--json")
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output)
@@ -61,7 +43,7 @@ def test_clip_retrieval_layout_is_indexed_with_metadata_captions_and_errors(tmp_
 
 
 def test_search_with_a_vectors_file_answers_every_row(tmp_path):
-    xs = clip_retrieval_dir(tmp_path / "src", bad=False)
+    xs = make_clip_retrieval_dir(tmp_path / "src", bad=False)
     run("index", "embeddings", tmp_path / "src", "--index", tmp_path / "ix")
     np.save(tmp_path / "q.npy", xs[0][[3, 40, 41]])
     res = run("search", tmp_path / "ix", "--vectors", tmp_path / "q.npy", "-k", "2", "--json")
@@ -98,7 +80,7 @@ def test_bad_sources_fail_with_one_line_before_touching_the_index(tmp_path, brea
     if breakage == "nofiles":
         src.mkdir()
     else:
-        clip_retrieval_dir(src, bad=False)
+        make_clip_retrieval_dir(src, bad=False)
     if breakage == "dim":
         np.save(src / "img_emb" / "img_emb_1.npy", clustered(200, D + 1))
     if breakage == "metadata":

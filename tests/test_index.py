@@ -5,12 +5,12 @@ import pytest
 
 from retrieval.errors import IndexExists, IndexFormatError, IndexLocked, IndexNotFound, InvalidInput, ModelMismatch
 from retrieval.index.directory import FORMAT_VERSION, create_index, open_index
-from tests.conftest import unit_rows
+from indexers.samples.embeddings import unit_vectors
 
 
 def test_manifest_records_model_dim_backend_and_tables(tmp_path):
     ix = create_index(tmp_path / "a", model="clipdex-tiny", backend="faiss")
-    ix.add_vectors("images", unit_rows(3, 64), {"path": ["a", "b", "c"]})
+    ix.add_vectors("images", unit_vectors(0, 3, 64), {"path": ["a", "b", "c"]})
     ix.close()
     m = json.loads((tmp_path / "a" / "clipdex.json").read_text())
     assert m["format"] == "clipdex" and m["format_version"] == FORMAT_VERSION
@@ -83,7 +83,7 @@ def test_raw_vector_api_rejects_bad_vectors(tmp_path, bad):
 
 def test_raw_vector_api_normalises_and_keeps_metadata(tmp_path):
     ix = create_index(tmp_path / "i", dim=8, model="none", backend="lance")
-    x = unit_rows(4, 8) * 3.0
+    x = unit_vectors(0, 4, 8) * 3.0
     ids = ix.add_vectors("images", x, {"path": list("abcd"), "tag": ["x", "y", "x", "y"]})
     D, I = ix.search_vectors("images", x[2:3], 1)
     assert I[0, 0] == ids[2] and abs(D[0, 0] - 1.0) < 1e-5

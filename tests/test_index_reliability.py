@@ -14,7 +14,7 @@ import pytest
 from retrieval.errors import ClipdexError, IndexExists, IndexFormatError, IndexLocked
 from retrieval.index.directory import MANIFEST, create_index, open_index
 from retrieval.store.faiss import FaissStore
-from tests.conftest import unit_rows
+from indexers.samples.embeddings import unit_vectors
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def build(path: Path, backend: str) -> Path:
     with create_index(path, dim=8, model="none", backend=backend) as ix:
         for i in range(2):  # two commits: two Parquet parts / two Lance fragments
-            ix.add_vectors("images", unit_rows(10, 8, seed=i), {"path": [f"p{i}-{j}" for j in range(10)]})
+            ix.add_vectors("images", unit_vectors(i, 10, 8), {"path": [f"p{i}-{j}" for j in range(10)]})
     return path
 
 
@@ -59,7 +59,7 @@ def test_a_folder_with_only_a_stale_lock_is_an_index_to_create(tmp_path, backend
         name = name.replace("BACKEND", backend)
         (path / name).mkdir() if name.endswith("/") else (path / name).write_bytes(b"{")
     with create_index(path, dim=8, model="none", backend=backend) as ix:
-        ix.add_vectors("images", unit_rows(3, 8))
+        ix.add_vectors("images", unit_vectors(0, 3, 8))
     with open_index(path) as ix:
         assert ix.store.count("images") == 3 and ix.backend == backend
     assert not list(path.glob(f".{MANIFEST}.*.tmp"))
@@ -81,7 +81,7 @@ def test_kill_during_creation_then_rerun_creates_the_index(tmp_path, backend):
     assert done.returncode == -9, done.stderr.decode()[-2000:]
     assert (path / ".lock").exists() and not (path / MANIFEST).exists()
     with create_index(path, dim=8, model="none", backend=backend) as ix:
-        ix.add_vectors("images", unit_rows(2, 8))
+        ix.add_vectors("images", unit_vectors(0, 2, 8))
     with open_index(path) as ix:
         assert ix.store.count("images") == 2
 

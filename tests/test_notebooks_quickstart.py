@@ -1,7 +1,10 @@
 """The quickstart notebook is executed, so it cannot rot."""
-from tests.conftest import execute_notebook
+import pytest
+
+from tests.helpers import execute_notebook
 
 
+@pytest.mark.slow
 def test_quickstart_notebook_runs(tmp_path, monkeypatch):
     outputs = execute_notebook("quickstart.ipynb", monkeypatch, timeout=180, cwd=tmp_path)
     assert not [o for o in outputs if o.get("output_type") == "error"]

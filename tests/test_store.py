@@ -6,7 +6,8 @@ import pytest
 from retrieval.errors import InvalidFilter, TableNotFound
 from retrieval.index.directory import create_index, open_index
 from retrieval.ann.config import AnnConfig
-from tests.conftest import assert_same_topk, brute_force, unit_rows
+from indexers.samples.embeddings import unit_vectors
+from tests.helpers import assert_same_topk, brute_force
 
 BACKENDS = ["lance", "faiss"]
 D = 24
@@ -14,7 +15,7 @@ D = 24
 
 def make(tmp_path, backend, n=503, batches=(0, 200, 401), seed=0):
     ix = create_index(tmp_path / f"ix-{backend}", dim=D, model="none", backend=backend)
-    xb = unit_rows(n, D, seed)
+    xb = unit_vectors(seed, n, D)
     edges = list(batches) + [n]
     for a, b in zip(edges[:-1], edges[1:]):
         ix.add_vectors("images", xb[a:b], {"path": [f"/p/{i}.png" for i in range(a, b)],
@@ -26,7 +27,7 @@ def make(tmp_path, backend, n=503, batches=(0, 200, 401), seed=0):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_exact_search_matches_brute_force(tmp_path, backend):
     ix, xb = make(tmp_path, backend)
-    xq = unit_rows(17, D, seed=1)
+    xq = unit_vectors(1, 17, D)
     for k in (1, 10, 37):
         Dk, Ik = ix.search_vectors("images", xq, k)
         assert_same_topk(Dk, Ik, *brute_force(xq, xb, k))
@@ -42,7 +43,7 @@ def test_k_larger_than_table_is_padded(tmp_path, backend):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_filtered_search_returns_k_whenever_k_rows_match(tmp_path, backend):
     ix, xb = make(tmp_path, backend)
-    xq = unit_rows(5, D, seed=2)
+    xq = unit_vectors(2, 5, D)
     # a selective filter: 12 rows match, the nearest neighbours mostly do not
     Dk, Ik = ix.search_vectors("images", xq, 10, where="label = 'owl' AND width < 136")
     allowed = np.array([i for i in range(len(xb)) if i % 3 == 2 and 100 + i < 136])
@@ -86,7 +87,7 @@ def test_delete_count_take_scan_and_reopen(tmp_path, backend):
 def test_nullable_text_vectors_are_searched_over_non_null_rows(tmp_path, backend):
     ix = create_index(tmp_path / "ix", dim=D, model="none", backend=backend)
     schema = ix.ensure_table("images")
-    xb, tb = unit_rows(30, D, 3), unit_rows(30, D, 4)
+    xb, tb = unit_vectors(3, 30, D), unit_vectors(4, 30, D)
     has = np.arange(30) % 2 == 0
     tv = pa.FixedSizeListArray.from_arrays(pa.array(tb.reshape(-1)), D, mask=pa.array(~has))
     cols = {f.name: pa.nulls(30, f.type) for f in schema}
@@ -101,7 +102,7 @@ def test_nullable_text_vectors_are_searched_over_non_null_rows(tmp_path, backend
 
 def test_lance_and_faiss_give_the_same_exact_top_k(tmp_path):
     (a, xb), (b, _) = make(tmp_path, "lance"), make(tmp_path, "faiss")
-    xq = unit_rows(11, D, seed=9)
+    xq = unit_vectors(9, 11, D)
     Da, Ia = a.search_vectors("images", xq, 15)
     Db, Ib = b.search_vectors("images", xq, 15)
     assert_same_topk(Da, Ia, Db, Ib)
@@ -119,24 +120,27 @@ def test_faiss_files_are_repaired_against_the_parquet_rows(tmp_path):
     stale = tmp_path / "stale.faiss"
     shutil.copy(root / "images.faiss", stale)
     ix = open_index(tmp_path / "ix-faiss", writable=True)
-    ix.add_vectors("images", unit_rows(5, D, 7), {"path": [f"/n/{i}" for i in range(5)]})
+    ix.add_vectors("images", unit_vectors(7, 5, D), {"path": [f"/n/{i}" for i in range(5)]})
     ix.delete("images", [1, 2])
     ix.close()
     shutil.copy(stale, root / "images.faiss")  # as if the process died before flushing the FAISS file
     ix = open_index(tmp_path / "ix-faiss")
-    all_x = np.concatenate([xb, unit_rows(5, D, 7)])
+    all_x = np.concatenate([xb, unit_vectors(7, 5, D)])
     keep = np.setdiff1d(np.arange(508), [1, 2])
-    xq = unit_rows(6, D, 8)
+    xq = unit_vectors(8, 6, D)
     Dr, Ir = brute_force(xq, all_x[keep], 10)
     assert_same_topk(*ix.search_vectors("images", xq, 10), Dr, keep[Ir])
     ix.close()
     (root / "images.faiss").unlink()  # a missing FAISS file is rebuilt from the rows
     ix = open_index(tmp_path / "ix-faiss")
     assert_same_topk(*ix.search_vectors("images", xq, 10), Dr, keep[Ir])
+    ix.close()
+    open_index(tmp_path / "ix-faiss", writable=True).close()  # repair is a writer's job: after it, the file is back
     import faiss
 
-    other = faiss.read_index(str(root / "images.faiss")) if (root / "images.faiss").exists() else None
-    assert other is None or other.ntotal in (505, 503)
+    rebuilt = faiss.read_index(str(root / "images.faiss"))  # and holds exactly the 506 live rows
+    assert rebuilt.ntotal == len(keep) == 506
+    np.testing.assert_array_equal(np.sort(faiss.vector_to_array(rebuilt.id_map)), keep)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -145,14 +149,14 @@ def test_ann_path_recall_and_rows_added_after_the_build(tmp_path, backend):
     ix, xb = make(tmp_path, backend, n=n, batches=(0, 1500))
     done = ix.optimize("images", AnnConfig(exact_below=1000))
     assert ix.store.ann_info("images")["kind"] != "flat", done
-    xq = unit_rows(40, D, seed=5)
+    xq = unit_vectors(5, 40, D)
     Dk, Ik = ix.search_vectors("images", xq, 10)
     _, Ir = brute_force(xq, xb, 10)
     recall = np.mean([len(np.intersect1d(a, b)) / 10 for a, b in zip(Ik, Ir)])
     assert recall >= 0.8, recall
     Dx, Ix = ix.search_vectors("images", xq, 10, exact=True)
     assert_same_topk(Dx, Ix, *brute_force(xq, xb, 10))
-    fresh = unit_rows(3, D, seed=6)
+    fresh = unit_vectors(6, 3, D)
     new_ids = ix.add_vectors("images", fresh, {"path": ["a", "b", "c"]})
     _, Ik = ix.search_vectors("images", fresh, 1)
     assert (Ik[:, 0] == new_ids).all()

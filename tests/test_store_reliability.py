@@ -14,7 +14,8 @@ from retrieval.ann.config import AnnConfig
 from retrieval.errors import IndexFormatError, InvalidFilter, InvalidInput
 from retrieval.index.directory import create_index, open_index
 from retrieval.store.faiss import FaissStore
-from tests.conftest import assert_same_topk, brute_force, unit_rows
+from indexers.samples.embeddings import unit_vectors
+from tests.helpers import assert_same_topk, brute_force
 
 D = 16
 BACKENDS = ["lance", "faiss"]
@@ -23,7 +24,7 @@ BACKENDS = ["lance", "faiss"]
 def make(tmp_path, backend, n=60, batches=3, seed=0):
     """An index of n unit rows added in ``batches`` commits (ids 0..n-1), with path/label/width metadata."""
     ix = create_index(tmp_path / f"ix-{backend}", dim=D, model="none", backend=backend)
-    xb = unit_rows(n, D, seed)
+    xb = unit_vectors(seed, n, D)
     for part in np.array_split(np.arange(n), batches):
         ix.add_vectors("images", xb[part], {"path": [f"/p/{i}.png" for i in part],
                                             "label": [["cat", "dog"][i % 2] for i in part],
@@ -47,7 +48,7 @@ def test_ids_of_deleted_rows_are_never_reused_and_a_stale_faiss_file_is_not_trus
     ix.delete("images", [57, 58, 59])  # the highest ids
     ix.close()
     ix = open_index(tmp_path / "ix-faiss", writable=True)
-    fresh = unit_rows(3, D, seed=42)
+    fresh = unit_vectors(42, 3, D)
     new_ids = ix.add_vectors("images", fresh, {"path": ["a", "b", "c"]})
     assert new_ids.min() >= 60  # never the deleted rows' ids
     ix.close()
@@ -55,7 +56,7 @@ def test_ids_of_deleted_rows_are_never_reused_and_a_stale_faiss_file_is_not_trus
     ix = open_index(tmp_path / "ix-faiss")
     live_x = np.concatenate([xb[:57], fresh])
     live_ids = np.concatenate([np.arange(57), new_ids])
-    xq = np.concatenate([fresh, xb[57:], unit_rows(4, D, seed=7)])
+    xq = np.concatenate([fresh, xb[57:], unit_vectors(7, 4, D)])
     Dr, Ir = brute_force(xq, live_x, 5)
     assert_same_topk(*ix.search_vectors("images", xq, 5), Dr, live_ids[Ir])
     ix.close()
@@ -100,7 +101,7 @@ def test_a_reader_keeps_its_snapshot_while_a_writer_rewrites_and_compacts_parts(
     writer.delete("images", [1, 11, 21, 31])  # rewrites parts
     writer.optimize("images")  # compacts the small parts into one
     writer.close()
-    xq = unit_rows(5, D, seed=3)
+    xq = unit_vectors(3, 5, D)
     Dr, Ir = brute_force(xq, xb, 6)
     assert_same_topk(*reader.search_vectors("images", xq, 6), Dr, Ir)  # its snapshot: all 60 rows
     assert reader.store.count("images", "label = 'cat'") == 30
@@ -113,10 +114,10 @@ def test_a_reader_uses_a_faiss_file_a_writer_rewrote_since_brought_back_to_its_s
     reader = open_index(tmp_path / "ix-faiss")
     assert reader.store.count("images") == 60
     writer = open_index(tmp_path / "ix-faiss", writable=True)
-    writer.add_vectors("images", unit_rows(5, D, seed=8))
+    writer.add_vectors("images", unit_vectors(8, 5, D))
     writer.delete("images", [2, 4])
     writer.close()  # writes images.faiss for the new state
-    xq = unit_rows(5, D, seed=3)
+    xq = unit_vectors(3, 5, D)
     Dr, Ir = brute_force(xq, xb, 6)
     with caplog.at_level("INFO", logger="retrieval.store"):
         assert_same_topk(*reader.search_vectors("images", xq, 6), Dr, Ir)  # its snapshot: the 60 rows
@@ -137,7 +138,7 @@ def test_a_reader_whose_parts_are_gone_rereads_the_new_state(tmp_path, monkeypat
     writer.optimize("images")
     writer.close()
     keep = np.setdiff1d(np.arange(60), [1, 11, 21, 31])
-    xq = unit_rows(5, D, seed=3)
+    xq = unit_vectors(3, 5, D)
     Dr, Ir = brute_force(xq, xb[keep], 6)
     assert_same_topk(*reader.search_vectors("images", xq, 6), Dr, keep[Ir])
     assert reader.store.count("images", "label = 'dog'") == 30 - 4

@@ -7,7 +7,7 @@ import pytest
 
 from retrieval.index.directory import open_index
 from retrieval.store.base import arrow_to_vectors
-from _video_data import tree_digest  # the shared "index unchanged" check
+from tests.helpers import tree_digest  # the shared "index unchanged" check
 
 LONG_QUERY = " ".join(["a", "red", "circle", "on", "white", "paper", "next", "to", "blue", "square"][i % 10]
                       for i in range(300))

@@ -9,8 +9,8 @@ import pytest
 
 pytest.importorskip("av")
 
-from _video_data import still, tree_digest  # noqa: E402
-from indexers.video_samples import make_video  # noqa: E402
+from indexers.samples.videos import make_video, scene_still  # noqa: E402
+from tests.helpers import tree_digest  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def test_search_videos_with_a_still_returns_the_video_and_the_moment(built, runn
         # alpha 0.1: the random tiny model maps both videos' mean-pooled vectors within ~1e-3 of each other, so
         # the first-stage term must not drown the exact frame match (with a real model the default 0.4 is fine;
         # the default path is tested on synthetic vectors in test_videos_search.py)
-        res = runner.invoke(cli, ["search", str(root / "ix"), "--image", still(v, t, tmp_path), "--table", "videos",
+        res = runner.invoke(cli, ["search", str(root / "ix"), "--image", scene_still(v, t, tmp_path), "--table", "videos",
                                   "-k", "2", "--segments", "--alpha", "0.1", "--json"])
         assert res.exit_code == 0, res.output
         top = json.loads(res.stdout.splitlines()[0])
@@ -49,7 +49,7 @@ def test_search_videos_with_a_still_returns_the_video_and_the_moment(built, runn
 
 def test_search_options_reach_the_ranking(built, runner, cli, tmp_path):
     root, vids, _ = built
-    img = still(vids[0], 2.2, tmp_path)
+    img = scene_still(vids[0], 2.2, tmp_path)
     out = {}
     for pool in ("max", "mean", "query-scoring"):
         res = runner.invoke(cli, ["search", str(root / "ix"), "--image", img, "--table", "videos", "--pool", pool,
@@ -64,7 +64,7 @@ def test_search_options_reach_the_ranking(built, runner, cli, tmp_path):
 
 def test_search_frames_returns_frames_with_times(built, runner, cli, tmp_path):
     root, vids, _ = built
-    res = runner.invoke(cli, ["search", str(root / "ix"), "--image", still(vids[1], 2.6, tmp_path), "--table",
+    res = runner.invoke(cli, ["search", str(root / "ix"), "--image", scene_still(vids[1], 2.6, tmp_path), "--table",
                               "frames", "-k", "3", "--json"])
     assert res.exit_code == 0, res.output
     top = json.loads(res.stdout.splitlines()[0])

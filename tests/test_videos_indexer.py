@@ -11,10 +11,9 @@ import pytest
 
 pytest.importorskip("av")
 
-from _video_data import make_corpus, still  # noqa: E402
 from retrieval.io.sources import VIDEO_EXTENSIONS, discover  # noqa: E402
 from indexers.video_decode import SamplingPlan  # noqa: E402
-from indexers.video_samples import make_video  # noqa: E402
+from indexers.samples.videos import make_video, make_video_corpus, scene_still  # noqa: E402
 from indexers.videos import VideoIndexOptions, index_videos  # noqa: E402
 from retrieval.index.directory import create_index, open_index  # noqa: E402
 from retrieval.store.base import arrow_to_vectors  # noqa: E402
@@ -35,11 +34,12 @@ def _rows(ix, table, columns):
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("vidx")
-    good, bad = make_corpus(root)
+    good, bad = make_video_corpus(root)
     summary = _index(root / "ix", [root / "good", root / "bad"])
     return root, good, bad, summary
 
 
+@pytest.mark.slow
 def test_a_still_finds_its_video_first_at_the_right_moment(built):
     root, good, _, _ = built
     ix = open_index(root / "ix")
@@ -51,7 +51,7 @@ def test_a_still_finds_its_video_first_at_the_right_moment(built):
                 # temperature on that scale to pick frames (defaults are tested on synthetic vectors in
                 # test_videos_search.py)
                 opts = VideoSearchOptions(pool=pool, alpha=0.1, tau=1e-3)
-                res = search_videos(ix, image=still(v, t), k=3, options=opts)
+                res = search_videos(ix, image=scene_still(v, t), k=3, options=opts)
                 assert res.column("path")[0].as_py() == v["path"], (v["path"], t, pool)
                 assert abs(res.column("t_best")[0].as_py() - t) <= 1.0  # one sampling interval at --fps 1
 
@@ -63,7 +63,7 @@ def test_mean_pooling_dilutes_a_moment_but_the_rerank_keeps_the_video_near_the_t
     ix = open_index(root / "ix")
     for v in good:
         t = v["duration"] / 2 + 0.25
-        res = search_videos(ix, image=still(v, t), k=3, options=VideoSearchOptions(pool="mean"))
+        res = search_videos(ix, image=scene_still(v, t), k=3, options=VideoSearchOptions(pool="mean"))
         paths = res.column("path").to_pylist()
         assert v["path"] in paths
         assert abs(res.column("t_best")[paths.index(v["path"])].as_py() - t) <= 1.0
@@ -130,7 +130,7 @@ def test_a_changed_video_replaces_its_row_and_frames(tmp_path):
     assert len(rows) == 2 and old_id not in [r["id"] for r in rows]
     assert ix.store.count("frames", f"video_id = {old_id}") == 0
     assert ix.store.count("frames") == 5 + 4
-    res = search_videos(ix, image=still(a2, 4.2), k=1)
+    res = search_videos(ix, image=scene_still(a2, 4.2), k=1)
     assert res.column("path")[0].as_py() == a["path"] and res.column("t_best")[0].as_py() == pytest.approx(4.0)
 
 

@@ -1,9 +1,10 @@
 """notebooks/video_search.ipynb runs top to bottom (its cells assert what they show)."""
 import pytest
 
-from tests.conftest import execute_notebook, notebook_text
+from tests.helpers import execute_notebook, notebook_text
 
 
+@pytest.mark.slow
 def test_video_search_notebook_executes(monkeypatch):
     pytest.importorskip("av")
     outputs = notebook_text(execute_notebook("video_search.ipynb", monkeypatch, timeout=120))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from _video_data import synthetic_video_index
+from indexers.samples.videos import synthetic_video_index
 from retrieval.errors import InvalidInput
 from retrieval.algorithms.video import clip_rerank, maxpool_sim, mean_pooling_sim, pad_frames, query_scoring_sim
 from retrieval.search.video import VideoSearchOptions, search_frames, search_videos

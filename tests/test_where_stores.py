@@ -5,7 +5,7 @@ import pytest
 
 from retrieval.errors import InvalidFilter
 from retrieval.index.directory import create_index
-from tests.conftest import unit_rows
+from indexers.samples.embeddings import unit_vectors
 
 SECRET = "clipdex-secret-line"
 ATTACKS = [
@@ -26,7 +26,7 @@ ATTACKS = [
 def ix(request, tmp_path):
     (tmp_path / "secret.txt").write_text(SECRET + "\n")
     index = create_index(tmp_path / "ix", dim=8, model="none", backend=request.param)
-    index.add_vectors("images", unit_rows(6, 8), {"path": [f"/p/{i}.png" for i in range(6)],
+    index.add_vectors("images", unit_vectors(0, 6, 8), {"path": [f"/p/{i}.png" for i in range(6)],
                                                   "label": ["cat", "dog"] * 3,
                                                   "width": pa.array(range(100, 106), pa.int32())})
     yield index
@@ -36,7 +36,7 @@ def ix(request, tmp_path):
 @pytest.mark.parametrize("attack", ATTACKS)
 def test_attacks_are_refused_by_both_stores_without_leaking(ix, tmp_path, attack):
     where = attack.format(f=tmp_path / "secret.txt", d=tmp_path)
-    for call in (lambda: ix.search_vectors("images", unit_rows(1, 8), 3, where=where),
+    for call in (lambda: ix.search_vectors("images", unit_vectors(0, 1, 8), 3, where=where),
                  lambda: ix.store.count("images", where), lambda: list(ix.store.scan("images", ["id"], where=where))):
         with pytest.raises(InvalidFilter) as err:
             call()
@@ -44,7 +44,7 @@ def test_attacks_are_refused_by_both_stores_without_leaking(ix, tmp_path, attack
 
 
 def test_plain_filters_still_work_on_both_stores(ix):
-    _, ids = ix.search_vectors("images", unit_rows(2, 8, seed=3), 6, where="label = 'cat' AND width >= 102")
+    _, ids = ix.search_vectors("images", unit_vectors(3, 2, 8), 6, where="label = 'cat' AND width >= 102")
     assert sorted(i for i in ids[0] if i >= 0) == [2, 4]
     assert ix.store.count("images", "path LIKE '/p/%' AND NOT (width BETWEEN 101 AND 104)") == 2
     got = pa.Table.from_batches(list(ix.store.scan("images", ["id"], where="id IN (1, 5) OR label IS NULL")))

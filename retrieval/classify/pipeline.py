@@ -32,7 +32,7 @@ ALL = ("zeroshot", "susx", "xmore", "reco", "tip", "tipx", "gda", "proker")
 SUPPORT_METHODS = ("susx", "xmore", "xmore-stream", "reco")
 SHOT_METHODS = ("tip", "tipx", "gda", "proker")
 SUSX_QUERY = "A photo of a {}."
-GDA_ALPHA = 10.0  # no paper default (the paper searches); chosen on benchmarks/synthetic.py — use --tune
+GDA_ALPHA = 10.0  # no paper default (the paper searches); chosen on indexers/samples/embeddings.py — use --tune
 
 
 @dataclass

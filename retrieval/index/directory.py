@@ -130,7 +130,7 @@ class Index:
     def _open_store(self) -> Store:
         if self.backend == "lance":
             return LanceStore(self.path / "lance", self.dim)
-        return FaissStore(self.path / "faiss", self.dim)
+        return FaissStore(self.path / "faiss", self.dim, writer=self.writable)
 
     def _open_checked_store(self) -> Store:
         """Open the backend and read each table's schema and row count, so that a missing or damaged store file

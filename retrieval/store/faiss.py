@@ -50,7 +50,7 @@ def _missing(name: str, exc: PartGone) -> IndexFormatError:
 
 
 class FaissStore(Store):
-    def __init__(self, root: str | Path, dim: int, flush_every: float = 30.0):
+    def __init__(self, root: str | Path, dim: int, flush_every: float = 30.0, writer: bool = False):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.dim = dim
@@ -58,6 +58,7 @@ class FaissStore(Store):
         self._tables: dict[str, FaissTable] = {}
         self._last_flush = time.monotonic()
         self._filter = DuckFilter()
+        self._writer = writer  # the index holds the lock: derived files found stale are repaired on close
         self._wrote = False  # only a store that wrote (a writer: the index holds the lock) ever writes files
 
     # -- tables ------------------------------------------------------------------------------------------------
@@ -339,8 +340,10 @@ class FaissStore(Store):
 
     def flush(self) -> None:
         """Write the derived files that are behind (a store that never wrote is a reader: it writes nothing)."""
-        if self._wrote:
+        if self._wrote or self._writer:
             for t in self._tables.values():
+                if self._writer:
+                    t.repair_files()
                 t.flush()
         self._last_flush = time.monotonic()
 

@@ -205,6 +205,16 @@ class FaissTable:
             self.gpu[column] = faiss_ann.to_gpu_for_search(index, kind)
         return self.gpu[column]
 
+    def repair_files(self) -> None:
+        """Load (and so repair) each vector column whose file is missing or not the one recorded for these rows.
+        A cheap check first: a file whose signature and generation match its record is not read."""
+        for column in vector_columns(self.state.schema):
+            if column in self.indexes:
+                continue
+            record = self._record_of(column, index_path(self.root, self.name, column))
+            if record is None or (record.get("generation") != self.state.generation and not self.uses_ann(column)):
+                self.index(column)
+
     # -- persisting (writers only) -----------------------------------------------------------------------------
     def flush(self) -> None:
         """Write the indexes that differ from their files and record each file with the state's generation."""

@@ -1,9 +1,13 @@
-"""Seeded generators of CLIP-like embeddings for benchmarks and tests.
+"""Seeded synthetic embeddings for tests, notebooks and benchmarks: random unit vectors, clustered corpora, and
+CLIP-like problems.
+
+:func:`unit_vectors` draws isotropic unit rows; :func:`clustered` a corpus around random cluster centres (ANN and
+store tests); :func:`labelled_clusters` balanced labelled classes around centres (classifier tests).
 
 Real CLIP embeddings are not isotropic: every image and text vector shares a large common component (the *cone*,
 Liang et al., "Mind the Gap", NeurIPS 2022) and images sit apart from texts along a *modality gap* direction. On top
 of that, the class name's text embedding is not exactly where that class's images are (*misalignment*), which is
-why zero-shot CLIP errs and why few-shot adapters and retrieval help. The generator builds vectors as
+why zero-shot CLIP errs and why few-shot adapters and retrieval help. :func:`make_clip_like` builds vectors as
 
     image of class c :  norm( cone·m + (gap/2)·g + u_c        + image_noise · ξ )
     text about c     :  norm( cone·m − (gap/2)·g + v_c        + noise · ξ ),   v_c = norm(u_c + misalign · b_c)
@@ -21,13 +25,70 @@ Everything is unit-norm float32 and fully determined by ``seed``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from retrieval.algorithms.arrays import l2_normalize
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+def normalize(x: np.ndarray) -> np.ndarray:
+    """Rows (..., D) scaled to unit length, as float32."""
+    return l2_normalize(np.asarray(x)).astype(np.float32)
+
+
+def unit_vectors(seed: int | np.random.Generator, *shape: int) -> np.ndarray:
+    """Unit vectors uniform on the sphere: shape (..., D) float32, from a seed or an existing generator."""
+    rng = np.random.default_rng(seed)
+    return normalize(rng.standard_normal(shape).astype(np.float32))
+
+
+def clustered(n: int, d: int = 16, clusters: int = 40, noise: float = 0.35, seed: int = 0) -> np.ndarray:
+    """(n, d) unit vectors, each around one of ``clusters`` random unit centres (chosen at random) plus Gaussian
+    noise of scale ``noise`` per coordinate."""
+    rng = np.random.default_rng(seed)
+    centres = unit_vectors(rng, clusters, d)
+    lab = rng.integers(0, clusters, n)
+    return normalize(centres[lab] + noise * rng.standard_normal((n, d)))
+
+
+def labelled_clusters(rng: int | np.random.Generator, num_classes: int = 4, per_class: int = 5, dim: int = 16,
+                      noise: float = 0.5) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Class centres (C, D), unit samples (C·per_class, D) grouped by class, and their labels (C·per_class,).
+
+    A sample is its class centre plus Gaussian noise of total norm about ``noise``.
+    """
+    rng = np.random.default_rng(rng)
+    centres = unit_vectors(rng, num_classes, dim)
+    labels = np.repeat(np.arange(num_classes), per_class)
+    x = centres[labels] + noise * rng.standard_normal((labels.size, dim)).astype(np.float32) / np.sqrt(dim)
+    return centres, normalize(x), labels
+
+
+def make_clip_retrieval_dir(root, dim: int = 16, sizes=(300, 200), bad: bool = True) -> list[np.ndarray]:
+    """clip-retrieval's output layout under ``root``: ``img_emb/img_emb_<i>.npy`` (:func:`clustered`, seed i),
+    ``text_emb/text_emb_<i>.npy`` (seed 10 + i) and ``metadata/metadata_<i>.parquet`` (image_path, caption), one
+    part per entry of ``sizes``. With ``bad``, row 5 of each part is all zeros and row 7 holds a NaN.
+    Returns the image vectors of each part as written."""
+    root = Path(root)
+    for sub in ("img_emb", "text_emb", "metadata"):
+        (root / sub).mkdir(parents=True)
+    xs = []
+    for i, n in enumerate(sizes):
+        x = clustered(n, dim, seed=i)
+        if bad:
+            x[5] = 0.0
+            x[7, 3] = np.nan
+        np.save(root / "img_emb" / f"img_emb_{i}.npy", x)
+        np.save(root / "text_emb" / f"text_emb_{i}.npy", clustered(n, dim, seed=10 + i))
+        pq.write_table(pa.table({"image_path": [f"img{i}_{j}.jpg" for j in range(n)],
+                                 "caption": [f"caption {i} {j}" for j in range(n)]}),
+                       root / "metadata" / f"metadata_{i}.parquet")
+        xs.append(x)
+    return xs
 
 
 @dataclass
@@ -53,11 +114,11 @@ class _Geometry:
         """Project rows onto the complement of span(m, g) and normalise."""
         x = np.atleast_2d(x)
         x = x - np.outer(x @ self.m, self.m) - np.outer(x @ self.g, self.g)
-        return _unit(x)
+        return normalize(x)
 
     def latent(self, rng: np.random.Generator, *shape) -> np.ndarray:
         """Unit vectors drawn uniformly in the semantic subspace: shape (..., D)."""
-        z = _unit(rng.standard_normal((*shape, self.basis.shape[0])).astype(np.float32))
+        z = normalize(rng.standard_normal((*shape, self.basis.shape[0])).astype(np.float32))
         return z @ self.basis
 
     def iso(self, rng: np.random.Generator, *shape) -> np.ndarray:
@@ -67,7 +128,7 @@ class _Geometry:
 
     def embed(self, content: np.ndarray, side: float, cone: float, gap: float, noise: np.ndarray) -> np.ndarray:
         """norm(cone·m + side·(gap/2)·g + content + noise); side = +1 image, −1 text."""
-        return _unit(cone * self.m + side * 0.5 * gap * self.g + content + noise)
+        return normalize(cone * self.m + side * 0.5 * gap * self.g + content + noise)
 
 
 @dataclass
@@ -141,8 +202,8 @@ def make_clip_like(num_classes: int = 40, dim: int = 512, n_test: int = 2000, n_
 
     n_super = max(1, -(-C // classes_per_super))
     supers = geo.latent(rng, n_super)
-    u = _unit(supers[np.arange(C) // classes_per_super] + fine * geo.latent(rng, C))  # visual concepts
-    v = _unit(u + misalign * geo.latent(rng, C))  # what the class *name* means to the text tower
+    u = normalize(supers[np.arange(C) // classes_per_super] + fine * geo.latent(rng, C))  # visual concepts
+    v = normalize(u + misalign * geo.latent(rng, C))  # what the class *name* means to the text tower
     n_distr = max(4, C // 2)
     u_distr = geo.latent(rng, n_distr)  # unrelated concepts for distractor images
 
@@ -156,7 +217,7 @@ def make_clip_like(num_classes: int = 40, dim: int = 512, n_test: int = 2000, n_
     styles = geo.latent(rng, n_templates)
     prompt_content = v[:, None, :] + template_noise * styles[None, :, :]  # (C, T, D)
     prompts = texts(prompt_content.reshape(-1, dim), prompt_noise).reshape(C, n_templates, dim)
-    w = _unit(prompts.mean(axis=1)).T.copy()  # (D, C)
+    w = normalize(prompts.mean(axis=1)).T.copy()  # (D, C)
 
     test_labels = np.arange(n_test) % C
     val_labels = np.arange(n_val) % C
@@ -188,7 +249,7 @@ def make_clip_like(num_classes: int = 40, dim: int = 512, n_test: int = 2000, n_
         targets = rng.choice(np.arange(1, n_support), size=min(n_dup, n_support - 1), replace=False)
         for t in targets:
             src = int(rng.integers(0, t))
-            s_img[t] = _unit(s_img[src] + noise(0.05, 1)[0])
+            s_img[t] = normalize(s_img[src] + noise(0.05, 1)[0])
             s_lab[t], s_cap[t], cap_class[t], dup_of[t] = s_lab[src], s_cap[src], cap_class[src], src
 
     params = dict(num_classes=C, dim=dim, n_test=n_test, n_support=n_support, n_shots=n_shots, seed=seed,

@@ -1,8 +1,9 @@
-"""Generated sample videos (for tests, the notebook, benchmarks): scenes of coloured blocks with a moving shape.
+"""Generated videos (tests, the notebook, benchmarks): scenes of coloured blocks with a moving shape.
 
 A video with seed s is a run of one-second scenes; scene k has its own background colour, a coloured block and a
 shape moving across it, so ``scene_frame(s, t)`` is the picture on screen at time t, known without decoding (a
-still for "find this moment" queries). Also deliberately bad files: truncated, audio only, empty, not a video.
+still for "find this moment" queries: :func:`scene_still`). Also deliberately bad files: truncated, audio only,
+empty, not a video; and :func:`synthetic_video_index`, a raw-vector index of videos and frames with known vectors.
 Everything is drawn from a seed with numpy and encoded with PyAV; nothing is downloaded.
 """
 from __future__ import annotations
@@ -11,6 +12,10 @@ import random
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
+
+from retrieval.algorithms.video import mean_pool_vectors
+from retrieval.index.directory import create_index
 
 CODECS = {".mp4": ("mp4", "mpeg4"), ".mkv": ("matroska", "mpeg4"), ".avi": ("avi", "mpeg4"),
           ".mov": ("mov", "mpeg4"), ".webm": ("webm", "libvpx"), ".m4v": ("mp4", "mpeg4")}
@@ -39,7 +44,7 @@ def scene_frame(seed: int, t: float, size: tuple[int, int] = (64, 48)) -> np.nda
 
 def make_video(path: str | Path, seed: int, duration: float, fps: float = 10, size: tuple[int, int] = (64, 48)) -> dict:
     """Encode ``duration`` seconds of video ``seed`` at ``fps`` into ``path`` (container from the suffix)."""
-    import av
+    import av  # optional: the video extra
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -60,6 +65,17 @@ def make_video(path: str | Path, seed: int, duration: float, fps: float = 10, si
     return {"path": str(path), "seed": seed, "duration": n / fps, "fps": fps, "size": size}
 
 
+def scene_still(video: dict, t: float, folder: str | Path | None = None):
+    """The picture on screen at ``t`` seconds of a video from :func:`make_video` (PIL image), or, when ``folder`` is
+    given, the path of that picture saved there as PNG."""
+    img = Image.fromarray(scene_frame(video["seed"], t, video["size"]))
+    if folder is None:
+        return img
+    path = Path(folder) / f"still_{video['seed']}_{t:.2f}.png"
+    img.save(path)
+    return str(path)
+
+
 def make_videos(folder: str | Path, seed: int = 0) -> list[dict]:
     """A small varied corpus: five videos of different containers, frame rates, sizes and lengths."""
     folder = Path(folder)
@@ -76,7 +92,7 @@ def make_videos(folder: str | Path, seed: int = 0) -> list[dict]:
 def make_bad_videos(folder: str | Path) -> dict[str, str]:
     """Files that must end up in ``errors``: -> {kind: path} for truncated (mid-stream: frames kept, partial),
     corrupt (no container index), audio (audio only), empty (0 bytes), text (not a video)."""
-    import av
+    import av  # optional: the video extra
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -102,3 +118,35 @@ def make_bad_videos(folder: str | Path) -> dict[str, str]:
     (folder / "notes.avi").write_text("this is not a video\n" * 20)
     return {k: str(folder / n) for k, n in [("truncated", "truncated.mkv"), ("corrupt", "corrupt.mp4"),
                                               ("audio", "audio.m4v"), ("empty", "empty.mp4"), ("text", "notes.avi")]}
+
+
+def make_video_corpus(root: str | Path, seed: int = 0) -> tuple[list[dict], dict[str, str]]:
+    """:func:`make_videos` under ``root/good`` and :func:`make_bad_videos` under ``root/bad``."""
+    root = Path(root)
+    return make_videos(root / "good", seed=seed), make_bad_videos(root / "bad")
+
+
+def synthetic_video_index(path, n_videos: int, max_frames: int, dim: int = 16, seed: int = 0):
+    """A raw-vector index (model "none") with ``videos`` and ``frames`` built through ``add_vectors``.
+
+    Video i has between 1 and ``max_frames`` frames at t = 0.5 s steps; its vector is the normalised mean of its
+    frames, as the indexer stores it. Returns (index, {video id: (frames (F, d), t (F,))}).
+    """
+    rng = np.random.default_rng(seed)
+    ix = create_index(path, dim=dim, model="none")
+    per_video = []
+    for _ in range(n_videos):
+        f = int(rng.integers(1, max_frames + 1))
+        base = rng.standard_normal(dim)
+        x = base + 0.8 * rng.standard_normal((f, dim))
+        per_video.append((x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32))
+    pooled = np.stack([mean_pool_vectors(x) for x in per_video])
+    vids = ix.add_vectors("videos", pooled, {"path": [f"v{i}.mp4" for i in range(n_videos)],
+                                              "n_frames": [len(x) for x in per_video]})
+    fv = np.concatenate(per_video)
+    video_id = np.concatenate([np.full(len(x), v) for v, x in zip(vids, per_video)])
+    t = np.concatenate([np.arange(len(x)) * 0.5 for x in per_video])
+    ix.add_vectors("frames", fv, {"video_id": video_id, "t": t, "frame_index": np.concatenate(
+        [np.arange(len(x)) * 5 for x in per_video]), "path": [f"v{v}.mp4" for v in video_id]})
+    truth = {int(v): (x, np.arange(len(x)) * 0.5) for v, x in zip(vids, per_video)}
+    return ix, truth

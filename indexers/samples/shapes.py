@@ -1,12 +1,14 @@
-"""Generated sample data: drawn shapes in colours (for the demo, tests and notebooks) and deliberately bad files.
+"""Drawn images: filled shapes in colours (the demo, tests, notebooks, benchmarks) and deliberately bad files.
 
 Nothing here is downloaded; everything is drawn with Pillow from a seed.
 """
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageDraw
 
 COLORS = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (30, 60, 220), "yellow": (240, 210, 30),
@@ -29,8 +31,6 @@ def draw_shape(shape: str, color: tuple[int, int, int], size: int = 128, scale: 
     elif shape == "triangle":
         d.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=color)
     elif shape == "star":
-        import math
-
         pts = []
         for i in range(10):
             rad = r if i % 2 == 0 else r * 0.45
@@ -62,6 +62,24 @@ def make_shapes(folder: str | Path, per_pair: int = 2, size: int = 128, seed: in
                 img.save(path)
                 out.append({"path": str(path), "shape": shape, "color": cname,
                             "caption": f"a {cname} {shape}"})
+    return out
+
+
+def make_noisy_jpegs(folder: str | Path, n: int, size: tuple[int, int] = (640, 480), seed: int = 0) -> list[str]:
+    """``n`` photo-sized JPEGs ``img_<i>.jpg`` of drawn shapes on noisy backgrounds (a camera roll's decode cost,
+    scaled down). Returns their paths."""
+    rng = np.random.default_rng(seed)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = list(COLORS)
+    out = []
+    for i in range(n):
+        img = draw_shape(SHAPES[i % len(SHAPES)], COLORS[names[i % len(names)]], size=max(size),
+                         scale=float(rng.uniform(0.3, 0.8)))
+        noise = rng.integers(0, 40, (max(size), max(size), 3), dtype=np.uint8)
+        img = Image.fromarray(np.clip(np.asarray(img, np.int16) - noise, 0, 255).astype(np.uint8)).crop((0, 0, *size))
+        out.append(str(folder / f"img_{i:05d}.jpg"))
+        img.save(out[-1], quality=90)
     return out
 
 

@@ -1,0 +1,60 @@
+"""Helpers shared by the tests (imported as ``tests.helpers``; fixtures live in conftest.py, data generators in
+:mod:`indexers.samples`): the exact top-k oracle, top-k comparison up to ties, an "index unchanged" digest, and
+running a notebook."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def brute_force(xq: np.ndarray, xb: np.ndarray, k: int, ids: np.ndarray | None = None):
+    """The exact oracle: (D, I) (q, k) of the k largest inner products over the rows of ``xb``, reported as
+    ``ids[row]`` (default: the row number)."""
+    S = xq @ xb.T
+    order = np.argsort(-S, axis=1, kind="stable")[:, :k]
+    ids = np.arange(len(xb)) if ids is None else np.asarray(ids)
+    return np.take_along_axis(S, order, 1), ids[order]
+
+
+def assert_same_topk(D, I, D_ref, I_ref, atol=1e-5):
+    """Same top-k up to ties: scores equal row by row, and ids equal wherever the score is not tied."""
+    np.testing.assert_allclose(D, D_ref, atol=atol)
+    for r in range(len(I)):
+        for c in range(I.shape[1]):
+            tied = np.sum(np.abs(D_ref[r] - D_ref[r, c]) < atol) > 1
+            if not tied:
+                assert I[r, c] == I_ref[r, c], (r, c)
+
+
+def tree_digest(path) -> dict:
+    """{relative path: sha1} of every file under ``path``: equal before and after = the index is unchanged."""
+    out = {}
+    for root, _, files in os.walk(path):
+        for name in files:
+            p = os.path.join(root, name)
+            with open(p, "rb") as f:
+                out[os.path.relpath(p, path)] = hashlib.sha1(f.read()).hexdigest()
+    return out
+
+
+def execute_notebook(name: str, monkeypatch, timeout: int = 300, cwd: Path | None = None) -> list[dict]:
+    """Run notebooks/<name> top to bottom in a python3 kernel (the project on PYTHONPATH, matplotlib's inline
+    backend whatever MPLBACKEND says); returns the outputs of every code cell. A failing cell raises."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    monkeypatch.delenv("MPLBACKEND", raising=False)
+    nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+    nbclient.NotebookClient(nb, kernel_name="python3", timeout=timeout,
+                            resources={"metadata": {"path": str(cwd or ROOT)}}).execute()
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+
+
+def notebook_text(outputs: list[dict]) -> str:
+    return "".join(o.get("text", "") for o in outputs)
