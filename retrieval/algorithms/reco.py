@@ -184,9 +184,12 @@ def load_reco_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     an unreadable file or one that is not a RECO checkpoint (no ``image_fuser`` / ``text_fuser``, ``dim``)."""
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError:
-        raise InvalidInput(f"{path} holds pickled Python objects, not only tensors and plain values; clipdex does "
-                           f"not load such files (loading them can run code): retrain with clipdex train-reco") from None
+    except pickle.UnpicklingError as exc:
+        if "GLOBAL" in str(exc):  # the file names a class or function to import: an object, not data
+            raise InvalidInput(f"{path} holds pickled Python objects, not only tensors and plain values; clipdex "
+                               f"does not load such files (loading them can run code): retrain with clipdex "
+                               f"train-reco") from None
+        raise InvalidInput(f"cannot read RECO checkpoint {path}: not a PyTorch checkpoint file") from None
     except (OSError, RuntimeError, ValueError, EOFError, AttributeError, TypeError) as exc:
         raise InvalidInput(f"cannot read RECO checkpoint {path}: {' '.join(str(exc).split())[:160]}") from None
     if not isinstance(state, dict) or not {"image_fuser", "text_fuser", "dim"} <= set(state):

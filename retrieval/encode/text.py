@@ -122,7 +122,8 @@ def _pack(windows: list[list[int]], sot: int, eot: int, ctx: int) -> np.ndarray:
 
 
 def _encode_tokens(encoder, tokens: np.ndarray, model=None, batch_size: int = 256) -> np.ndarray:
-    parts = [encoder.encode_token_batch(tokens[i:i + batch_size], model=model) for i in range(0, len(tokens), batch_size)]
+    parts = [encoder.encode_token_batch(tokens[i:i + batch_size], model=model)
+             for i in range(0, len(tokens), batch_size)]
     return np.concatenate(parts) if parts else np.zeros((0, encoder.dim), np.float32)
 
 

@@ -79,7 +79,8 @@ def list_known_models(all_tags: bool = False) -> list[dict]:
     pairs = open_clip.list_pretrained() if all_tags else [tuple(DEFAULT_MODEL.split(":"))]
     for arch, tag in pairs:
         spec = ModelSpec("pretrained", arch=arch, source=tag)
-        rows.append({"spec": str(spec), "cached": _quiet_cached(spec), "note": "default" if str(spec) == DEFAULT_MODEL else ""})
+        rows.append({"spec": str(spec), "cached": _quiet_cached(spec),
+                     "note": "default" if str(spec) == DEFAULT_MODEL else ""})
     if not all_tags:  # also show any other cached pretrained tags
         for arch, tag in open_clip.list_pretrained():
             spec = ModelSpec("pretrained", arch=arch, source=tag)

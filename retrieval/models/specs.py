@@ -6,7 +6,8 @@ Spec forms (``parse_model_spec``):
 - ``ARCH:/path/ckpt.pt``  an architecture with a local checkpoint file (.pt, .pth, .bin, .safetensors)
 - ``hf-hub:ORG/NAME``     an open_clip model on the Hugging Face hub (config and weights)
 - ``/path/to/dir``        a local folder holding ``open_clip_config.json`` and weights (``local-dir:`` also accepted)
-- ``longclip:LongCLIP-B`` a released Long-CLIP checkpoint (``RELEASED_LONGCLIP``), or ``longclip:ARCH:/path/longclip.pt``
+- ``longclip:LongCLIP-B`` a released Long-CLIP checkpoint (``RELEASED_LONGCLIP``),
+                          or ``longclip:ARCH:/path/longclip.pt``
 - ``random:ARCH``         any open_clip architecture with deterministic random weights (seed 0): for benchmarks
 - ``clipdex-tiny``        a tiny registered open_clip config with deterministic random weights (seed 0):
                           meaningless for real search, used by tests and offline demos.
