@@ -2,8 +2,9 @@
 
 Every command is registered here, once. Every failure a user can act on is one line ``error: ...`` on stderr and
 exit status 1: a bad option or argument (click's usage errors), a ``ClipdexError`` from the library, an I/O error
-(a full disk, a file gone). An unexpected exception is a bug in clipdex: it is also one line, saying so, unless
-``--debug`` or ``CLIPDEX_DEBUG=1`` asks for its traceback.
+(a full disk, a file gone). Any other exception is one clipdex did not expect (a bug, or damage it does not yet
+recognise): also one line, saying exactly that and how to get its traceback (``--debug`` or ``CLIPDEX_DEBUG=1``,
+which then let it through).
 """
 from __future__ import annotations
 
@@ -70,8 +71,9 @@ class ClipdexGroup(click.Group):
         except Exception as exc:
             if _debugging(ctx):
                 raise
-            click.echo(f"error: unexpected {type(exc).__name__}: {one_line(exc)[:300]} (a bug in clipdex; run "
-                       f"again with --debug or {DEBUG_ENV}=1 for the traceback)", err=True)
+            click.echo(f"error: unexpected {type(exc).__name__}: {one_line(exc)[:300]} (clipdex has no explanation "
+                       f"for this one: run again with --debug or {DEBUG_ENV}=1 for the traceback, and report it)",
+                       err=True)
             ctx.exit(1)
 
 

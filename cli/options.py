@@ -11,10 +11,10 @@ device_option = click.option("--device", default=None, help="cuda, cuda:N or cpu
 MAX_K = 10_000  # results per query: more is a mistake, not a search
 
 
-def top_k_option(default: int, maximum: int = MAX_K, help: str | None = None):
+def top_k_option(default: int, maximum: int = MAX_K, help_text: str | None = None):
     """``-k / --top-k``: an integer in [1, maximum]."""
     return click.option("-k", "--top-k", "k", default=default, show_default=True, type=click.IntRange(1, maximum),
-                        help=help)
+                        help=help_text)
 
 
 class Cosine(click.ParamType):

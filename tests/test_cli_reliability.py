@@ -4,6 +4,7 @@ shows its traceback only when asked (--debug, CLIPDEX_DEBUG=1). Failures are inj
 library call a command makes, so every case is deterministic."""
 import errno
 import json
+import shutil
 
 import pytest
 
@@ -117,7 +118,7 @@ def test_an_unexpected_exception_is_one_honest_line_without_debug(indexed, runne
     monkeypatch.delenv("CLIPDEX_DEBUG", raising=False)
     monkeypatch.setattr("cli.info_cmd.open_index", _bug)
     line = one_error_line(runner.invoke(cli, ["info", str(idx)]))
-    assert line.startswith("error: unexpected RuntimeError: boom second line") and "a bug in clipdex" in line
+    assert line.startswith("error: unexpected RuntimeError: boom second line") and "report it" in line
     assert "--debug" in line and "CLIPDEX_DEBUG=1" in line
 
 
@@ -156,3 +157,30 @@ def test_every_index_command_takes_the_shared_options(runner, cli):
     for sub in ("images", "texts", "videos"):
         text = runner.invoke(cli, ["index", sub, "--help"]).stdout
         assert all(opt in text for opt in shared), (sub, text)
+
+
+def _edit_manifest(change):
+    def damage(idx):
+        manifest = json.loads((idx / "clipdex.json").read_text())
+        (idx / "clipdex.json").write_text(json.dumps(change(manifest)))
+    return damage
+
+
+DAMAGE = {
+    "manifest not UTF-8": lambda idx: (idx / "clipdex.json").write_bytes(b"\xff\xfe\x00garbage"),
+    "manifest a JSON array": lambda idx: (idx / "clipdex.json").write_text("[1, 2]"),
+    "manifest without model": _edit_manifest(lambda m: {k: v for k, v in m.items() if k != "model"}),
+    "manifest dim not a number": _edit_manifest(lambda m: {**m, "dim": "abc"}),
+    "manifest tables a list": _edit_manifest(lambda m: {**m, "tables": []}),
+    "lance versions removed": lambda idx: [shutil.rmtree(d) for d in idx.rglob("_versions")],
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE, ids=list(DAMAGE))
+def test_a_damaged_index_gives_one_error_line_and_is_left_as_it_was(indexed, runner, cli, damage):
+    idx, _ = indexed
+    DAMAGE[damage](idx)
+    before = {str(p): p.read_bytes() for p in idx.rglob("*") if p.is_file() and p.name != ".lock"}
+    for args in (["search", str(idx), "a red circle"], ["info", str(idx)]):
+        one_error_line(runner.invoke(cli, args))
+    assert {str(p): p.read_bytes() for p in idx.rglob("*") if p.is_file() and p.name != ".lock"} == before
