@@ -2,35 +2,30 @@
 ``clipdex train-reco INDEX --out fuser.pt``."""
 from __future__ import annotations
 
-import json
-
 import click
 
-from cli.options import device_option, json_option
-from cli.output import progress_bar
+from retrieval.classify.inputs import find_images, read_classes, read_labels
+from retrieval.classify.pipeline import ClassificationRun, ClassifyOptions
+from retrieval.classify.registry import ALL, METHODS
+from retrieval.classify.train import train_reco_on_index
+from retrieval.encode.encoder import load_encoder
+from retrieval.errors import ModelMismatch
+from retrieval.index.directory import NO_MODEL, open_index
+
+from cli.options import device_option, json_option, top_k_option
+from cli.output import ProgressBars, print_json
 
 
-def _read_classes(path: str) -> list[str]:
-    from retrieval.classify.inputs import read_classes
+class MethodName(click.Choice):
+    """A method of the registry, or ``all``; anything else is refused naming the choices."""
 
-    return read_classes(path)
+    def __init__(self):
+        super().__init__([*METHODS, ALL])
 
-
-def _bar_callback():
-    bars: dict = {}
-
-    def on_progress(stage: str, done: int, total: int) -> None:
-        bar = bars.get(stage)
-        if bar is None:
-            bar = bars[stage] = progress_bar(total, stage, "img")
-        bar.total, bar.n = total, done
-        bar.refresh()
-
-    def close():
-        for bar in bars.values():
-            bar.close()
-
-    return on_progress, close
+    def convert(self, value, param, ctx):
+        if value not in self.choices:
+            self.fail(f"unknown method {value!r}; choose from {', '.join(METHODS)} or {ALL}", param, ctx)
+        return value
 
 
 def _text_line(pred, methods: list[str], single: bool) -> str:
@@ -61,14 +56,14 @@ def _print_summary(summary: dict, n_images: int) -> None:
 @click.argument("images", nargs=-1, required=True, metavar="IMAGES...")
 @click.option("--classes", "classes_path", required=True, type=click.Path(dir_okay=False),
               help="Class names, one per line.")
-@click.option("--method", "methods", multiple=True, default=("zeroshot",), show_default=True,
-              help="zeroshot, susx, xmore, xmore-stream, reco, tip, tipx, gda, proker, or all (repeatable).")
+@click.option("--method", "methods", multiple=True, default=("zeroshot",), show_default=True, type=MethodName(),
+              help="A method, or all (repeatable).")
 @click.option("--support", default=None, help="A clipdex image index made with the same model (susx, xmore, reco).")
 @click.option("--shots", default=None, help="Few-shot images: a folder per class, or a manifest with a label column.")
 @click.option("--labels", "labels_path", default=None, help="CSV/JSONL with path,label: also print accuracy.")
 @click.option("--templates", default="openai80", show_default=True, help="openai80, simple7, single or a file.")
 @click.option("--descriptions", default=None, help="CuPL-style JSON {class: [sentences]} added to the prompts.")
-@click.option("-k", "--top-k", "k", default=5, show_default=True, type=click.IntRange(1, 1000))
+@top_k_option(5, maximum=1000)
 @click.option("--tune", default=None, help="A labelled split (folder per class or manifest) to grid-search on.")
 @click.option("--fuser", default=None, type=click.Path(dir_okay=False), help="RECO fusers from clipdex train-reco.")
 @click.option("--model", default=None, help="Model spec (default: the support index's model).")
@@ -81,19 +76,11 @@ def _print_summary(summary: dict, n_images: int) -> None:
 def classify(images, classes_path, methods, support, shots, labels_path, templates, descriptions, k, tune, fuser,
              model, batch_size, workers, per_class, no_cache, device, as_json):
     """Classify images by class names alone, helped by a support index (susx, xmore, reco) or few shots."""
-    from retrieval.classify.inputs import find_images, read_labels
-    from retrieval.classify.pipeline import ClassificationRun, ClassifyOptions
-    from retrieval.encode.encoder import load_encoder
-    from retrieval.index.directory import open_index
-
-    classes = _read_classes(classes_path)
+    classes = read_classes(classes_path)
     paths, labels = find_images(images)
     if labels_path:
         labels = {**labels, **read_labels(labels_path)}
     if model is None and support:
-        from retrieval.errors import ModelMismatch
-        from retrieval.index.directory import NO_MODEL
-
         with open_index(support) as ix:
             model = ix.model
         if model == NO_MODEL:
@@ -103,32 +90,27 @@ def classify(images, classes_path, methods, support, shots, labels_path, templat
     opts = ClassifyOptions(methods=methods, templates=templates, descriptions=descriptions, support=support,
                            shots=shots, tune=tune, fuser=fuser, top_k=k, batch_size=batch_size, workers=workers,
                            per_class=per_class, use_cache=not no_cache)
-    on_progress, close_bars = _bar_callback()
-    run = ClassificationRun(classes, opts, encoder, on_progress)
-    try:
+    n = 0
+    with ProgressBars("img") as bars, ClassificationRun(classes, opts, encoder, bars) as run:
+        run.prepare()
         for note in run.notes:
             click.echo(note, err=True)
         names = [r.name for r in run.runners]
-        n = 0
         for pred in run.predict(paths, labels):
             n += 1
             if as_json:
-                row = {"path": pred.path, "label": pred.label,
-                       "predictions": {m: [{"class": c, "prob": round(p, 6)} for c, p in top]
-                                       for m, top in pred.top.items()}}
-                click.echo(json.dumps(row, ensure_ascii=False))
+                print_json({"path": pred.path, "label": pred.label,
+                            "predictions": {m: [{"class": c, "prob": round(p, 6)} for c, p in top]
+                                            for m, top in pred.top.items()}})
             else:
                 click.echo(_text_line(pred, names, len(names) == 1))
-    finally:
-        close_bars()
-        run.close()
     click.echo(f"classified {n} images with {', '.join(names)} in {run.elapsed:.1f}s "
                f"({run.images_per_s:.1f} images/s)", err=True)
     if run.evaluation.labelled:
         summary = run.evaluation.summary()
         if as_json:
-            click.echo(json.dumps({"summary": {"images": n, "accuracy": summary, "notes": run.notes,
-                                               "images_per_s": round(run.images_per_s, 2)}}, ensure_ascii=False))
+            print_json({"summary": {"images": n, "accuracy": summary, "notes": run.notes,
+                                    "images_per_s": round(run.images_per_s, 2)}})
         else:
             _print_summary(summary, n)
 
@@ -147,18 +129,11 @@ def classify(images, classes_path, methods, support, shots, labels_path, templat
 @json_option
 def train_reco_cmd(index_path, out, epochs, k, batch_size, lr, seed, resume, device, as_json):
     """Train RECO's image and text fusers on the index's own image-caption pairs (CLIP frozen)."""
-    from retrieval.classify.train import train_reco_on_index
-
-    def on_progress(p: dict) -> None:
-        if p.get("stage") == "neighbours":
-            click.echo(f"neighbours: {p['done']}/{p['total']} pairs", err=True)
-        else:
-            click.echo(f"epoch {p['epoch']}/{p['epochs']}  loss {p['loss']:.4f}  (checkpoint {out})", err=True)
-
-    result = train_reco_on_index(index_path, out, epochs=epochs, k=k, batch_size=batch_size, lr=lr, seed=seed,
-                                 resume=resume, device=device, on_progress=on_progress)
+    with ProgressBars("pair", lines=("epoch",)) as bars:
+        result = train_reco_on_index(index_path, out, epochs=epochs, k=k, batch_size=batch_size, lr=lr, seed=seed,
+                                     resume=resume, device=device, on_progress=bars)
     if as_json:
-        click.echo(json.dumps(result))
+        print_json(result)
     else:
         click.echo(f"trained RECO fusers on {result['pairs']} pairs for {result['epochs']} epochs "
                    f"(final loss {result['final_loss']:.4f}) -> {out}")

@@ -6,9 +6,16 @@ from pathlib import Path
 
 import click
 
+from indexers.images import ImageIndexOptions, index_images
+from indexers.samples import make_shapes
+from retrieval.encode.encoder import load_encoder
 from retrieval.errors import WeightsUnavailable
-from retrieval.models.factory import DEFAULT_MODEL, TINY_MODEL
+from retrieval.index.directory import create_index, open_index
+from retrieval.io.sources import IMAGE_EXTENSIONS, discover
+from retrieval.models.specs import DEFAULT_MODEL, TINY_MODEL
+from retrieval.search.query import search
 
+from cli.options import top_k_option
 from cli.output import print_table
 
 QUERIES = ("a red circle", "a blue square", "a green triangle")
@@ -26,16 +33,9 @@ come back in arbitrary order. Image-to-image search still finds exact matches fi
 @click.command()
 @click.option("--out", default="clipdex-demo", show_default=True, help="Folder for the drawn images and the index.")
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Model to try first.")
-@click.option("-k", "--top-k", "k", default=5, show_default=True, type=click.IntRange(1, 100))
+@top_k_option(5, maximum=100)
 def demo(out: str, model: str, k: int) -> None:
     """Draw shapes, index them with LanceDB, run a few searches."""
-    from indexers.images import ImageIndexOptions, index_images
-    from indexers.samples import make_shapes
-    from retrieval.io.sources import IMAGE_EXTENSIONS, discover
-    from retrieval.encode.encoder import load_encoder
-    from retrieval.index.directory import create_index, open_index
-    from retrieval.search.query import search
-
     out_dir = Path(out)
     images_dir = out_dir / "images"
     if not images_dir.is_dir():

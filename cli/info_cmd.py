@@ -22,9 +22,8 @@ def _size(n: int) -> str:
 @json_option
 def info(index_path: str, as_json: bool) -> None:
     """Show what an index holds."""
-    ix = open_index(index_path)
-    data = ix.info()
-    ix.close()
+    with open_index(index_path) as ix:
+        data = ix.info()
     if as_json:
         print_json(data)
         return

@@ -1,28 +1,80 @@
 """The ``clipdex`` command: a click group whose commands parse, call the library and print.
 
-Library errors (``ClipdexError``) become one line on stderr and a non-zero exit; nothing else is caught, so a
-bug still shows its traceback.
+Every command is registered here, once. Every failure a user can act on is one line ``error: ...`` on stderr and
+exit status 1: a bad option or argument (click's usage errors), a ``ClipdexError`` from the library, an I/O error
+(a full disk, a file gone). Any other exception is one clipdex did not expect (a bug, or damage it does not yet
+recognise): also one line, saying exactly that and how to get its traceback (``--debug`` or ``CLIPDEX_DEBUG=1``,
+which then let it through).
 """
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import sys
 
 import click
 
 from retrieval.errors import ClipdexError
 
+from cli import classify_cmd, demo, index_cmd, info_cmd, models_cmd, scale_cmds, search_cmd, text_cmds, video_cmds
+
+DEBUG_ENV = "CLIPDEX_DEBUG"
+
+
+def one_line(message: str) -> str:
+    """A message on one line: its lines joined, runs of whitespace collapsed."""
+    return " ".join(str(message).split())
+
+
+def _debugging(ctx: click.Context | None) -> bool:
+    flag = bool(ctx is not None and ctx.find_root().params.get("debug"))
+    return flag or os.environ.get(DEBUG_ENV, "").lower() in ("1", "true", "yes")
+
 
 class ClipdexGroup(click.Group):
-    def invoke(self, ctx):
+    """The root group: turns every error into one line on stderr and an exit status (see the module's doc)."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:  # bare `clipdex`: the help, as click shows it
+            exc.show()
+            sys.exit(0)
+        except click.ClickException as exc:  # usage and parameter errors: one line like every other error
+            where = f" (see {exc.ctx.command_path} --help)" if getattr(exc, "ctx", None) is not None else ""
+            click.echo(f"error: {one_line(exc.format_message())}{where}", err=True)
+            sys.exit(1)
+        except click.Abort:
+            click.echo("error: aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+    def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
         except ClipdexError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {one_line(exc)}", err=True)
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             click.echo("interrupted: committed rows are kept; run the same command again to resume", err=True)
             ctx.exit(130)
+        except OSError as exc:
+            if exc.errno == errno.EPIPE or _debugging(ctx):  # a closed pipe is click's to handle
+                raise
+            click.echo(f"error: {one_line(exc)}", err=True)
+            ctx.exit(1)
+        except Exception as exc:
+            if _debugging(ctx):
+                raise
+            click.echo(f"error: unexpected {type(exc).__name__}: {one_line(exc)[:300]} (clipdex has no explanation "
+                       f"for this one: run again with --debug or {DEBUG_ENV}=1 for the traceback, and report it)",
+                       err=True)
+            ctx.exit(1)
 
 
 class _Formatter(logging.Formatter):
@@ -43,30 +95,25 @@ def _setup_logging(verbose: int) -> None:
 
 @click.group(cls=ClipdexGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More logging on stderr (-vv for debug).")
+@click.option("--debug", is_flag=True, help=f"Show the traceback of an unexpected error (also {DEBUG_ENV}=1).")
 @click.version_option(package_name="clipdex")
-def cli(verbose: int) -> None:
+def cli(verbose: int, debug: bool) -> None:
     """clipdex: index images, videos and texts with CLIP, then search and classify them."""
     _setup_logging(verbose)
 
 
-def _register() -> None:
-    from cli import demo, index_cmd, info_cmd, models_cmd, scale_cmds, search_cmd, video_cmds
-
-    cli.add_command(index_cmd.index)
-    index_cmd.index.add_command(video_cmds.index_videos_cmd)
-    index_cmd.index.add_command(scale_cmds.embeddings)
-    cli.add_command(scale_cmds.optimize)
-    cli.add_command(search_cmd.search)
-    cli.add_command(info_cmd.info)
-    cli.add_command(models_cmd.models)
-    cli.add_command(demo.demo)
-    from cli import classify_cmd
-
-    cli.add_command(classify_cmd.classify)
-    cli.add_command(classify_cmd.train_reco_cmd)
+@cli.group()
+def index() -> None:
+    """Build or update an index: images, videos, texts or precomputed embeddings."""
 
 
-_register()
+index.add_command(index_cmd.images)
+index.add_command(video_cmds.index_videos_cmd)
+index.add_command(text_cmds.texts)
+index.add_command(scale_cmds.embeddings)
+for command in (scale_cmds.optimize, search_cmd.search, info_cmd.info, models_cmd.models, demo.demo,
+                classify_cmd.classify, classify_cmd.train_reco_cmd):
+    cli.add_command(command)
 
 
 def main() -> None:

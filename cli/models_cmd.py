@@ -6,7 +6,7 @@ import click
 from retrieval.models.factory import list_known_models
 
 from cli.options import json_option
-from cli.output import print_json
+from cli.output import print_json_lines
 
 
 @click.command()
@@ -16,7 +16,7 @@ def models(all_tags: bool, as_json: bool) -> None:
     """List model specs and whether their weights are cached."""
     rows = list_known_models(all_tags)
     if as_json:
-        print_json(rows)
+        print_json_lines(rows)
         return
     width = max(len(r["spec"]) for r in rows)
     for r in rows:

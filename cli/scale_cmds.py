@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import click
 
+from indexers.embeddings import discover_embeddings, index_embeddings
+from retrieval.ann.plan import check_recall, parse_memory
+from retrieval.ann.tuning import optimize_table
+from retrieval.index.directory import open_index
+from retrieval.index.opening import open_for_writing
+
 from cli.options import json_option
 from cli.output import print_json
 
@@ -34,10 +40,6 @@ def _gib(n: float) -> str:
 @json_option
 def optimize(index_path, recall, memory, table, kind, exact_below, rebuild, max_candidates, time_budget, as_json):
     """Build or re-tune a table's ANN index for a recall target; record the measured recall@10."""
-    from retrieval.ann.plan import check_recall, parse_memory
-    from retrieval.index.directory import open_index
-    from retrieval.ann.tuning import optimize_table
-
     check_recall(recall)
     budget = parse_memory(memory) if memory is not None else None
     ix = open_index(index_path, writable=True)
@@ -71,38 +73,14 @@ def optimize(index_path, recall, memory, table, kind, exact_below, rebuild, max_
 @click.argument("source", metavar="SRC")
 @click.option("--index", "index_path", required=True, help="Index directory (created when absent).")
 @click.option("--model", default="none", show_default=True,
-              help="Model that made the vectors (enables text queries), or none.")
+              help="Model that made the vectors (enables text queries), or none; must be an existing index's.")
 @click.option("--backend", type=click.Choice(["lance", "faiss"]), default=None, help="Store for a new index (lance).")
 @click.option("--column", default=None, help="Vector column of Parquet sources (default: vector, embedding, emb).")
 @json_option
 def embeddings(source, index_path, model, backend, column, as_json):
     """Index precomputed embeddings: .npy folders (clip-retrieval's img_emb/ text_emb/ metadata/) or Parquet."""
-    from pathlib import Path
-
-    from indexers.embeddings import discover_embeddings, index_embeddings
-    from retrieval.errors import InvalidInput
-    from retrieval.index.directory import MANIFEST, NO_MODEL, create_index, open_index
-
     parts = discover_embeddings(source, column)  # bad sources fail before the index is touched
-    dim = parts[0].dim
-    if (Path(index_path) / MANIFEST).is_file():
-        ix = open_index(index_path, writable=True)
-        if model not in (None, NO_MODEL) and ix.model != NO_MODEL:
-            try:
-                ix.check_model(model)
-            except Exception:
-                ix.close()
-                raise
-    else:
-        spec = NO_MODEL
-        if model and model != NO_MODEL:
-            from retrieval.encode.encoder import load_encoder
-
-            enc = load_encoder(model)
-            if enc.dim != dim:
-                raise InvalidInput(f"{model} makes {enc.dim}-d vectors; the embeddings in {source} are {dim}-d")
-            spec = str(enc.spec)
-        ix = create_index(index_path, dim=dim, model=spec, backend=backend or "lance")
+    ix = open_for_writing(index_path, model, backend, dim=parts[0].dim)
     try:
         summary = index_embeddings(ix, parts).as_dict()
     finally:
@@ -113,31 +91,3 @@ def embeddings(source, index_path, model, backend, column, as_json):
         click.echo(f"added {summary['added']} vectors from {summary['files']} files "
                    f"(skipped {summary['skipped_files']} already indexed), errors {summary['errors']}"
                    f" in {summary['elapsed']:.1f}s")
-
-
-def search_vectors_file(index_path: str, path: str, k: int, where, min_score, table: str):
-    """``clipdex search INDEX --vectors Q.npy``: the (q, d) rows answered as one batch; results carry ``query``."""
-    import numpy as np
-    import pyarrow as pa
-
-    from retrieval.errors import InvalidInput
-    from retrieval.index.directory import open_index
-    from retrieval.search.query import search as run_search
-
-    try:
-        xq = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise InvalidInput(f"--vectors {path}: not a readable .npy array ({exc})") from None
-    if xq.ndim == 1:
-        xq = xq[None, :]
-    if xq.ndim != 2 or not np.issubdtype(xq.dtype, np.floating):
-        raise InvalidInput(f"--vectors {path}: expected a float (q, d) array, got {xq.dtype} {xq.shape}")
-    ix = open_index(index_path)
-    try:
-        result = run_search(ix, vectors=np.asarray(xq, np.float32), k=k, table=table, where=where,
-                            min_score=min_score)
-    finally:
-        ix.close()
-    if "query" not in result.column_names:  # a single row: the library leaves the column out
-        result = result.add_column(0, "query", pa.array(np.zeros(len(result), np.int32)))
-    return result

@@ -1,13 +1,21 @@
 """Video commands: ``clipdex index videos SRC... --index DIR`` and the video options of ``clipdex search``.
 
-``index_videos_cmd`` is registered in the ``index`` group; ``video_search_options`` decorates ``clipdex search``
-and ``run_video_search`` answers ``--table videos``.
+``index_videos_cmd`` is registered in the ``index`` group (``cli.main``); ``video_search_options`` decorates
+``clipdex search`` and ``run_video_search`` answers ``--table videos``.
 """
 from __future__ import annotations
 
 import click
+import pyarrow.compute as pc
 
-from cli.options import device_option, json_option
+from indexers.video_decode import SamplingPlan, import_av
+from indexers.videos import VideoIndexOptions, index_videos
+from retrieval.errors import InvalidInput
+from retrieval.index.opening import open_for_writing
+from retrieval.io.sources import VIDEO_EXTENSIONS, discover
+from retrieval.search.video import VideoSearchOptions, search_frames, search_videos
+
+from cli.indexing import indexing_options, run_indexer
 
 
 def _summary_line(s: dict) -> str:
@@ -18,37 +26,21 @@ def _summary_line(s: dict) -> str:
 
 
 @click.command("videos")
-@click.argument("sources", nargs=-1, required=True, metavar="SRC...")
-@click.option("--index", "index_path", required=True, help="Index directory (created when absent).")
-@click.option("--model", default=None, help="Model spec for a new index (default ViT-B-32:laion2b_s34b_b79k).")
-@click.option("--backend", type=click.Choice(["lance", "faiss"]), default=None, help="Store for a new index (lance).")
+@indexing_options(workers=True)
 @click.option("--fps", type=float, default=None, help="Frames sampled per second (default 1).")
 @click.option("--frames", "n_frames", type=int, default=None, help="Sample N frames: the middle of N equal chunks.")
 @click.option("--keyframes", is_flag=True, help="Sample every keyframe (decodes keyframes only: fastest).")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1, 4096), help="Frames per forward pass.")
-@click.option("--workers", default=None, type=click.IntRange(0, 64), help="Decoding processes (default: spare cores).")
-@click.option("--exclude", multiple=True, help="Glob of file or folder names to skip (repeatable).")
-@click.option("--prune", is_flag=True, help="Remove videos that are gone from the sources.")
-@click.option("--retry-errors", is_flag=True, help="Try failed and partial videos again even if unchanged.")
-@device_option
-@json_option
-def index_videos_cmd(sources, index_path, model, backend, fps, n_frames, keyframes, batch_size, workers, exclude,
-                     prune, retry_errors, device, as_json):
+def index_videos_cmd(sources, index_path, model, backend, batch_size, workers, exclude, prune, retry_errors, device,
+                     as_json, fps, n_frames, keyframes):
     """Index video files (mp4, mov, mkv, webm, avi, m4v) or manifests with a path column: sampled frames with
     their times go to the `frames` table, one mean-pooled vector per video to `videos`."""
-    from retrieval.io.sources import VIDEO_EXTENSIONS, discover
-    from indexers.video_decode import SamplingPlan, import_av
-    from indexers.videos import VideoIndexOptions, index_videos
-
-    from cli.index_cmd import open_for_writing, run_indexer
-
     plan = SamplingPlan.from_options(fps, n_frames, keyframes)  # bad options fail before the index is touched
     import_av()
     found = discover(sources, VIDEO_EXTENSIONS, exclude)
-    ix = open_for_writing(index_path, model, backend, device)
+    ix = open_for_writing(index_path, model, backend, device=device)
     opts = VideoIndexOptions(sampling=plan, batch_size=batch_size, workers=workers, prune=prune,
                              retry_errors=retry_errors)
-    run_indexer(ix, "videos", "video", lambda progress: index_videos(ix, found, opts, progress).as_dict(), as_json,
+    run_indexer(ix, "video", lambda progress: index_videos(ix, found, opts, progress).as_dict(), as_json,
                 _summary_line)
 
 
@@ -75,9 +67,6 @@ def video_search_options(fn):
 
 def run_video_search(ix, text, image, k, where, min_score, encoder, table, long_text, video: dict):
     """Answer ``clipdex search`` for the ``videos`` and ``frames`` tables."""
-    from retrieval.errors import InvalidInput
-    from retrieval.search.video import VideoSearchOptions, search_frames, search_videos
-
     given = {name: v for name, v in video.items() if v is not None and v is not False}
     if table != "videos":
         if given:
@@ -89,7 +78,5 @@ def run_video_search(ix, text, image, k, where, min_score, encoder, table, long_
     opts = VideoSearchOptions(**{k2: v for k2, v in given.items()})
     result = search_videos(ix, text, image=image, k=k, where=where, options=opts, long_text=long_text, encoder=encoder)
     if min_score is not None:
-        import pyarrow.compute as pc
-
         result = result.filter(pc.greater_equal(result.column("score"), min_score))
     return result

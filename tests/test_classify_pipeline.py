@@ -27,7 +27,7 @@ def test_set(data):
 
 def make_run(tiny, data, **kw):
     kw.setdefault("templates", "simple7")
-    return ClassificationRun(CLASSES, ClassifyOptions(**kw), tiny)
+    return ClassificationRun(CLASSES, ClassifyOptions(**kw), tiny).prepare()
 
 
 def test_every_method_gives_one_sorted_distribution_per_image(tiny, data, test_set):
@@ -148,7 +148,7 @@ def test_train_reco_checkpoints_resumes_and_the_fuser_classifies(tiny, data, tmp
     seen = []
     r1 = train_reco_on_index(data["support"], out, epochs=1, k=4, batch_size=16, seed=0, on_progress=seen.append)
     assert r1["pairs"] == 48 and r1["epochs"] == 1 and out.is_file()
-    assert [p["epoch"] for p in seen if "epoch" in p] == [1]
+    assert [(p.done, p.total) for p in seen if p.stage == "epoch"] == [(1, 1)] and "loss" in seen[-1].counts
     r2 = train_reco_on_index(data["support"], out, epochs=2, k=4, batch_size=16, seed=0, resume=True)
     assert [h["epoch"] for h in r2["history"]] == [1, 2] and r2["history"][0] == r1["history"][0]
     run = make_run(tiny, data, methods=["reco"], support=data["support"], fuser=str(out))
@@ -170,7 +170,7 @@ def test_support_index_from_another_model_is_refused(tiny, tmp_path):
         ix.add_vectors("images", np.random.default_rng(0).standard_normal((5, 64)))
     with pytest.raises(ModelMismatch, match="unknown model"):
         ClassificationRun(CLASSES, ClassifyOptions(methods=["susx"], support=str(tmp_path / "raw.clipdex"),
-                                                   templates="single"), tiny)
+                                                   templates="single"), tiny).prepare()
 
 
 def test_captionless_support_fails_xmore_and_reco_but_all_skips_them(tiny, data, caplog):

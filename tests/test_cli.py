@@ -70,7 +70,7 @@ def test_info_shows_tables_counts_and_errors(indexed, runner, cli):
 
 
 def test_models_lists_tiny_and_the_default(runner, cli):
-    rows = json.loads(invoke(runner, cli, "models", "--json").stdout)
+    rows = [json.loads(line) for line in invoke(runner, cli, "models", "--json").stdout.splitlines()]
     specs = {r["spec"]: r for r in rows}
     assert specs["clipdex-tiny"]["cached"] and "ViT-B-32:laion2b_s34b_b79k" in specs
 

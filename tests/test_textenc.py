@@ -165,3 +165,11 @@ def test_bad_longclip_specs_are_refused(tmp_path):
 
     with pytest.raises(UnknownModel, match="cannot read Long-CLIP checkpoint"):
         create_model(parse_model_spec(f"longclip:clipdex-tiny:{junk}"))
+
+
+def test_the_stretched_longclip_model_is_built_once_per_encoder(enc):
+    first = encode_long_texts(enc, [words(100)], "longclip").vectors
+    built = []
+    stretched = enc.variant("longclip", lambda e: built.append(e))  # already there: not built again
+    assert built == [] and stretched.context_length == 248 and stretched.model is not enc.model
+    np.testing.assert_allclose(encode_long_texts(enc, [words(100)], "longclip").vectors, first, atol=1e-6)

@@ -18,7 +18,8 @@ from retrieval.algorithms.xmore import (dedup_rerank_captions, xmore_caption_log
 from retrieval.algorithms.zeroshot import (TEMPLATE_SETS, build_text_classifier, get_templates, load_descriptions, load_templates,
                        zeroshot_logits)
 
-_RECO = ("RecoFuser", "knn_ids", "reco_loss", "reco_mean_fuse", "reco_refine", "train_reco", "train_reco_step")
+_RECO = ("RecoFuser", "fusers_from_checkpoint", "knn_ids", "load_reco_checkpoint", "reco_loss", "reco_mean_fuse",
+         "reco_refine", "save_reco_checkpoint", "train_reco", "train_reco_step")
 
 
 def __getattr__(name):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 from pathlib import Path
 from typing import Callable
 
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from retrieval.algorithms.arrays import as_f32, as_i64, l2_normalize
+from retrieval.errors import InvalidInput
 
 logger = logging.getLogger(__name__)
 
@@ -164,11 +166,49 @@ def train_reco_step(image_fuser: RecoFuser, text_fuser: RecoFuser, optimizer: to
     return float(loss.detach())
 
 
-def _save_checkpoint(path: Path, payload: dict) -> None:
+def save_reco_checkpoint(path: str | os.PathLike, payload: dict) -> None:
+    """Write a checkpoint atomically (a temporary file, then a rename). ``payload`` holds only tensors, state dicts
+    and plain values (numbers, strings, lists, dicts), so that :func:`load_reco_checkpoint` can read it back
+    without running code."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
     os.replace(tmp, path)
+
+
+def load_reco_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    """A RECO checkpoint as a dict, read with ``torch.load(weights_only=True)``: tensors and plain values only.
+
+    A file holding pickled objects (which could run code while loading) is refused with ``InvalidInput``, as is
+    an unreadable file or one that is not a RECO checkpoint (no ``image_fuser`` / ``text_fuser``, ``dim``)."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "GLOBAL" in str(exc):  # the file names a class or function to import: an object, not data
+            raise InvalidInput(f"{path} holds pickled Python objects, not only tensors and plain values; clipdex "
+                               f"does not load such files (loading them can run code): retrain with clipdex "
+                               f"train-reco") from None
+        raise InvalidInput(f"cannot read RECO checkpoint {path}: not a PyTorch checkpoint file") from None
+    except (OSError, RuntimeError, ValueError, EOFError, AttributeError, TypeError) as exc:
+        raise InvalidInput(f"cannot read RECO checkpoint {path}: {' '.join(str(exc).split())[:160]}") from None
+    if not isinstance(state, dict) or not {"image_fuser", "text_fuser", "dim"} <= set(state):
+        raise InvalidInput(f"{path} is not a RECO checkpoint (expected the image and text fusers clipdex "
+                           f"train-reco writes)")
+    return state
+
+
+def fusers_from_checkpoint(state: dict, path: str | os.PathLike = "checkpoint") -> tuple[RecoFuser, RecoFuser]:
+    """The (image, text) fusers of a checkpoint dict from :func:`load_reco_checkpoint`, in eval mode."""
+    fusers = []
+    try:
+        for key in ("image_fuser", "text_fuser"):
+            f = RecoFuser(int(state["dim"]), int(state.get("heads", 8)))
+            f.load_state_dict(state[key])
+            fusers.append(f.eval())
+    except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+        raise InvalidInput(f"cannot load RECO fuser {path}: {' '.join(str(exc).split())[:160]}") from None
+    return fusers[0], fusers[1]
 
 
 def train_reco(image_embs, text_embs, image_neighbors, text_neighbors, epochs: int = 10, batch_size: int = 256,
@@ -205,7 +245,7 @@ def train_reco(image_embs, text_embs, image_neighbors, text_neighbors, epochs: i
     start_epoch = 0
     ckpt = Path(checkpoint_path) if checkpoint_path is not None else None
     if ckpt is not None and resume and ckpt.exists():
-        state = torch.load(ckpt, map_location=dev, weights_only=False)
+        state = load_reco_checkpoint(ckpt, map_location=dev)
         if state.get("version") != CHECKPOINT_VERSION or state.get("dim") != D or state.get("heads") != heads:
             raise ValueError(f"checkpoint {ckpt} does not match this run (dim {D}, heads {heads})")
         image_fuser.load_state_dict(state["image_fuser"])
@@ -220,7 +260,7 @@ def train_reco(image_embs, text_embs, image_neighbors, text_neighbors, epochs: i
 
     def save(epoch_done: int) -> None:
         if ckpt is not None:
-            _save_checkpoint(ckpt, dict(version=CHECKPOINT_VERSION, dim=D, heads=heads, epoch=epoch_done,
+            save_reco_checkpoint(ckpt, dict(version=CHECKPOINT_VERSION, dim=D, heads=heads, epoch=epoch_done,
                                         history=history, image_fuser=image_fuser.state_dict(),
                                         text_fuser=text_fuser.state_dict(), optimizer=optimizer.state_dict()))
 

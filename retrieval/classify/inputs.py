@@ -13,7 +13,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from retrieval.algorithms.augment import augmented_views
 from retrieval.errors import InvalidInput
+from retrieval.io.imageprep import ImageReadError, read_and_prepare
+from retrieval.io.sources import IMAGE_EXTENSIONS, discover, read_manifest
+from retrieval.io.workers import WorkerCrash, ordered_map
+from retrieval.search.query import load_query_image
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +52,6 @@ def check_classes(classes: Sequence[str], where: str = "classes") -> list[str]:
 def read_labels(path: str | os.PathLike) -> dict[str, str]:
     """``{absolute path: label}`` from a CSV/JSONL/Parquet file with ``path`` and ``label`` columns (relative paths
     are taken relative to the file)."""
-    from retrieval.io.sources import read_manifest
-
     p = Path(path).expanduser()
     if not p.is_file():
         raise InvalidInput(f"labels file not found: {path}")
@@ -64,8 +67,6 @@ def read_labels(path: str | os.PathLike) -> dict[str, str]:
 
 def find_images(sources: Sequence[str]) -> tuple[list[str], dict[str, str]]:
     """Image paths of files, folders and manifests (sorted), and the labels a manifest's ``label`` column gives."""
-    from retrieval.io.sources import IMAGE_EXTENSIONS, discover
-
     found = discover(list(sources), IMAGE_EXTENSIONS)
     missing = [it.path for it in found.items if it.bytes is None]
     if missing:
@@ -89,8 +90,6 @@ def load_labelled(source: str, classes: Sequence[str], what: str = "shots") -> L
     Images of unknown classes are dropped with a warning; classes without any image are listed in
     ``missing_classes`` (the caller decides whether that is an error).
     """
-    from retrieval.io.sources import IMAGE_EXTENSIONS, discover
-
     src = Path(source).expanduser()
     if not src.exists():
         raise InvalidInput(f"{what} not found: {source}")
@@ -125,8 +124,6 @@ def load_labelled(source: str, classes: Sequence[str], what: str = "shots") -> L
 
 def _decode(task):
     """Worker: (paths, prep) -> [(path, pixels | None, reason | None)]."""
-    from retrieval.io.imageprep import ImageReadError, read_and_prepare
-
     paths, prep = task
     out = []
     for path in paths:
@@ -146,8 +143,6 @@ def encode_images(encoder, paths: Sequence[str], batch_size: int = 64, workers: 
     Returns ``(feats (n, D) float32 with NaN rows for unreadable files, [(path, reason)] of those files)``.
     Only the features are kept (n · D floats), never the pixels of more than one batch plus the tasks in flight.
     """
-    from retrieval.io.workers import WorkerCrash, ordered_map
-
     feats = np.full((len(paths), encoder.dim), np.nan, np.float32)
     errors: list[tuple[str, str]] = []
     row = {p: i for i, p in enumerate(paths)}
@@ -182,9 +177,6 @@ def encode_views(encoder, paths: Sequence[str], n_views: int = 10, seed: int = 0
                  batch_size: int = 64) -> np.ndarray:
     """Each image under ``n_views`` augmentations (RandomResizedCrop 0.5-1 + flip, as Tip-Adapter and GDA):
     -> (n, V, D) float32 unit view features. View j of image i uses seed ``seed + i``."""
-    from retrieval.search.query import load_query_image
-    from retrieval.algorithms.augment import augmented_views
-
     size = int(encoder.prep.size[0])
     out = np.empty((len(paths), n_views, encoder.dim), np.float32)
     per = max(1, batch_size // n_views)

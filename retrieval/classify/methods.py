@@ -15,7 +15,16 @@ from typing import Iterator
 
 import numpy as np
 
+from retrieval import algorithms  # RECO's names (torch) load on first use, through the package
 from retrieval.algorithms.arrays import l2_normalize, one_hot, softmax
+from retrieval.algorithms.gda import gda_logits
+from retrieval.algorithms.proker import proker_fit, proker_predict
+from retrieval.algorithms.tip_adapter import tip_adapter_logits
+from retrieval.algorithms.tipx import tipx_kl, tipx_log_signatures, tipx_logits
+from retrieval.algorithms.xmore import (xmore_caption_logits, xmore_confidences, xmore_image_logits,
+                                        xmore_predict_batch, xmore_predict_stream)
+from retrieval.algorithms.zeroshot import zeroshot_logits
+from retrieval.classify.support import caption_neighbours, image_to_texts, take_vectors, text_to_images
 
 log = logging.getLogger(__name__)
 LOGIT_SCALE = 100.0
@@ -62,8 +71,6 @@ class ZeroShot(Runner):
         self.width = W.shape[1]
 
     def probs(self, fb, sl):
-        from retrieval.algorithms.zeroshot import zeroshot_logits
-
         return softmax(zeroshot_logits(fb, self.W), axis=1)
 
 
@@ -71,8 +78,6 @@ class TipX(Runner):
     """TIP-X over a labelled support set (SuS-X's retrieved one, or real shots)."""
 
     def __init__(self, name, W, support_feats, support_labels, params, ref_affinity=None):
-        from retrieval.algorithms.tipx import tipx_log_signatures
-
         self.name, self.W, self.S, self.params = name, W, support_feats, dict(params)
         self.L = one_hot(support_labels, W.shape[1])
         self.logq = tipx_log_signatures(support_feats, W)  # (M, C) float64, once for all blocks
@@ -81,8 +86,6 @@ class TipX(Runner):
         self.kl_range = None
 
     def fit(self, feats, rows):
-        from retrieval.algorithms.tipx import tipx_kl
-
         if self.params.get("gamma", 0) == 0 or len(self.S) == 0:
             return
         lo = hi = alo = ahi = None
@@ -99,8 +102,6 @@ class TipX(Runner):
             self.ref = np.array([alo, ahi], np.float32)
 
     def probs(self, fb, sl):
-        from retrieval.algorithms.tipx import tipx_logits
-
         if len(self.S) == 0:
             return softmax(LOGIT_SCALE * fb @ self.W, axis=1)
         z = tipx_logits(fb, self.S, self.L, self.W, kl_range=self.kl_range, ref_affinity=self.ref,
@@ -117,8 +118,6 @@ class TipAdapter(Runner):
         self.width = max(1, len(keys))
 
     def probs(self, fb, sl):
-        from retrieval.algorithms.tip_adapter import tip_adapter_logits
-
         return softmax(tip_adapter_logits(fb, self.keys, self.values, self.W, **self.params), axis=1)
 
 
@@ -130,8 +129,6 @@ class GDA(Runner):
         self.width = W.shape[1]
 
     def probs(self, fb, sl):
-        from retrieval.algorithms.gda import gda_logits
-
         return softmax(gda_logits(fb, self.W, self.Wg, self.b, self.params["alpha"]), axis=1)
 
 
@@ -141,15 +138,11 @@ class ProKeR(Runner):
     name = "proker"
 
     def __init__(self, W, keys, labels, beta, lam):
-        from retrieval.algorithms.proker import proker_fit
-
         self.W, self.keys, self.params = W, keys, dict(beta=beta, lam=lam)
         self.alpha = proker_fit(keys, labels, W, beta, lam)
         self.width = max(1, len(keys))
 
     def probs(self, fb, sl):
-        from retrieval.algorithms.proker import proker_predict
-
         z = proker_predict(self.keys, self.W, self.alpha, fb, self.params["beta"])
         return softmax(LOGIT_SCALE * z, axis=1)
 
@@ -165,16 +158,10 @@ class XMoRe(Runner):
         self.params = dict(k=k, retrieve=retrieve, fusion="stream" if stream else "batch")
 
     def _logits(self, fb, sl):
-        from retrieval.classify.support import take_vectors
-        from retrieval.algorithms.xmore import xmore_caption_logits, xmore_image_logits
-
         caps = take_vectors(self.ix, self.cap_ids[sl], "text_vector")
         return xmore_image_logits(fb, self.T), xmore_caption_logits(caps, self.T)
 
     def fit(self, feats, rows):
-        from retrieval.classify.support import caption_neighbours
-        from retrieval.algorithms.xmore import xmore_confidences
-
         self.cap_ids = np.full((len(feats), self.k), -1, np.int64)
         for sl in blocks(len(feats), rows):
             self.cap_ids[sl] = caption_neighbours(self.ix, feats[sl], self.k, self.retrieve)
@@ -192,8 +179,6 @@ class XMoRe(Runner):
                 self.totals[1] += float(c_cap.sum())
 
     def probs(self, fb, sl):
-        from retrieval.algorithms.xmore import xmore_confidences, xmore_predict_batch, xmore_predict_stream
-
         zi, zc = self._logits(fb, sl)
         if self.stream:  # blocks arrive in order; carry the running sums
             p = xmore_predict_stream(zi, zc, prior=tuple(self.totals))
@@ -210,8 +195,6 @@ class Reco(Runner):
     """RECO: refine images by their neighbours' captions and classes by their neighbours' images; score v̄ · t̄."""
 
     def __init__(self, ix, W, k, weight=1.0, fusers=None):
-        from retrieval.classify.support import text_to_images
-
         self.name = "reco"
         self.ix, self.k, self.weight, self.fusers = ix, k, weight, fusers
         self.params = dict(k=k, fusion="trained fuser" if fusers else "mean", **({} if fusers else {"weight": weight}))
@@ -220,15 +203,11 @@ class Reco(Runner):
         self.t_bar = self._fuse(1, T, text_to_images(ix, T, k))  # (C, D)
 
     def _fuse(self, which, query, retrieved):
-        from retrieval.algorithms.reco import reco_mean_fuse, reco_refine
-
         if self.fusers is None:
-            return reco_mean_fuse(query, retrieved, self.weight)
-        return reco_refine(self.fusers[which], query, retrieved)
+            return algorithms.reco_mean_fuse(query, retrieved, self.weight)
+        return algorithms.reco_refine(self.fusers[which], query, retrieved)
 
     def probs(self, fb, sl):
-        from retrieval.classify.support import image_to_texts
-
         v_bar = self._fuse(0, fb, image_to_texts(self.ix, fb, self.k))
         return softmax(LOGIT_SCALE * v_bar @ self.t_bar.T, axis=1)
 

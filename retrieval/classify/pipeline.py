@@ -1,16 +1,18 @@
 """Classification runs: gather each method's inputs (text classifier, support sets, captions, shots), encode the
-images once, and stream predictions block by block.
+images once, and stream predictions block by block. Each step is explicit:
 
-    run = ClassificationRun(classes, ClassifyOptions(methods=["all"], support="web.clipdex"), encoder)
-    for pred in run.predict(paths, labels):      # one Prediction per image, every method's top-k
+    run = ClassificationRun(classes, ClassifyOptions(methods=["all"], support="web.clipdex"), encoder)  # no work
+    run.prepare()                                  # the methods' inputs: classifier, support sets, shots, tuning
+    for pred in run.predict(paths, labels):      # encodes the images, then one Prediction per image
         ...
     run.evaluation.summary()                       # top-1/top-5 accuracy and most-confused pairs per method
+    run.close()                                    # (or use the run as a context manager)
 
-Memory: the test features (N · D floats) are kept; every method works on blocks of B test rows, with
-B = :func:`methods.block_rows` (a 256 MiB budget for the (B, M) work of the widest method at ~48 bytes per
-(row, support item) pair; e.g. M = 100,000 support items -> B = 55 rows), so nothing grows as N · M. Fixed costs:
-the support set (M · D float32) with its one-hot labels (M · C float32) and log-signatures (M · C float64) for
-TIP-X, C · D for the classifier, N · K caption ids for X-MoRe.
+The methods come from the registry (``retrieval.classify.registry``). Memory: the test features (N · D floats) are
+kept; every method works on blocks of B test rows, with B = :func:`methods.block_rows` (a 256 MiB budget for the
+(B, M) work of the widest method at ~48 bytes per (row, support item) pair; e.g. M = 100,000 support items -> B =
+55 rows), so nothing grows as N · M. Fixed costs: the support set (M · D float32) with its one-hot labels (M · C
+float32) and log-signatures (M · C float64) for TIP-X, C · D for the classifier, N · K caption ids for X-MoRe.
 """
 from __future__ import annotations
 
@@ -21,41 +23,17 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from retrieval.errors import InvalidInput
 from retrieval.classify import methods as M
 from retrieval.classify.evaluate import Evaluation
+from retrieval.classify.inputs import check_classes, encode_images
+from retrieval.classify.prepare import ClassifyOptions, MethodInputs, load_fusers
+from retrieval.classify.registry import ALL, resolve_methods
+from retrieval.errors import InvalidInput
+from retrieval.io.workers import Progress
+
+__all__ = ["ClassificationRun", "ClassifyOptions", "Prediction", "load_fusers"]
 
 log = logging.getLogger(__name__)
-
-METHODS = ("zeroshot", "susx", "xmore", "xmore-stream", "reco", "tip", "tipx", "gda", "proker")
-ALL = ("zeroshot", "susx", "xmore", "reco", "tip", "tipx", "gda", "proker")
-SUPPORT_METHODS = ("susx", "xmore", "xmore-stream", "reco")
-SHOT_METHODS = ("tip", "tipx", "gda", "proker")
-SUSX_QUERY = "A photo of a {}."
-GDA_ALPHA = 10.0  # no paper default (the paper searches); chosen on indexers/samples/embeddings.py — use --tune
-
-
-@dataclass
-class ClassifyOptions:
-    methods: Sequence[str] = ("zeroshot",)
-    templates: str = "openai80"        # openai80 | simple7 | single | a template file
-    descriptions: str | None = None    # CuPL-style JSON {class: [sentences]}
-    support: str | None = None         # a clipdex image index made with the same model
-    shots: str | None = None           # folder per class, or a manifest with a label column
-    tune: str | None = None            # a labelled split: grid-search hyper-parameters on it
-    fuser: str | None = None           # RECO fusers trained by train_reco (clipdex train-reco)
-    top_k: int = 5
-    batch_size: int = 64
-    workers: int = 0
-    per_class: int = 100
-    dedup_ip: float = 0.94
-    xmore_k: int = 16
-    xmore_retrieve: int = 128
-    reco_k: int = 10
-    reco_weight: float = 1.0
-    n_views: int = 10
-    memory_budget: int = 256 << 20
-    use_cache: bool = True
 
 
 @dataclass
@@ -65,232 +43,74 @@ class Prediction:
     top: dict = field(default_factory=dict)  # method -> [(class, probability)], best first
 
 
-def resolve_methods(asked: Sequence[str], opts: ClassifyOptions) -> list[str]:
-    """The methods to run: ``all`` means every method the inputs allow (support, shots)."""
-    asked = list(dict.fromkeys(asked))
-    unknown = [m for m in asked if m not in METHODS + ("all",)]
-    if unknown:
-        raise InvalidInput(f"unknown method {unknown[0]!r}; choose from {', '.join(METHODS)} or all")
-    if "all" in asked:
-        out = [m for m in ALL if (m not in SUPPORT_METHODS or opts.support) and (m not in SHOT_METHODS or opts.shots)]
-        return list(dict.fromkeys(out + [m for m in asked if m != "all"]))
-    for m in asked:
-        if m in SUPPORT_METHODS and not opts.support:
-            raise InvalidInput(f"--method {m} needs --support INDEX (a clipdex image index made with the same model)")
-        if m in SHOT_METHODS and not opts.shots:
-            raise InvalidInput(f"--method {m} needs --shots (a folder per class or a manifest with a label column)")
-    return asked
-
-
-def load_fusers(path: str, model: str):
-    """The (image, text) RECO fusers saved by ``clipdex train-reco``; refused for another model."""
-    import torch
-
-    from retrieval.algorithms.reco import RecoFuser
-
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        fusers = []
-        for key in ("image_fuser", "text_fuser"):
-            f = RecoFuser(int(state["dim"]), int(state["heads"]))
-            f.load_state_dict(state[key])
-            fusers.append(f.eval())
-    except (OSError, KeyError, RuntimeError, ValueError, TypeError) as exc:
-        raise InvalidInput(f"cannot load RECO fuser {path}: {str(exc).splitlines()[0][:160]}") from None
-    if state.get("model") not in (None, model):
-        raise InvalidInput(f"RECO fuser {path} was trained on {state['model']} embeddings, not {model}")
-    return fusers
-
-
 class ClassificationRun:
-    """Everything a run needs, prepared once: classifier W (D, C), support index, shots, tuned parameters.
+    """A classification run over ``classes`` with ``options``. Constructing it only checks the class names and
+    the methods asked for; :meth:`prepare` builds each method's runner (the work: text classifier, support sets,
+    shots, tuning), :meth:`encode` encodes images, :meth:`predict` streams predictions (preparing first if needed).
 
-    ``notes`` collects what a user should be told (support set sizes, cache use, chosen hyper-parameters).
+    ``notes`` collects what a user should be told (support set sizes, cache use, chosen hyper-parameters);
+    ``on_progress(Progress)`` hears about the ``encode`` and ``classify`` stages.
     """
 
     def __init__(self, classes: Sequence[str], options: ClassifyOptions, encoder,
-                 on_progress: Callable[[str, int, int], None] | None = None):
-        from retrieval.classify.inputs import check_classes
-
+                 on_progress: Callable[[Progress], None] | None = None):
         self.classes = check_classes(classes)
         self.opts = options
         self.encoder = encoder
         self.on_progress = on_progress
-        self.notes: list[str] = []
         self.methods = resolve_methods(options.methods, options)
-        self.ix = None
-        self.W = self._classifier()
-        self.val = self._split(options.tune, "--tune") if options.tune else None
+        self.inputs = MethodInputs(self.classes, options, encoder, [m for m in options.methods if m != ALL])
         self.runners: list[M.Runner] = []
+        self.evaluation: Evaluation | None = None
+        self.prepared = False
+
+    @property
+    def notes(self) -> list[str]:
+        return self.inputs.notes
+
+    @property
+    def W(self) -> np.ndarray:
+        """The zero-shot text classifier (D, C) (computed on first use)."""
+        return self.inputs.W
+
+    @property
+    def ix(self):
+        """The support index, once a method has opened it (else None)."""
+        return self.inputs.ix
+
+    def prepare(self) -> "ClassificationRun":
+        """Build every method's runner from the inputs it needs; methods that cannot run under ``all`` are
+        skipped with a warning. Returns the run."""
+        if self.prepared:
+            return self
         try:
-            self._prepare()
+            for method in self.methods:
+                runner = method.build(self.inputs)
+                if runner is not None:
+                    self.runners.append(runner)
         except Exception:
             self.close()
             raise
-        self.evaluation = Evaluation(self.classes, [r.name for r in self.runners])
-
-    def close(self) -> None:
-        if self.ix is not None:
-            self.ix.close()
-            self.ix = None
-
-    # -- inputs ------------------------------------------------------------------------------------------------
-    def _classifier(self) -> np.ndarray:
-        from retrieval.algorithms.zeroshot import (TEMPLATE_SET_NAMES, build_text_classifier, get_templates, load_descriptions,
-                               load_templates)
-
-        o = self.opts
-        try:
-            templates = get_templates(o.templates) if o.templates in TEMPLATE_SET_NAMES else load_templates(o.templates)
-            self.descriptions = load_descriptions(o.descriptions) if o.descriptions else None
-        except FileNotFoundError as exc:
-            raise InvalidInput(f"file not found: {exc.filename}") from None
-        except (ValueError, OSError) as exc:
-            raise InvalidInput(str(exc).splitlines()[0]) from None
-        if self.descriptions:
-            lost = [c for c in self.descriptions if c not in self.classes and c.replace("_", " ") not in self.classes]
-            if lost:
-                log.warning("descriptions of %d names that are not classes are ignored (e.g. %r)", len(lost), lost[0])
-        # CuPL-style descriptions can pass the 77-token context: pool them rather than truncate
-        encode = lambda texts: self.encoder.encode_long_texts(texts).vectors  # noqa: E731
-        return build_text_classifier(self.classes, templates, encode, self.descriptions)
-
-    def _split(self, source: str, what: str):
-        """A labelled split's (features (n, D), labels (n,)); unreadable images are an error here."""
-        from retrieval.classify.inputs import encode_images, load_labelled
-
-        split = load_labelled(source, self.classes, what)
-        feats, errors = encode_images(self.encoder, split.paths, self.opts.batch_size, self.opts.workers)
-        if errors:
-            raise InvalidInput(f"{what}: cannot read {errors[0][0]}: {errors[0][1]}")
-        return feats, split.labels
-
-    def _support(self):
-        if self.ix is None:
-            from retrieval.classify.support import open_support
-
-            self.ix = open_support(self.opts.support, self.encoder)
-        return self.ix
-
-    def _skip(self, method: str, why: str) -> None:
-        """In ``all`` a method the inputs cannot serve is skipped with a warning; asked by name it is an error."""
-        if "all" in self.opts.methods and method not in self.opts.methods:
-            log.warning("skipping %s: %s", method, why)
-            self.methods.remove(method)
-            return
-        raise InvalidInput(why)
-
-    def _prepare(self) -> None:
-        o = self.opts
-        shots = self._shots() if any(m in SHOT_METHODS for m in self.methods) else None
-        for m in list(self.methods):
-            if m == "zeroshot":
-                self.runners.append(M.ZeroShot(self.W))
-            elif m == "susx":
-                self.runners.append(self._susx())
-            elif m in ("xmore", "xmore-stream", "reco"):
-                from retrieval.classify.support import captioned_count
-
-                ix = self._support()
-                n = captioned_count(ix)
-                if n == 0:
-                    self._skip(m, f"{m} needs captions, but support index {o.support} has none; index an "
-                                  f"image-caption manifest (path, caption columns)")
-                    continue
-                if m == "reco":
-                    if n < o.reco_k:
-                        log.warning("reco: the support index holds %d captioned images, fewer than k = %d", n, o.reco_k)
-                    fusers = load_fusers(o.fuser, ix.model) if o.fuser else None
-                    self.runners.append(M.Reco(ix, self.W, min(o.reco_k, n), o.reco_weight, fusers))
-                else:
-                    if n < o.xmore_k:
-                        log.warning("xmore: the support index holds %d captioned images, fewer than K = %d",
-                                    n, o.xmore_k)
-                    self.runners.append(M.XMoRe(ix, self.W, o.xmore_k, min(o.xmore_retrieve, n) or 1,
-                                                stream=m == "xmore-stream"))
-            elif m in SHOT_METHODS:
-                r = self._few_shot(m, *shots)
-                if r is not None:
-                    self.runners.append(r)
         for r in self.runners:
             if r.params:
                 self.notes.append(f"{r.name}: " + ", ".join(f"{k}={_fmt(v)}" for k, v in r.params.items()))
+        self.evaluation = Evaluation(self.classes, [r.name for r in self.runners])
+        self.prepared = True
+        return self
 
-    def _susx(self) -> M.Runner:
-        from retrieval.classify.support import sus_lc_support
-        from retrieval.algorithms.tipx import DEFAULT_TIPX, tipx_search
+    def close(self) -> None:
+        self.inputs.close()
 
-        o, ix = self.opts, self._support()
-        if self.descriptions:
-            queries = [self.descriptions.get(c) or self.descriptions.get(c.replace("_", " ")) or
-                       [SUSX_QUERY.format(c.replace("_", " "))] for c in self.classes]
-        else:
-            queries = [[SUSX_QUERY.format(c.replace("_", " "))] for c in self.classes]
-        s = sus_lc_support(ix, self.encoder, self.classes, queries, o.per_class, o.dedup_ip, o.use_cache)
-        where = f"from cache {s.cache_path}" if s.from_cache else (
-            f"retrieved from {o.support}" + (f", cached in {s.cache_path}" if s.cache_path else ""))
-        self.notes.append(f"susx: support set of {len(s.ids)} images ({o.per_class} per class asked), {where}")
-        if s.short:
-            c, n = s.short[0]
-            log.warning("susx: %d classes got fewer than %d support images (e.g. %r: %d); the index holds only "
-                        "%d images", len(s.short), o.per_class, c, n, ix.store.count("images"))
-        params, ref = dict(DEFAULT_TIPX), None
-        if self.val is not None and len(s.ids):
-            vf, vl = self.val
-            hp = tipx_search(vf, vl, s.feats, M.one_hot(s.labels, len(self.classes)), self.W)
-            params = {k: hp[k] for k in ("alpha", "beta", "gamma")}
-            aff = vf @ s.feats.T
-            ref = np.array([aff.min(), aff.max()], np.float32)
-            self.notes.append(f"susx: TIP-X searched on {o.tune} (val accuracy {100 * hp['acc']:.1f}%)")
-        return M.TipX("susx", self.W, s.feats, s.labels, params, ref)
+    def __enter__(self) -> "ClassificationRun":
+        return self
 
-    def _shots(self):
-        from retrieval.classify.inputs import encode_views, load_labelled
-
-        split = load_labelled(self.opts.shots, self.classes, "shots")
-        if split.missing_classes:
-            log.warning("shots: no images for %d classes (e.g. %r); they rely on the zero-shot classifier",
-                        len(split.missing_classes), split.missing_classes[0])
-        views = encode_views(self.encoder, split.paths, self.opts.n_views)
-        return split, views
-
-    def _few_shot(self, m, split, views) -> M.Runner | None:
-        from retrieval.algorithms.gda import gda_fit, gda_search_alpha
-        from retrieval.algorithms.proker import DEFAULT_BETA as PK_BETA, DEFAULT_LAMBDA as PK_LAM
-        from retrieval.algorithms.tip_adapter import DEFAULT_ALPHA, DEFAULT_BETA, build_cache, tip_adapter_search
-        from retrieval.algorithms.tipx import DEFAULT_TIPX, tipx_search
-
-        C = len(self.classes)
-        keys, values = build_cache(views, split.labels, C)  # Tip-Adapter keys: mean of the views, normalised
-        if m == "tip":
-            a, b = DEFAULT_ALPHA, DEFAULT_BETA
-            if self.val is not None:
-                a, b, _ = tip_adapter_search(*self.val, keys, values, self.W)
-            return M.TipAdapter(self.W, keys, values, a, b)
-        if m == "tipx":
-            params, ref = dict(DEFAULT_TIPX), None
-            if self.val is not None:
-                hp = tipx_search(*self.val, keys, values, self.W)
-                params = {k: hp[k] for k in ("alpha", "beta", "gamma")}
-                aff = self.val[0] @ keys.T
-                ref = np.array([aff.min(), aff.max()], np.float32)
-            return M.TipX("tipx", self.W, keys, split.labels, params, ref)
-        if m == "gda":
-            if split.missing_classes:
-                self._skip("gda", f"gda needs shots of every class; none for {split.missing_classes[0]!r}")
-                return None
-            x, y = M.gda_samples(views, split.labels)
-            Wg, b = gda_fit(x, y, C)
-            alpha = gda_search_alpha(*self.val, self.W, Wg, b)[0] if self.val is not None else GDA_ALPHA
-            return M.GDA(self.W, Wg, b, alpha)
-        return M.ProKeR(self.W, keys, split.labels, PK_BETA, PK_LAM)
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # -- running -----------------------------------------------------------------------------------------------
     def encode(self, paths: Sequence[str]) -> tuple[list[str], np.ndarray]:
         """Encode every image once; unreadable ones are dropped with a warning. -> (paths kept, feats (n, D))."""
-        from retrieval.classify.inputs import encode_images
-
-        cb = None if self.on_progress is None else (lambda d, t: self.on_progress("encode", d, t))
+        cb = None if self.on_progress is None else (lambda d, t: self.on_progress(Progress("encode", d, t)))
         feats, errors = encode_images(self.encoder, paths, self.opts.batch_size, self.opts.workers, cb)
         if errors:
             log.warning("skipped %d unreadable images (first: %s: %s)", len(errors), *errors[0])
@@ -300,11 +120,13 @@ class ClassificationRun:
         return [p for p, k in zip(paths, ok) if k], np.ascontiguousarray(feats[ok])
 
     def predict_features(self, feats: np.ndarray) -> Iterator[tuple[slice, dict]]:
-        """Blocks of ``(rows, {method: probabilities (B, C)})`` over test features (N, D)."""
+        """Blocks of ``(rows, {method: probabilities (B, C)})`` over test features (N, D) (prepared first)."""
+        self.prepare()
         yield from M.stream_probs(self.runners, feats, self.opts.memory_budget)
 
     def predict(self, paths: Sequence[str], labels: dict | None = None) -> Iterator[Prediction]:
         """One :class:`Prediction` per readable image; labelled images also update ``self.evaluation``."""
+        self.prepare()
         t0 = time.monotonic()
         paths, feats = self.encode(paths)
         labels = labels or {}
@@ -332,7 +154,7 @@ class ClassificationRun:
                                   for n, (ix, pr) in tops.items()})
             done = sl.stop
             if self.on_progress is not None:
-                self.on_progress("classify", done, len(paths))
+                self.on_progress(Progress("classify", done, len(paths)))
         self.elapsed = time.monotonic() - t0
         self.images_per_s = len(paths) / self.elapsed if self.elapsed > 0 else 0.0
 

@@ -25,6 +25,7 @@ from retrieval.errors import InvalidInput
 from retrieval.index.directory import Index, open_index
 from retrieval.store.base import arrow_to_vectors
 from retrieval.algorithms.susx import sus_lc_select_from_ranked
+from retrieval.algorithms.xmore import dedup_rerank_captions
 
 log = logging.getLogger(__name__)
 TABLE = "images"
@@ -197,8 +198,6 @@ def caption_neighbours(ix: Index, feats: np.ndarray, k: int = 16, retrieve: int 
     Image -> image search over captioned rows (``retrieve`` neighbours), then :func:`dedup_rerank_captions`
     (duplicate captions dropped, re-sorted by image-caption score, first k kept).
     """
-    from retrieval.algorithms.xmore import dedup_rerank_captions
-
     D, I = ix.search_vectors(TABLE, feats, retrieve, where=CAPTIONED)
     uniq = np.unique(I[I >= 0])
     rows = ix.store.take(TABLE, uniq, ["id", "caption"])

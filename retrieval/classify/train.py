@@ -12,31 +12,29 @@ import os
 from pathlib import Path
 from typing import Callable
 
+from retrieval import algorithms  # RECO's names (torch) load on first use, through the package
+from retrieval.classify.support import TABLE, memory_neighbours, memory_pairs, require_captions
 from retrieval.errors import InvalidInput
 from retrieval.index.directory import open_index
+from retrieval.io.workers import Progress
 
 log = logging.getLogger(__name__)
 
 
 def train_reco_on_index(index_path: str, out: str | os.PathLike, epochs: int = 10, k: int = 10,
                         batch_size: int = 256, lr: float = 1e-4, seed: int = 0, resume: bool = False,
-                        device: str | None = None, on_progress: Callable[[dict], None] | None = None) -> dict:
-    """Train and save the (image, text) fusers; returns ``dict(pairs, epochs, final_loss, history, out)``."""
-    import torch
+                        device: str | None = None, on_progress: Callable[[Progress], None] | None = None) -> dict:
+    """Train and save the (image, text) fusers; returns ``dict(pairs, epochs, final_loss, history, out)``.
 
-    from retrieval.algorithms.reco import train_reco
-    from retrieval.classify.support import TABLE, memory_neighbours, memory_pairs, require_captions
-
+    ``on_progress`` hears ``Progress("neighbours", done, total)`` while neighbours are searched, then
+    ``Progress("epoch", epoch, epochs, {"loss": mean loss})`` after each epoch."""
     out = Path(out)
     with open_index(index_path) as ix:
         if not ix.store.has_table(TABLE):
             raise InvalidInput(f"{index_path} has no images table")
         require_captions(ix, "train-reco")
         if resume and out.is_file():
-            try:
-                prev = torch.load(out, map_location="cpu", weights_only=False)
-            except Exception as exc:
-                raise InvalidInput(f"cannot resume from {out}: {str(exc).splitlines()[0][:160]}") from None
+            prev = algorithms.load_reco_checkpoint(out)
             if prev.get("model") not in (None, ix.model) or prev.get("dim") != ix.dim:
                 raise InvalidInput(f"{out} was trained for another model ({prev.get('model')}); choose a new --out")
         elif resume:
@@ -47,19 +45,19 @@ def train_reco_on_index(index_path: str, out: str | os.PathLike, epochs: int = 1
         if len(ids) <= k:
             log.warning("the index holds %d captioned images, fewer than k + 1 = %d: using k = %d",
                         len(ids), k + 1, len(ids) - 1)
-        cb = None if on_progress is None else (
-            lambda d, t: on_progress(dict(stage="neighbours", done=d, total=t)))
+        cb = None if on_progress is None else (lambda d, t: on_progress(Progress("neighbours", d, t)))
         inb, tnb = memory_neighbours(ix, ids, img, txt, k, on_progress=cb)
         model = ix.model
+    epoch_cb = None if on_progress is None else (
+        lambda p: on_progress(Progress("epoch", p["epoch"], p["epochs"], {"loss": p["loss"]})))
     try:
-        _, _, history = train_reco(img, txt, inb, tnb, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                                   on_progress=on_progress, checkpoint_path=out, resume=resume, device=device)
+        _, _, history = algorithms.train_reco(img, txt, inb, tnb, epochs=epochs, batch_size=batch_size, lr=lr,
+                                              seed=seed, on_progress=epoch_cb, checkpoint_path=out, resume=resume,
+                                              device=device)
     except ValueError as exc:  # a checkpoint of another shape
         raise InvalidInput(str(exc).splitlines()[0]) from None
-    state = torch.load(out, map_location="cpu", weights_only=False)
-    state.update(model=model, k=k, pairs=len(ids))
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, out)
+    state = algorithms.load_reco_checkpoint(out)
+    state.update(model=model, k=k, pairs=len(ids))  # plain values: the file stays loadable with weights_only
+    algorithms.save_reco_checkpoint(out, state)
     return dict(pairs=len(ids), epochs=len(history), final_loss=history[-1]["loss"] if history else float("nan"),
                 history=history, out=str(out))

@@ -10,10 +10,11 @@ import contextlib
 import functools
 import logging
 import threading
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from retrieval.encode.text import encode_long_texts
 from retrieval.errors import InvalidInput
 from retrieval.io.imageprep import ImagePrep
 from retrieval.models.factory import ModelSpec, create_model, parse_model_spec
@@ -24,7 +25,7 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 def default_device() -> str:
-    import torch
+    import torch  # heavy: imported when a model is loaded, not when the package is
 
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -33,7 +34,7 @@ class ClipEncoder:
     """A loaded CLIP model. Build with ``load_encoder``; thread-safe for concurrent calls (one forward at a time)."""
 
     def __init__(self, spec: ModelSpec, model, preprocess, tokenizer, device: str, precision: str):
-        import torch
+        import torch  # heavy: imported when a model is loaded, not when the package is
 
         self.spec = spec
         self.model = model
@@ -50,13 +51,14 @@ class ClipEncoder:
         self._std = torch.tensor(cfg.get("std", (0.26862954, 0.26130258, 0.27577711)), device=device).view(1, 3, 1, 1)
         self.context_length = int(getattr(tokenizer, "context_length", None) or getattr(model, "context_length", 77))
         self._lock = threading.Lock()
+        self._variants: dict = {}
         with torch.inference_mode():
             probe = self.encode_texts(["a"])
         self.dim = int(probe.shape[1])
 
     # -- helpers ---------------------------------------------------------------------------------------------
     def _autocast(self):
-        import torch
+        import torch  # heavy: imported when a model is loaded, not when the package is
 
         if self.device.startswith("cuda") and self.precision in ("fp16", "bf16"):
             dtype = torch.float16 if self.precision == "fp16" else torch.bfloat16
@@ -65,8 +67,6 @@ class ClipEncoder:
 
     @staticmethod
     def _finish(feats) -> np.ndarray:
-        import torch
-
         feats = feats.float()
         feats = feats / feats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
         return feats.cpu().numpy().astype(np.float32, copy=False)
@@ -77,7 +77,7 @@ class ClipEncoder:
 
         Conversion to float and normalisation run on the model's device, so decoding workers only ship bytes.
         """
-        import torch
+        import torch  # heavy: imported when a model is loaded, not when the package is
 
         batch = torch.as_tensor(np.ascontiguousarray(pixels))
         if batch.ndim != 4 or batch.shape[-1] != 3:
@@ -103,14 +103,30 @@ class ClipEncoder:
             raise NotImplementedError("this model's tokenizer does not expose token ids")
         return [enc(t) for t in texts]
 
-    def encode_token_batch(self, tokens) -> np.ndarray:
-        """(B, context) int64 token tensor (start/end tokens included) -> (B, d) float32 unit rows."""
-        import torch
+    def encode_token_batch(self, tokens, model=None) -> np.ndarray:
+        """(B, context) int64 token tensor (start/end tokens included) -> (B, d) float32 unit rows.
 
+        ``model``: another text tower to run instead of the encoder's own (a variant from ``variant``, e.g. a
+        Long-CLIP-stretched copy); it runs on the encoder's device, under its lock and autocast.
+        """
+        import torch  # heavy: imported when a model is loaded, not when the package is
+
+        model = self.model if model is None else model
         with self._lock, torch.inference_mode():
             with self._autocast():
-                feats = self.model.encode_text(torch.as_tensor(tokens).to(self.device))
+                feats = model.encode_text(torch.as_tensor(tokens).to(self.device))
             return self._finish(feats)
+
+    def variant(self, name: str, build: Callable[["ClipEncoder"], object]):
+        """A derived object of this encoder (e.g. a stretched copy of its model), built once by ``build(self)``
+        under the encoder's lock and kept for the encoder's lifetime."""
+        found = self._variants.get(name)
+        if found is None:
+            with self._lock:
+                found = self._variants.get(name)
+                if found is None:
+                    found = self._variants[name] = build(self)
+        return found
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """list of str -> (n, d) float32 unit rows. Texts longer than the context are truncated by the tokenizer;
@@ -124,8 +140,6 @@ class ClipEncoder:
     def encode_long_texts(self, texts: Sequence[str], strategy: str = "chunk", **kwargs):
         """Texts of any length, never truncated silently -> ``TextEncoding`` (vectors, n_tokens, n_chunks, ...);
         strategy chunk | longclip | truncate (see ``retrieval.encode.text.encode_long_texts``)."""
-        from retrieval.encode.text import encode_long_texts
-
         return encode_long_texts(self, texts, strategy, **kwargs)
 
 

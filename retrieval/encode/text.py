@@ -110,12 +110,7 @@ class _Stretched:
 
 
 def _stretched(encoder) -> _Stretched:
-    cached = getattr(encoder, "_longclip", None)
-    if cached is None:
-        with encoder._lock:
-            cached = getattr(encoder, "_longclip", None) or _Stretched(encoder)
-            encoder._longclip = cached
-    return cached
+    return encoder.variant("longclip", _Stretched)
 
 
 def _pack(windows: list[list[int]], sot: int, eot: int, ctx: int) -> np.ndarray:
@@ -127,15 +122,8 @@ def _pack(windows: list[list[int]], sot: int, eot: int, ctx: int) -> np.ndarray:
 
 
 def _encode_tokens(encoder, tokens: np.ndarray, model=None, batch_size: int = 256) -> np.ndarray:
-    import torch
-
-    if model is None:
-        parts = [encoder.encode_token_batch(tokens[i:i + batch_size]) for i in range(0, len(tokens), batch_size)]
-    else:
-        parts = []
-        with encoder._lock, torch.inference_mode(), encoder._autocast():
-            for i in range(0, len(tokens), batch_size):
-                parts.append(encoder._finish(model.encode_text(torch.as_tensor(tokens[i:i + batch_size]).to(encoder.device))))
+    parts = [encoder.encode_token_batch(tokens[i:i + batch_size], model=model)
+             for i in range(0, len(tokens), batch_size)]
     return np.concatenate(parts) if parts else np.zeros((0, encoder.dim), np.float32)
 
 
