@@ -241,7 +241,7 @@ def _text_tower(model):
 
 def _set_text_positions(model, table) -> int:
     """Install an (L', D) positional table in the model's text tower, with an L' causal mask and context length."""
-    import torch
+    import torch  # heavy: only the model surgery needs torch; the array functions stay numpy
 
     tower = _text_tower(model)
     old = tower.positional_embedding

@@ -46,7 +46,7 @@ def get_templates(name: str) -> list[str]:
     if name not in TEMPLATE_SET_NAMES:
         raise ValueError(f"unknown template set {name!r}; choose one of {', '.join(TEMPLATE_SET_NAMES)}")
     try:
-        from open_clip import zero_shot_metadata as meta
+        from open_clip import zero_shot_metadata as meta  # heavy (imports torch): only the named template sets
     except ImportError as e:  # pragma: no cover - open_clip is a core dependency
         raise ImportError("template sets 'openai80'/'simple7' need open_clip_torch (pip install open_clip_torch)") from e
     src = meta.OPENAI_IMAGENET_TEMPLATES if name == "openai80" else meta.SIMPLE_IMAGENET_TEMPLATES
