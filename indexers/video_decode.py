@@ -41,7 +41,7 @@ INSTALL_HINT = "video support needs PyAV: pip install clipdex[video]"
 def import_av():
     """PyAV, imported lazily; ``InvalidInput`` naming the extra when it is missing."""
     try:
-        import av
+        import av  # optional and heavy: only video commands need PyAV
     except ImportError:
         raise InvalidInput(INSTALL_HINT) from None
     return av

@@ -104,7 +104,7 @@ def plan_work(items, rows: dict, errors: dict, retry_errors: bool, current: Call
         if item.bytes is None:  # listed in a manifest, but not there
             plan.errs.append((item, "read", "file not found"))
             continue
-        if getattr(item, "problem", None):  # a FIFO, a device: never opened
+        if item.problem:  # a FIFO, a device: never opened
             plan.errs.append((item, "read", item.problem))
             continue
         old = rows.get(item.path)
