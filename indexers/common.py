@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from retrieval.index.directory import Index, now
 from retrieval.io.files import fs_path, stored_path
+from retrieval.io.sources import Discovery, under_roots
 
 ERRORS = "errors"
 
@@ -77,6 +78,18 @@ def recorded_errors(store, source_table: str, legacy_untagged: bool = False) -> 
     accept = {source_table, None} if legacy_untagged else {source_table}  # rows written before source_table
     return {p: (i, m, s) for i, p, m, s, t in scan_tuples(store, ERRORS, ["id", "path", "mtime", "bytes", "source_table"])
             if t in accept}
+
+
+def gone_from_sources(found: Discovery, rows: dict, errors: dict, kept: set[str]) -> tuple[list[int], list[int]]:
+    """For pruning: ids of the stored rows and of the error rows (both ``{path: (id, ...)}``) of files under the
+    sources' roots that are no longer there; ``kept``: paths written this run, never pruned."""
+    seen = {it.path for it in found.items if it.bytes is not None}
+
+    def gone(path: str) -> bool:
+        return path not in seen and under_roots(path, found.roots)
+
+    return ([r[0] for p, r in rows.items() if gone(p) and p not in kept],
+            [r[0] for p, r in errors.items() if gone(p)])
 
 
 def string_literal(value: str) -> str:

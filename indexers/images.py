@@ -17,13 +17,13 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
-from indexers.common import Failure, error_table, newest_per_path, recorded_errors, scan_tuples
+from indexers.common import Failure, error_table, gone_from_sources, newest_per_path, recorded_errors, scan_tuples
 from retrieval.encode.text import encode_long_texts
 from retrieval.index.directory import Index
 from retrieval.io.files import fs_path, stored_path
 from retrieval.io.imageprep import ImagePrep, ImageReadError, content_hash, read_and_prepare, read_image_file
 from retrieval.io.imageprep import MAX_BYTES
-from retrieval.io.sources import Discovery, Item, under_roots
+from retrieval.io.sources import Discovery, Item
 from retrieval.io.workers import Committer, Progress, WorkerCrash, default_workers, ordered_map, plan_work
 from retrieval.store.base import vectors_to_arrow
 
@@ -183,12 +183,9 @@ def index_images(index: Index, found: Discovery, options: ImageIndexOptions | No
 
 def _prune(index: Index, found: Discovery, state: _State, ok_paths: set[str], summary: IndexSummary) -> None:
     """Delete the rows and error rows of files gone from the sources."""
-    seen = {it.path for it in found.items if it.bytes is not None}
-    gone = [rid for p, (rid, *_rest) in state.rows.items()
-            if p not in seen and under_roots(p, found.roots) and p not in ok_paths]
+    gone, gone_err = gone_from_sources(found, state.rows, state.errors, ok_paths)
     if gone:
         summary.removed += index.delete(TABLE, gone)
-    gone_err = [rid for p, (rid, *_rest) in state.errors.items() if p not in seen and under_roots(p, found.roots)]
     if gone_err:
         index.delete("errors", gone_err)
 

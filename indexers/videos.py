@@ -29,12 +29,12 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
-from indexers.common import Failure, error_table, newest_per_path, recorded_errors, scan_tuples
+from indexers.common import Failure, error_table, gone_from_sources, newest_per_path, recorded_errors, scan_tuples
 from indexers.video_decode import SamplingPlan, import_av, stream_decode
 from retrieval.algorithms.video import mean_pool_vectors
 from retrieval.index.directory import Index
 from retrieval.io.files import fs_path, stored_path
-from retrieval.io.sources import Discovery, Item, under_roots
+from retrieval.io.sources import Discovery, Item
 from retrieval.io.workers import Committer, Progress, default_workers, plan_work
 from retrieval.store.base import vectors_to_arrow
 
@@ -160,7 +160,8 @@ def index_videos(index: Index, found: Discovery, options: VideoIndexOptions | No
         videos_out.put("errors", error_table(index, VIDEOS, [Failure.of(it, st, r) for it, st, r in errs]))
         summary.errors += len(errs)
     if todo:
-        run = _Run(index, todo, vschema, fschema, opts, frames_out, videos_out, summary, replaced, on_progress, t0)
+        run = _Run(_Sinks(index, vschema, fschema, frames_out, videos_out, summary, replaced), todo, opts,
+                   on_progress, t0)
         run.go()
         failed_paths = run.failed
     frames_out.commit()
@@ -171,11 +172,8 @@ def index_videos(index: Index, found: Discovery, options: VideoIndexOptions | No
     if stale_errors:
         index.delete("errors", stale_errors)
     if opts.prune:
-        seen = {it.path for it in found.items if it.bytes is not None}
-        gone = [r[0] for p, r in state.rows.items() if p not in seen and under_roots(p, found.roots)
-                and p not in ok_paths]
+        gone, gone_err = gone_from_sources(found, state.rows, state.errors, ok_paths)
         summary.removed += delete_videos(index, gone)
-        gone_err = [r[0] for p, r in state.errors.items() if p not in seen and under_roots(p, found.roots)]
         if gone_err:
             index.delete("errors", gone_err)
     if opts.optimize and (summary.added or summary.updated or summary.removed):
@@ -200,16 +198,32 @@ class _Acc:
         self.error = None
 
 
+@dataclass
+class _Sinks:
+    """Where a run's rows go: the index with the two tables' schemas, the frames and videos committers (frames
+    always land first), the summary that counts them, and the stored rows that re-indexed files replace."""
+
+    index: Index
+    vschema: pa.Schema
+    fschema: pa.Schema
+    frames_out: Committer
+    videos_out: Committer
+    summary: VideoIndexSummary
+    replaced: dict[str, int]
+
+
 class _Run:
     """Decode messages in, frame rows and video rows out; frames of many videos share each forward pass."""
 
-    def __init__(self, index, todo, vschema, fschema, opts, frames_out, videos_out, summary, replaced, on_progress, t0):
-        self.index, self.todo, self.opts = index, todo, opts
-        self.vschema, self.fschema = vschema, fschema
-        self.frames_out, self.videos_out = frames_out, videos_out
-        self.summary, self.replaced, self.on_progress, self.t0 = summary, replaced, on_progress, t0
+    def __init__(self, sinks: _Sinks, todo: list[Item], opts: VideoIndexOptions,
+                 on_progress: Callable[[Progress], None] | None, t0: float):
+        index = sinks.index
+        self.index, self.todo, self.opts, self.on_progress, self.t0 = index, todo, opts, on_progress, t0
+        self.vschema, self.fschema = sinks.vschema, sinks.fschema
+        self.frames_out, self.videos_out = sinks.frames_out, sinks.videos_out
+        self.summary, self.replaced = sinks.summary, sinks.replaced
         self.encoder = index.encoder()
-        self.meta_cols = [f.name for f in vschema if f.name not in _BASE]
+        self.meta_cols = [f.name for f in sinks.vschema if f.name not in _BASE]
         ids = index.next_ids(VIDEOS, len(todo))
         self.accs = {int(v): _Acc(it) for v, it in zip(ids, todo)}
         self.pixels: list[np.ndarray] = []
