@@ -107,7 +107,7 @@ def maxpool_sim(text, frames, frame_mask=None, block: int | None = None) -> np.n
     t_n, v, mask, out = _start(text, frames, frame_mask)
     if t_n is None:
         return out
-    A, (B, F, D) = t_n.shape[0], v.shape
+    (A, _), (B, F, D) = t_n.shape, v.shape
     step = _block_size(block, B, F * (A + D))
     for s in range(0, B, step):
         sims = _frame_text_sims(t_n, v[s : s + step])  # (b, F, A)
@@ -126,12 +126,12 @@ def mean_pooling_sim(text, frames, frame_mask=None, block: int | None = None) ->
         block: videos per block; None = automatic. Scratch memory O(block * F) plus the (B, D) pooled vectors.
 
     Returns:
-        (A, B) float32; ``-inf`` for a video with no valid frame.
+        (A, B) float32 cosines with the pooled videos; ``-inf`` for a video with no valid frame.
     """
     t_n, v, mask, out = _start(text, frames, frame_mask)
     if t_n is None:
         return out
-    A, (B, F, D) = t_n.shape[0], v.shape
+    (A, _), (B, F, D) = t_n.shape, v.shape
     counts = mask.sum(axis=1)  # (B,)
     step = _block_size(block, B, F * D)
     pooled = np.empty((B, D), dtype=np.float32)
@@ -169,7 +169,7 @@ def query_scoring_sim(text, frames, tau: float = 0.1, frame_mask=None, block: in
     t_n, v, mask, out = _start(text, frames, frame_mask)
     if t_n is None:
         return out
-    A, (B, F, D) = t_n.shape[0], v.shape
+    (A, _), (B, F, D) = t_n.shape, v.shape
     step = _block_size(block, B, F * (A + D) + A * (F + D))
     for s in range(0, B, step):
         v_blk, m_blk = v[s : s + step], mask[s : s + step]
