@@ -61,6 +61,14 @@ def ix(tmp_path):
     index.close()
 
 
+@pytest.fixture(params=["lance", "faiss"])
+def both(request, tmp_path):
+    """An index of each backend."""
+    index = create_index(tmp_path / "ix", model=TINY, backend=request.param)
+    yield index
+    index.close()
+
+
 def _table(ix, name, cols):
     if not ix.store.has_table(name) or not ix.store.count(name):
         return []
@@ -105,7 +113,8 @@ def test_stored_paths_of_different_names_differ():
 
 
 # -- #5: a file name that is not UTF-8 ---------------------------------------------------------------------------------
-def test_images_with_a_non_utf8_name_are_indexed_losslessly_and_a_rerun_skips_them(ix, tmp_path):
+def test_images_with_a_non_utf8_name_are_indexed_losslessly_and_a_rerun_skips_them(both, tmp_path):
+    ix = both
     src = _images(tmp_path / "src")
     s = _index_images(ix, src)
     assert (s.added, s.errors) == (2, 0)
@@ -116,7 +125,8 @@ def test_images_with_a_non_utf8_name_are_indexed_losslessly_and_a_rerun_skips_th
     assert (s.added, s.unchanged, s.errors) == (0, 2, 0)
 
 
-def test_texts_with_a_non_utf8_name_are_indexed_and_a_rerun_skips_them(ix, tmp_path):
+def test_texts_with_a_non_utf8_name_are_indexed_and_a_rerun_skips_them(both, tmp_path):
+    ix = both
     src = tmp_path / "texts"
     src.mkdir()
     (src / "ok.txt").write_text("a red circle")
@@ -318,7 +328,8 @@ def test_odd_video_files_are_errors_or_partial_never_silent(ix, tmp_path):
     assert (s.added, s.partial, s.errors) == (1, 1, 3)
 
 
-def test_video_search_skips_frames_whose_video_row_a_kill_left_out(ix, tmp_path, monkeypatch):
+def test_video_search_skips_frames_whose_video_row_a_kill_left_out(both, tmp_path, monkeypatch):
+    ix = both
     pytest.importorskip("av")
     src = tmp_path / "src"
     make_video(src / "a.mp4", 1, 3.0, 10)
