@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from indexers.common import Failure, error_table, scan_tuples, string_literal
 from retrieval.errors import InvalidInput, ModelMismatch
-from retrieval.index.directory import NO_MODEL, Index
+from retrieval.index.directory import NO_MODEL, Index, base_fields
 from retrieval.io.files import stored_path
 from retrieval.store.base import vectors_to_arrow
 
@@ -266,7 +266,7 @@ def index_embeddings(index: Index, parts: list[Part], batch_rows: int = 65536, o
             for f in _parquet(p.meta).schema_arrow:
                 if f.name != p.column and not pa.types.is_list(f.type) and not pa.types.is_fixed_size_list(f.type):
                     extra.setdefault(f.name, f.type)
-    base = {"id", "path", "width", "height", "bytes", "mtime", "hash", "caption", "label", "vector", "text_vector"}
+    base = {f.name for f in base_fields(TABLE, index.dim)}
     schema = index.ensure_table(TABLE, [pa.field(k, v) for k, v in extra.items() if k not in base])
     index.ensure_table("errors")
     progress = _Progress(index)

@@ -5,7 +5,9 @@ matches a stored row reuses that row's vector instead of being encoded; a change
 row deleted once the new one is committed. Resumable: rows are committed in blocks, each atomic, so after a
 ``kill -9`` a re-run embeds only what was not committed; a crash between committing a replacement and deleting
 the row it replaces is repaired at the start of the next run (the newest row per path wins).
-Bad files are recorded in the ``errors`` table and skipped on later runs until they change (or ``retry_errors``).
+Bad files are recorded in the ``errors`` table and skipped on later runs until they change (or ``retry_errors``);
+so are paths that are no regular file (a FIFO, a device), which are never opened. A file name that is not UTF-8
+is stored escaped (``retrieval.io.files.stored_path``; ``fs_path`` gives the name back).
 """
 from __future__ import annotations
 
@@ -19,17 +21,16 @@ import pyarrow as pa
 
 from indexers.common import Failure, error_table, gone_from_sources, newest_per_path, recorded_errors, scan_tuples
 from retrieval.encode.text import encode_long_texts
-from retrieval.index.directory import Index
+from retrieval.index.directory import Index, base_fields
 from retrieval.io.files import fs_path, stored_path
-from retrieval.io.imageprep import ImagePrep, ImageReadError, content_hash, read_and_prepare, read_image_file
-from retrieval.io.imageprep import MAX_BYTES
+from retrieval.io.imageprep import (MAX_BYTES, ImagePrep, ImageReadError, content_hash, read_and_prepare,
+                                    read_image_file)
 from retrieval.io.sources import Discovery, Item
 from retrieval.io.workers import Committer, Progress, WorkerCrash, default_workers, ordered_map, plan_work
 from retrieval.store.base import vectors_to_arrow
 
 log = logging.getLogger(__name__)
 TABLE = "images"
-_BASE = {"id", "path", "width", "height", "bytes", "mtime", "hash", "caption", "label", "vector", "text_vector"}
 
 
 @dataclass
@@ -202,7 +203,8 @@ class _Writer:
     replaced: dict[str, int]
 
     def __post_init__(self):
-        self.meta_cols = [f.name for f in self.schema if f.name not in _BASE]
+        base = {f.name for f in base_fields(TABLE, self.index.dim)}
+        self.meta_cols = [f.name for f in self.schema if f.name not in base]
 
     def model(self):
         """The index's encoder (loaded once, by the index)."""

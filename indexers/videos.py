@@ -32,7 +32,7 @@ import pyarrow as pa
 from indexers.common import Failure, error_table, gone_from_sources, newest_per_path, recorded_errors, scan_tuples
 from indexers.video_decode import SamplingPlan, import_av, stream_decode
 from retrieval.algorithms.video import mean_pool_vectors
-from retrieval.index.directory import Index
+from retrieval.index.directory import Index, base_fields
 from retrieval.io.files import fs_path, stored_path
 from retrieval.io.sources import Discovery, Item
 from retrieval.io.workers import Committer, Progress, default_workers, plan_work
@@ -40,8 +40,6 @@ from retrieval.store.base import vectors_to_arrow
 
 log = logging.getLogger(__name__)
 VIDEOS, FRAMES = "videos", "frames"
-_BASE = {"id", "path", "duration", "fps", "n_frames", "width", "height", "bytes", "mtime", "hash", "sampling",
-         "partial", "caption", "vector"}
 
 
 @dataclass
@@ -223,7 +221,8 @@ class _Run:
         self.frames_out, self.videos_out = sinks.frames_out, sinks.videos_out
         self.summary, self.replaced = sinks.summary, sinks.replaced
         self.encoder = index.encoder()
-        self.meta_cols = [f.name for f in sinks.vschema if f.name not in _BASE]
+        base = {f.name for f in base_fields(VIDEOS, index.dim)}
+        self.meta_cols = [f.name for f in sinks.vschema if f.name not in base]
         ids = index.next_ids(VIDEOS, len(todo))
         self.accs = {int(v): _Acc(it) for v, it in zip(ids, todo)}
         self.pixels: list[np.ndarray] = []
