@@ -88,7 +88,7 @@ class FileLedger:
 
     def __init__(self, index: Index, state: TextState):
         self.index, self.state = index, state
-        self.partial: set[str] = set(index.manifest["tables"][TABLE].get("partial", []))
+        self.partial: set[str] = {fs_path(p) for p in index.manifest["tables"][TABLE].get("partial", [])}
         self.emitted: Counter = Counter()
         self.committed: Counter = Counter()
         self.first_id: dict[str, int] = {}
@@ -96,8 +96,11 @@ class FileLedger:
         self.dirty = False
         self.replaced = 0  # old rows deleted once their file's new rows were complete
 
+    def _marked(self) -> list[str]:
+        return sorted(stored_path(p) for p in self.partial)
+
     def save(self) -> None:
-        self.index.manifest["tables"][TABLE]["partial"] = sorted(self.partial)
+        self.index.manifest["tables"][TABLE]["partial"] = self._marked()
         self.index.save_manifest()
         self.dirty = False
 
@@ -171,5 +174,5 @@ class FileLedger:
             self.save()
 
     def close(self) -> None:
-        if self.dirty or set(self.index.manifest["tables"][TABLE].get("partial", [])) != self.partial:
+        if self.dirty or self.index.manifest["tables"][TABLE].get("partial", []) != self._marked():
             self.save()
