@@ -10,11 +10,15 @@ Sources (checked whole before the index is touched: dimensions, metadata row cou
 
 Everything is streamed (``np.load(mmap_mode="r")`` slices, pyarrow ``iter_batches``). Vectors with NaN/inf values
 or zero norm are rejected into the ``errors`` table (path ``FILE#ROW``, stage ``vector``), never normalised into
-noise; the others are L2-normalised. A file already indexed (same path) is skipped on later runs.
+noise, and so are the rows of a Parquet vector column that are null or of another length; the others are
+L2-normalised. Progress is kept per source file (rows done, in the manifest, after every committed block): a
+file is done only when all its blocks are, so a re-run skips finished files and resumes a half-written one where
+its last block ended. The model that made the vectors must be the one the index is pinned to (``ModelMismatch``).
 """
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,10 +26,13 @@ from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from retrieval.errors import InvalidInput
-from retrieval.index.directory import Index, now
+from indexers.common import Failure, error_table, scan_tuples, string_literal
+from retrieval.errors import InvalidInput, ModelMismatch
+from retrieval.index.directory import NO_MODEL, Index, base_fields
+from retrieval.io.files import stored_path
 from retrieval.store.base import vectors_to_arrow
 
 log = logging.getLogger(__name__)
@@ -92,7 +99,7 @@ def discover_embeddings(src: str | Path, column: str | None = None) -> list[Part
                 shape = _npy_shape(f)
                 parts.append(Part(str(f), shape[0], shape[-1] if len(shape) == 2 else -2, npy=str(f)))
                 continue
-            pf = pq.ParquetFile(f)
+            pf = _parquet(str(f))
             name, dim = _vector_column(pf.schema_arrow, f, column)
             if dim == -1:
                 first = next(pf.iter_batches(batch_size=1, columns=[name]), None)
@@ -121,7 +128,7 @@ def discover_embeddings(src: str | Path, column: str | None = None) -> list[Part
         if p.dim != dim:
             raise InvalidInput(f"dimension mismatch: {parts[0].path} has {dim}-d vectors, {p.path} has {p.dim}-d")
         if p.meta and p.npy:
-            m = pq.ParquetFile(p.meta).metadata.num_rows
+            m = _parquet(p.meta).metadata.num_rows
             if m < p.rows:
                 raise InvalidInput(f"{p.meta} has {m} metadata rows for the {p.rows} vectors of {p.path}: "
                                    f"{p.rows - m} rows are missing")
@@ -132,12 +139,28 @@ def discover_embeddings(src: str | Path, column: str | None = None) -> list[Part
     return parts
 
 
-def _blocks(part: Part, rows: int) -> Iterator[tuple[int, np.ndarray, np.ndarray | None, pa.Table | None]]:
-    """(start row, vectors (b, d), caption vectors or None, metadata rows or None), streamed."""
+def _vector_rows(col: pa.Array, dim: int) -> tuple[np.ndarray, list[str | None]]:
+    """A list column of n rows -> ((n, dim) float32, per row None or why it is no ``dim``-d vector (null, wrong
+    length)); bad rows are zeros in the matrix."""
+    n = len(col)
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    lengths = pc.fill_null(pc.list_value_length(col), -1).to_numpy(zero_copy_only=False)
+    ok = lengths == dim
+    x = np.zeros((n, dim), np.float32)
+    if ok.any():
+        good = col.filter(pa.array(ok))
+        x[ok] = np.asarray(good.flatten().to_numpy(zero_copy_only=False), np.float32).reshape(-1, dim)
+    why = [None if k else ("vector is null" if length < 0 else f"vector has {length} values, not {dim}")
+           for k, length in zip(ok.tolist(), lengths.tolist())]
+    return x, why
+
+
+def _blocks(part: Part, rows: int) -> Iterator[tuple[int, np.ndarray, list | None, np.ndarray | None, pa.Table | None]]:
+    """(start row, vectors (b, d), per-row problems or None, caption vectors or None, metadata rows or None)."""
     if part.npy:
         x = np.load(part.npy, mmap_mode="r")
         tx = np.load(part.text_npy, mmap_mode="r") if part.text_npy else None
-        meta_iter = pq.ParquetFile(part.meta).iter_batches(batch_size=rows) if part.meta else None
+        meta_iter = _parquet(part.meta).iter_batches(batch_size=rows) if part.meta else None
         carry = None
         for s in range(0, part.rows, rows):
             b = min(rows, part.rows - s)
@@ -151,18 +174,24 @@ def _blocks(part: Part, rows: int) -> Iterator[tuple[int, np.ndarray, np.ndarray
                     have += len(rb)
                 table = pa.concat_tables(got)
                 meta, carry = table.slice(0, b), table.slice(b)
-            yield s, np.asarray(x[s:s + b], np.float32), (np.asarray(tx[s:s + b], np.float32) if tx is not None
-                                                          else None), meta
+            yield s, np.asarray(x[s:s + b], np.float32), None, (np.asarray(tx[s:s + b], np.float32) if tx is not None
+                                                                else None), meta
         return
     s = 0
-    for rb in pq.ParquetFile(part.meta).iter_batches(batch_size=rows):
-        col = rb.column(rb.schema.get_field_index(part.column))
-        flat = col.flatten().to_numpy(zero_copy_only=False) if col.null_count == 0 else None
-        if flat is None or len(flat) != len(rb) * part.dim:
-            raise InvalidInput(f"{part.path}: rows of {part.column!r} are null or not all {part.dim}-dimensional")
+    for rb in _parquet(part.meta).iter_batches(batch_size=rows):
+        x, why = _vector_rows(rb.column(rb.schema.get_field_index(part.column)), part.dim)
         meta = pa.Table.from_batches([rb]).drop_columns([part.column])
-        yield s, np.asarray(flat, np.float32).reshape(-1, part.dim), None, meta
+        yield s, x, why, None, meta
         s += len(rb)
+
+
+def _parquet(path: str) -> pq.ParquetFile:
+    """A Parquet file; one whose name is not UTF-8 is opened by us (pyarrow cannot open such a name)."""
+    try:
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError:
+        return pq.ParquetFile(open(path, "rb"))  # closed with the ParquetFile's last reference
+    return pq.ParquetFile(path)
 
 
 def bad_vectors(x: np.ndarray) -> np.ndarray:
@@ -172,32 +201,93 @@ def bad_vectors(x: np.ndarray) -> np.ndarray:
     return np.where(~finite, 1, np.where(norms == 0, 2, 0))
 
 
-def index_embeddings(index: Index, parts: list[Part], batch_rows: int = 65536, on_progress=None) -> EmbeddingSummary:
-    """Add every part not indexed yet; returns the run's summary."""
+def check_embeddings_model(index: Index, model: str | None) -> None:
+    """Refuse (``ModelMismatch``) embeddings declared as made by ``model`` ("none": an unknown model) for an index
+    pinned to another model; None checks nothing."""
+    if model is None:
+        return
+    if NO_MODEL in (model, index.model):
+        if model != index.model:
+            raise ModelMismatch(f"{index.path} holds vectors of {index.model}, these embeddings are declared as "
+                                f"{model}; index them with --model {index.model} or into a new index")
+        return
+    index.check_model(model)
+
+
+class _Progress:
+    """Rows done per source file, in the manifest (``tables.images.embedding_files``): a file is done only when
+    all its blocks are. Resuming a file first deletes what an interrupted block left past its last checkpoint."""
+
+    def __init__(self, index: Index):
+        self.index = index
+        self.files: dict = index.manifest["tables"][TABLE].setdefault("embedding_files", {})
+        self.legacy: dict[str, int] = {}
+        if "source_file" in index.store.schema(TABLE).names:  # indexes from before the checkpoints
+            for f, r in scan_tuples(index.store, TABLE, ["source_file", "source_row"], paths=()):
+                if f and f not in self.files:
+                    self.legacy[f] = max(self.legacy.get(f, -1), r if r is not None else -1)
+
+    def done(self, part: Part) -> int:
+        key = stored_path(part.path)
+        if key in self.files:
+            return int(self.files[key])
+        return self.legacy.get(key, -1) + 1
+
+    def resume(self, part: Part, start: int) -> None:
+        """Delete rows and error rows of ``part`` from ``start`` on (left by an interrupted block)."""
+        key = stored_path(part.path)
+        where = None if ";" in key else f"source_file = {string_literal(key)} AND source_row >= {int(start)}"
+        ids = [i for i, f, r in scan_tuples(self.index.store, TABLE, ["id", "source_file", "source_row"],
+                                            where=where, paths=()) if f == key and r >= start]
+        if ids:
+            self.index.delete(TABLE, ids)
+        errs = [i for i, p in scan_tuples(self.index.store, "errors", ["id", "path"], where="stage = 'vector'",
+                                          paths=()) if p.startswith(key + "#") and int(p.rsplit("#", 1)[1]) >= start]
+        if errs:
+            self.index.delete("errors", errs)
+
+    def record(self, part: Part, rows_done: int) -> None:
+        self.files[stored_path(part.path)] = int(rows_done)
+        self.index.save_manifest()
+
+
+def index_embeddings(index: Index, parts: list[Part], batch_rows: int = 65536, on_progress=None,
+                     model: str | None = None) -> EmbeddingSummary:
+    """Add every part not indexed yet (resuming a part an interrupted run left half done); returns the summary.
+    ``model``: the model that made the vectors ("none": unknown), refused unless the index is pinned to it."""
     t0 = time.monotonic()
     summary = EmbeddingSummary()
+    check_embeddings_model(index, model)
     if parts[0].dim != index.dim:
         raise InvalidInput(f"the embeddings are {parts[0].dim}-dimensional; this index holds {index.dim}-d vectors")
-    done_files = set()
-    if index.store.has_table(TABLE) and "source_file" in index.store.schema(TABLE).names:
-        for b in index.store.scan(TABLE, ["source_file"]):
-            done_files.update(v for v in b.column(0).to_pylist() if v)
     extra = {"source_file": pa.string(), "source_row": pa.int64()}
     for p in parts:
         if p.meta:
-            for f in pq.read_schema(p.meta):
+            for f in _parquet(p.meta).schema_arrow:
                 if f.name != p.column and not pa.types.is_list(f.type) and not pa.types.is_fixed_size_list(f.type):
                     extra.setdefault(f.name, f.type)
-    base = {"id", "path", "width", "height", "bytes", "mtime", "hash", "caption", "label", "vector", "text_vector"}
+    base = {f.name for f in base_fields(TABLE, index.dim)}
     schema = index.ensure_table(TABLE, [pa.field(k, v) for k, v in extra.items() if k not in base])
     index.ensure_table("errors")
+    progress = _Progress(index)
     for p in parts:
-        if p.path in done_files:
+        start = progress.done(p)
+        if start >= p.rows:
             summary.skipped_files += 1
             continue
         summary.files += 1
-        for start, x, tx, meta in _blocks(p, batch_rows):
-            _commit(index, schema, p, start, x, tx, meta, summary)
+        if start > 0:
+            progress.resume(p, start)
+        for s, x, why, tx, meta in _blocks(p, batch_rows):
+            if s + len(x) <= start:
+                continue
+            if s < start:  # a block straddling the checkpoint (another block size than the interrupted run's)
+                cut = start - s
+                x, why = x[cut:], why[cut:] if why is not None else None
+                tx, meta = (tx[cut:] if tx is not None else None), (meta.slice(cut) if meta is not None else None)
+                s = start
+            _commit(index, schema, p, s, x, why, tx, meta, summary)
+            progress.record(p, s + len(x))
             if on_progress is not None:
                 on_progress(summary)
     if summary.added:
@@ -206,20 +296,20 @@ def index_embeddings(index: Index, parts: list[Part], batch_rows: int = 65536, o
     return summary
 
 
-def _commit(index, schema, part, start, x, tx, meta, summary) -> None:
-    n = len(x)
+def _commit(index, schema, part, start, x, why, tx, meta, summary) -> None:
+    m_all = len(x)
     code = bad_vectors(x)
-    ok = code == 0
+    reasons = ["vector has NaN or infinite values" if c == 1 else "vector is all zeros" if c == 2 else None
+               for c in code.tolist()]
+    if why is not None:
+        reasons = [w or r for w, r in zip(why, reasons)]
+    ok = np.array([r is None for r in reasons], bool) if m_all else np.zeros(0, bool)
     if (~ok).any():
         bad = np.nonzero(~ok)[0]
-        reasons = ["vector has NaN or infinite values" if code[i] == 1 else "vector is all zeros" for i in bad]
-        for r in reasons:
-            summary.error_reasons[r] = summary.error_reasons.get(r, 0) + 1
-        err = pa.table({"id": index.next_ids("errors", len(bad)), "path": [f"{part.path}#{start + i}" for i in bad],
-                        "stage": ["vector"] * len(bad), "reason": reasons, "when": [now()] * len(bad),
-                        "bytes": pa.nulls(len(bad), pa.int64()), "mtime": pa.nulls(len(bad), pa.float64()),
-                        "source_table": [TABLE] * len(bad)}, schema=index.store.schema("errors"))
-        index.add_rows("errors", err)
+        for i in bad:
+            summary.error_reasons[reasons[i]] = summary.error_reasons.get(reasons[i], 0) + 1
+        index.add_rows("errors", error_table(index, TABLE, [Failure(f"{part.path}#{start + i}", "vector", reasons[i])
+                                                            for i in bad]))
         summary.errors += len(bad)
     if not ok.any():
         return
@@ -227,7 +317,7 @@ def _commit(index, schema, part, start, x, tx, meta, summary) -> None:
     xv = x[keep] / np.linalg.norm(x[keep], axis=1, keepdims=True)
     m = len(keep)
     cols = {"id": pa.array(index.next_ids(TABLE, m)), "vector": vectors_to_arrow(xv, index.dim),
-            "source_file": pa.array([part.path] * m), "source_row": pa.array(start + keep, pa.int64())}
+            "source_file": pa.array([stored_path(part.path)] * m), "source_row": pa.array(start + keep, pa.int64())}
     if tx is not None:
         t = np.array(tx[keep], np.float32)
         tbad = bad_vectors(t) != 0  # a bad caption vector becomes a null text_vector
@@ -247,7 +337,7 @@ def _commit(index, schema, part, start, x, tx, meta, summary) -> None:
         elif f.name == "path" and meta is not None:
             src = next((meta.column(c) for c in PATH_NAMES if c in meta.column_names), None)
         if f.name == "path" and src is None:
-            src = pa.array([f"{part.path}#{start + i}" for i in keep])
+            src = pa.array([stored_path(f"{part.path}#{start + i}") for i in keep])
         try:
             cols[f.name] = src.cast(f.type) if src is not None else pa.nulls(m, f.type)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):

@@ -5,24 +5,29 @@ matches a stored row reuses that row's vector instead of being encoded; a change
 row deleted once the new one is committed. Resumable: rows are committed in blocks, each atomic, so after a
 ``kill -9`` a re-run embeds only what was not committed; a crash between committing a replacement and deleting
 the row it replaces is repaired at the start of the next run (the newest row per path wins).
-Bad files are recorded in the ``errors`` table and skipped on later runs until they change (or ``retry_errors``).
+Bad files are recorded in the ``errors`` table and skipped on later runs until they change (or ``retry_errors``);
+so are paths that are no regular file (a FIFO, a device), which are never opened. A file name that is not UTF-8
+is stored escaped (``retrieval.io.files.stored_path``; ``fs_path`` gives the name back).
 """
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
 import pyarrow as pa
 
-from retrieval.io.imageprep import ImagePrep, ImageReadError, read_and_prepare
-from retrieval.index.directory import Index, now
-from retrieval.store.base import vectors_to_arrow
-
+from indexers.common import Failure, error_table, gone_from_sources, newest_per_path, recorded_errors, scan_tuples
+from retrieval.encode.text import encode_long_texts
+from retrieval.index.directory import Index, base_fields
+from retrieval.io.files import fs_path, stored_path
+from retrieval.io.imageprep import (MAX_BYTES, ImagePrep, ImageReadError, content_hash, read_and_prepare,
+                                    read_image_file)
+from retrieval.io.sources import Discovery, Item
 from retrieval.io.workers import Committer, Progress, WorkerCrash, default_workers, ordered_map, plan_work
-from retrieval.io.sources import Discovery, Item, under_roots
+from retrieval.store.base import vectors_to_arrow
 
 log = logging.getLogger(__name__)
 TABLE = "images"
@@ -37,7 +42,7 @@ class ImageIndexOptions:
     retry_errors: bool = False    # retry files recorded as bad even if unchanged
     commit_rows: int = 2048       # rows per commit (a crash loses at most this many)
     commit_seconds: float = 15.0
-    max_bytes: int = 256 << 20    # larger files are recorded as errors
+    max_bytes: int = MAX_BYTES    # larger files are recorded as errors
     optimize: bool = True         # compact and build the ANN index at the end when the table is large
 
 
@@ -58,31 +63,58 @@ class IndexSummary:
         return asdict(self)
 
 
-def _decode_chunk(task):
-    """Worker: [(path, check_hashes)], prep, max_bytes -> [("ok", path, pixels, hash, w, h) | ("dup", path, hash,
-    w, h) | ("err", path, stage, reason)]. ``check_hashes``: hashes of stored files of the same size, whose
-    vectors can be reused (the pixels are then not needed)."""
-    items, prep, max_bytes = task
-    out = []
-    for path, check_hashes in items:
-        try:
-            if check_hashes:
-                from retrieval.io.imageprep import content_hash
+@dataclass(frozen=True)
+class DecodeTask:
+    """A worker's share: files (with the hashes of stored files of the same size, whose vectors can be reused
+    instead of decoding), the model's input geometry and the size limit."""
 
-                with open(path, "rb") as f:
-                    digest = content_hash(f.read())
-                if digest in check_hashes:
-                    out.append(("dup", path, digest, None, None))
-                    continue
-            pixels, digest, w, h = read_and_prepare(path, prep, max_bytes)
-            out.append(("ok", path, pixels, digest, w, h))
-        except ImageReadError as exc:
-            out.append(("err", path, exc.stage, exc.reason))
-        except OSError as exc:
-            out.append(("err", path, "read", f"unreadable: {exc}"))
-        except Exception as exc:  # a decoder bug must not stop the run
-            out.append(("err", path, "decode", f"{type(exc).__name__}: {exc}"))
-    return out
+    files: tuple[tuple[str, frozenset], ...]
+    prep: ImagePrep
+    max_bytes: int
+
+
+@dataclass
+class Decoded:
+    """A worker's result for one file: ``pixels`` (H, W, 3) uint8, or None when ``hash`` matched a stored file."""
+
+    path: str
+    hash: str
+    pixels: np.ndarray | None = None
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass
+class Embedded:
+    """One image ready to become a row."""
+
+    item: Item
+    hash: str
+    width: int | None
+    height: int | None
+    vector: np.ndarray
+
+
+def _decode_file(path: str, check_hashes: frozenset, prep: ImagePrep, max_bytes: int) -> Decoded | Failure:
+    try:
+        if check_hashes:
+            data = read_image_file(path, max_bytes)
+            digest = content_hash(data)
+            if digest in check_hashes:
+                return Decoded(path, digest)
+        pixels, digest, w, h = read_and_prepare(path, prep, max_bytes)
+        return Decoded(path, digest, pixels, w, h)
+    except ImageReadError as exc:
+        return Failure(path, exc.stage, exc.reason)
+    except OSError as exc:
+        return Failure(path, "read", f"unreadable: {exc}")
+    except Exception as exc:  # a decoder bug must not stop the run
+        return Failure(path, "decode", f"{type(exc).__name__}: {exc}")
+
+
+def _decode_chunk(task: DecodeTask) -> list[Decoded | Failure]:
+    """Worker: decode (or recognise by hash) each file of the task; failures come back as ``Failure``."""
+    return [_decode_file(path, hashes, task.prep, task.max_bytes) for path, hashes in task.files]
 
 
 class _State:
@@ -90,39 +122,18 @@ class _State:
 
     def __init__(self, index: Index):
         self.rows: dict[str, tuple[int, float, int, str]] = {}   # path -> (id, mtime, bytes, hash)
+        self.duplicates: list[int] = []
         self.by_hash: dict[str, int] = {}
         self.size_hashes: dict[int, set] = {}
-        self.errors: dict[str, tuple[int, float, int]] = {}      # path -> (id, mtime, bytes)
-        self.duplicates: list[int] = []
         store = index.store
         if store.has_table(TABLE):
-            for b in store.scan(TABLE, ["id", "path", "mtime", "bytes", "hash"]):
-                for i, p, m, s, h in zip(*(b.column(c).to_pylist() for c in range(5))):
-                    old = self.rows.get(p)
-                    if old is not None:  # a crash left two rows for a path: the newest wins
-                        self.duplicates.append(min(old[0], i))
-                        if old[0] > i:
-                            continue
-                    self.rows[p] = (i, m, s, h)
+            self.rows, self.duplicates = newest_per_path(scan_tuples(store, TABLE, ["id", "path", "mtime", "bytes",
+                                                                                    "hash"]))
             for i, m, s, h in self.rows.values():
                 if h:
                     self.by_hash.setdefault(h, i)
                     self.size_hashes.setdefault(s, set()).add(h)
-        if store.has_table("errors"):
-            for b in store.scan("errors", ["id", "path", "mtime", "bytes", "source_table"]):
-                for i, p, m, s, t in zip(*(b.column(c).to_pylist() for c in range(5))):
-                    if t in (TABLE, None):
-                        self.errors[p] = (i, m, s)
-
-
-def _error_rows(index: Index, errs: list[tuple[Item, str, str]]) -> pa.Table:
-    schema = index.store.schema("errors")
-    ids = index.next_ids("errors", len(errs))
-    when = now()
-    return pa.table({"id": ids, "path": [e[0].path for e in errs], "stage": [e[1] for e in errs],
-                     "reason": [e[2] for e in errs], "when": [when] * len(errs),
-                     "bytes": [e[0].bytes for e in errs], "mtime": [e[0].mtime for e in errs],
-                     "source_table": [TABLE] * len(errs)}, schema=schema)
+        self.errors = recorded_errors(store, TABLE, legacy_untagged=True)  # path -> (id, mtime, bytes)
 
 
 def index_images(index: Index, found: Discovery, options: ImageIndexOptions | None = None,
@@ -131,8 +142,7 @@ def index_images(index: Index, found: Discovery, options: ImageIndexOptions | No
     opts = options or ImageIndexOptions()
     t0 = time.monotonic()
     summary = IndexSummary()
-    extra = [pa.field(c, pa.string()) for c in found.meta_columns]
-    schema = index.ensure_table(TABLE, extra)
+    schema = index.ensure_table(TABLE, [pa.field(c, pa.string()) for c in found.meta_columns])
     index.ensure_table("errors")
     state = _State(index)
     if state.duplicates:
@@ -141,40 +151,29 @@ def index_images(index: Index, found: Discovery, options: ImageIndexOptions | No
 
     plan = plan_work(found.items, state.rows, state.errors, opts.retry_errors,
                      current=lambda item, old: old[1] == item.mtime and old[2] == item.bytes)
-    todo, replaced, errs, stale_errors = plan.todo, plan.replaced, plan.errs, plan.stale_errors
     summary.unchanged, summary.known_errors = plan.unchanged, plan.known_errors
     ok_paths: set[str] = set()
 
     def after_commit(table: str, rows: pa.Table) -> None:
         if table != TABLE:
             return
-        paths = rows.column("path").to_pylist()
-        gone = [replaced[p] for p in paths if p in replaced]
+        paths = [fs_path(p) for p in rows.column("path").to_pylist()]
+        gone = [plan.replaced[p] for p in paths if p in plan.replaced]
         if gone:
             index.delete(TABLE, gone)
         ok_paths.update(paths)
 
     committer = Committer(index.add_rows, opts.commit_rows, opts.commit_seconds, after_commit)
-    if errs:
-        committer.put("errors", _error_rows(index, errs))
-        summary.errors += len(errs)
-
-    if todo:
-        _run(index, todo, schema, state, opts, committer, summary, replaced, on_progress, t0)
+    writer = _Writer(index, schema, committer, summary, plan.replaced)
+    writer.fail([Failure.of(it, stage, reason) for it, stage, reason in plan.errs])
+    if plan.todo:
+        _embed(writer, state, plan.todo, opts, on_progress, t0)
     committer.commit()
-    if stale_errors:
+    if plan.stale_errors:
         # errors of files that now indexed fine (or failed anew: their new error row replaces the old one)
-        index.delete("errors", stale_errors)
-
+        index.delete("errors", plan.stale_errors)
     if opts.prune:
-        seen = {it.path for it in found.items if it.bytes is not None}
-        gone = [rid for p, (rid, *_rest) in state.rows.items()
-                if p not in seen and under_roots(p, found.roots) and p not in ok_paths]
-        if gone:
-            summary.removed += index.delete(TABLE, gone)
-        gone_err = [rid for p, (rid, *_rest) in state.errors.items() if p not in seen and under_roots(p, found.roots)]
-        if gone_err:
-            index.delete("errors", gone_err)
+        _prune(index, found, state, ok_paths, summary)
     if opts.optimize and (summary.added or summary.removed or summary.updated or summary.reused):
         index.optimize(TABLE)
     summary.elapsed = time.monotonic() - t0
@@ -183,114 +182,151 @@ def index_images(index: Index, found: Discovery, options: ImageIndexOptions | No
     return summary
 
 
-def _run(index, todo, schema, state, opts, committer, summary, replaced, on_progress, t0):
-    encoder = index.encoder()
-    prep: ImagePrep = encoder.prep
+def _prune(index: Index, found: Discovery, state: _State, ok_paths: set[str], summary: IndexSummary) -> None:
+    """Delete the rows and error rows of files gone from the sources."""
+    gone, gone_err = gone_from_sources(found, state.rows, state.errors, ok_paths)
+    if gone:
+        summary.removed += index.delete(TABLE, gone)
+    if gone_err:
+        index.delete("errors", gone_err)
+
+
+@dataclass
+class _Writer:
+    """Turns embedded images into ``images`` rows (captions embedded) and failures into ``errors`` rows, hands them
+    to the committer and counts them in the summary."""
+
+    index: Index
+    schema: pa.Schema
+    committer: Committer
+    summary: IndexSummary
+    replaced: dict[str, int]
+
+    def __post_init__(self):
+        base = {f.name for f in base_fields(TABLE, self.index.dim)}
+        self.meta_cols = [f.name for f in self.schema if f.name not in base]
+
+    def model(self):
+        """The index's encoder (loaded once, by the index)."""
+        return self.index.encoder()
+
+    def fail(self, failures: list[Failure]) -> None:
+        if failures:
+            self.committer.put("errors", error_table(self.index, TABLE, failures))
+            self.summary.errors += len(failures)
+
+    def emit(self, rows: list[Embedded], reused: bool = False) -> None:
+        if not rows:
+            return
+        n, dim = len(rows), self.index.dim
+        items = [r.item for r in rows]
+        captions = [it.caption for it in items]
+        cols = {"id": pa.array(self.index.next_ids(TABLE, n)), "path": [stored_path(it.path) for it in items],
+                "width": [r.width for r in rows], "height": [r.height for r in rows],
+                "bytes": [it.bytes for it in items], "mtime": [it.mtime for it in items],
+                "hash": [r.hash for r in rows], "caption": captions, "label": [it.label for it in items],
+                "vector": vectors_to_arrow(np.stack([r.vector for r in rows]).astype(np.float32), dim),
+                "text_vector": self._caption_vectors(captions)}
+        for c in self.meta_cols:
+            cols[c] = [it.meta.get(c) for it in items]
+        self.committer.put(TABLE, pa.table(cols, schema=self.schema))
+        n_updated = sum(1 for it in items if it.path in self.replaced)
+        if reused:
+            self.summary.reused += n
+        else:
+            self.summary.updated += n_updated
+            self.summary.added += n - n_updated
+
+    def _caption_vectors(self, captions: list[str | None]) -> pa.Array:
+        """Caption embeddings (chunk-pooled when long), null where an image has no caption."""
+        n, dim = len(captions), self.index.dim
+        with_caption = [i for i, c in enumerate(captions) if c]
+        if not with_caption:
+            return pa.nulls(n, self.schema.field("text_vector").type)
+        enc = encode_long_texts(self.model(), [captions[i] for i in with_caption])
+        self.summary.long_captions += int((enc.n_chunks > 1).sum())
+        full = np.zeros((n, dim), np.float32)
+        full[with_caption] = enc.vectors
+        mask = np.ones(n, bool)
+        mask[with_caption] = False
+        return pa.FixedSizeListArray.from_arrays(pa.array(full.reshape(-1)), dim, mask=pa.array(mask))
+
+
+@dataclass
+class _Pending:
+    """Images between the workers and the writer: decoded pixels awaiting the encoder, and files whose content
+    matched a stored row awaiting that row's vector."""
+
+    to_encode: list[tuple[Item, Decoded]] = field(default_factory=list)
+    to_reuse: list[tuple[Item, Decoded]] = field(default_factory=list)
+
+
+def _encode_pending(writer: _Writer, pending: _Pending) -> None:
+    if not pending.to_encode:
+        return
+    vecs = writer.model().encode_prepared(np.stack([d.pixels for _, d in pending.to_encode]))
+    writer.emit([Embedded(it, d.hash, d.width, d.height, v) for (it, d), v in zip(pending.to_encode, vecs)])
+    pending.to_encode.clear()
+
+
+def _reuse_pending(writer: _Writer, state: _State, pending: _Pending, opts: ImageIndexOptions) -> None:
+    """Copy the stored vectors of files recognised by content hash; a row replaced during this run meanwhile
+    sends its file back to be decoded and encoded after all."""
+    if not pending.to_reuse:
+        return
+    index = writer.index
+    stored = index.store.take(TABLE, [state.by_hash[d.hash] for _, d in pending.to_reuse],
+                              ["id", "vector", "width", "height"])
+    pos = {i: r for r, i in enumerate(stored.column("id").to_pylist())}
+    vec = np.asarray(stored.column("vector").combine_chunks().flatten().to_numpy(), np.float32).reshape(-1, index.dim)
+    widths, heights = stored.column("width").to_pylist(), stored.column("height").to_pylist()
+    rows = []
+    for it, d in pending.to_reuse:
+        r = pos.get(state.by_hash[d.hash])
+        if r is not None:
+            rows.append(Embedded(it, d.hash, widths[r], heights[r], vec[r]))
+            continue
+        again = _decode_file(it.path, frozenset(), writer.model().prep, opts.max_bytes)
+        if isinstance(again, Failure):
+            writer.fail([Failure.of(it, again.stage, again.reason)])
+        else:
+            pending.to_encode.append((it, again))
+    writer.emit(rows, reused=True)
+    pending.to_reuse.clear()
+    if len(pending.to_encode) >= opts.batch_size:
+        _encode_pending(writer, pending)
+
+
+def _embed(writer: _Writer, state: _State, todo: list[Item], opts: ImageIndexOptions,
+           on_progress: Callable[[Progress], None] | None, t0: float) -> None:
+    """Decode ``todo`` in worker processes and write each image as it comes, batched for the encoder."""
     by_path = {it.path: it for it in todo}
-    tasks = []
-    for i in range(0, len(todo), opts.chunk):
-        chunk = [(it.path, frozenset(state.size_hashes.get(it.bytes, ()))) for it in todo[i:i + opts.chunk]]
-        tasks.append((chunk, prep, opts.max_bytes))
+    prep = writer.model().prep
+    tasks = [DecodeTask(tuple((it.path, frozenset(state.size_hashes.get(it.bytes, ())))
+                              for it in todo[i:i + opts.chunk]), prep, opts.max_bytes)
+             for i in range(0, len(todo), opts.chunk)]
     workers = default_workers() if opts.workers is None else opts.workers
-    meta_cols = [f.name for f in schema if f.name not in {"id", "path", "width", "height", "bytes", "mtime", "hash",
-                                                           "caption", "label", "vector", "text_vector"}]
-    pixels, ready, reuse = [], [], []
+    pending = _Pending()
     done = 0
-
-    def flush_batch():
-        if not ready:
-            return
-        vecs = encoder.encode_prepared(np.stack(pixels)) if pixels else np.zeros((0, index.dim), np.float32)
-        rows = [(it, h, w, hh, v) for (it, h, w, hh), v in zip(ready, vecs)]
-        _emit(index, schema, meta_cols, encoder, rows, committer, summary, replaced)
-        pixels.clear()
-        ready.clear()
-
-    def flush_reuse():
-        if not reuse:
-            return
-        ids = [state.by_hash[h] for _, h in reuse]
-        stored = index.store.take(TABLE, ids, ["id", "vector", "width", "height"])
-        pos = {i: r for r, i in enumerate(stored.column("id").to_pylist())}
-        vec = np.asarray(stored.column("vector").combine_chunks().flatten().to_numpy(), np.float32).reshape(-1, index.dim)
-        rows = []
-        for it, h in reuse:
-            r = pos.get(state.by_hash[h])
-            if r is None:  # the row it matched was replaced during this run: decode and encode after all
-                try:
-                    px, digest, w, hh = read_and_prepare(it.path, prep, opts.max_bytes)
-                except ImageReadError as exc:
-                    committer.put("errors", _error_rows(index, [(it, exc.stage, exc.reason)]))
-                    summary.errors += 1
-                    continue
-                pixels.append(px)
-                ready.append((it, digest, w, hh))
-                continue
-            rows.append((it, h, stored.column("width")[r].as_py(), stored.column("height")[r].as_py(), vec[r]))
-        summary.reused += len(rows)
-        if rows:
-            _emit(index, schema, meta_cols, encoder, rows, committer, summary, replaced, reused=True)
-        reuse.clear()
-        if len(ready) >= opts.batch_size:
-            flush_batch()
-
     for results in ordered_map(_decode_chunk, tasks, workers):
         if isinstance(results, WorkerCrash):
-            chunk = results.task[0]
-            errs = [(by_path[p], "decode", results.reason) for p, _ in chunk]
-            committer.put("errors", _error_rows(index, errs))
-            summary.errors += len(errs)
-            done += len(chunk)
-            continue
+            results = [Failure(p, "decode", results.reason) for p, _ in results.task.files]
         for res in results:
             done += 1
-            item = by_path[res[1]]
-            if res[0] == "ok":
-                pixels.append(res[2])
-                ready.append((item, res[3], res[4], res[5]))
-                if len(ready) >= opts.batch_size:
-                    flush_batch()
-            elif res[0] == "dup":
-                reuse.append((item, res[2]))
-                if len(reuse) >= opts.batch_size:
-                    flush_reuse()
+            item = by_path[res.path]
+            if isinstance(res, Failure):
+                writer.fail([Failure.of(item, res.stage, res.reason)])
+            elif res.pixels is None:
+                pending.to_reuse.append((item, res))
+                if len(pending.to_reuse) >= opts.batch_size:
+                    _reuse_pending(writer, state, pending, opts)
             else:
-                committer.put("errors", _error_rows(index, [(item, res[2], res[3])]))
-                summary.errors += 1
+                pending.to_encode.append((item, res))
+                if len(pending.to_encode) >= opts.batch_size:
+                    _encode_pending(writer, pending)
         if on_progress is not None:
-            on_progress(Progress("images", done, len(todo), {"added": summary.added + summary.updated,
-                                                             "reused": summary.reused, "errors": summary.errors},
-                                 time.monotonic() - t0))
-    flush_reuse()
-    flush_batch()
-
-
-def _emit(index, schema, meta_cols, encoder, rows, committer, summary, replaced, reused=False):
-    """Turn (item, hash, width, height, vector) tuples into table rows (captions embedded) and hand them over."""
-    n = len(rows)
-    items = [r[0] for r in rows]
-    vecs = np.stack([r[4] for r in rows]).astype(np.float32)
-    captions = [it.caption for it in items]
-    text_vec = pa.nulls(n, schema.field("text_vector").type)
-    with_caption = [i for i, c in enumerate(captions) if c]
-    if with_caption:
-        from retrieval.encode.text import encode_long_texts
-
-        enc = encode_long_texts(encoder, [captions[i] for i in with_caption])
-        tv = enc.vectors
-        summary.long_captions += int((enc.n_chunks > 1).sum())
-        full = np.zeros((n, index.dim), np.float32)
-        full[with_caption] = tv
-        mask = np.zeros(n, bool)
-        mask[with_caption] = True
-        text_vec = pa.FixedSizeListArray.from_arrays(pa.array(full.reshape(-1)), index.dim, mask=pa.array(~mask))
-    cols = {"id": pa.array(index.next_ids(TABLE, n)), "path": [it.path for it in items],
-            "width": [r[2] for r in rows], "height": [r[3] for r in rows], "bytes": [it.bytes for it in items],
-            "mtime": [it.mtime for it in items], "hash": [r[1] for r in rows], "caption": captions,
-            "label": [it.label for it in items], "vector": vectors_to_arrow(vecs, index.dim), "text_vector": text_vec}
-    for c in meta_cols:
-        cols[c] = [it.meta.get(c) for it in items]
-    committer.put(TABLE, pa.table(cols, schema=schema))
-    n_updated = sum(1 for it in items if it.path in replaced)
-    summary.updated += n_updated if not reused else 0
-    summary.added += (n - n_updated) if not reused else 0
+            s = writer.summary
+            on_progress(Progress(TABLE, done, len(todo), {"added": s.added + s.updated, "reused": s.reused,
+                                                          "errors": s.errors}, time.monotonic() - t0))
+    _reuse_pending(writer, state, pending, opts)
+    _encode_pending(writer, pending)

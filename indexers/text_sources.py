@@ -6,8 +6,9 @@
   string metadata (renamed ``meta_<name>`` when they clash with the ``texts`` table's own columns).
 
 ``discover_texts`` only stats and sniffs: it refuses, before any index is touched, a missing source, a file of
-another kind, a named file that is binary or not UTF-8, a table without the text column, and a corpus with no
-text at all. ``read_rows`` streams one file: ``Row``s (bad rows carry an ``error``), or ``FileError`` when the
+another kind, a named file that is binary, not UTF-8 or not a regular file (a FIFO, a device), a table without
+the text column, and a corpus with no text at all. A non-regular file found in a folder is never opened: it
+becomes an ``errors`` row. ``read_rows`` streams one file: ``Row``s (bad rows carry an ``error``), or ``FileError`` when the
 whole file is unusable (binary, not UTF-8, too large to be one text).
 """
 from __future__ import annotations
@@ -21,8 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from retrieval.errors import InvalidInput
+import pyarrow as pa
+import pyarrow.parquet as pq
 
+from retrieval.errors import InvalidInput
+from retrieval.io.files import file_problem, open_regular
 from retrieval.io.sources import _walk
 
 DOC_EXTENSIONS = (".txt", ".md")
@@ -47,6 +51,7 @@ class TextFile:
     bytes: int
     mtime: float
     kind: str  # doc | jsonl | csv | parquet
+    problem: str | None = None  # why it cannot be read at all (not a regular file), found by stat
 
 
 @dataclass
@@ -98,16 +103,15 @@ def sniff_text(head: bytes) -> str | None:
 
 
 def _head(path: str, n: int = SNIFF_BYTES) -> bytes:
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         return f.read(n)
 
 
-def _parquet_text_type(path: str, column: str):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+def _parquet_text_type(fh, column: str):
+    """(ParquetFile, type of ``column`` or None) of an open file (opened by us: pyarrow cannot open a file name
+    that is not UTF-8)."""
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(fh)
     except (pa.ArrowInvalid, OSError) as exc:
         raise FileError("decode", f"not a Parquet file ({str(exc).splitlines()[0][:120]})") from exc
     schema = pf.schema_arrow
@@ -119,21 +123,20 @@ def _parquet_text_type(path: str, column: str):
 def check_table(path: str, kind: str, column: str, named: bool = True) -> bool:
     """Raise ``InvalidInput`` when a table has no ``column`` (or a non-string one); return whether it has rows.
     An unreadable table found in a folder (``named`` False) is left for the indexer to record as an error."""
-    import pyarrow as pa
-
     if kind == "parquet":
-        try:
-            pf, typ = _parquet_text_type(path, column)
-        except FileError as exc:
-            if not named:
-                return False
-            raise InvalidInput(f"{path}: {exc.reason}") from None
-        if typ is None:
-            raise InvalidInput(f"{path} has no {column!r} column (columns: {', '.join(pf.schema_arrow.names)}); "
-                               "choose one with --text-column")
-        if not (pa.types.is_string(typ) or pa.types.is_large_string(typ) or pa.types.is_string_view(typ)):
-            raise InvalidInput(f"{path}: column {column!r} holds {typ}, not text; choose one with --text-column")
-        return pf.metadata.num_rows > 0
+        with open_regular(path) as fh:
+            try:
+                pf, typ = _parquet_text_type(fh, column)
+            except FileError as exc:
+                if not named:
+                    return False
+                raise InvalidInput(f"{path}: {exc.reason}") from None
+            if typ is None:
+                raise InvalidInput(f"{path} has no {column!r} column (columns: {', '.join(pf.schema_arrow.names)}); "
+                                   "choose one with --text-column")
+            if not (pa.types.is_string(typ) or pa.types.is_large_string(typ) or pa.types.is_string_view(typ)):
+                raise InvalidInput(f"{path}: column {column!r} holds {typ}, not text; choose one with --text-column")
+            return pf.metadata.num_rows > 0
     head = _head(path)
     why = sniff_text(head)
     if why and not named:
@@ -167,7 +170,7 @@ def check_table(path: str, kind: str, column: str, named: bool = True) -> bool:
 
 
 def _doc_has_text(path: str) -> bool:
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         while block := f.read(SNIFF_BYTES):
             if block.strip():
                 return True
@@ -197,12 +200,16 @@ def discover_texts(sources: Sequence[str | Path], text_column: str = "text", exc
         for path in paths:
             if path not in files:
                 st = os.stat(path)
-                files[path] = TextFile(path, st.st_size, st.st_mtime, _kind(path))
+                files[path] = TextFile(path, st.st_size, st.st_mtime, _kind(path), file_problem(st))
+                if files[path].problem and path in named:
+                    raise InvalidInput(f"{path}: {files[path].problem}")
     if not files:
         raise InvalidInput(f"no text files in {', '.join(map(str, sources))} "
                            f"(looked for {', '.join(e.lstrip('.') for e in DOC_EXTENSIONS + TABLE_EXTENSIONS)})")
     any_text = False
     for f in files.values():
+        if f.problem:  # never opened; recorded as an error by the indexer
+            continue
         if f.kind != "doc":
             any_text |= check_table(f.path, f.kind, text_column, f.path in named)
             continue
@@ -242,7 +249,7 @@ def _read_doc(path: str, split: str, max_bytes: int) -> Iterator[Row]:
         size = os.path.getsize(path)
         if size > max_bytes:
             raise FileError("read", f"{size >> 20} MiB is too large for one text; use --split paragraphs or lines")
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             raw = f.read()
         try:
             text = raw.decode("utf-8-sig")
@@ -250,7 +257,7 @@ def _read_doc(path: str, split: str, max_bytes: int) -> Iterator[Row]:
             raise FileError("decode", f"not UTF-8 text (invalid byte at offset {exc.start})") from None
         yield Row(0, text.strip(), error=None if text.strip() else "document is empty")
         return
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         if split == "lines":
             for i, raw in enumerate(f):
                 text = _decode(raw.removeprefix(b"\xef\xbb\xbf") if i == 0 else raw)
@@ -273,7 +280,7 @@ def _read_doc(path: str, split: str, max_bytes: int) -> Iterator[Row]:
 
 
 def _read_jsonl(path: str, column: str) -> Iterator[Row]:
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         for i, raw in enumerate(f):
             if not raw.strip():
                 continue
@@ -299,7 +306,7 @@ def _read_jsonl(path: str, column: str) -> Iterator[Row]:
 
 def _read_csv(path: str, column: str) -> Iterator[Row]:
     csv.field_size_limit(1 << 30)
-    with open(path, "rb") as fb:
+    with open_regular(path) as fb:
         f = io.TextIOWrapper(fb, encoding="utf-8-sig", errors="surrogateescape", newline="")
         reader = csv.reader(f)
         header = next(reader, None)
@@ -321,22 +328,25 @@ def _read_csv(path: str, column: str) -> Iterator[Row]:
 
 
 def _read_parquet(path: str, column: str) -> Iterator[Row]:
-    pf, typ = _parquet_text_type(path, column)
-    if typ is None:
-        raise FileError("read", f"no {column!r} column")
-    i = 0
-    for batch in pf.iter_batches(batch_size=PARQUET_BATCH):
-        data = batch.to_pydict()
-        texts = data.pop(column)
-        names = {k: meta_name(k) for k in data}
-        for r, text in enumerate(texts):
-            meta = {names[k]: meta_value(v[r]) for k, v in data.items()}
-            yield Row(i, text, meta, _check_text(text, column))
-            i += 1
+    with open_regular(path) as fh:
+        pf, typ = _parquet_text_type(fh, column)
+        if typ is None:
+            raise FileError("read", f"no {column!r} column")
+        i = 0
+        for batch in pf.iter_batches(batch_size=PARQUET_BATCH):
+            data = batch.to_pydict()
+            texts = data.pop(column)
+            names = {k: meta_name(k) for k in data}
+            for r, text in enumerate(texts):
+                meta = {names[k]: meta_value(v[r]) for k, v in data.items()}
+                yield Row(i, text, meta, _check_text(text, column))
+                i += 1
 
 
 def read_rows(f: TextFile, text_column: str = "text", split: str = "none", max_bytes: int = 32 << 20) -> Iterator[Row]:
     """Stream the rows of one file; ``FileError`` when the file as a whole is unusable."""
+    if f.problem:
+        raise FileError("read", f.problem)
     try:
         if f.kind in ("jsonl", "csv") and b"\x00" in _head(f.path):
             raise FileError("decode", "binary file (NUL bytes), not text")

@@ -19,25 +19,26 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pyarrow as pa
 
-from retrieval.errors import InvalidInput
-from retrieval.index.directory import Index, base_fields, now
-from retrieval.store.base import arrow_to_vectors, vectors_to_arrow
-from retrieval.encode.text import check_strategy, encode_long_texts, long_text_counts
-
-from retrieval.io.workers import Committer, Progress
-from retrieval.io.sources import under_roots
+from indexers.common import Failure, error_table, scan_tuples
 from indexers.text_sources import SPLITS, FileError, Row, TextDiscovery, TextFile, read_rows
+from indexers.text_state import ROW_STAGE, TABLE, FileLedger, TextState, repair_generations, source_ids
+from retrieval.encode.text import check_strategy, encode_long_texts, long_text_counts
+from retrieval.errors import InvalidInput
+from retrieval.index.directory import MANIFEST, Index, base_fields, open_index
+from retrieval.io.files import stored_path
+from retrieval.io.sources import under_roots
+from retrieval.io.workers import Committer, Progress
+from retrieval.store.base import arrow_to_vectors, vectors_to_arrow
 
 log = logging.getLogger(__name__)
-TABLE = "texts"
-ROW_STAGE = "row"
 
 
 @dataclass
@@ -82,45 +83,23 @@ def text_hash(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
-def _source_ids(store, source: str, below: int | None = None) -> list[int]:
-    """Ids of the rows of one source (with id < below)."""
-    cond = None if ";" in source else f"source = '{source.replace(chr(39), chr(39) * 2)}'"
-    out = []
-    for b in store.scan(TABLE, ["id", "source"], where=cond):
-        for i, s in zip(b.column(0).to_pylist(), b.column(1).to_pylist()):
-            if s == source and (below is None or i < below):
-                out.append(i)
-    return out
+def check_long_text(index: Index, long_text: str) -> None:
+    """Refuse (``InvalidInput``) a long-text strategy other than the one the texts table holding rows was built
+    with: one table never mixes strategies."""
+    check_strategy(long_text)
+    built = index.manifest.get("tables", {}).get(TABLE, {}).get("long_text")
+    if built and built != long_text and index.store.has_table(TABLE) and index.store.count(TABLE):
+        raise InvalidInput(f"the texts table of {index.path} was built with --long-text {built}; index with "
+                           f"--long-text {built} or into a new index")
 
 
-class _State:
-    """What the index holds for texts: row generations per source, hashes, recorded errors."""
-
-    def __init__(self, index: Index):
-        self.gens: dict[str, dict[tuple, int]] = {}          # source -> {(mtime, bytes): newest id}
-        self.by_hash: dict[str, int] = {}
-        self.file_errors: dict[str, tuple[int, float, int]] = {}
-        self.row_errors: dict[str, list[tuple[int, float, int]]] = {}
-        store = index.store
-        if store.has_table(TABLE):
-            for b in store.scan(TABLE, ["id", "source", "mtime", "bytes", "hash"]):
-                for i, s, m, n, h in zip(*(b.column(c).to_pylist() for c in range(5))):
-                    g = self.gens.setdefault(s, {})
-                    g[(m, n)] = max(g.get((m, n), -1), i)
-                    if i > self.by_hash.get(h, -1):
-                        self.by_hash[h] = i
-        if store.has_table("errors"):
-            for b in store.scan("errors", ["id", "path", "mtime", "bytes", "source_table", "stage"]):
-                for i, p, m, n, t, stage in zip(*(b.column(c).to_pylist() for c in range(6))):
-                    if t != TABLE:
-                        continue
-                    if stage == ROW_STAGE:
-                        self.row_errors.setdefault(p, []).append((i, m, n))
-                    else:
-                        self.file_errors[p] = (i, m, n)
-
-    def versions(self, source: str) -> set:
-        return set(self.gens.get(source, {})) | {(m, n) for _, m, n in self.row_errors.get(source, [])}
+def check_long_text_at(path: str | Path, long_text: str) -> None:
+    """``check_long_text`` for the index at ``path``, if there is one (opened read-only, closed again): lets a
+    command refuse a strategy before it opens the index for writing."""
+    check_strategy(long_text)
+    if (Path(path) / MANIFEST).is_file():
+        with open_index(path) as index:
+            check_long_text(index, long_text)
 
 
 def index_texts(index: Index, found: TextDiscovery, options: TextIndexOptions | None = None,
@@ -130,28 +109,15 @@ def index_texts(index: Index, found: TextDiscovery, options: TextIndexOptions | 
     check_strategy(opts.long_text)
     if opts.split not in SPLITS:
         raise InvalidInput(f"unknown split {opts.split!r}; choose one of {', '.join(SPLITS)}")
-    info = index.manifest.get("tables", {}).get(TABLE, {})
-    built = info.get("long_text")
-    if built and built != opts.long_text and index.store.has_table(TABLE) and index.store.count(TABLE):
-        raise InvalidInput(f"the texts table of {index.path} was built with --long-text {built}; index with "
-                           f"--long-text {built} or into a new index")
+    check_long_text(index, opts.long_text)
     t0 = time.monotonic()
     index.ensure_table(TABLE)
     index.ensure_table("errors")
     index.manifest["tables"][TABLE]["long_text"] = opts.long_text
     index.save_manifest()
     run = _Run(index, opts, TextIndexSummary(long_text=opts.long_text), on_progress, t0)
-    run.repair()
-    todo = []
-    for f in found.files:
-        known = run.state.file_errors.get(f.path)
-        if known is not None and not opts.retry_errors and (known[1], known[2]) == (f.mtime, f.bytes):
-            run.summary.known_errors += 1
-            continue
-        if f.path not in run.partial and run.state.versions(f.path) == {(f.mtime, f.bytes)}:
-            run.summary.unchanged += 1
-            continue
-        todo.append(f)
+    repair_generations(index, run.state, run.ledger.partial)
+    todo = [f for f in found.files if run.needs_reading(f)]
     for n, f in enumerate(todo):
         run.read_file(f)
         run.progress(n + 1, len(todo))
@@ -163,37 +129,24 @@ def index_texts(index: Index, found: TextDiscovery, options: TextIndexOptions | 
         index.optimize(TABLE)
     if s.truncated:
         log.warning("%d of %d texts were longer than the %d-token window and were truncated (--long-text truncate)",
-                    s.truncated, s.rows, run.window)
+                    s.truncated, s.rows, run.vectors.window)
     s.elapsed = time.monotonic() - t0
     s.texts_per_s = s.encoded / s.elapsed if s.elapsed > 0 else 0.0
     return s
 
 
-class _Run:
-    def __init__(self, index: Index, opts: TextIndexOptions, summary: TextIndexSummary, on_progress, t0):
-        self.index, self.opts, self.summary, self.on_progress, self.t0 = index, opts, summary, on_progress, t0
-        self._encoder = None
-        self.state = _State(index)
-        self.schema = index.store.schema(TABLE)
-        self.err_schema = index.store.schema("errors")
-        self.partial: set[str] = set(index.manifest["tables"][TABLE].get("partial", []))
-        self.committer = Committer(self._add, opts.commit_rows, opts.commit_seconds, self._after_commit)
-        self.pending: list[tuple[TextFile, Row, str]] = []
-        self.new_texts: dict[str, str] = {}
-        self.err_rows: list[tuple[str, float, int, str, str]] = []
+class _TextVectors:
+    """Vectors of distinct texts by hash: a bounded cache of recent ones, filled from stored rows of the same text
+    or, failing that, by the encoder (loaded when the first text needs it)."""
+
+    def __init__(self, index: Index, state: TextState, opts: TextIndexOptions):
+        self.index, self.state, self.opts = index, state, opts
         self.cache: OrderedDict[str, tuple[np.ndarray, int, int]] = OrderedDict()
-        self.emitted: Counter = Counter()
-        self.committed: Counter = Counter()
-        self.first_id: dict[str, int] = {}
-        self.done_reading: set[str] = set()
-        self.partial_dirty = False
+        self.new_texts: dict[str, str] = {}  # hash -> text, for texts not in the cache yet
 
     @property
     def encoder(self):
-        """The index's encoder, loaded when the first text needs it (an up-to-date index loads no model)."""
-        if self._encoder is None:
-            self._encoder = self.index.encoder()
-        return self._encoder
+        return self.index.encoder()
 
     @property
     def window(self) -> int:
@@ -201,116 +154,19 @@ class _Run:
         ctx = self.encoder.context_length
         return 246 if self.opts.long_text == "longclip" and ctx <= 77 else ctx - 2
 
-    # -- bookkeeping -------------------------------------------------------------------------------------------
-    def _save_partial(self) -> None:
-        self.index.manifest["tables"][TABLE]["partial"] = sorted(self.partial)
-        self.index.save_manifest()
-        self.partial_dirty = False
+    def want(self, h: str, text: str) -> None:
+        if h not in self.cache and h not in self.new_texts:
+            self.new_texts[h] = text
 
-    def _sources_of(self, table: str, rows: pa.Table) -> list[str]:
-        if table == TABLE:
-            return rows.column("source").to_pylist()
-        ok = [t == TABLE and s == ROW_STAGE for t, s in zip(rows.column("source_table").to_pylist(),
-                                                              rows.column("stage").to_pylist())]
-        return [p for p, k in zip(rows.column("path").to_pylist(), ok) if k]
-
-    def _add(self, table: str, rows: pa.Table) -> None:
-        new = set(self._sources_of(table, rows)) - self.partial
-        if new:  # mark before the rows land: an interrupted file is read again on the next run
-            self.partial |= new
-            self._save_partial()
-        self.index.add_rows(table, rows)
-
-    def _after_commit(self, table: str, rows: pa.Table) -> None:
-        if table == TABLE:
-            for h, i in zip(rows.column("hash").to_pylist(), rows.column("id").to_pylist()):
-                self.state.by_hash[h] = i
-        touched = Counter(self._sources_of(table, rows))
-        self.committed.update(touched)
-        for source in touched:
-            self._maybe_finalize(source)
-        if self.partial_dirty:
-            self._save_partial()
-
-    def _maybe_finalize(self, source: str) -> None:
-        """All rows of a file read to its end are committed: drop what they replace."""
-        if source not in self.done_reading or self.committed[source] != self.emitted[source]:
-            return
-        self.done_reading.discard(source)
-        if source in self.state.gens:
-            old = _source_ids(self.index.store, source, self.first_id.get(source))
-            self.summary.replaced += self.index.delete(TABLE, old)
-        self._drop_old_errors(source)
-        if source in self.partial:
-            self.partial.discard(source)
-            self.partial_dirty = True
-
-    def _drop_old_errors(self, source: str) -> None:
-        ids = [i for i, _, _ in self.state.row_errors.pop(source, [])]
-        if source in self.state.file_errors:
-            ids.append(self.state.file_errors.pop(source)[0])
-        if ids:
-            self.index.delete("errors", ids)
-
-    def repair(self) -> None:
-        """Sources with two generations of rows and no interrupted run recorded: keep the newest generation."""
-        for source, gens in self.state.gens.items():
-            if len(gens) < 2 or source in self.partial:
-                continue
-            keep = max(gens, key=gens.get)
-            cond = None if ";" in source else f"source = '{source.replace(chr(39), chr(39) * 2)}'"
-            stale = [i for b in self.index.store.scan(TABLE, ["id", "source", "mtime", "bytes"], where=cond)
-                     for i, s, m, n in zip(*(b.column(c).to_pylist() for c in range(4)))
-                     if s == source and (m, n) != keep]
-            self.index.delete(TABLE, stale)
-            self.state.gens[source] = {keep: gens[keep]}
-            log.info("removed %d rows of %s left by an interrupted run", len(stale), source)
-
-    # -- reading -----------------------------------------------------------------------------------------------
-    def read_file(self, f: TextFile) -> None:
-        self.summary.files += 1
-        self.emitted[f.path] = 0
-        try:
-            for row in read_rows(f, self.opts.text_column, self.opts.split, self.opts.max_doc_bytes):
-                self.emitted[f.path] += 1
-                if row.error:
-                    self.err_rows.append((f.path, f.mtime, f.bytes, ROW_STAGE, f"row {row.chunk}: {row.error}"))
-                    continue
-                h = text_hash(row.text)
-                self.pending.append((f, row, h))
-                if h not in self.cache and h not in self.new_texts:
-                    self.new_texts[h] = row.text
-                if len(self.new_texts) >= self.opts.batch_size or len(self.pending) >= 16 * self.opts.batch_size:
-                    self.flush()
-        except FileError as exc:
-            self._fail_file(f, exc)
-            return
-        self.done_reading.add(f.path)
-        self._maybe_finalize(f.path)
-
-    def _fail_file(self, f: TextFile, exc: FileError) -> None:
-        """The file became unusable while being read: everything of it goes, one error row says why."""
-        had_rows = self.emitted.pop(f.path, 0) > 0
-        if had_rows:  # commit them so that they can be deleted with the rest
-            self.flush()
-            self.committer.commit()
-        if had_rows or f.path in self.state.gens:
-            self.index.delete(TABLE, _source_ids(self.index.store, f.path))
-        self._drop_old_errors(f.path)
-        if f.path in self.partial:
-            self.partial.discard(f.path)
-            self._save_partial()
-        self.err_rows.append((f.path, f.mtime, f.bytes, exc.stage, exc.reason))
-
-    # -- encoding and rows -------------------------------------------------------------------------------------
     def _remember(self, h: str, vec: np.ndarray, n_tokens: int, n_chunks: int) -> None:
         self.cache[h] = (vec, n_tokens, n_chunks)
         self.cache.move_to_end(h)
         while len(self.cache) > max(self.opts.cache_texts, 1):
             self.cache.popitem(last=False)
 
-    def _vectors_for(self, hashes: list[str]) -> int:
-        """Fill the cache for ``hashes``: stored rows first, then the encoder. Returns how many were encoded."""
+    def fill(self, hashes: list[str]) -> int:
+        """Cache the vectors of ``hashes``: stored rows first, then the encoder. Returns how many were encoded."""
+        hashes = [h for h in dict.fromkeys(hashes) if h not in self.cache]
         stored = [h for h in hashes if h in self.state.by_hash]
         if stored:
             rows = self.index.store.take(TABLE, [self.state.by_hash[h] for h in stored],
@@ -325,25 +181,83 @@ class _Run:
                                     batch_size=self.opts.batch_size, warn=False)
             for h, v, nt, nc in zip(todo, enc.vectors, enc.n_tokens.tolist(), enc.n_chunks.tolist()):
                 self._remember(h, v, nt, nc)
+        self.new_texts.clear()
         return len(todo)
 
+
+class _Run:
+    """Reads the files, turns their rows into table rows (vectors from ``_TextVectors``) and commits them in blocks;
+    ``FileLedger`` follows each file to completion."""
+
+    def __init__(self, index: Index, opts: TextIndexOptions, summary: TextIndexSummary, on_progress, t0):
+        self.index, self.opts, self.summary, self.on_progress, self.t0 = index, opts, summary, on_progress, t0
+        self.state = TextState(index)
+        self.ledger = FileLedger(index, self.state)
+        self.vectors = _TextVectors(index, self.state, opts)
+        self.schema = index.store.schema(TABLE)
+        self.committer = Committer(self._add, opts.commit_rows, opts.commit_seconds, self.ledger.after_commit)
+        self.pending: list[tuple[TextFile, Row, str]] = []
+        self.failures: list[Failure] = []
+
+    def _add(self, table: str, rows: pa.Table) -> None:
+        self.ledger.before_add(table, rows)
+        self.index.add_rows(table, rows)
+
+    def needs_reading(self, f: TextFile) -> bool:
+        """False for a file skipped as a known failure or as unchanged (counted in the summary)."""
+        known = self.state.file_errors.get(f.path)
+        if known is not None and not self.opts.retry_errors and (known[1], known[2]) == (f.mtime, f.bytes):
+            self.summary.known_errors += 1
+            return False
+        if f.path not in self.ledger.partial and self.state.versions(f.path) == {(f.mtime, f.bytes)}:
+            self.summary.unchanged += 1
+            return False
+        return True
+
+    # -- reading -----------------------------------------------------------------------------------------------
+    def read_file(self, f: TextFile) -> None:
+        self.summary.files += 1
+        self.ledger.start(f.path)
+        try:
+            for row in read_rows(f, self.opts.text_column, self.opts.split, self.opts.max_doc_bytes):
+                self.ledger.count_row(f.path)
+                if row.error:
+                    self.failures.append(Failure(f.path, ROW_STAGE, f"row {row.chunk}: {row.error}", f.bytes, f.mtime))
+                    continue
+                h = text_hash(row.text)
+                self.pending.append((f, row, h))
+                self.vectors.want(h, row.text)
+                if len(self.vectors.new_texts) >= self.opts.batch_size or len(self.pending) >= 16 * self.opts.batch_size:
+                    self.flush()
+        except FileError as exc:
+            self._fail_file(f, exc)
+            return
+        self.ledger.end_of_file(f.path)
+
+    def _fail_file(self, f: TextFile, exc: FileError) -> None:
+        """The file became unusable while being read: everything of it goes, one error row says why."""
+        had_rows = self.ledger.abandon(f.path)
+        if had_rows:  # commit them so that they can be deleted with the rest
+            self.flush()
+            self.committer.commit()
+        if had_rows or f.path in self.state.gens:
+            self.index.delete(TABLE, source_ids(self.index.store, f.path))
+        self.ledger.drop_old_errors(f.path)
+        self.ledger.unmark(f.path)
+        self.failures.append(Failure.of(f, exc.stage, exc.reason))
+
+    # -- rows --------------------------------------------------------------------------------------------------
     def flush(self) -> None:
         if self.pending:
-            need = [h for h in dict.fromkeys(h for _, _, h in self.pending) if h not in self.cache]
-            encoded = self._vectors_for(need)
+            encoded = self.vectors.fill([h for _, _, h in self.pending])
             self.summary.encoded += encoded
             self.summary.reused += len(self.pending) - encoded
             self._emit()
         self.pending.clear()
-        self.new_texts.clear()
-        if self.err_rows:
-            e = self.err_rows
-            self.committer.put("errors", pa.table({
-                "id": self.index.next_ids("errors", len(e)), "path": [r[0] for r in e], "stage": [r[3] for r in e],
-                "reason": [r[4] for r in e], "when": [now()] * len(e), "bytes": [r[2] for r in e],
-                "mtime": [r[1] for r in e], "source_table": [TABLE] * len(e)}, schema=self.err_schema))
-            self.summary.errors += len(e)
-            self.err_rows = []
+        if self.failures:
+            self.committer.put("errors", error_table(self.index, TABLE, self.failures))
+            self.summary.errors += len(self.failures)
+            self.failures = []
 
     def _emit(self) -> None:
         rows = self.pending
@@ -354,24 +268,22 @@ class _Run:
             self.schema = self.index.ensure_table(TABLE, [pa.field(k, pa.string()) for k in new])
         n = len(rows)
         ids = self.index.next_ids(TABLE, n)
-        got = [self.cache[h] for _, _, h in rows]
+        got = [self.vectors.cache[h] for _, _, h in rows]
         n_tokens = np.array([g[1] for g in got], np.int64)
         n_chunks = np.array([g[2] for g in got], np.int64)
-        for path, i in zip((f.path for f, _, _ in rows), ids):
-            self.first_id.setdefault(path, int(i))
-        cols = {"id": pa.array(ids), "source": [f.path for f, _, _ in rows], "chunk": [r.chunk for _, r, _ in rows],
-                "text": [r.text for _, r, _ in rows], "n_tokens": n_tokens.astype(np.int32),
-                "n_chunks": n_chunks.astype(np.int32), "strategy": [self.opts.long_text] * n,
-                "hash": [h for _, _, h in rows], "mtime": [f.mtime for f, _, _ in rows],
-                "bytes": [f.bytes for f, _, _ in rows],
+        self.ledger.new_ids([f.path for f, _, _ in rows], ids)
+        cols = {"id": pa.array(ids), "source": [stored_path(f.path) for f, _, _ in rows],
+                "chunk": [r.chunk for _, r, _ in rows], "text": [r.text for _, r, _ in rows],
+                "n_tokens": n_tokens.astype(np.int32), "n_chunks": n_chunks.astype(np.int32),
+                "strategy": [self.opts.long_text] * n, "hash": [h for _, _, h in rows],
+                "mtime": [f.mtime for f, _, _ in rows], "bytes": [f.bytes for f, _, _ in rows],
                 "vector": vectors_to_arrow(np.stack([g[0] for g in got]), self.index.dim)}
         base = {f.name for f in base_fields(TABLE, self.index.dim)}
         for name in self.schema.names:
             if name not in base:
                 cols[name] = [r.meta.get(name) for _, r, _ in rows]
-        window = self.window if self.opts.long_text == "truncate" else 0  # only truncation needs it
-        counts = long_text_counts(n_tokens, n_chunks, self.opts.long_text, window)
-        for k, v in counts.items():
+        window = self.vectors.window if self.opts.long_text == "truncate" else 0  # only truncation needs it
+        for k, v in long_text_counts(n_tokens, n_chunks, self.opts.long_text, window).items():
             setattr(self.summary, k, getattr(self.summary, k) + v)
         self.summary.rows += n
         self.committer.put(TABLE, pa.table(cols, schema=self.schema))
@@ -380,8 +292,8 @@ class _Run:
     def finish(self) -> None:
         self.flush()
         self.committer.commit()
-        if self.partial_dirty or set(self.index.manifest["tables"][TABLE].get("partial", [])) != self.partial:
-            self._save_partial()
+        self.ledger.close()
+        self.summary.replaced += self.ledger.replaced
 
     def prune(self, found: TextDiscovery) -> None:
         seen = {f.path for f in found.files}
@@ -389,11 +301,10 @@ class _Run:
         gone = {s for s in known if s not in seen and under_roots(s, found.roots)}
         if not gone:
             return
-        ids = [i for b in self.index.store.scan(TABLE, ["id", "source"])
-               for i, s in zip(b.column(0).to_pylist(), b.column(1).to_pylist()) if s in gone]
+        ids = [i for i, s in scan_tuples(self.index.store, TABLE, ["id", "source"], paths=["source"]) if s in gone]
         self.summary.removed += self.index.delete(TABLE, ids)
         for s in gone:
-            self._drop_old_errors(s)
+            self.ledger.drop_old_errors(s)
 
     def progress(self, done: int, total: int) -> None:
         if self.on_progress is not None:

@@ -9,8 +9,9 @@ small messages, never the whole video:
 - ``("end", error)``                              last; ``error`` is None or ``(stage, reason)``
 
 A failure before the first frame ends the video with an error and no frames; a failure after some frames (a
-decoder error, or a stream that stops well before its stated duration: truncated or garbled files) ends it with
-an error *after* those frames: the indexer keeps them and marks the video ``partial``.
+decoder error, a stream that stops well before its stated duration: truncated or garbled files, or damaged data
+that FFmpeg skipped with an error in its log) ends it with an error *after* those frames: the indexer keeps them
+and marks the video ``partial``. A still image in a video's clothing (a PNG renamed ``.mp4``) is no video.
 
 ``stream_decode`` runs ``iter_video`` over many videos in spawned worker processes and yields ``(key, message)``
 pairs as they come, through a bounded queue (so decoded pixels never pile up when the model is slower). A worker
@@ -18,6 +19,8 @@ that dies takes only its current video with it, reported as ``("end", ("decode",
 """
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
 import multiprocessing as mp
 import os
@@ -27,9 +30,10 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from retrieval.errors import InvalidInput
-from retrieval.io.imageprep import ImagePrep
 from retrieval.algorithms.video import sample_times_chunks, sample_times_fps
+from retrieval.errors import InvalidInput
+from retrieval.io.files import open_regular
+from retrieval.io.imageprep import ImagePrep
 
 INSTALL_HINT = "video support needs PyAV: pip install clipdex[video]"
 
@@ -37,7 +41,7 @@ INSTALL_HINT = "video support needs PyAV: pip install clipdex[video]"
 def import_av():
     """PyAV, imported lazily; ``InvalidInput`` naming the extra when it is missing."""
     try:
-        import av
+        import av  # optional and heavy: only video commands need PyAV
     except ImportError:
         raise InvalidInput(INSTALL_HINT) from None
     return av
@@ -85,11 +89,10 @@ class VideoInfo:
 
 
 def file_hash(path: str, block: int = 1 << 20) -> str:
-    """Content hash of a file read in blocks (never whole): the same digest as ``imageprep.content_hash``."""
-    import hashlib
-
+    """Content hash of a file read in blocks (never whole): the same digest as ``imageprep.content_hash``.
+    Only a regular file is opened (``retrieval.io.files.NotAFile`` otherwise)."""
     h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         while chunk := f.read(block):
             h.update(chunk)
     return h.hexdigest()
@@ -153,6 +156,10 @@ def _open(av, path: str):
         raise _Fail("read", f"unreadable: {exc}") from None
     except av.error.FFmpegError as exc:
         raise _Fail("decode", f"cannot open: {exc}") from None
+    fmt = container.format.name
+    if fmt.endswith("_pipe") or fmt == "image2":  # FFmpeg reads a still image as a one-frame "video"
+        container.close()
+        raise _Fail("decode", f"not a video: a {fmt.removesuffix('_pipe')} image")
     if not container.streams.video:
         kinds = sorted({s.type for s in container.streams})
         container.close()
@@ -161,7 +168,8 @@ def _open(av, path: str):
     stream = container.streams.video[0]
     if stream.codec_context is None:
         container.close()
-        raise _Fail("decode", "unsupported codec: this PyAV build has no decoder for the video stream")
+        raise _Fail("decode", "corrupt or undecodable: the video stream's codec is unknown (a damaged file, or a "
+                    "codec this PyAV build cannot decode)")
     duration = None
     if stream.duration is not None and stream.time_base is not None:
         duration = float(stream.duration * stream.time_base)
@@ -217,26 +225,33 @@ def iter_video(path: str, plan: SamplingPlan, prep: ImagePrep, piece: int = 16) 
             buf_t.append(max(0.0, t))
             buf_px.append(prep.prepare(img))
 
+    level = av.logging.get_level()
+    av.logging.set_level(av.logging.ERROR)  # FFmpeg reports data it skipped as damaged at this level
     try:
-        for current in container.decode(stream):
-            t = current.time - start if current.time is not None else count / (info.fps or 1.0)
-            take(picker.step(count, t, prev))
-            prev = (count, t, current)
-            count += 1
-            if len(buf_i) >= piece:
-                yield ("frames", buf_i, buf_t, np.stack(buf_px))
-                buf_i, buf_t, buf_px = [], [], []
-        take(picker.finish(prev, 1.0 / info.fps if info.fps else 0.0))
+        with av.logging.Capture() as damage:
+            for current in container.decode(stream):
+                t = current.time - start if current.time is not None else count / (info.fps or 1.0)
+                take(picker.step(count, t, prev))
+                prev = (count, t, current)
+                count += 1
+                if len(buf_i) >= piece:
+                    yield ("frames", buf_i, buf_t, np.stack(buf_px))
+                    buf_i, buf_t, buf_px = [], [], []
+            take(picker.finish(prev, 1.0 / info.fps if info.fps else 0.0))
     except (av.error.FFmpegError, ValueError, OSError) as exc:
         error = ("decode", f"failed mid-stream after {count} frames: {exc}")
     finally:
         container.close()
+        av.logging.set_level(level)
     if error is None and count == 0:
         error = ("decode", "no frames could be decoded (corrupt file?)")
     elif error is None and info.duration is not None and prev is not None and plan.mode != "keyframes":
         gap = max(1.0, 3.0 / (info.fps or 1.0))
         if info.duration - prev[1] > gap:
             error = ("decode", f"stream ends at {prev[1]:.2f}s of {info.duration:.2f}s (truncated or corrupt)")
+    if error is None and count and damage:  # frames went missing: the decoder skipped damaged data
+        error = ("decode", f"damaged data skipped while decoding ({len(damage)} decoder errors, first: "
+                           f"{damage[0][1]}: {damage[0][2].strip()})")
     if buf_i:
         yield ("frames", buf_i, buf_t, np.stack(buf_px))
     yield ("end", error)
@@ -247,8 +262,6 @@ def iter_video(path: str, plan: SamplingPlan, prep: ImagePrep, piece: int = 16) 
 # ----------------------------------------------------------------------------------------------------------------
 def _worker(tasks, results, plan, prep, piece) -> None:
     """Worker process: take (key, path) tasks until None; put (key, message) results (blocking when full)."""
-    import logging
-
     logging.getLogger("libav").setLevel(logging.CRITICAL)
     while True:
         task = tasks.get()

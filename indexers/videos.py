@@ -29,18 +29,17 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
-from retrieval.index.directory import Index, now
-from retrieval.store.base import vectors_to_arrow
-from retrieval.algorithms.video import mean_pool_vectors
-
-from retrieval.io.workers import Committer, Progress, default_workers, plan_work
-from retrieval.io.sources import Discovery, Item, under_roots
+from indexers.common import Failure, error_table, gone_from_sources, newest_per_path, recorded_errors, scan_tuples
 from indexers.video_decode import SamplingPlan, import_av, stream_decode
+from retrieval.algorithms.video import mean_pool_vectors
+from retrieval.index.directory import Index, base_fields
+from retrieval.io.files import fs_path, stored_path
+from retrieval.io.sources import Discovery, Item
+from retrieval.io.workers import Committer, Progress, default_workers, plan_work
+from retrieval.store.base import vectors_to_arrow
 
 log = logging.getLogger(__name__)
 VIDEOS, FRAMES = "videos", "frames"
-_BASE = {"id", "path", "duration", "fps", "n_frames", "width", "height", "bytes", "mtime", "hash", "sampling",
-         "partial", "caption", "vector"}
 
 
 @dataclass
@@ -78,20 +77,13 @@ class _State:
 
     def __init__(self, index: Index):
         self.rows: dict[str, tuple] = {}     # path -> (id, mtime, bytes, sampling, partial)
-        self.errors: dict[str, tuple] = {}   # path -> (id, mtime, bytes)
         self.duplicates: list[int] = []      # older videos rows of a path
         self.orphans: list[int] = []         # frame ids whose video has no (kept) row
         store = index.store
         if store.has_table(VIDEOS):
             cols = ["id", "path", "mtime", "bytes", "sampling", "partial"]
-            for b in store.scan(VIDEOS, cols):
-                for i, p, m, s, smp, part in zip(*(b.column(c).to_pylist() for c in cols)):
-                    old = self.rows.get(p)
-                    if old is not None:
-                        self.duplicates.append(min(old[0], i))
-                        if old[0] > i:
-                            continue
-                    self.rows[p] = (i, m, s, smp, bool(part))
+            self.rows, self.duplicates = newest_per_path(scan_tuples(store, VIDEOS, cols))
+        self.errors = recorded_errors(store, VIDEOS)  # path -> (id, mtime, bytes)
         if store.has_table(FRAMES):
             live = np.fromiter((r[0] for r in self.rows.values()), np.int64)
             for b in store.scan(FRAMES, ["id", "video_id"]):
@@ -99,10 +91,6 @@ class _State:
                 lost = ~np.isin(vid, live)
                 if lost.any():
                     self.orphans.extend(b.column(0).to_numpy()[lost].tolist())
-        if store.has_table("errors"):
-            for b in store.scan("errors", ["id", "path", "mtime", "bytes"], where=f"source_table = '{VIDEOS}'"):
-                for i, p, m, s in zip(*(b.column(c).to_pylist() for c in range(4))):
-                    self.errors[p] = (i, m, s)
 
 
 def delete_videos(index: Index, video_ids) -> int:
@@ -118,14 +106,6 @@ def delete_videos(index: Index, video_ids) -> int:
     if frame_ids:
         index.delete(FRAMES, frame_ids)
     return index.delete(VIDEOS, ids)
-
-
-def _error_rows(index: Index, errs: list[tuple[Item, str, str]]) -> pa.Table:
-    schema = index.store.schema("errors")
-    return pa.table({"id": index.next_ids("errors", len(errs)), "path": [e[0].path for e in errs],
-                     "stage": [e[1] for e in errs], "reason": [e[2] for e in errs], "when": [now()] * len(errs),
-                     "bytes": [e[0].bytes for e in errs], "mtime": [e[0].mtime for e in errs],
-                     "source_table": [VIDEOS] * len(errs)}, schema=schema)
 
 
 def index_videos(index: Index, found: Discovery, options: VideoIndexOptions | None = None,
@@ -169,16 +149,17 @@ def index_videos(index: Index, found: Discovery, options: VideoIndexOptions | No
     def after_commit(table: str, rows: pa.Table) -> None:
         if table != VIDEOS:
             return
-        paths = rows.column("path").to_pylist()
+        paths = [fs_path(p) for p in rows.column("path").to_pylist()]
         delete_videos(index, [replaced[p] for p in paths if p in replaced])
         ok_paths.update(paths)
 
     videos_out = Committer(add_after_frames, max(1, opts.commit_rows // 32), opts.commit_seconds, after_commit)
     if errs:
-        videos_out.put("errors", _error_rows(index, errs))
+        videos_out.put("errors", error_table(index, VIDEOS, [Failure.of(it, st, r) for it, st, r in errs]))
         summary.errors += len(errs)
     if todo:
-        run = _Run(index, todo, vschema, fschema, opts, frames_out, videos_out, summary, replaced, on_progress, t0)
+        run = _Run(_Sinks(index, vschema, fschema, frames_out, videos_out, summary, replaced), todo, opts,
+                   on_progress, t0)
         run.go()
         failed_paths = run.failed
     frames_out.commit()
@@ -189,11 +170,8 @@ def index_videos(index: Index, found: Discovery, options: VideoIndexOptions | No
     if stale_errors:
         index.delete("errors", stale_errors)
     if opts.prune:
-        seen = {it.path for it in found.items if it.bytes is not None}
-        gone = [r[0] for p, r in state.rows.items() if p not in seen and under_roots(p, found.roots)
-                and p not in ok_paths]
+        gone, gone_err = gone_from_sources(found, state.rows, state.errors, ok_paths)
         summary.removed += delete_videos(index, gone)
-        gone_err = [r[0] for p, r in state.errors.items() if p not in seen and under_roots(p, found.roots)]
         if gone_err:
             index.delete("errors", gone_err)
     if opts.optimize and (summary.added or summary.updated or summary.removed):
@@ -218,16 +196,33 @@ class _Acc:
         self.error = None
 
 
+@dataclass
+class _Sinks:
+    """Where a run's rows go: the index with the two tables' schemas, the frames and videos committers (frames
+    always land first), the summary that counts them, and the stored rows that re-indexed files replace."""
+
+    index: Index
+    vschema: pa.Schema
+    fschema: pa.Schema
+    frames_out: Committer
+    videos_out: Committer
+    summary: VideoIndexSummary
+    replaced: dict[str, int]
+
+
 class _Run:
     """Decode messages in, frame rows and video rows out; frames of many videos share each forward pass."""
 
-    def __init__(self, index, todo, vschema, fschema, opts, frames_out, videos_out, summary, replaced, on_progress, t0):
-        self.index, self.todo, self.opts = index, todo, opts
-        self.vschema, self.fschema = vschema, fschema
-        self.frames_out, self.videos_out = frames_out, videos_out
-        self.summary, self.replaced, self.on_progress, self.t0 = summary, replaced, on_progress, t0
+    def __init__(self, sinks: _Sinks, todo: list[Item], opts: VideoIndexOptions,
+                 on_progress: Callable[[Progress], None] | None, t0: float):
+        index = sinks.index
+        self.index, self.todo, self.opts, self.on_progress, self.t0 = index, todo, opts, on_progress, t0
+        self.vschema, self.fschema = sinks.vschema, sinks.fschema
+        self.frames_out, self.videos_out = sinks.frames_out, sinks.videos_out
+        self.summary, self.replaced = sinks.summary, sinks.replaced
         self.encoder = index.encoder()
-        self.meta_cols = [f.name for f in vschema if f.name not in _BASE]
+        base = {f.name for f in base_fields(VIDEOS, index.dim)}
+        self.meta_cols = [f.name for f in sinks.vschema if f.name not in base]
         ids = index.next_ids(VIDEOS, len(todo))
         self.accs = {int(v): _Acc(it) for v, it in zip(ids, todo)}
         self.pixels: list[np.ndarray] = []
@@ -264,7 +259,7 @@ class _Run:
         vids = np.array([r[0] for r in refs], np.int64)
         self.frames_out.put(FRAMES, pa.table({
             "id": self.index.next_ids(FRAMES, len(refs)), "video_id": vids,
-            "path": [self.accs[v].item.path for v in vids.tolist()], "frame_index": [r[1] for r in refs],
+            "path": [stored_path(self.accs[v].item.path) for v in vids.tolist()], "frame_index": [r[1] for r in refs],
             "t": [r[2] for r in refs], "vector": vectors_to_arrow(vecs, self.index.dim)}, schema=self.fschema))
         finished = []
         for (vid, _, t), v in zip(refs, vecs):
@@ -284,18 +279,19 @@ class _Run:
         self.done += 1
         if acc.n == 0:
             stage, reason = acc.error or ("decode", "no frames sampled")
-            self.videos_out.put("errors", _error_rows(self.index, [(item, stage, reason)]))
+            self.videos_out.put("errors", error_table(self.index, VIDEOS, [Failure.of(item, stage, reason)]))
             self.failed.append(item.path)
             s.errors += 1
         else:
             if acc.error is not None:
                 stage, reason = acc.error
-                self.videos_out.put("errors", _error_rows(self.index, [(item, stage, f"partial, kept {acc.n} frames: {reason}")]))
+                reason = f"partial, kept {acc.n} frames: {reason}"
+                self.videos_out.put("errors", error_table(self.index, VIDEOS, [Failure.of(item, stage, reason)]))
                 s.errors += 1
                 s.partial += 1
             pooled = mean_pool_vectors(acc.sum[None, :])  # the running sum is n x the mean: same direction
             duration = info.duration if info.duration is not None else acc.last_t + (1.0 / info.fps if info.fps else 0.0)
-            cols = {"id": [vid], "path": [item.path], "duration": [duration], "fps": [info.fps], "n_frames": [acc.n],
+            cols = {"id": [vid], "path": [stored_path(item.path)], "duration": [duration], "fps": [info.fps], "n_frames": [acc.n],
                     "width": [info.width], "height": [info.height], "bytes": [item.bytes], "mtime": [item.mtime],
                     "hash": [info.hash], "sampling": [self.opts.sampling.describe()], "partial": [acc.error is not None],
                     "caption": [item.caption], "vector": vectors_to_arrow(pooled[None, :], self.index.dim)}

@@ -9,7 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from indexers.text_sources import TextFile, discover_texts, read_rows
-from indexers.texts import TextIndexOptions, _Run, index_texts
+from indexers.text_state import FileLedger
+from indexers.texts import TextIndexOptions, index_texts
 from retrieval.errors import InvalidInput
 from retrieval.index.directory import create_index, open_index
 from retrieval.store.base import arrow_to_vectors
@@ -166,7 +167,7 @@ def test_two_generations_of_a_file_left_by_a_crash_are_repaired_newest_first(lx,
     corpus = write_corpus(tmp_path / "corpus")
     run(lx, corpus)
     (corpus / "a.txt").write_text("one new paragraph\n\nand another")
-    monkeypatch.setattr(_Run, "_maybe_finalize", lambda self, source: None)  # crash before old rows are deleted
+    monkeypatch.setattr(FileLedger, "finalize", lambda self, source: None)  # crash before old rows are deleted
     run(lx, corpus)
     monkeypatch.undo()
     lx.manifest["tables"]["texts"]["partial"] = []  # ... and after the file's marker was cleared

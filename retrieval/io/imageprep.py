@@ -13,10 +13,17 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageFile
+
+from retrieval.io.files import FileTooLarge, NotAFile, read_limited
+
+log = logging.getLogger(__name__)
+MAX_BYTES = 256 << 20  # larger image files are refused (indexed: an errors row; queried: InvalidInput)
 
 _RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST,
              "lanczos": Image.LANCZOS}
@@ -92,17 +99,26 @@ def open_image(data: bytes, target: tuple[int, int] | None = None) -> Image.Imag
     """Decode image bytes fully (Pillow's decompression-bomb guard stays on).
 
     ``target`` lets JPEG decode at a reduced scale (``draft``) when the image is far larger than needed; the
-    result is never smaller than ``target`` on its short side. Raises ``ImageReadError`` on any failure.
+    result is never smaller than ``target`` on its short side. Raises ``ImageReadError`` on any failure. A very
+    large image (Pillow's ``DecompressionBombWarning``, up to twice its pixel limit) is decoded and logged as a
+    warning, never printed as a raw Python warning; past twice the limit it is an error.
     """
     if not data:
         raise ImageReadError("read", "empty file (0 bytes)")
     try:
-        img = Image.open(io.BytesIO(data))
-        if getattr(img, "n_frames", 1) > 1:
-            img.seek(0)
-        if target is not None and img.format == "JPEG":
-            img.draft("RGB", (max(target), max(target)))
-        img.load()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            if getattr(img, "n_frames", 1) > 1:
+                img.seek(0)
+            if target is not None and img.format == "JPEG":
+                img.draft("RGB", (max(target), max(target)))
+            img.load()
+        for w in caught:
+            if issubclass(w.category, Image.DecompressionBombWarning):
+                log.warning("very large image: %s", w.message)
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     except Image.DecompressionBombError as exc:
         raise ImageReadError("decode", f"too large: {exc}") from exc
     except Image.UnidentifiedImageError:
@@ -112,23 +128,30 @@ def open_image(data: bytes, target: tuple[int, int] | None = None) -> Image.Imag
     return img
 
 
-def read_and_prepare(path: str, prep: ImagePrep, max_bytes: int = 256 << 20) -> tuple[np.ndarray, str, int, int]:
+def read_image_file(path: str, max_bytes: int = MAX_BYTES) -> bytes:
+    """The bytes of an image file, read with the same checks for the indexer and for a query: a regular file (a
+    FIFO, a device or a folder is refused before a byte is read) of at most ``max_bytes`` (never read further).
+    Raises ``ImageReadError`` (stage "read")."""
+    try:
+        return read_limited(path, max_bytes)
+    except (NotAFile, FileTooLarge) as exc:
+        raise ImageReadError("read", str(exc)) from None
+    except OSError as exc:
+        raise ImageReadError("read", f"unreadable: {exc.strerror or exc}") from exc
+
+
+def read_and_prepare(path: str, prep: ImagePrep, max_bytes: int = MAX_BYTES) -> tuple[np.ndarray, str, int, int]:
     """Read a file, hash it, decode and prepare it: -> (pixels (H,W,3) uint8, hash, width, height).
 
     Raises ``ImageReadError`` with the failing stage.
     """
-    try:
-        with open(path, "rb") as f:
-            data = f.read(max_bytes + 1)
-    except OSError as exc:
-        raise ImageReadError("read", f"unreadable: {exc.strerror or exc}") from exc
-    if len(data) > max_bytes:
-        raise ImageReadError("read", f"too large: over {max_bytes} bytes")
+    data = read_image_file(path, max_bytes)
     img = open_image(data, prep.size)
     width, height = img.size  # after draft these are the reduced sizes; report the header's size instead
     try:
-        header = Image.open(io.BytesIO(data))
-        width, height = header.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # already logged by open_image
+            width, height = Image.open(io.BytesIO(data)).size
     except Exception:
         pass
     try:

@@ -3,7 +3,8 @@
 A folder source is walked recursively; hidden files and folders (a leading dot), and folders matching an
 ``exclude`` glob, are skipped. A manifest lists files in a ``path`` column (relative paths are taken relative to
 the manifest) with optional ``caption``, ``label`` and any other columns, which are kept as metadata.
-Everything here only stats files: nothing is opened or decoded.
+Everything here only stats files: nothing is opened or decoded. A path that is not a regular file (a FIFO, a
+device) is kept as an item with a ``problem``, which the indexers record in ``errors`` without opening it.
 """
 from __future__ import annotations
 
@@ -13,7 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.json as pjson
+import pyarrow.parquet as pq
+
 from retrieval.errors import InvalidInput
+from retrieval.io.files import file_problem
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
@@ -30,6 +37,7 @@ class Item:
     caption: str | None = None
     label: str | None = None
     meta: dict = field(default_factory=dict)
+    problem: str | None = None  # why it cannot be read at all (not a regular file), found by stat
 
 
 @dataclass
@@ -41,31 +49,27 @@ class Discovery:
     meta_columns: list[str]
 
 
-def _stat(path: str) -> tuple[int | None, float | None]:
+def stat_item(path: str, **fields) -> Item:
+    """An item for ``path`` with its size and mtime (None when missing) and, for a non-regular file, its problem."""
     try:
         st = os.stat(path)
     except OSError:
-        return None, None
-    return st.st_size, st.st_mtime
+        return Item(path, None, None, **fields)
+    return Item(path, st.st_size, st.st_mtime, problem=file_problem(st), **fields)
 
 
 def read_manifest(path: Path) -> list[dict]:
     """Rows of a CSV / Parquet / JSONL manifest as dicts (strings kept as strings)."""
-    import pyarrow as pa
-
     suffix = path.suffix.lower()
     try:
+        problem = file_problem(os.stat(path))
+        if problem:
+            raise InvalidInput(f"cannot read manifest {path}: {problem}")
         if suffix == ".parquet":
-            import pyarrow.parquet as pq
-
             table = pq.read_table(path)
         elif suffix == ".csv":
-            import pyarrow.csv as pcsv
-
             table = pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(strings_can_be_null=True))
         else:
-            import pyarrow.json as pjson
-
             table = pjson.read_json(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise InvalidInput(f"cannot read manifest {path}: {str(exc).splitlines()[0][:200]}") from exc
@@ -104,8 +108,7 @@ def discover(sources: Sequence[str | Path], extensions: Sequence[str] = IMAGE_EX
             roots.append(str(src_path))
             for p in _walk(src_path, tuple(extensions), exclude):
                 if p not in items:
-                    size, mtime = _stat(p)
-                    items[p] = Item(p, size, mtime)
+                    items[p] = stat_item(p)
         elif src_path.suffix.lower() in MANIFEST_EXTENSIONS:
             roots.append(str(src_path.parent))
             for row in read_manifest(src_path):
@@ -115,18 +118,16 @@ def discover(sources: Sequence[str | Path], extensions: Sequence[str] = IMAGE_EX
                 p = str((src_path.parent / str(raw)).resolve())
                 if p in items:
                     continue
-                size, mtime = _stat(p)
                 caption, label = row.pop("caption", None), row.pop("label", None)
                 meta = {k: (None if v is None else str(v)) for k, v in row.items()}
                 for k in meta:
                     if k not in meta_columns:
                         meta_columns.append(k)
-                items[p] = Item(p, size, mtime, None if caption is None else str(caption),
-                                None if label is None else str(label), meta)
+                items[p] = stat_item(p, caption=None if caption is None else str(caption),
+                                     label=None if label is None else str(label), meta=meta)
         elif src_path.suffix.lower() in extensions:
             roots.append(str(src_path))
-            size, mtime = _stat(str(src_path))
-            items[str(src_path)] = Item(str(src_path), size, mtime)
+            items[str(src_path)] = stat_item(str(src_path))
         else:
             kinds = "/".join(e.lstrip(".") for e in extensions)
             raise InvalidInput(f"{src} is neither a folder, a manifest (csv/parquet/jsonl) nor a {kinds} file")

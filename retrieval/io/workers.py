@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import time
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor
@@ -22,8 +23,6 @@ import pyarrow as pa
 
 def default_workers() -> int:
     """Decoding workers: one per core beyond the one the model's main thread needs, between 1 and 8."""
-    import os
-
     n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 2)
     return max(1, min(8, n - 1))
 
@@ -104,6 +103,9 @@ def plan_work(items, rows: dict, errors: dict, retry_errors: bool, current: Call
             continue
         if item.bytes is None:  # listed in a manifest, but not there
             plan.errs.append((item, "read", "file not found"))
+            continue
+        if item.problem:  # a FIFO, a device: never opened
+            plan.errs.append((item, "read", item.problem))
             continue
         old = rows.get(item.path)
         if old is not None and current(item, old):

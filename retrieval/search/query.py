@@ -12,27 +12,23 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
+from retrieval.encode.text import CLIP_WINDOW, encode_long_texts, query_strategy
 from retrieval.errors import InvalidInput
 from retrieval.index.directory import Index, open_index
+from retrieval.io.imageprep import MAX_BYTES, ImageReadError, open_image, read_image_file
 from retrieval.store.base import VECTOR_COLUMNS
 
 DEFAULT_K = 10
 log = logging.getLogger(__name__)
 
 
-def load_query_image(path: str | os.PathLike):
-    """Open an image file for querying; ``InvalidInput`` when it is missing or not an image."""
-    from retrieval.io.imageprep import ImageReadError, open_image
-
+def load_query_image(path: str | os.PathLike, max_bytes: int = MAX_BYTES):
+    """Open an image file for querying with the indexer's checks (a regular file of at most ``max_bytes``, never
+    read further; FIFOs, devices and folders refused); ``InvalidInput`` when it is missing or not an image."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as exc:
-        raise InvalidInput(f"query image {path}: {exc.strerror or exc}") from exc
-    try:
-        return open_image(data)
+        return open_image(read_image_file(os.fspath(path), max_bytes))
     except ImageReadError as exc:
-        raise InvalidInput(f"query image {path}: {exc.reason}") from exc
+        raise InvalidInput(f"query image {path}: {exc.reason}") from None
 
 
 def query_vectors(index: Index, text: str | Sequence[str] | None = None, image=None, vectors=None,
@@ -58,8 +54,6 @@ def query_vectors(index: Index, text: str | Sequence[str] | None = None, image=N
         texts = [text] if isinstance(text, str) else list(text)
         if not texts or any(not t.strip() for t in texts):
             raise InvalidInput("empty text query")
-        from retrieval.encode.text import CLIP_WINDOW, encode_long_texts
-
         res = encode_long_texts(enc, texts, long_text)
         log.info("text query: %s", res.describe(0))
         if notes is not None:
@@ -103,12 +97,12 @@ def search(index: Index | str, text: str | None = None, *, image=None, vectors=N
     strategy ``table`` was built with (a different one logs a warning). What was done is in the result's schema
     metadata (query_n_tokens, query_strategy, query_note).
     """
-    if isinstance(index, (str, os.PathLike)):
-        index = open_index(index)
     if k < 1:
         raise InvalidInput(f"k must be at least 1, got {k}")
-    from retrieval.encode.text import query_strategy
-
+    if isinstance(index, (str, os.PathLike)):
+        with open_index(index) as opened:  # opened here, closed here
+            return search(opened, text, image=image, vectors=vectors, k=k, table=table, where=where,
+                          min_score=min_score, column=column, long_text=long_text, encoder=encoder)
     long_text = query_strategy(index.manifest, table, long_text)
     notes: dict = {}
     xq = query_vectors(index, text, image, vectors, long_text, encoder, notes)

@@ -22,9 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from retrieval.encode.text import query_strategy
 from retrieval.errors import InvalidInput
 from retrieval.index.directory import Index, open_index
-from retrieval.search.query import DEFAULT_K, query_vectors
+from retrieval.search.query import DEFAULT_K, query_vectors, search
 from retrieval.store.base import VECTOR_COLUMNS, arrow_to_vectors
 from retrieval.algorithms.video import (best_frame, clip_rerank, frame_segments, maxpool_sim, mean_pooling_sim, pad_frames,
                     query_scoring_sim)
@@ -66,7 +67,10 @@ def _id_list(ids) -> str:
 
 
 def candidate_videos(index: Index, q: np.ndarray, opts: VideoSearchOptions, where: str | None = None) -> np.ndarray:
-    """Union of the video-vector and frame-level shortlists for one query q (d,) -> video ids (n,) int64."""
+    """Union of the video-vector and frame-level shortlists for one query q (d,) -> video ids (n,) int64.
+
+    Frames whose video has no row (an indexing run killed between committing a video's frames and its row; the
+    next run deletes them) are skipped, as are frames of videos the ``where`` filter leaves out."""
     _, Iv = index.search_vectors("videos", q[None], opts.candidates, where=where)
     _, If = index.search_vectors("frames", q[None], opts.candidates * opts.frame_factor)
     fids = If[0][If[0] >= 0]
@@ -74,11 +78,11 @@ def candidate_videos(index: Index, q: np.ndarray, opts: VideoSearchOptions, wher
     if len(fids):
         vid = index.store.take("frames", fids, ["video_id"]).column("video_id").to_numpy()
         _, first = np.unique(vid, return_index=True)  # best frame first: keep the first occurrence of each video
-        from_frames = vid[np.sort(first)][: opts.candidates].astype(np.int64)
-        if where and len(from_frames):
-            rows = index.store.scan("videos", ["id"], where=f"({where}) AND id IN ({_id_list(from_frames)})")
-            keep = np.concatenate([b.column(0).to_numpy() for b in rows] or [np.zeros(0, np.int64)])
-            from_frames = from_frames[np.isin(from_frames, keep)]
+        from_frames = vid[np.sort(first)].astype(np.int64)
+        cond = f"id IN ({_id_list(from_frames)})"
+        rows = index.store.scan("videos", ["id"], where=f"({where}) AND {cond}" if where else cond)
+        keep = np.concatenate([b.column(0).to_numpy() for b in rows] or [np.zeros(0, np.int64)])
+        from_frames = from_frames[np.isin(from_frames, keep)][: opts.candidates]
     return np.unique(np.concatenate([Iv[0][Iv[0] >= 0], from_frames]))
 
 
@@ -132,13 +136,13 @@ def search_videos(index: Index | str, text: str | None = None, *, image=None, ve
                   encoder=None) -> pa.Table:
     """Top-k videos for a text, an image or (q, d) vectors: rank, score, id, path, t_best, frame_score,
     pool_score, the video's columns and (with ``options.segments``) ``segments``; a ``query`` column for batches."""
-    if isinstance(index, (str, os.PathLike)):
-        index = open_index(index)
     if k < 1:
         raise InvalidInput(f"k must be at least 1, got {k}")
     opts = (options or VideoSearchOptions()).check()
-    from retrieval.encode.text import query_strategy
-
+    if isinstance(index, (str, os.PathLike)):
+        with open_index(index) as opened:  # opened here, closed here
+            return search_videos(opened, text, image=image, vectors=vectors, k=k, where=where, options=opts,
+                                 long_text=long_text, encoder=encoder)
     xq = query_vectors(index, text, image, vectors, query_strategy(index.manifest, "videos", long_text), encoder)
     schema = index.store.schema("videos")
     columns = [f.name for f in schema if f.name not in VECTOR_COLUMNS and not pa.types.is_fixed_size_list(f.type)]
@@ -205,7 +209,5 @@ def search_frames(index: Index | str, text: str | None = None, *, image=None, ve
                   where: str | None = None, min_score: float | None = None, long_text: str | None = None,
                   encoder=None) -> pa.Table:
     """Individual frames: rank, score, id, video_id, path, frame_index, t (seconds)."""
-    from retrieval.search.query import search
-
     return search(index, text, image=image, vectors=vectors, k=k, table="frames", where=where, min_score=min_score,
                   long_text=long_text, encoder=encoder)

@@ -1,0 +1,97 @@
+"""What every indexer shares: the ``errors`` rows, reading stored rows back, and "the newest row per path wins".
+
+File names go into tables through ``stored_path`` and come back through ``fs_path`` (``retrieval.io.files``), so
+a name that is not UTF-8 is stored losslessly instead of stopping the run; everything in memory uses the name as
+the file system gives it.
+"""
+from __future__ import annotations
+
+from typing import Iterable, Iterator, NamedTuple, Sequence
+
+import pyarrow as pa
+
+from retrieval.index.directory import Index, now
+from retrieval.io.files import fs_path, stored_path
+from retrieval.io.sources import Discovery, under_roots
+
+ERRORS = "errors"
+
+
+class Failure(NamedTuple):
+    """One ``errors`` row to write: which file (or ``FILE#ROW``), the stage that failed and why."""
+
+    path: str
+    stage: str
+    reason: str
+    bytes: int | None = None
+    mtime: float | None = None
+
+    @classmethod
+    def of(cls, item, stage: str, reason: str) -> "Failure":
+        """A failure of a discovered file (anything with ``path``, ``bytes`` and ``mtime``)."""
+        return cls(item.path, stage, reason, item.bytes, item.mtime)
+
+
+def error_table(index: Index, source_table: str, failures: Sequence[Failure]) -> pa.Table:
+    """``errors`` rows (fresh ids, the time now) for ``failures`` of the indexer writing ``source_table``."""
+    n = len(failures)
+    return pa.table({"id": index.next_ids(ERRORS, n), "path": [stored_path(f.path) for f in failures],
+                     "stage": [f.stage for f in failures], "reason": [f.reason for f in failures],
+                     "when": [now()] * n, "bytes": pa.array([f.bytes for f in failures], pa.int64()),
+                     "mtime": pa.array([f.mtime for f in failures], pa.float64()),
+                     "source_table": [source_table] * n}, schema=index.store.schema(ERRORS))
+
+
+def scan_tuples(store, table: str, columns: Sequence[str], where: str | None = None,
+                paths: Iterable[str] = ("path",)) -> Iterator[tuple]:
+    """Rows of ``table`` as tuples in ``columns`` order; the ``paths`` columns come back as file names."""
+    convert = [c in set(paths) for c in columns]
+    for b in store.scan(table, list(columns), where=where):
+        cols = [b.column(i).to_pylist() for i in range(len(columns))]
+        for c, conv in enumerate(convert):
+            if conv:
+                cols[c] = [fs_path(p) if p is not None else None for p in cols[c]]
+        yield from zip(*cols)
+
+
+def newest_per_path(rows: Iterable[tuple]) -> tuple[dict[str, tuple], list[int]]:
+    """Rows ``(id, path, ...)`` -> ({path: (id, ...) of its newest row}, ids of the older rows of a path).
+
+    Two rows for one path are what a crash between committing a replacement and deleting the row it replaces
+    leaves; the newest (highest id) wins."""
+    newest: dict[str, tuple] = {}
+    older: list[int] = []
+    for i, p, *rest in rows:
+        old = newest.get(p)
+        if old is not None:
+            older.append(min(old[0], i))
+            if old[0] > i:
+                continue
+        newest[p] = (i, *rest)
+    return newest, older
+
+
+def recorded_errors(store, source_table: str, legacy_untagged: bool = False) -> dict[str, tuple[int, float, int]]:
+    """Recorded file failures of one indexer: path -> (error id, mtime, bytes)."""
+    if not store.has_table(ERRORS):
+        return {}
+    accept = {source_table, None} if legacy_untagged else {source_table}  # rows written before source_table
+    return {p: (i, m, s) for i, p, m, s, t in scan_tuples(store, ERRORS, ["id", "path", "mtime", "bytes", "source_table"])
+            if t in accept}
+
+
+def gone_from_sources(found: Discovery, rows: dict, errors: dict, kept: set[str]) -> tuple[list[int], list[int]]:
+    """For pruning: ids of the stored rows and of the error rows (both ``{path: (id, ...)}``) of files under the
+    sources' roots that are no longer there; ``kept``: paths written this run, never pruned."""
+    seen = {it.path for it in found.items if it.bytes is not None}
+
+    def gone(path: str) -> bool:
+        return path not in seen and under_roots(path, found.roots)
+
+    return ([r[0] for p, r in rows.items() if gone(p) and p not in kept],
+            [r[0] for p, r in errors.items() if gone(p)])
+
+
+def string_literal(value: str) -> str:
+    """``value`` as a SQL string literal for a store filter."""
+    return "'" + value.replace("'", "''") + "'"
