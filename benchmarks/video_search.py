@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from retrieval.index.directory import create_index  # noqa: E402
-from retrieval.search.video import POOLS, VideoSearchOptions, search_videos  # noqa: E402
+from retrieval.query.video import POOLS, VideoSearchOptions, search_videos  # noqa: E402
 
 
 def build(path: Path, n_videos: int, n_frames: int, dim: int, seed: int = 0, block: int = 1000, ann: str = "flat"):

@@ -13,7 +13,7 @@ from retrieval.errors import WeightsUnavailable
 from retrieval.index.directory import create_index, open_index
 from retrieval.io.sources import IMAGE_EXTENSIONS, discover
 from retrieval.models.specs import DEFAULT_MODEL, TINY_MODEL
-from retrieval.search.query import search
+from retrieval.query.search import search
 
 from cli.options import top_k_option
 from cli.output import print_table

@@ -82,7 +82,7 @@ def embeddings(source, index_path, model, backend, column, as_json):
     parts = discover_embeddings(source, column)  # bad sources fail before the index is touched
     ix = open_for_writing(index_path, model, backend, dim=parts[0].dim)
     try:
-        summary = index_embeddings(ix, parts).as_dict()
+        summary = index_embeddings(ix, parts, model=model).as_dict()
     finally:
         ix.close()
     if as_json:

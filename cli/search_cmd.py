@@ -7,7 +7,7 @@ import pyarrow as pa
 
 from retrieval.errors import InvalidInput
 from retrieval.index.directory import open_index
-from retrieval.search.query import search as run_search
+from retrieval.query.search import search as run_search
 
 from cli.options import device_option, json_option, min_score_option, top_k_option
 from cli.output import print_json_lines, print_table

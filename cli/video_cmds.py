@@ -13,7 +13,7 @@ from indexers.videos import VideoIndexOptions, index_videos
 from retrieval.errors import InvalidInput
 from retrieval.index.opening import open_for_writing
 from retrieval.io.sources import VIDEO_EXTENSIONS, discover
-from retrieval.search.video import VideoSearchOptions, search_frames, search_videos
+from retrieval.query.video import VideoSearchOptions, search_frames, search_videos
 
 from cli.indexing import indexing_options, run_indexer
 

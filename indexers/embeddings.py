@@ -30,8 +30,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from indexers.common import Failure, error_table, scan_tuples, string_literal
-from retrieval.errors import InvalidInput, ModelMismatch
-from retrieval.index.directory import NO_MODEL, Index, base_fields
+from retrieval.errors import InvalidInput
+from retrieval.index.directory import Index, base_fields
+from retrieval.index.opening import check_writer_model
 from retrieval.io.files import stored_path
 from retrieval.store.base import vectors_to_arrow
 
@@ -201,19 +202,6 @@ def bad_vectors(x: np.ndarray) -> np.ndarray:
     return np.where(~finite, 1, np.where(norms == 0, 2, 0))
 
 
-def check_embeddings_model(index: Index, model: str | None) -> None:
-    """Refuse (``ModelMismatch``) embeddings declared as made by ``model`` ("none": an unknown model) for an index
-    pinned to another model; None checks nothing."""
-    if model is None:
-        return
-    if NO_MODEL in (model, index.model):
-        if model != index.model:
-            raise ModelMismatch(f"{index.path} holds vectors of {index.model}, these embeddings are declared as "
-                                f"{model}; index them with --model {index.model} or into a new index")
-        return
-    index.check_model(model)
-
-
 class _Progress:
     """Rows done per source file, in the manifest (``tables.images.embedding_files``): a file is done only when
     all its blocks are. Resuming a file first deletes what an interrupted block left past its last checkpoint."""
@@ -257,7 +245,7 @@ def index_embeddings(index: Index, parts: list[Part], batch_rows: int = 65536, o
     ``model``: the model that made the vectors ("none": unknown), refused unless the index is pinned to it."""
     t0 = time.monotonic()
     summary = EmbeddingSummary()
-    check_embeddings_model(index, model)
+    check_writer_model(index, model)
     if parts[0].dim != index.dim:
         raise InvalidInput(f"the embeddings are {parts[0].dim}-dimensional; this index holds {index.dim}-d vectors")
     extra = {"source_file": pa.string(), "source_row": pa.int64()}

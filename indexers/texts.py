@@ -21,7 +21,6 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -32,7 +31,7 @@ from indexers.text_sources import SPLITS, FileError, Row, TextDiscovery, TextFil
 from indexers.text_state import ROW_STAGE, TABLE, FileLedger, TextState, repair_generations, source_ids
 from retrieval.encode.text import check_strategy, encode_long_texts, long_text_counts
 from retrieval.errors import InvalidInput
-from retrieval.index.directory import MANIFEST, Index, base_fields, open_index
+from retrieval.index.directory import Index, base_fields
 from retrieval.io.files import stored_path
 from retrieval.io.sources import under_roots
 from retrieval.io.workers import Committer, Progress
@@ -91,15 +90,6 @@ def check_long_text(index: Index, long_text: str) -> None:
     if built and built != long_text and index.store.has_table(TABLE) and index.store.count(TABLE):
         raise InvalidInput(f"the texts table of {index.path} was built with --long-text {built}; index with "
                            f"--long-text {built} or into a new index")
-
-
-def check_long_text_at(path: str | Path, long_text: str) -> None:
-    """``check_long_text`` for the index at ``path``, if there is one (opened read-only, closed again): lets a
-    command refuse a strategy before it opens the index for writing."""
-    check_strategy(long_text)
-    if (Path(path) / MANIFEST).is_file():
-        with open_index(path) as index:
-            check_long_text(index, long_text)
 
 
 def index_texts(index: Index, found: TextDiscovery, options: TextIndexOptions | None = None,

@@ -1,8 +1,8 @@
 """clipdex's library: encoder, index directory and stores, search, video, long text and classification.
 
 The library never prints: it logs through ``logging`` and reports progress through callbacks. The names below are
-the Python API of the README; ``search`` is bound after the ``retrieval.search`` package is imported, so the
-function (not the package) is what ``from retrieval import search`` gives, whatever was imported before.
+the Python API of the README (query-time code lives in ``retrieval.query``, so that ``retrieval.search`` is only
+ever this function).
 """
 from retrieval.version import __version__  # noqa: F401
 
@@ -11,4 +11,4 @@ from retrieval.errors import (ClipdexError, IndexExists, IndexFormatError, Index
                               WeightsUnavailable)
 from retrieval.index.directory import Index, create_index, open_index  # noqa: F401
 from retrieval.encode.encoder import load_encoder  # noqa: F401
-from retrieval.search.query import search  # noqa: F401  (rebinds the name the subpackage import set)
+from retrieval.query.search import search  # noqa: F401

@@ -5,10 +5,10 @@ import subprocess
 import sys
 
 
-def test_retrieval_search_is_the_function_even_after_the_search_package_was_imported():
-    code = ("import retrieval.search.query, retrieval.search.video\n"
+def test_retrieval_search_is_the_function_even_after_the_query_modules_were_imported():
+    code = ("import retrieval.query.search, retrieval.query.video\n"
             "from retrieval import search, load_encoder, create_index, open_index\n"
-            "import retrieval.search.query as q\n"
+            "import retrieval.query.search as q\n"
             "assert search is q.search and callable(load_encoder), search\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr[-2000:]

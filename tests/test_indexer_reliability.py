@@ -21,17 +21,16 @@ from indexers.images import ImageIndexOptions, index_images
 from indexers.samples import COLORS, draw_shape
 from indexers.text_sources import discover_texts
 from indexers.texts import TextIndexOptions, index_texts
-from indexers.video_samples import make_video
+from indexers.samples.videos import make_video, synthetic_video_index
 from indexers.videos import VideoIndexOptions, index_videos
 from retrieval.errors import InvalidInput, ModelMismatch
 from retrieval.index.directory import Index, create_index, open_index
 from retrieval.io.files import fs_path, stored_path
 from retrieval.io.sources import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, discover
-from retrieval.search.query import load_query_image, search
-from retrieval.search.video import search_videos
+from retrieval.query.search import load_query_image, search
+from retrieval.query.video import search_videos
 from retrieval.store.base import arrow_to_vectors
-from _ann_data import clustered  # noqa: E402
-from _video_data import synthetic_video_index  # noqa: E402
+from indexers.samples.embeddings import clustered
 
 TINY = "clipdex-tiny"
 NON_UTF8 = b"caf\xe9"  # latin-1 bytes: not a UTF-8 file name

@@ -17,7 +17,7 @@ from indexers.samples.videos import make_video, make_video_corpus, scene_still  
 from indexers.videos import VideoIndexOptions, index_videos  # noqa: E402
 from retrieval.index.directory import create_index, open_index  # noqa: E402
 from retrieval.store.base import arrow_to_vectors  # noqa: E402
-from retrieval.search.video import VideoSearchOptions, search_videos  # noqa: E402
+from retrieval.query.video import VideoSearchOptions, search_videos  # noqa: E402
 
 TINY = "clipdex-tiny"
 

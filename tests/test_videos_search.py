@@ -8,7 +8,7 @@ import pytest
 from indexers.samples.videos import synthetic_video_index
 from retrieval.errors import InvalidInput
 from retrieval.algorithms.video import clip_rerank, maxpool_sim, mean_pooling_sim, pad_frames, query_scoring_sim
-from retrieval.search.video import VideoSearchOptions, search_frames, search_videos
+from retrieval.query.video import VideoSearchOptions, search_frames, search_videos
 
 D = 16
 

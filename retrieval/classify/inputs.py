@@ -18,7 +18,7 @@ from retrieval.errors import InvalidInput
 from retrieval.io.imageprep import ImageReadError, read_and_prepare
 from retrieval.io.sources import IMAGE_EXTENSIONS, discover, read_manifest
 from retrieval.io.workers import WorkerCrash, ordered_map
-from retrieval.search.query import load_query_image
+from retrieval.query.search import load_query_image
 
 log = logging.getLogger(__name__)
 

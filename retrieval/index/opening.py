@@ -47,6 +47,12 @@ def open_for_writing(path: str | Path, model: str | None = None, backend: str | 
 def _check_existing(ix: Index, model: str | None, backend: str | None) -> None:
     if backend is not None and backend != ix.backend:
         raise IndexExists(f"{ix.path} uses the {ix.backend} backend, not {backend}")
+    check_writer_model(ix, model)
+
+
+def check_writer_model(ix: Index, model: str | None) -> None:
+    """Refuse (``ModelMismatch``) rows declared as made by ``model`` (a spec, or ``"none"`` for vectors of an
+    unknown model) for an index pinned to another model; None checks nothing."""
     if model is None:
         return
     asked = NO_MODEL if model == NO_MODEL else str(parse_model_spec(model))

@@ -25,7 +25,7 @@ import pyarrow as pa
 from retrieval.encode.text import query_strategy
 from retrieval.errors import InvalidInput
 from retrieval.index.directory import Index, open_index
-from retrieval.search.query import DEFAULT_K, query_vectors, search
+from retrieval.query.search import DEFAULT_K, query_vectors, search
 from retrieval.store.base import VECTOR_COLUMNS, arrow_to_vectors
 from retrieval.algorithms.video import (best_frame, clip_rerank, frame_segments, maxpool_sim, mean_pooling_sim, pad_frames,
                     query_scoring_sim)
