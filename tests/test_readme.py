@@ -71,6 +71,9 @@ PREBUILT = {
     "web.clipdex": "pairs.csv: the captioned support index the classify examples use",
 }
 
+# Indexes a Python example reads without making them: a phrase that identifies the block -> index -> backend.
+PYTHON_PREBUILT = {"lancedb.connect(": {"photos.clipdex": "lance", "photos-faiss.clipdex": "faiss"}}
+
 # What the Python examples use without defining it: name -> the expression that makes it.
 PYTHON_GIVEN = {
     "vectors": "unit_vectors(0, 20, 512)",
@@ -91,7 +94,6 @@ print("BOUND " + _json.dumps(_sizes))
 # Blocks not run: a phrase that identifies the block -> why.
 NOT_RUN = {
     "pip install -e": "the quickstart installs the package; .ci/run runs it on a fresh clone",
-    'faiss.read_index("photos.clipdex/faiss/': "reads one index directory as both a Lance and a FAISS index",
 }
 
 
@@ -219,6 +221,11 @@ def test_python_example_runs(code, corpus, tmp_path):
         pytest.skip(why)
     work = tmp_path / "work"
     shutil.copytree(corpus, work)
+    for phrase, indexes in PYTHON_PREBUILT.items():
+        if phrase in code:
+            for name, backend in indexes.items():
+                with create_index(work / name, model=TINY, backend=backend) as ix:
+                    index_images(ix, discover([str(work / "photos")]), ImageIndexOptions(workers=0))
     given = {name: expr for name, expr in PYTHON_GIVEN.items() if re.search(rf"\b{name}\b", code)}
     prelude = "; ".join([PYTHON_GIVEN_IMPORT, f"_GIVEN = {sorted(given)!r}"] +
                         [f"{name} = {expr}" for name, expr in given.items()])
