@@ -3,7 +3,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -122,10 +121,39 @@ def test_demo_runs_offline_on_the_tiny_model(tmp_path, runner, cli):
     assert "0 new, 48 unchanged" in again.stdout
 
 
+# Runs the CLI with Index.add_rows patched to SIGKILL the process at the chosen commit of the images table: the
+# kill point is an event (the Nth commit, just before or just after it lands), not a moment found by polling.
+KILL_AT_COMMIT = """
+import os, signal, sys
+from retrieval.index import directory
+real, seen, landed = directory.Index.add_rows, [0], [0]
+def kill():
+    with open(os.environ["KILL_LOG"], "w") as f:
+        f.write(str(landed[0]))  # the images rows committed when the process dies
+    os.kill(os.getpid(), signal.SIGKILL)
+def add_rows(self, table, rows):
+    if table == "images":
+        seen[0] += 1
+        if seen[0] == int(os.environ["KILL_AT"]) and os.environ["KILL_WHEN"] == "before":
+            kill()  # the commit in flight is lost
+    real(self, table, rows)
+    if table == "images":
+        landed[0] += rows.num_rows
+        if seen[0] == int(os.environ["KILL_AT"]):
+            kill()  # the commit landed; nothing after it did
+directory.Index.add_rows = add_rows
+from cli.main import main
+sys.argv[0] = "clipdex"
+main()
+"""
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["lance", "faiss"])
-def test_kill_minus_nine_then_resume_gives_every_image_exactly_once(tmp_path, shapes_dir, backend):
-    """A real indexing process killed mid-run; the re-run completes the index with no duplicates or losses."""
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_kill_minus_nine_then_resume_gives_every_image_exactly_once(tmp_path, backend, when):
+    """A real indexing process killed at its third commit; the re-run completes the index with no duplicates or
+    losses."""
     from indexers.samples import make_shapes
     from retrieval.index.directory import open_index
 
@@ -133,27 +161,16 @@ def test_kill_minus_nine_then_resume_gives_every_image_exactly_once(tmp_path, sh
     make_shapes(photos, per_pair=16, size=64, seed=3)  # 384 images
     make_bad_files(photos / "bad")
     idx = tmp_path / "resume.clipdex"
-    cmd = [sys.executable, "-m", "cli.main", "index", "images", str(photos), "--index", str(idx),
-           "--model", "clipdex-tiny", "--backend", backend, "--workers", "0", "--batch-size", "2",
-           "--commit-every", "4"]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    killed_at = None
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-        try:
-            ix = open_index(idx)
-            n = ix.store.count("images") if ix.store.has_table("images") else 0
-            ix.close()
-        except Exception:
-            continue
-        if n >= 8:
-            proc.kill()
-            killed_at = n
-            break
-    proc.wait()
-    assert killed_at is not None and killed_at < 384, "the indexer finished before it could be killed"
+    args = ["index", "images", str(photos), "--index", str(idx), "--model", "clipdex-tiny", "--backend", backend,
+            "--workers", "0", "--batch-size", "2", "--commit-every", "4"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "KILL_AT": "3", "KILL_WHEN": when,
+           "KILL_LOG": str(tmp_path / "landed")}
+    killed = subprocess.run([sys.executable, "-c", KILL_AT_COMMIT, *args], env=env, capture_output=True, timeout=300)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    with open_index(idx) as ix:
+        killed_at = ix.store.count("images")
+    assert 0 < killed_at == int((tmp_path / "landed").read_text()) < 384  # each commit all or nothing
+    cmd = [sys.executable, "-m", "cli.main", *args]
     done = subprocess.run(cmd + ["--json"], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     summary = json.loads(done.stdout)
