@@ -41,15 +41,17 @@ def build_cache(view_feats, labels, num_classes: int) -> tuple[np.ndarray, np.nd
     return keys, values
 
 
-def _check(test_feats, cache_keys, cache_values, clip_weights):
+def check_cache_inputs(test_feats, keys, values, clip_weights, names=("cache_keys", "cache_values")):
+    """Inputs of a cache model as float32: test (N, D), keys (M, D), values (M, C), clip_weights (D, C); a shape
+    that disagrees raises ``ValueError`` naming the arrays (``names``: what the caller calls keys and values)."""
     f = as_f32(test_feats, "test_feats", ndim=2)
-    k = as_f32(cache_keys, "cache_keys", ndim=2)
-    v = as_f32(cache_values, "cache_values", ndim=2)
+    k = as_f32(keys, names[0], ndim=2)
+    v = as_f32(values, names[1], ndim=2)
     w = as_f32(clip_weights, "clip_weights", ndim=2)
     if not (f.shape[1] == k.shape[1] == w.shape[0]):
-        raise ValueError(f"dims disagree: test {f.shape}, keys {k.shape}, clip_weights {w.shape}")
-    if k.shape[0] != v.shape[0] or v.shape[1] != w.shape[1]:
-        raise ValueError(f"cache_values {v.shape} must be (M={k.shape[0]}, C={w.shape[1]})")
+        raise ValueError(f"dims disagree: test {f.shape}, {names[0]} {k.shape}, clip_weights {w.shape}")
+    if v.shape != (k.shape[0], w.shape[1]):
+        raise ValueError(f"{names[1]} {v.shape} must be (M={k.shape[0]}, C={w.shape[1]})")
     return f, k, v, w
 
 
@@ -65,7 +67,7 @@ def tip_adapter_logits(test_feats, cache_keys, cache_values, clip_weights, alpha
 
     test_feats (N, D), cache_keys F (M, D), cache_values L (M, C), clip_weights W (D, C). alpha = 0 gives zero-shot.
     """
-    f, k, v, w = _check(test_feats, cache_keys, cache_values, clip_weights)
+    f, k, v, w = check_cache_inputs(test_feats, cache_keys, cache_values, clip_weights)
     zs = 100.0 * f @ w
     return (zs + alpha * cache_logits(f @ k.T, v, beta)).astype(np.float32)
 
@@ -85,7 +87,7 @@ def tip_adapter_search(val_feats, val_labels, cache_keys, cache_values, clip_wei
     Vectorised over alpha. Ties keep the first (beta ascending, then alpha ascending), like the reference loop.
     Returns ``(best_alpha, best_beta, best_acc)`` with acc in [0, 1].
     """
-    f, k, v, w = _check(val_feats, cache_keys, cache_values, clip_weights)
+    f, k, v, w = check_cache_inputs(val_feats, cache_keys, cache_values, clip_weights)
     y = as_i64(val_labels, "val_labels")
     if y.shape[0] != f.shape[0]:
         raise ValueError(f"{f.shape[0]} val feats but {y.shape[0]} labels")

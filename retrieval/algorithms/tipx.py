@@ -18,7 +18,7 @@ import logging
 import numpy as np
 
 from retrieval.algorithms.arrays import as_f32, as_i64, grid_accuracy, log_softmax, softmax
-from retrieval.algorithms.tip_adapter import cache_logits
+from retrieval.algorithms.tip_adapter import cache_logits, check_cache_inputs
 
 logger = logging.getLogger(__name__)
 
@@ -87,15 +87,8 @@ def rescale_to_range(x, ref, x_range=None) -> np.ndarray:
 
 
 def _prepare(test_feats, support_feats, support_onehot, clip_weights):
-    f = as_f32(test_feats, "test_feats", ndim=2)
-    s = as_f32(support_feats, "support_feats", ndim=2)
-    l = as_f32(support_onehot, "support_onehot", ndim=2)
-    w = as_f32(clip_weights, "clip_weights", ndim=2)
-    if not (f.shape[1] == s.shape[1] == w.shape[0]):
-        raise ValueError(f"dims disagree: test {f.shape}, support {s.shape}, clip_weights {w.shape}")
-    if l.shape != (s.shape[0], w.shape[1]):
-        raise ValueError(f"support_onehot {l.shape} must be (M={s.shape[0]}, C={w.shape[1]})")
-    return f, s, l, w
+    return check_cache_inputs(test_feats, support_feats, support_onehot, clip_weights,
+                              names=("support_feats", "support_onehot"))
 
 
 def tipx_log_signatures(feats, clip_weights, temperature: float = DEFAULT_TEMPERATURE) -> np.ndarray:
