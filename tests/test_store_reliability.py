@@ -14,6 +14,7 @@ from retrieval.ann.config import AnnConfig
 from retrieval.errors import IndexFormatError, InvalidFilter, InvalidInput
 from retrieval.index.directory import create_index, open_index
 from retrieval.store.faiss import FaissStore
+from retrieval.store.lance import LanceStore
 from indexers.samples.embeddings import unit_vectors
 from tests.helpers import assert_same_topk, brute_force
 
@@ -172,7 +173,8 @@ def test_the_optimize_command_refuses_a_bad_kind_in_one_line_and_changes_nothing
     before = faiss_files(ix) if backend == "faiss" else _lance_versions(ix)
     ix.close()
     res = runner.invoke(cli, ["optimize", str(tmp_path / f"ix-{backend}"), "--kind", kind, "--exact-below", "0"])
-    assert res.exit_code == 1 and res.output.strip().splitlines()[-1].startswith("error: unknown"), res.output
+    lines = res.output.strip().splitlines()  # refused before any plan is printed
+    assert res.exit_code == 1 and len(lines) == 1 and lines[0].startswith("error: unknown"), res.output
     ix = open_index(tmp_path / f"ix-{backend}")
     assert (faiss_files(ix) if backend == "faiss" else _lance_versions(ix)) == before
     ix.close()
@@ -256,3 +258,17 @@ def test_flipped_bytes_in_a_parquet_part_are_an_index_format_error(tmp_path):
     with pytest.raises(IndexFormatError, match="part-"):
         list(ix.store.scan("images"))
     ix.close()
+
+
+# -- issue 14 #11: a Lance data file deleted under the index is one IndexFormatError line, not a filter error -----
+def test_a_missing_lance_data_file_is_an_index_format_error_on_every_read(tmp_path):
+    ix, xb = make(tmp_path, "lance")
+    ix.close()
+    for f in (tmp_path / "ix-lance" / "lance" / "images.lance" / "data").glob("*.lance"):
+        f.unlink()
+    store = LanceStore(tmp_path / "ix-lance" / "lance", dim=xb.shape[1])
+    for call in (lambda: store.search("images", xb[:1], 3), lambda: list(store.scan("images")),
+                 lambda: store.search("images", xb[:1], 3, where="label = 'cat'"),
+                 lambda: store.take("images", [1, 2])):
+        with pytest.raises(IndexFormatError, match="a Lance data file is missing or damaged"):
+            call()

@@ -152,6 +152,8 @@ def optimize_table(index, table: str, recall: float = DEFAULT_RECALL, memory: in
     into the record's ``candidates``); ``on_candidate`` receives each measurement.
     """
     check_recall(recall)
+    if kind is not None:
+        index.store.check_kind(kind)  # refused before anything is planned, built or compacted
     params = {"recall": recall, "tune": False, "memory": memory or None, "rebuild": rebuild}
     store, candidates = index.store, None
     current = store.ann_info(table)

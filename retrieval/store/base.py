@@ -85,6 +85,10 @@ class Store(abc.ABC):
     def count(self, name: str, where: str | None = None) -> int: ...
 
     @abc.abstractmethod
+    def check_kind(self, kind: str):
+        """Refuse (``InvalidInput``) an index kind this backend cannot build, before anything is touched."""
+
+    @abc.abstractmethod
     def search(self, name: str, xq: np.ndarray, k: int, where: str | None = None, column: str = "vector",
                exact: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Top-k by inner product: xq (q, d) -> (D (q, k) float32, I (q, k) int64). With ``where`` the result holds

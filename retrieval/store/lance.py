@@ -20,19 +20,26 @@ import pyarrow as pa
 from retrieval.ann.config import AnnConfig
 from retrieval.ann.exact import topk
 from retrieval.ann.plan import choose_index
-from retrieval.errors import InvalidFilter, InvalidInput, TableNotFound
+from retrieval.errors import IndexFormatError, InvalidFilter, InvalidInput, TableNotFound
 from retrieval.store.where import filter_sql
 from retrieval.store.base import Store, check_queries
 
 log = logging.getLogger(__name__)
 
 
-def _filter_error(exc: Exception, where: str | None) -> Exception:
-    """Whatever Lance raised while a filter was parsed or evaluated, as a one-line ``InvalidFilter``."""
-    if not where:
-        return exc
+_DAMAGE = ("LanceError(IO)", "Not found", "No such file", "corrupt", "Corrupt")
+
+
+def _read_error(exc: Exception, where: str | None, root: Path) -> Exception:
+    """What Lance raised while reading, as one line: a missing or damaged data file is ``IndexFormatError``, any
+    other failure while a filter was evaluated is ``InvalidFilter``; the rest is passed on unchanged."""
     msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     msg = msg.split(", /")[0]  # drop the Rust source location Lance appends
+    if isinstance(exc, OSError) or any(m in msg for m in _DAMAGE):
+        return IndexFormatError(f"{root}: a Lance data file is missing or damaged ({msg[:200]}); restore the index "
+                                f"from a backup or re-index")
+    if not where:
+        return exc
     return InvalidFilter(f"bad --where expression {where!r}: {msg[:200]}")
 
 
@@ -100,7 +107,7 @@ class LanceStore(Store):
         try:
             return table.count_rows(where)
         except Exception as exc:  # noqa: BLE001 - any failure of the user's filter is theirs to fix
-            raise _filter_error(exc, where) from exc
+            raise _read_error(exc, where, self.root) from exc
 
     def scan(self, name: str, columns: Sequence[str] | None = None, where: str | None = None,
              batch_rows: int = 65536) -> Iterator[pa.RecordBatch]:
@@ -115,9 +122,7 @@ class LanceStore(Store):
                 if len(batch):
                     yield batch
         except Exception as exc:  # noqa: BLE001 - the filter is evaluated while batches are read
-            if not where:
-                raise
-            raise _filter_error(exc, where) from exc
+            raise _read_error(exc, where, self.root) from exc
 
     # -- search ------------------------------------------------------------------------------------------------
     def search(self, name: str, xq: np.ndarray, k: int, where: str | None = None, column: str = "vector",
@@ -161,9 +166,7 @@ class LanceStore(Store):
         try:
             res = query.to_arrow()
         except Exception as exc:  # noqa: BLE001 - a failing filter is the user's to fix; other errors propagate
-            if not cond:
-                raise
-            raise _filter_error(exc, cond) from exc
+            raise _read_error(exc, cond, self.root) from exc
         qi = res.column("query_index").to_numpy() if "query_index" in res.column_names else np.zeros(len(res), np.int64)
         ids = res.column("id").to_numpy()
         scores = 1.0 - res.column("_distance").to_numpy().astype(np.float32)
