@@ -64,6 +64,9 @@ def _register() -> None:
 
     cli.add_command(classify_cmd.classify)
     cli.add_command(classify_cmd.train_reco_cmd)
+    from cli import serve_cmd  # the CLI defers its command modules; serve imports fastapi only when run
+
+    cli.add_command(serve_cmd.serve)
 
 
 _register()

@@ -1,0 +1,90 @@
+"""The dynamic batcher: queries that arrive together share one model call; a bad item fails alone; and the
+serve command refuses bad start-up options in one line."""
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+
+from retrieval.serve.batcher import Batcher  # noqa: E402
+
+
+class Recorder:
+    """An encode_batch that records each call and refuses the item "bad"."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, list]] = []
+
+    def __call__(self, kind, items):
+        self.calls.append((kind, list(items)))
+        if "bad" in items:
+            raise ValueError("cannot encode 'bad'")
+        return np.array([[len(str(x)), 1.0 if kind == "image" else 0.0] for x in items], np.float32)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_items_that_arrive_together_are_encoded_in_one_call_per_kind():
+    rec = Recorder()
+
+    async def main():
+        b = Batcher(rec, max_batch=32, wait_ms=50)
+        texts = [b.encode("text", "x" * n) for n in range(1, 9)]
+        images = [b.encode("image", "img" + str(n)) for n in range(3)]
+        out = await asyncio.gather(*texts, *images)
+        b.close()
+        return out, b
+
+    out, b = run(main())
+    assert sorted(len(items) for _, items in rec.calls) == [3, 8] and b.batches == 1 and b.items == 11
+    assert [v[0] for v in out[:8]] == list(range(1, 9)) and all(v[1] == 1.0 for v in out[8:])
+
+
+def test_a_full_batch_goes_out_without_waiting_and_the_rest_follows():
+    rec = Recorder()
+
+    async def main():
+        b = Batcher(rec, max_batch=4, wait_ms=10_000)   # only a full batch, or the flush below, sends items
+        first = [asyncio.ensure_future(b.encode("text", str(n))) for n in range(4)]
+        await asyncio.gather(*first)
+        rest = asyncio.ensure_future(b.encode("text", "last"))
+        await asyncio.sleep(0)
+        b._flush()
+        await rest
+        b.close()
+
+    run(main())
+    assert [len(items) for _, items in rec.calls] == [4, 1]
+
+
+def test_one_bad_item_fails_alone_and_its_neighbours_get_their_vectors():
+    rec = Recorder()
+
+    async def main():
+        b = Batcher(rec, max_batch=32, wait_ms=20)
+        jobs = [b.encode("text", t) for t in ("ok", "bad", "fine")]
+        out = await asyncio.gather(*jobs, return_exceptions=True)
+        b.close()
+        return out
+
+    ok, bad, fine = run(main())
+    assert isinstance(bad, ValueError) and ok[0] == 2 and fine[0] == 4
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--host", "0.0.0.0"], "--token TOKEN"),
+    (["--port", "0"], "--port must be between"),
+])
+def test_serve_refuses_bad_options_in_one_line(runner, cli, tmp_path, args, message):
+    r = runner.invoke(cli, ["serve", str(tmp_path / "x.clipdex"), *args])
+    assert r.exit_code == 1 and r.output.strip().splitlines() == [r.output.strip()] and message in r.output
+
+
+def test_serve_names_a_missing_index_in_one_line(runner, cli, tmp_path):
+    r = runner.invoke(cli, ["serve", str(tmp_path / "missing.clipdex")])
+    assert r.exit_code == 1 and r.output.startswith("error: ") and "does not exist" in r.output
