@@ -3,6 +3,7 @@ serve command refuses bad start-up options in one line."""
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import numpy as np
 import pytest
@@ -45,21 +46,39 @@ def test_items_that_arrive_together_are_encoded_in_one_call_per_kind():
     assert [v[0] for v in out[:8]] == list(range(1, 9)) and all(v[1] == 1.0 for v in out[8:])
 
 
-def test_a_full_batch_goes_out_without_waiting_and_the_rest_follows():
+def test_items_arriving_while_the_model_is_busy_leave_together_in_rounds_of_max_batch():
     rec = Recorder()
+    gate = threading.Event()
+
+    def slow(kind, items):          # the first round holds the model until the rest has queued
+        if not rec.calls:
+            gate.wait(30)
+        return rec(kind, items)
 
     async def main():
-        b = Batcher(rec, max_batch=4, wait_ms=10_000)   # only a full batch, or the flush below, sends items
-        first = [asyncio.ensure_future(b.encode("text", str(n))) for n in range(4)]
-        await asyncio.gather(*first)
-        rest = asyncio.ensure_future(b.encode("text", "last"))
+        b = Batcher(slow, max_batch=4, wait_ms=0)
+        first = asyncio.ensure_future(b.encode("text", "first"))
+        await asyncio.sleep(0.01)       # the first round is now in the executor
+        rest = [asyncio.ensure_future(b.encode("text", str(n))) for n in range(6)]
         await asyncio.sleep(0)
-        b._flush()
-        await rest
+        gate.set()
+        await asyncio.gather(first, *rest)
         b.close()
 
     run(main())
-    assert [len(items) for _, items in rec.calls] == [4, 1]
+    assert [len(items) for _, items in rec.calls] == [1, 4, 2]
+
+
+def test_a_lone_query_does_not_wait_for_company():
+    rec = Recorder()
+
+    async def main():
+        b = Batcher(rec, max_batch=32, wait_ms=0)
+        v = await b.encode("text", "alone")
+        b.close()
+        return v
+
+    assert run(main())[0] == 5 and rec.calls == [("text", ["alone"])]
 
 
 def test_one_bad_item_fails_alone_and_its_neighbours_get_their_vectors():

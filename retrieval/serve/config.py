@@ -39,7 +39,7 @@ class ServeConfig:
     max_upload: int = 20 << 20        # bytes of an uploaded or base64 image
     query_timeout: float = 30.0       # seconds a search may take before a 504
     batch_size: int = 32              # queries encoded together at most
-    batch_wait_ms: float = 3.0        # how long the first query of a batch waits for company
+    batch_wait_ms: float = 0.0        # how long an idle model waits for more queries (busy: they queue anyway)
     allow_url_fetch: bool = False     # clip-retrieval's image_url: only with this flag, and never to loopback
     cache_dir: Path | None = None
     device: str | None = None
