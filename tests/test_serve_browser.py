@@ -3,6 +3,7 @@ loopback: type a query and see thumbnails, "more like this", an image query by u
 an error in the page. Screenshots go to the test's tmp dir."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import threading
@@ -38,8 +39,20 @@ def server(tmp_path_factory, shapes_dir):
 
     root = tmp_path_factory.mktemp("browser")
     idx, photos = build_photo_index(root, shapes_dir)
+    indexes = [str(idx)]
+    if importlib.util.find_spec("av") is not None:   # a second index: one WebM video chromium can play
+        from click.testing import CliRunner
+
+        from cli.main import cli
+        from indexers.video_samples import make_video
+
+        make_video(root / "clips" / "c.webm", 63, 4.0, 10)
+        r = CliRunner().invoke(cli, ["index", "videos", str(root / "clips"), "--index", str(root / "clips.clipdex"),
+                                     "--model", "clipdex-tiny", "--workers", "0", "--fps", "2"])
+        assert r.exit_code == 0, r.output
+        indexes.append(str(root / "clips.clipdex"))
     port = free_port()
-    app = create_app(ServeConfig(indexes=[str(idx)], port=port, cache_dir=root / "cache"))
+    app = create_app(ServeConfig(indexes=indexes, port=port, cache_dir=root / "cache"))
     srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=srv.run, daemon=True)
     thread.start()
@@ -112,6 +125,29 @@ def test_an_uploaded_image_finds_itself_first(server, page, tmp_path):
     assert str(probe) in first.inner_text() and "score 1.000" in first.inner_text()
     assert page.locator("#query-image").is_visible()
     page.screenshot(path=str(tmp_path / "image-query.png"))
+
+
+def test_a_video_result_plays_from_its_best_moment(server, page, tmp_path):
+    pytest.importorskip("av")
+    from _video_data import still
+
+    url, _ = server
+    page.goto(url + "/?index=clips&table=videos")
+    page.wait_for_function("document.getElementById('table').value === 'videos'")
+    video = {"seed": 63, "size": (64, 48)}
+    page.get_by_label("Image query").set_input_files(still(video, 2.5, tmp_path))
+    page.wait_for_selector("#results li.result")
+    first = page.locator("#results li.result").first
+    t = float(first.get_attribute("data-t"))
+    assert "c.webm" in first.inner_text() and " at 0:" in first.inner_text()
+    assert t >= 1.0   # not the start: playing from 0 would not pass for playing from t
+    page.evaluate("document.getElementById('player-video').addEventListener('playing', "
+                  "e => { window.startedAt = e.target.currentTime; }, { once: true })")
+    first.get_by_role("button", name="Play").click()
+    assert page.get_by_role("dialog").is_visible()
+    page.wait_for_function("window.startedAt !== undefined")
+    assert abs(page.evaluate("window.startedAt") - t) < 0.3
+    page.screenshot(path=str(tmp_path / "video.png"))
 
 
 def test_a_bad_filter_is_shown_as_an_error_in_the_page(server, page, tmp_path):

@@ -50,6 +50,8 @@ class SearchRequest(BaseModel):
     k: int = Field(20, ge=1, le=MAX_K)
     offset: int = Field(0, ge=0, le=MAX_OFFSET)
     segments: bool = Field(True, description="videos: add the time segments that match")
+    pool: Optional[str] = Field(None, description="videos: frame pooling, max | mean | query-scoring")
+    alpha: Optional[float] = Field(None, ge=0.0, le=1.0, description="videos: CLIPRerank weight of the pooled score")
 
 
 def decode_base64_image(text: str, limit: int) -> bytes:
@@ -150,8 +152,10 @@ def run_search(served: ServedIndex, req: SearchRequest, q: np.ndarray) -> list[d
     """Blocking: one page of results as JSON-ready dicts, with thumbnail and file URLs."""
     n = req.offset + req.k
     if req.table == "videos":
-        table = search_videos(served.index, vectors=q[None], k=n, where=req.where,
-                              options=VideoSearchOptions(segments=req.segments))
+        opts = VideoSearchOptions(segments=req.segments)
+        opts.pool = req.pool or opts.pool
+        opts.alpha = opts.alpha if req.alpha is None else req.alpha
+        table = search_videos(served.index, vectors=q[None], k=n, where=req.where, options=opts)
         if req.min_score is not None:
             table = table.filter(pc.greater_equal(table.column("score"), req.min_score))
     else:

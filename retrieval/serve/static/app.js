@@ -85,7 +85,13 @@
     history.replaceState(null, "", "?" + p.toString());
   }
 
+  let ready = null;     // resolves once the index list is in the selectors: no query leaves before that
+
   function start(extra) {
+    ready.then(() => startNow(extra));
+  }
+
+  function startNow(extra) {
     const body = currentBody(extra);
     if (body.text === undefined && body.like_id === undefined && !queryImage) {
       showError("Type a query, or give an image.");
@@ -152,6 +158,7 @@
     const li = document.createElement("li");
     li.className = "result";
     li.dataset.id = r.id;
+    if (r.t_best !== undefined && r.t_best !== null) li.dataset.t = r.t_best;
     const label = r.path || r.source || `row ${r.id}`;
     if (r.thumbnail) {
       const img = document.createElement("img");
@@ -260,12 +267,11 @@
   $("player").addEventListener("close", () => $("player-video").pause());
 
   // -- start: restore a shared query from the URL ------------------------------------------------------------
-  loadIndexes().then(() => {
-    $("q").value = params.get("q") || "";
-    $("negative").value = params.get("neg") || "";
-    $("where").value = params.get("where") || "";
-    if (params.get("min")) { $("min-score").value = params.get("min"); $("min-score").dispatchEvent(new Event("input")); }
-    if (params.get("like")) start({ like_id: parseInt(params.get("like"), 10) });
-    else if (params.get("q")) start();
-  }).catch((e) => showError("Cannot load the indexes: " + e.message));
+  $("q").value = params.get("q") || "";          // the shared query's fields, before anyone types
+  $("negative").value = params.get("neg") || "";
+  $("where").value = params.get("where") || "";
+  if (params.get("min")) { $("min-score").value = params.get("min"); $("min-score").dispatchEvent(new Event("input")); }
+  ready = loadIndexes().catch((e) => showError("Cannot load the indexes: " + e.message));
+  if (params.get("like")) start({ like_id: parseInt(params.get("like"), 10) });
+  else if (params.get("q")) start();
 })();
