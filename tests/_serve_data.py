@@ -28,3 +28,10 @@ def client(idx: Path, cache: Path, **options):
     from retrieval.serve.config import ServeConfig
 
     return TestClient(create_app(ServeConfig(indexes=[str(idx)], cache_dir=cache, **options)))
+
+
+def served_photos(root: Path, shapes_dir: Path, **options):
+    """Generator for a module fixture: (client, index path, photos folder) while an app serves the shapes."""
+    idx, photos = build_photo_index(root, shapes_dir)
+    with client(idx, root / "cache", **options) as c:
+        yield c, idx, photos

@@ -13,15 +13,12 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
-from _serve_data import build_photo_index, client  # noqa: E402
+from _serve_data import build_photo_index, client, served_photos  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, shapes_dir):
-    root = tmp_path_factory.mktemp("serve")
-    idx, photos = build_photo_index(root, shapes_dir)
-    with client(idx, root / "cache", max_upload=200_000) as c:
-        yield c, idx, photos
+    yield from served_photos(tmp_path_factory.mktemp("serve"), shapes_dir, max_upload=200_000)
 
 
 def probe(photos):

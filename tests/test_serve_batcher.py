@@ -1,5 +1,5 @@
-"""The dynamic batcher: queries that arrive together share one model call; a bad item fails alone; and the
-serve command refuses bad start-up options in one line."""
+"""The dynamic batcher: queries that arrive together share one model call, a lone query does not wait, what
+queues while the model is busy leaves together, and a bad item fails alone."""
 from __future__ import annotations
 
 import asyncio
@@ -93,17 +93,3 @@ def test_one_bad_item_fails_alone_and_its_neighbours_get_their_vectors():
 
     ok, bad, fine = run(main())
     assert isinstance(bad, ValueError) and ok[0] == 2 and fine[0] == 4
-
-
-@pytest.mark.parametrize("args, message", [
-    (["--host", "0.0.0.0"], "--token TOKEN"),
-    (["--port", "0"], "--port must be between"),
-])
-def test_serve_refuses_bad_options_in_one_line(runner, cli, tmp_path, args, message):
-    r = runner.invoke(cli, ["serve", str(tmp_path / "x.clipdex"), *args])
-    assert r.exit_code == 1 and r.output.strip().splitlines() == [r.output.strip()] and message in r.output
-
-
-def test_serve_names_a_missing_index_in_one_line(runner, cli, tmp_path):
-    r = runner.invoke(cli, ["serve", str(tmp_path / "missing.clipdex")])
-    assert r.exit_code == 1 and r.output.startswith("error: ") and "does not exist" in r.output

@@ -12,14 +12,12 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("httpx")
 
-from _serve_data import build_photo_index, client  # noqa: E402
+from _serve_data import served_photos  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, shapes_dir):
-    root = tmp_path_factory.mktemp("compat")
-    idx, photos = build_photo_index(root, shapes_dir)
-    with client(idx, root / "cache") as c:
+    for c, _, photos in served_photos(tmp_path_factory.mktemp("compat"), shapes_dir):
         yield c, photos
 
 

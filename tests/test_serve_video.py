@@ -2,6 +2,8 @@
 results with their time, and the original video streamed with range requests so a player can seek."""
 from __future__ import annotations
 
+import os
+
 import pytest
 
 pytest.importorskip("fastapi")
@@ -68,3 +70,20 @@ def test_bad_video_options_are_400s(served):
     c, _, _ = served
     r = c.post("/api/search", json={"like_id": 0, "table": "videos", "pool": "median"})
     assert r.status_code == 400 and "unknown pooling" in r.json()["error"]
+
+
+def test_a_frame_of_a_video_replaced_since_indexing_is_not_served(served, tmp_path):
+    c, vids, root = served
+    top = upload(c, still(vids[1], 1.2, tmp_path), table="frames", k=1)[0]
+    assert c.get(top["file"]).status_code == 200
+    original, st = open(top["path"], "rb").read(), os.stat(top["path"])
+    try:
+        with open(top["path"], "ab") as f:
+            f.write(b"\0" * 10)
+        r = c.get(top["file"])
+        assert r.status_code == 404 and "changed since it was indexed" in r.json()["error"]
+    finally:
+        with open(top["path"], "wb") as f:
+            f.write(original)
+        os.utime(top["path"], ns=(st.st_atime_ns, st.st_mtime_ns))   # as indexed again, for the other tests
+    assert c.get(top["file"]).status_code == 200

@@ -31,7 +31,7 @@ def row_file(served: ServedIndex, table: str, row_id: int) -> tuple[Path, os.sta
     names = served.schema(table).names
     if "path" not in names:
         raise NotFound(f"table {table!r} has no files to serve")
-    row = served.row(table, row_id, [c for c in ("id", "path", "bytes", "mtime", "t") if c in names])
+    row = served.row(table, row_id, [c for c in ("id", "path", "bytes", "mtime", "t", "video_id") if c in names])
     path = row.get("path")
     if not isinstance(path, str) or not os.path.isabs(path):
         raise NotFound(f"row {row_id} of {table!r} has no file")
@@ -41,10 +41,11 @@ def row_file(served: ServedIndex, table: str, row_id: int) -> tuple[Path, os.sta
         raise NotFound(f"the file of row {row_id} is gone: {path}") from None
     if not stat.S_ISREG(st.st_mode):
         raise NotFound(f"the file of row {row_id} is not a regular file")
-    if table == "frames":   # a frame row has no size or mtime: check the video's
-        return Path(path), st, row
-    changed = (row.get("bytes") is not None and row["bytes"] != st.st_size) or (
-        row.get("mtime") is not None and abs(row["mtime"] - st.st_mtime) > 1e-3)
+    stamp = row
+    if table == "frames":   # a frame row has no size or mtime: its video's row has
+        stamp = served.row("videos", row["video_id"], ["bytes", "mtime"]) if row.get("video_id") is not None else {}
+    changed = (stamp.get("bytes") is not None and stamp["bytes"] != st.st_size) or (
+        stamp.get("mtime") is not None and abs(stamp["mtime"] - st.st_mtime) > 1e-3)
     if changed:
         raise NotFound(f"the file of row {row_id} changed since it was indexed; index it again")
     return Path(path), st, row
