@@ -114,6 +114,9 @@ def test_where_filters_rows_and_a_file_reading_filter_is_a_400_that_leaks_nothin
     ({"image": base64.b64encode(b"plain text").decode()}, 400, "query image: not an image"),
     ({"like_id": 0, "negative": ["x"], "negative_weights": [1, 2]}, 400, "negative_weights"),
     ({"like_id": 0, "bogus": 1}, 422, "bogus"),
+    ({"like_id": 10**30}, 404, "no row"),
+    ({"text": "x" * 10_001}, 422, "text:"),
+    ({"like_id": 0, "negative": ["x"] * 17}, 422, "negative:"),
 ])
 def test_bad_requests_are_json_errors_with_the_right_status(served, body, status, message):
     c, _, _ = served
@@ -130,6 +133,8 @@ def test_bodies_that_are_not_json_objects_and_oversized_uploads_are_refused(serv
     big = os.urandom(250_000)
     r = c.post("/api/search", files={"image": ("big.png", big, "image/png")})
     assert r.status_code == 413 and "upload limit" in r.json()["error"]
+    chunked = c.post("/api/search", content=iter([b'{"like_id": ', b'0}']))   # no Content-Length
+    assert chunked.status_code == 411 and "Content-Length" in chunked.json()["error"]
     r = c.post("/api/search", files={"image": ("x.png", b"GIF89a not really", "image/png")})
     assert r.status_code == 400 and r.json()["error"].startswith("query image:")
 
@@ -164,6 +169,7 @@ def test_thumbnails_are_jpegs_with_an_etag_and_files_are_served_with_ranges(serv
     "/api/file/photos/images/..%2f..%2f..%2fetc%2fpasswd", "/api/file/photos/images/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
     "/api/file/photos/images/%2Fetc%2Fpasswd", "/api/thumb/photos/images/-1", "/api/file/photos/images/99999",
     "/api/file/photos/..%2F..%2Fetc/0", "/api/file/..%2f/images/0", "/api/file/photos/errors/0",
+    "/api/file/photos/images/99999999999999999999999",
 ])
 def test_no_path_from_a_request_reaches_the_filesystem(served, url):
     c, _, _ = served

@@ -118,6 +118,8 @@ def _middleware(app: FastAPI, config: ServeConfig) -> None:
         elif config.token and not _open(path) and not _authorized(request, config.token):
             response = error(401, "missing or wrong token: send 'Authorization: Bearer TOKEN'",
                              {"WWW-Authenticate": "Bearer"})
+        elif request.method in ("POST", "PUT") and "content-length" not in request.headers:
+            response = error(411, "send the request body with a Content-Length (chunked bodies are refused)")
         elif _length(request) > limit:
             response = error(413, f"request body over {limit:,} bytes (upload limit {config.max_upload:,})")
         else:

@@ -12,7 +12,7 @@ import asyncio
 import base64
 import binascii
 import math
-from typing import Optional
+from typing import Annotated, Optional
 
 import numpy as np
 import pyarrow as pa
@@ -29,6 +29,7 @@ from retrieval.serve.registry import SEARCHABLE, ServedIndex, jsonable
 from retrieval.store.where import filter_sql
 
 NEGATIVE_WEIGHT = 0.5
+MAX_TEXT = 10_000     # characters of a query text, a negative text or a filter
 
 
 class SearchRequest(BaseModel):
@@ -37,15 +38,16 @@ class SearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     index: Optional[str] = Field(None, description="served index name; optional when one is served")
     table: str = Field("images", description="images, frames, videos or texts")
-    text: Optional[str] = None
+    text: Optional[str] = Field(None, max_length=MAX_TEXT)
     image: Optional[str] = Field(None, description="base64 image bytes (a data: URL is accepted); or upload a file")
-    vector: Optional[list[float]] = None
+    vector: Optional[list[float]] = Field(None, max_length=65536)
     like_id: Optional[int] = Field(None, description="more like this: the id of a row of `table`")
     weight: float = Field(1.0, description="weight of the query in q = norm(w*e - sum v_i*n_i)")
-    negative: list[str] = Field(default_factory=list, description="texts to steer away from")
+    negative: list[Annotated[str, Field(max_length=MAX_TEXT)]] = Field(
+        default_factory=list, max_length=16, description="texts to steer away from")
     negative_weights: Optional[list[float]] = Field(None, description=f"one per negative text (default {NEGATIVE_WEIGHT})")
     column: str = Field("vector", description="vector column to search: vector or text_vector (captions)")
-    where: Optional[str] = Field(None, description="row filter, as clipdex search --where")
+    where: Optional[str] = Field(None, max_length=MAX_TEXT, description="row filter, as clipdex search --where")
     min_score: Optional[float] = Field(None, ge=-1.0, le=1.0)
     k: int = Field(20, ge=1, le=MAX_K)
     offset: int = Field(0, ge=0, le=MAX_OFFSET)

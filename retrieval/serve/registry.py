@@ -16,6 +16,7 @@ from retrieval.store.base import VECTOR_COLUMNS, arrow_to_vectors
 
 log = logging.getLogger(__name__)
 SEARCHABLE = ("images", "frames", "videos", "texts")
+MAX_ID = 2**63 - 1
 
 
 class NotFound(ClipdexError):
@@ -72,6 +73,7 @@ class ServedIndex:
     def row(self, table: str, row_id: int, columns: list[str] | None = None) -> dict:
         """One row's columns (no vectors) by id; ``NotFound`` when the table has no such row."""
         schema = self.schema(table)
+        check_id(row_id, table, self.name)
         cols = columns or [f.name for f in schema if f.name not in VECTOR_COLUMNS
                            and not pa.types.is_fixed_size_list(f.type)]
         rows = self.index.store.take(table, np.array([row_id], np.int64), cols)
@@ -83,6 +85,7 @@ class ServedIndex:
         """A row's stored (d,) vector (for "more like this")."""
         if column not in self.schema(table).names:
             raise InvalidInput(f"table {table!r} has no vector column {column!r}")
+        check_id(row_id, table, self.name)
         rows = self.index.store.take(table, np.array([row_id], np.int64), [column])
         if len(rows) == 0:
             raise NotFound(f"no row {row_id} in table {table!r} of index {self.name!r}")
@@ -90,6 +93,11 @@ class ServedIndex:
         if not valid.all():
             raise InvalidInput(f"row {row_id} of {table!r} has no {column}")
         return vec[0]
+
+
+def check_id(row_id: int, table: str, name: str) -> None:
+    if not 0 <= row_id <= MAX_ID:
+        raise NotFound(f"no row {row_id} in table {table!r} of index {name!r}")
 
 
 class Registry:
