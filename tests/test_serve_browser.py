@@ -103,6 +103,12 @@ def test_typing_a_query_shows_thumbnails_and_more_like_this_finds_that_image_fir
                            "Array.from(document.querySelectorAll('#results img')).every(i => i.complete)")
     assert loaded_thumbnails(page) >= 1 and "q=a+red+circle" in page.url
     page.screenshot(path=str(tmp_path / "text-query.png"))
+    assert page.locator("#results li.result").count() == 30          # one page
+    page.evaluate("window.scrollTo(0, document.body.scrollHeight)")   # infinite scroll: the rest of the 48
+    page.wait_for_function("document.querySelectorAll('#results li.result').length === 48")
+    ranks = page.locator("#results .score").all_inner_texts()
+    assert [int(r.split()[0][1:]) for r in ranks] == list(range(1, 49))
+    page.evaluate("window.scrollTo(0, 0)")
     third = page.locator("#results li.result").nth(2)
     target = third.get_attribute("data-id")
     third.get_by_role("button", name="More like").click()
