@@ -93,3 +93,58 @@ def test_one_bad_item_fails_alone_and_its_neighbours_get_their_vectors():
 
     ok, bad, fine = run(main())
     assert isinstance(bad, ValueError) and ok[0] == 2 and fine[0] == 4
+
+
+def test_text_and_image_searches_in_flight_together_share_one_round_through_the_app(tmp_path, shapes_dir):
+    """Through the ASGI app: while the model is held by a first query, 7 text and 4 image searches queue up and
+    leave as one round (one call per kind); each still gets its own, correct results."""
+    httpx = pytest.importorskip("httpx")
+    import base64
+
+    from _serve_data import build_photo_index
+    from retrieval.serve.app import create_app
+    from retrieval.serve.config import ServeConfig
+    from retrieval.serve.service import Service
+
+    idx, photos = build_photo_index(tmp_path, shapes_dir)
+    config = ServeConfig(indexes=[str(idx)], cache_dir=tmp_path / "cache").check()
+    svc = Service(config)
+    svc.start()
+    batcher = svc.batchers[0]
+    inner, calls, gate = batcher.encode_batch, [], threading.Event()
+
+    def held(kind, items):
+        calls.append((kind.split(":")[0], len(items)))
+        if len(calls) == 1:
+            gate.wait(30)
+        return inner(kind, items)
+
+    batcher.encode_batch = held
+    app = create_app(config, svc)
+    files = sorted(photos.rglob("*.png"))[:4]
+    images = [base64.b64encode(p.read_bytes()).decode() for p in files]
+
+    async def main():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            first = asyncio.ensure_future(c.post("/api/search", json={"text": "first", "k": 1}))
+            for _ in range(2000):               # bounded: until the first query holds the model
+                if calls:
+                    break
+                await asyncio.sleep(0.001)
+            rest = [asyncio.ensure_future(c.post("/api/search", json={"text": f"query {i}", "k": 1}))
+                    for i in range(7)]
+            rest += [asyncio.ensure_future(c.post("/api/search", json={"image": b, "k": 1})) for b in images]
+            for _ in range(2000):               # bounded: until all eleven wait behind it
+                if len(batcher._pending) == 11:
+                    break
+                await asyncio.sleep(0.001)
+            gate.set()
+            return await first, await asyncio.gather(*rest)
+
+    try:
+        first, rest = asyncio.run(main())
+    finally:
+        svc.stop()
+    assert first.status_code == 200 and all(r.status_code == 200 for r in rest)
+    assert sorted(calls) == [("image", 4), ("text", 1), ("text", 7)] and batcher.batches == 2
+    assert [r.json()["results"][0]["path"] for r in rest[7:]] == [str(p) for p in files]

@@ -57,6 +57,7 @@ def create_app(config: ServeConfig, service: Service | None = None) -> FastAPI:
     app = FastAPI(title="clipdex", version=__version__, lifespan=lifespan,
                   description="Search clipdex indexes by text, image, vector or example; clip-retrieval compatible.")
     app.state.config = config
+    app.state.service = service
     _errors(app)
     _middleware(app, config)
     app.include_router(api.router)
