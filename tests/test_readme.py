@@ -94,6 +94,8 @@ print("BOUND " + _json.dumps(_sizes))
 # Blocks not run: a phrase that identifies the block -> why.
 NOT_RUN = {
     "pip install -e": "the quickstart installs the package; .ci/run runs it on a fresh clone",
+    "clipdex serve photos.clipdex ": "starts a server that runs until stopped; tests/test_serve_cli.py runs one",
+    "curl -s localhost:8000": "talks to a running server; tests/test_serve_api.py sends the same requests",
 }
 
 

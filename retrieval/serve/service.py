@@ -1,0 +1,120 @@
+"""The running service: the served indexes, one batcher per model, the search threads, metrics.
+
+``Service.search`` is the one path every search route takes (clipdex's API, the clip-retrieval routes, the page):
+check the request, build the query vector (batched encoding), search off the event loop under a timeout.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from retrieval.errors import ClipdexError
+from retrieval.serve.batcher import Batcher
+from retrieval.serve.config import ServeConfig
+from retrieval.serve.queries import (SearchRequest, check_request, decode_base64_image, decode_image, encode_batch,
+                                     query_vector, run_search)
+from retrieval.serve.registry import Registry
+
+BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class QueryTimeout(ClipdexError):
+    """A search ran past the service's query timeout (answered with 504)."""
+
+
+class Metrics:
+    """Request counts by route and status, and a latency histogram per route (Prometheus text format)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.counts: dict[tuple[str, str, int], int] = {}
+        self.latency: dict[str, list] = {}   # route -> [bucket counts..., sum, count]
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        with self._lock:
+            key = (method, route, status)
+            self.counts[key] = self.counts.get(key, 0) + 1
+            h = self.latency.setdefault(route, [0] * len(BUCKETS) + [0.0, 0])
+            for i, b in enumerate(BUCKETS):
+                if seconds <= b:
+                    h[i] += 1
+            h[-2] += seconds
+            h[-1] += 1
+
+    def render(self, extra: dict[str, float]) -> str:
+        lines = ["# HELP clipdex_requests_total HTTP requests by route and status", "# TYPE clipdex_requests_total counter"]
+        with self._lock:
+            for (method, route, status), n in sorted(self.counts.items()):
+                lines.append(f'clipdex_requests_total{{method="{method}",route="{route}",status="{status}"}} {n}')
+            lines += ["# HELP clipdex_request_seconds request latency by route",
+                      "# TYPE clipdex_request_seconds histogram"]
+            for route, h in sorted(self.latency.items()):
+                for b, n in zip(BUCKETS, h):
+                    lines.append(f'clipdex_request_seconds_bucket{{route="{route}",le="{b}"}} {n}')
+                lines.append(f'clipdex_request_seconds_bucket{{route="{route}",le="+Inf"}} {h[-1]}')
+                lines.append(f'clipdex_request_seconds_sum{{route="{route}"}} {h[-2]:.6f}')
+                lines.append(f'clipdex_request_seconds_count{{route="{route}"}} {h[-1]}')
+        for name, v in extra.items():
+            lines += [f"# TYPE {name} counter", f"{name} {v}"]
+        return "\n".join(lines) + "\n"
+
+
+class Service:
+    def __init__(self, config: ServeConfig):
+        self.config = config
+        self.registry = Registry(config.indexes, device=config.device)
+        self.pool = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="clipdex-search")
+        self.metrics = Metrics()
+        self.batchers: list[Batcher] = []
+
+    def start(self) -> None:
+        """Blocking: open every index and load each model once (run at start-up, before serving)."""
+        self.registry.open()
+        by_encoder: dict[int, Batcher] = {}
+        for served in self.registry.items.values():
+            if served.encoder is None:
+                continue
+            key = id(served.encoder)
+            if key not in by_encoder:
+                by_encoder[key] = Batcher(encode_batch(served), self.config.batch_size, self.config.batch_wait_ms,
+                                          name=served.name)
+            served.batcher = by_encoder[key]
+        self.batchers = list(by_encoder.values())
+
+    def stop(self) -> None:
+        for b in self.batchers:
+            b.close()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.registry.close()
+
+    async def run(self, fn, *args):
+        """Run blocking work (search, decoding, file reads) on the search threads."""
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+
+    async def search(self, req: SearchRequest, image=None, image_bytes: bytes | None = None) -> dict:
+        """The one search path: -> {index, table, k, offset, results, elapsed_ms}. ``image`` a PIL image, or
+        ``image_bytes`` to decode here (size limit, bomb guard)."""
+        served = self.registry.get(req.index)
+        check_request(served, req, image is not None or image_bytes is not None or bool(req.image))
+        try:
+            return await asyncio.wait_for(self._search(served, req, image, image_bytes), self.config.query_timeout)
+        except asyncio.TimeoutError:
+            raise QueryTimeout(f"the search took longer than {self.config.query_timeout:g} s; narrow it (smaller k, "
+                               "a filter) or try again") from None
+
+    async def _search(self, served, req: SearchRequest, image, image_bytes) -> dict:
+        t0 = time.perf_counter()
+        if image is None and (image_bytes is not None or req.image):
+            data = image_bytes if image_bytes is not None else decode_base64_image(req.image, self.config.max_upload)
+            image = await self.run(decode_image, data, self.config.max_upload)
+        q = await query_vector(served, req, image, self.run)
+        results = await self.run(run_search, served, req, q)
+        return {"index": served.name, "table": req.table, "k": req.k, "offset": req.offset, "results": results,
+                "elapsed_ms": round((time.perf_counter() - t0) * 1000, 3)}
+
+    def counters(self) -> dict[str, float]:
+        return {"clipdex_encode_batches_total": sum(b.batches for b in self.batchers),
+                "clipdex_encoded_items_total": sum(b.items for b in self.batchers)}
+

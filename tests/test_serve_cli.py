@@ -1,0 +1,63 @@
+"""`clipdex serve` from the command line: bad start-up options are one line; a real server answers on loopback
+with its token."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("uvicorn")
+
+from tests.serve_helpers import build_photo_index  # noqa: E402
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--host", "0.0.0.0"], "--token TOKEN"),
+    (["--port", "0"], "--port must be between"),
+])
+def test_serve_refuses_bad_options_in_one_line(runner, cli, tmp_path, args, message):
+    r = runner.invoke(cli, ["serve", str(tmp_path / "x.clipdex"), *args])
+    assert r.exit_code == 1 and r.output.strip().splitlines() == [r.output.strip()] and message in r.output
+
+
+def test_serve_names_a_missing_index_in_one_line(runner, cli, tmp_path):
+    r = runner.invoke(cli, ["serve", str(tmp_path / "missing.clipdex")])
+    assert r.exit_code == 1 and r.output.startswith("error: ") and "does not exist" in r.output
+
+
+@pytest.mark.slow
+def test_serve_starts_a_server_on_loopback_that_wants_its_token(tmp_path, shapes_dir):
+    import httpx
+
+    idx, _ = build_photo_index(tmp_path, shapes_dir)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": ROOT, "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", str(idx), "--port", str(port), "--token",
+                             "t0k"], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):                       # bounded: the model loads, then uvicorn binds
+            if proc.poll() is not None:
+                break
+            try:
+                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        assert proc.poll() is None, proc.communicate()[1]
+        assert httpx.get(base + "/api/indexes").status_code == 401
+        r = httpx.get(base + "/api/indexes", headers={"Authorization": "Bearer t0k"})
+        assert r.status_code == 200 and r.json()["indexes"][0]["tables"]["images"]["rows"] == 48
+        assert "<title>clipdex search</title>" in httpx.get(base + "/").text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
