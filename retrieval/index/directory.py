@@ -69,6 +69,10 @@ def base_fields(table: str, dim: int) -> list[pa.Field]:
                 pa.field("text", pa.string()), pa.field("n_tokens", pa.int32()), pa.field("n_chunks", pa.int32()),
                 pa.field("strategy", pa.string()), pa.field("hash", pa.string()), pa.field("mtime", pa.float64()),
                 pa.field("bytes", pa.int64()), vec]
+    if table == "shards":  # shards fully indexed: size and mtime as read, samples (failed ones), why the tar broke
+        return [pa.field("id", pa.int64(), False), pa.field("path", pa.string()), pa.field("bytes", pa.int64()),
+                pa.field("mtime", pa.float64()), pa.field("samples", pa.int64()), pa.field("errors", pa.int64()),
+                pa.field("broken", pa.string()), pa.field("when", pa.string())]
     if table == "errors":
         return [pa.field("id", pa.int64(), False), pa.field("path", pa.string()), pa.field("stage", pa.string()),
                 pa.field("reason", pa.string()), pa.field("when", pa.string()), pa.field("bytes", pa.int64()),
