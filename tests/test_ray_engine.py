@@ -105,6 +105,9 @@ def test_a_killed_driver_rerun_commits_every_sample_exactly_once_and_search_read
         assert ix.store.count("shards") == 3
     assert len(paths) == 30 and len(errs) == 3
     assert s["added"] + s["unchanged"] == 30
+    opt = subprocess.run([sys.executable, "-m", "cli.main", "optimize", str(idx)], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert opt.returncode == 0, opt.stderr[-2000:]
     found = subprocess.run([sys.executable, "-m", "cli.main", "search", str(idx), "a red circle", "-k", "3", "--json"],
                            env=env, capture_output=True, text=True, timeout=120)
     assert found.returncode == 0 and found.stdout.count("\n") == 3 and "#" in found.stdout

@@ -100,6 +100,15 @@ def test_shards_and_image_folders_in_one_run_are_refused_in_one_line(tmp_path, r
     assert not (tmp_path / "ix").exists()
 
 
+def test_engine_ray_without_the_extra_is_one_line_naming_it(tmp_path, runner, cli, monkeypatch):
+    make_shards(tmp_path / "shards", n_shards=1, per_shard=2, failed_per_shard=0)
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed: importing it fails
+    r = runner.invoke(cli, ["index", "images", str(tmp_path / "shards"), "--index", str(tmp_path / "ix"),
+                            "--model", TINY, "--engine", "ray"])
+    assert r.exit_code == 1 and r.output == "error: --engine ray needs Ray Data: pip install 'clipdex[ray]'\n"
+    assert not (tmp_path / "ix").exists()
+
+
 # The CLI with Index.add_rows patched to SIGKILL the process once the Nth images commit has landed: the kill
 # point is an event, not a moment found by polling.
 KILL_AT_COMMIT = """
