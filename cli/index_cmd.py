@@ -52,6 +52,8 @@ def images(sources, index_path, model, backend, batch_size, workers, exclude, pr
         from indexers.ray_engine import RayOptions, check_ray, index_shards_ray  # deferred: Ray is an optional extra
 
         check_ray()
+        if backend == "faiss":
+            raise InvalidInput("--engine ray writes Lance tables; use --backend lance (the default)")
         ix = open_for_writing(index_path, model, backend, device=device)
         ray_opts = RayOptions(address=ray_address, actors=actors, gpus_per_actor=gpus_per_actor)
         run_indexer(ix, "shard", lambda progress: index_shards_ray(ix, found, opts, ray_opts, progress).as_dict(),
