@@ -218,6 +218,11 @@ class ImageRowWriter:
         base = {f.name for f in base_fields(TABLE, self.index.dim)}
         self.meta_cols = [f.name for f in self.schema if f.name not in base]
 
+    def use_schema(self, schema: pa.Schema) -> None:
+        """Write rows with ``schema`` from now on (the table gained metadata columns)."""
+        self.schema = schema
+        self.__post_init__()
+
     def model(self):
         """The index's encoder (loaded once, by the index)."""
         return self.index.encoder()

@@ -162,8 +162,7 @@ class ShardRun:
         new = sorted({k for r in rows for k in r.item.meta} - have)
         if new:
             self.committer.commit()
-            self.writer.schema = self.index.ensure_table(TABLE, [pa.field(c, pa.string()) for c in new])
-            self.writer.__post_init__()
+            self.writer.use_schema(self.index.ensure_table(TABLE, [pa.field(c, pa.string()) for c in new]))
         self.writer.emit(rows, text_vectors=text_vectors)
 
     def finish(self, shard: Shard) -> None:

@@ -16,7 +16,7 @@ from indexers.shards import index_shards
 from retrieval.errors import InvalidInput
 from retrieval.index.directory import create_index, open_index
 from retrieval.io import shards as shard_io
-from retrieval.io.shards import discover_shards, expand_braces, read_shard, split_key
+from retrieval.io.shards import discover_shards, expand_braces, is_shard_source, read_shard, split_key
 
 TINY = "clipdex-tiny"
 OPTS = ImageIndexOptions(workers=0, batch_size=8, optimize=False)
@@ -31,6 +31,15 @@ def test_brace_patterns_expand_ranges_with_their_padding_and_lists():
     assert expand_braces("{a,b}-{1..2}") == ["a-1", "a-2", "b-1", "b-2"]
     with pytest.raises(InvalidInput):
         expand_braces("s/{9..1}.tar")
+
+
+def test_a_folder_whose_name_has_braces_is_a_folder_not_a_pattern(tmp_path):
+    folder = tmp_path / "photos {2020}"
+    folder.mkdir()
+    assert not is_shard_source(folder)
+    make_shards(tmp_path / "s {1}", n_shards=1, per_shard=1, failed_per_shard=0)
+    assert is_shard_source(tmp_path / "s {1}")  # a folder of tars, found as such
+    assert [Path(s.path).name for s in discover_shards([str(tmp_path / "s {1}")]).shards] == ["00000.tar"]
 
 
 def test_keys_follow_the_webdataset_rule_up_to_the_first_dot_of_the_file_name():

@@ -105,9 +105,9 @@ def expand_braces(pattern: str) -> list[str]:
 def is_shard_source(src: str | Path) -> bool:
     """True for a brace pattern, a ``.tar`` file or a folder holding ``.tar`` files (img2dataset output)."""
     s = str(src)
-    if _BRACE.search(s):
-        return True
     p = Path(s).expanduser()
+    if _BRACE.search(s) and not p.exists():  # a folder really named "x {1}" is a folder, not a pattern
+        return True
     if p.suffix.lower() in SHARD_EXTENSIONS:
         return True
     return p.is_dir() and any(q.suffix.lower() in SHARD_EXTENSIONS and q.is_file() for q in p.iterdir())
@@ -129,7 +129,7 @@ def discover_shards(sources: Sequence[str | Path]) -> ShardDiscovery:
     roots: list[str] = []
     for src in sources:
         s = str(src)
-        if _BRACE.search(s):
+        if _BRACE.search(s) and not Path(s).expanduser().exists():
             paths = [Path(p).expanduser().absolute() for p in expand_braces(s)]
             roots.extend(str(p) for p in paths)
         else:
