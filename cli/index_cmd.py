@@ -1,13 +1,17 @@
-"""``clipdex index images SRC... --index DIR``: build or update an index from image files and manifests."""
+"""``clipdex index images SRC... --index DIR``: build or update an index from image files, manifests or shards
+(webdataset ``.tar`` files, brace patterns, img2dataset output folders), locally or on Ray (``--engine ray``)."""
 from __future__ import annotations
 
 import click
 
 from indexers.images import ImageIndexOptions, index_images
+from indexers.shards import index_shards
+from retrieval.errors import InvalidInput
 from retrieval.index.opening import open_for_writing
+from retrieval.io.shards import discover_shards, is_shard_source
 from retrieval.io.sources import IMAGE_EXTENSIONS, discover
 
-from cli.indexing import indexing_options, run_indexer
+from cli.indexing import engine_options, indexing_options, run_indexer
 
 
 def summary_line(s: dict) -> str:
@@ -15,6 +19,9 @@ def summary_line(s: dict) -> str:
              f"unchanged {s['unchanged']}", f"removed {s['removed']}",
              f"errors {s['errors']}" + (f" (+{s['known_errors']} known)" if s["known_errors"] else "")]
     line = ", ".join(parts) + f" in {s['elapsed']:.1f}s ({s['images_per_s']:.1f} images/s)"
+    if "shards" in s:
+        line += (f"; shards: {s['shards']} read, {s['shards_unchanged']} unchanged"
+                 + (f", {s['bad_shards']} broken" if s["bad_shards"] else ""))
     if s.get("long_captions"):
         line += f"; {s['long_captions']} captions longer than the context were chunk-pooled"
     return line
@@ -24,12 +31,34 @@ def summary_line(s: dict) -> str:
 @indexing_options(workers=True)
 @click.option("--commit-every", default=2048, show_default=True, type=click.IntRange(1),
               help="Rows per commit: a crash loses at most this many.")
+@engine_options
 def images(sources, index_path, model, backend, batch_size, workers, exclude, prune, retry_errors, device, as_json,
-           commit_every):
-    """Index image folders or manifests (CSV/Parquet/JSONL with path, caption, label columns)."""
-    found = discover(sources, IMAGE_EXTENSIONS, exclude)  # bad sources fail before the index is touched
-    ix = open_for_writing(index_path, model, backend, device=device)
+           commit_every, engine, ray_address, actors, gpus_per_actor):
+    """Index image folders, manifests (CSV/Parquet/JSONL with path, caption, label columns) or webdataset shards
+    (.tar files, brace patterns such as shards/{00000..00099}.tar, img2dataset output folders)."""
+    shard_srcs = [s for s in sources if is_shard_source(s)]
+    if shard_srcs and len(shard_srcs) != len(sources):
+        raise InvalidInput("give shard sources (.tar, brace patterns, folders of shards) and image folders or "
+                           "manifests in separate runs")
+    if engine == "ray" and not shard_srcs:
+        raise InvalidInput("--engine ray reads webdataset shards; give .tar files, brace patterns or shard folders")
+    if shard_srcs and (prune or exclude):
+        raise InvalidInput("--prune and --exclude do not apply to shard sources")
+    # bad sources fail before the index is touched
+    found = discover_shards(sources) if shard_srcs else discover(sources, IMAGE_EXTENSIONS, exclude)
     opts = ImageIndexOptions(batch_size=batch_size, workers=workers, prune=prune, retry_errors=retry_errors,
                              commit_rows=commit_every)
-    run_indexer(ix, "img", lambda progress: index_images(ix, found, opts, progress).as_dict(), as_json,
-                summary_line)
+    if engine == "ray":
+        from indexers.ray_engine import RayOptions, check_ray, index_shards_ray  # deferred: Ray is an optional extra
+
+        check_ray()
+        if backend == "faiss":
+            raise InvalidInput("--engine ray writes Lance tables; use --backend lance (the default)")
+        ix = open_for_writing(index_path, model, backend, device=device)
+        ray_opts = RayOptions(address=ray_address, actors=actors, gpus_per_actor=gpus_per_actor)
+        run_indexer(ix, "shard", lambda progress: index_shards_ray(ix, found, opts, ray_opts, progress).as_dict(),
+                    as_json, summary_line)
+        return
+    ix = open_for_writing(index_path, model, backend, device=device)
+    run = index_shards if shard_srcs else index_images
+    run_indexer(ix, "img", lambda progress: run(ix, found, opts, progress).as_dict(), as_json, summary_line)

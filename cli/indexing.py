@@ -43,6 +43,23 @@ def indexing_options(workers: bool):
     return decorate
 
 
+def engine_options(fn):
+    """``--engine local|ray`` and the Ray engine's options (``index images`` over shards)."""
+    opts = [
+        click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                     help="local: this process and its decoding workers; ray: Ray Data tasks and an actor pool "
+                          "(the [ray] extra)."),
+        click.option("--ray-address", default=None, help="Ray cluster to join (default: a local Ray)."),
+        click.option("--actors", default=None, type=click.IntRange(1, 4096),
+                     help="Embedding actors for --engine ray (default: one per GPU, else 1)."),
+        click.option("--gpus-per-actor", default=0.0, show_default=True, type=click.FloatRange(0, 16),
+                     help="GPUs each embedding actor asks Ray for."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
 def run_indexer(ix: Index, unit: str, run: Callable[[Callable[[Progress], None]], dict], as_json: bool,
                 line: Callable[[dict], str]) -> None:
     """Run ``run(on_progress) -> summary dict`` with progress bars on stderr, close the index whatever happens,

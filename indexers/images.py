@@ -117,7 +117,7 @@ def _decode_chunk(task: DecodeTask) -> list[Decoded | Failure]:
     return [_decode_file(path, hashes, task.prep, task.max_bytes) for path, hashes in task.files]
 
 
-class _State:
+class StoredImages:
     """What the index already holds for images: rows by path, hashes, and recorded errors."""
 
     def __init__(self, index: Index):
@@ -135,6 +135,29 @@ class _State:
                     self.size_hashes.setdefault(s, set()).add(h)
         self.errors = recorded_errors(store, TABLE, legacy_untagged=True)  # path -> (id, mtime, bytes)
 
+    def drop_duplicates(self, index: Index) -> None:
+        """Delete the older rows of paths stored twice (what a crash mid-replacement leaves)."""
+        if self.duplicates:
+            index.delete(TABLE, self.duplicates)
+            log.info("removed %d rows left duplicated by an interrupted run", len(self.duplicates))
+            self.duplicates = []
+
+
+def replace_after_commit(index: Index, replaced: dict[str, int], ok_paths: set[str]):
+    """The committer's hook: once new ``images`` rows are committed, delete the rows they replace (``replaced``:
+    path -> old id) and note their paths in ``ok_paths``."""
+
+    def after_commit(table: str, rows: pa.Table) -> None:
+        if table != TABLE:
+            return
+        paths = [fs_path(p) for p in rows.column("path").to_pylist()]
+        gone = [replaced[p] for p in paths if p in replaced]
+        if gone:
+            index.delete(TABLE, gone)
+        ok_paths.update(paths)
+
+    return after_commit
+
 
 def index_images(index: Index, found: Discovery, options: ImageIndexOptions | None = None,
                  on_progress: Callable[[Progress], None] | None = None) -> IndexSummary:
@@ -144,27 +167,16 @@ def index_images(index: Index, found: Discovery, options: ImageIndexOptions | No
     summary = IndexSummary()
     schema = index.ensure_table(TABLE, [pa.field(c, pa.string()) for c in found.meta_columns])
     index.ensure_table("errors")
-    state = _State(index)
-    if state.duplicates:
-        index.delete(TABLE, state.duplicates)
-        log.info("removed %d rows left duplicated by an interrupted run", len(state.duplicates))
+    state = StoredImages(index)
+    state.drop_duplicates(index)
 
     plan = plan_work(found.items, state.rows, state.errors, opts.retry_errors,
                      current=lambda item, old: old[1] == item.mtime and old[2] == item.bytes)
     summary.unchanged, summary.known_errors = plan.unchanged, plan.known_errors
     ok_paths: set[str] = set()
-
-    def after_commit(table: str, rows: pa.Table) -> None:
-        if table != TABLE:
-            return
-        paths = [fs_path(p) for p in rows.column("path").to_pylist()]
-        gone = [plan.replaced[p] for p in paths if p in plan.replaced]
-        if gone:
-            index.delete(TABLE, gone)
-        ok_paths.update(paths)
-
-    committer = Committer(index.add_rows, opts.commit_rows, opts.commit_seconds, after_commit)
-    writer = _Writer(index, schema, committer, summary, plan.replaced)
+    committer = Committer(index.add_rows, opts.commit_rows, opts.commit_seconds,
+                          replace_after_commit(index, plan.replaced, ok_paths))
+    writer = ImageRowWriter(index, schema, committer, summary, plan.replaced)
     writer.fail([Failure.of(it, stage, reason) for it, stage, reason in plan.errs])
     if plan.todo:
         _embed(writer, state, plan.todo, opts, on_progress, t0)
@@ -182,7 +194,7 @@ def index_images(index: Index, found: Discovery, options: ImageIndexOptions | No
     return summary
 
 
-def _prune(index: Index, found: Discovery, state: _State, ok_paths: set[str], summary: IndexSummary) -> None:
+def _prune(index: Index, found: Discovery, state: StoredImages, ok_paths: set[str], summary: IndexSummary) -> None:
     """Delete the rows and error rows of files gone from the sources."""
     gone, gone_err = gone_from_sources(found, state.rows, state.errors, ok_paths)
     if gone:
@@ -192,7 +204,7 @@ def _prune(index: Index, found: Discovery, state: _State, ok_paths: set[str], su
 
 
 @dataclass
-class _Writer:
+class ImageRowWriter:
     """Turns embedded images into ``images`` rows (captions embedded) and failures into ``errors`` rows, hands them
     to the committer and counts them in the summary."""
 
@@ -206,6 +218,11 @@ class _Writer:
         base = {f.name for f in base_fields(TABLE, self.index.dim)}
         self.meta_cols = [f.name for f in self.schema if f.name not in base]
 
+    def use_schema(self, schema: pa.Schema) -> None:
+        """Write rows with ``schema`` from now on (the table gained metadata columns)."""
+        self.schema = schema
+        self.__post_init__()
+
     def model(self):
         """The index's encoder (loaded once, by the index)."""
         return self.index.encoder()
@@ -215,7 +232,8 @@ class _Writer:
             self.committer.put("errors", error_table(self.index, TABLE, failures))
             self.summary.errors += len(failures)
 
-    def emit(self, rows: list[Embedded], reused: bool = False) -> None:
+    def emit(self, rows: list[Embedded], reused: bool = False, text_vectors: pa.Array | None = None) -> None:
+        """Rows for ``rows``; ``text_vectors``: their caption vectors when already embedded (the Ray engine)."""
         if not rows:
             return
         n, dim = len(rows), self.index.dim
@@ -226,7 +244,7 @@ class _Writer:
                 "bytes": [it.bytes for it in items], "mtime": [it.mtime for it in items],
                 "hash": [r.hash for r in rows], "caption": captions, "label": [it.label for it in items],
                 "vector": vectors_to_arrow(np.stack([r.vector for r in rows]).astype(np.float32), dim),
-                "text_vector": self._caption_vectors(captions)}
+                "text_vector": self._caption_vectors(captions) if text_vectors is None else text_vectors}
         for c in self.meta_cols:
             cols[c] = [it.meta.get(c) for it in items]
         self.committer.put(TABLE, pa.table(cols, schema=self.schema))
@@ -261,7 +279,7 @@ class _Pending:
     to_reuse: list[tuple[Item, Decoded]] = field(default_factory=list)
 
 
-def _encode_pending(writer: _Writer, pending: _Pending) -> None:
+def _encode_pending(writer: ImageRowWriter, pending: _Pending) -> None:
     if not pending.to_encode:
         return
     vecs = writer.model().encode_prepared(np.stack([d.pixels for _, d in pending.to_encode]))
@@ -269,7 +287,7 @@ def _encode_pending(writer: _Writer, pending: _Pending) -> None:
     pending.to_encode.clear()
 
 
-def _reuse_pending(writer: _Writer, state: _State, pending: _Pending, opts: ImageIndexOptions) -> None:
+def _reuse_pending(writer: ImageRowWriter, state: StoredImages, pending: _Pending, opts: ImageIndexOptions) -> None:
     """Copy the stored vectors of files recognised by content hash; a row replaced during this run meanwhile
     sends its file back to be decoded and encoded after all."""
     if not pending.to_reuse:
@@ -297,7 +315,7 @@ def _reuse_pending(writer: _Writer, state: _State, pending: _Pending, opts: Imag
         _encode_pending(writer, pending)
 
 
-def _embed(writer: _Writer, state: _State, todo: list[Item], opts: ImageIndexOptions,
+def _embed(writer: ImageRowWriter, state: StoredImages, todo: list[Item], opts: ImageIndexOptions,
            on_progress: Callable[[Progress], None] | None, t0: float) -> None:
     """Decode ``todo`` in worker processes and write each image as it comes, batched for the encoder."""
     by_path = {it.path: it for it in todo}

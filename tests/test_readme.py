@@ -96,6 +96,8 @@ NOT_RUN = {
     "pip install -e": "the quickstart installs the package; .ci/run runs it on a fresh clone",
     "clipdex serve photos.clipdex ": "starts a server that runs until stopped; tests/test_serve_cli.py runs one",
     "curl -s localhost:8000": "talks to a running server; tests/test_serve_api.py sends the same requests",
+    "--engine ray": "names shard sets that are not generated here and starts Ray; tests/test_shards.py and "
+                    "tests/test_ray_engine.py run both engines on generated shards",
 }
 
 

@@ -69,6 +69,9 @@ def base_fields(table: str, dim: int) -> list[pa.Field]:
                 pa.field("text", pa.string()), pa.field("n_tokens", pa.int32()), pa.field("n_chunks", pa.int32()),
                 pa.field("strategy", pa.string()), pa.field("hash", pa.string()), pa.field("mtime", pa.float64()),
                 pa.field("bytes", pa.int64()), vec]
+    if table == "shards":  # shards fully indexed: size and mtime as read, samples (failed ones), why the tar broke
+        return [pa.field(n, {"path": pa.string(), "broken": pa.string(), "when": pa.string(), "mtime": pa.float64()}
+                         .get(n, pa.int64()), n != "id") for n in "id path bytes mtime samples errors broken when".split()]
     if table == "errors":
         return [pa.field("id", pa.int64(), False), pa.field("path", pa.string()), pa.field("stage", pa.string()),
                 pa.field("reason", pa.string()), pa.field("when", pa.string()), pa.field("bytes", pa.int64()),
@@ -110,7 +113,6 @@ class Index:
         self._next_id: dict[str, int] = {}
         self._changed = False  # the manifest is rewritten on close only when rows or tables changed
 
-    # -- properties --------------------------------------------------------------------------------------------
     @property
     def dim(self) -> int:
         return int(self.manifest["dim"])
@@ -205,7 +207,6 @@ class Index:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    # -- model -------------------------------------------------------------------------------------------------
     def check_model(self, spec) -> None:
         """Raise ``ModelMismatch`` unless ``spec`` is the model this index was built with."""
         if self.model == NO_MODEL:
@@ -326,7 +327,6 @@ class Index:
         if not self.writable:
             raise InvalidInput(f"{self.path} was opened read-only")
 
-    # -- inspection --------------------------------------------------------------------------------------------
     def info(self) -> dict:
         """Manifest, tables with live row counts and search structures, error summary, size on disk."""
         tables = {}

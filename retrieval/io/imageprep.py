@@ -145,7 +145,13 @@ def read_and_prepare(path: str, prep: ImagePrep, max_bytes: int = MAX_BYTES) -> 
 
     Raises ``ImageReadError`` with the failing stage.
     """
-    data = read_image_file(path, max_bytes)
+    return prepare_bytes(read_image_file(path, max_bytes), prep)
+
+
+def prepare_bytes(data: bytes, prep: ImagePrep) -> tuple[np.ndarray, str, int, int]:
+    """Image bytes (a file's, or a tar member's) -> (pixels (H,W,3) uint8, hash, width, height).
+
+    Raises ``ImageReadError`` (stage "decode")."""
     img = open_image(data, prep.size)
     width, height = img.size  # after draft these are the reduced sizes; report the header's size instead
     try:

@@ -1,0 +1,113 @@
+"""The Ray Data engine (``--engine ray``) in Ray local mode: the same rows as the local engine, exactly once after a
+killed driver, bad shards recorded. Slow (Ray starts processes); two CPUs and a capped object store."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from indexers.images import ImageIndexOptions
+from indexers.samples.shards import make_bad_shards, make_shards
+from indexers.shards import index_shards
+from retrieval.index.directory import create_index, open_index
+from retrieval.io.shards import discover_shards
+
+ray = pytest.importorskip("ray", reason="the [ray] extra (in [dev])")
+pytestmark = pytest.mark.slow
+TINY = "clipdex-tiny"
+OPTS = ImageIndexOptions(workers=0, batch_size=8, optimize=False)
+RAY_INIT = dict(num_cpus=2, object_store_memory=200 * 1024 * 1024, include_dashboard=False, log_to_driver=False)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(**RAY_INIT)
+    yield
+    ray.shutdown()
+
+
+def rows(ix, table="images") -> dict:
+    t = pa.Table.from_batches(list(ix.store.scan(table)))
+    return {r["path"]: r for r in t.to_pylist()}
+
+
+def test_ray_and_local_engines_give_the_same_rows_and_vectors(tmp_path, local_ray):
+    from indexers.ray_engine import RayOptions, index_shards_ray
+
+    make_shards(tmp_path / "shards", n_shards=3, per_shard=8, failed_per_shard=1)
+    make_bad_shards(tmp_path / "shards")
+    found = discover_shards([str(tmp_path / "shards")])
+    with create_index(tmp_path / "local", model=TINY) as ix:
+        local_sum = index_shards(ix, found, OPTS).as_dict()
+        local, local_err, local_done = rows(ix), rows(ix, "errors"), rows(ix, "shards")
+    with create_index(tmp_path / "ray", model=TINY) as ix:
+        ray_sum = index_shards_ray(ix, found, OPTS, RayOptions()).as_dict()
+        remote, remote_err, remote_done = rows(ix), rows(ix, "errors"), rows(ix, "shards")
+    for k in ("added", "errors", "shards", "bad_shards"):
+        assert local_sum[k] == ray_sum[k], k
+    assert local_sum["added"] == 24 + 3 + 5 + 5 and local.keys() == remote.keys()
+    for path, a in local.items():
+        b = remote[path]
+        for col in ("shard", "key", "caption", "url", "width", "height", "hash", "bytes", "mtime", "sha256"):
+            assert a[col] == b[col], (path, col)
+        np.testing.assert_allclose(a["vector"], b["vector"], atol=1e-5)
+        np.testing.assert_allclose(a["text_vector"], b["text_vector"], atol=1e-5)
+    assert {p: (e["stage"], e["reason"]) for p, e in local_err.items()} == \
+        {p: (e["stage"], e["reason"]) for p, e in remote_err.items()}
+    assert {p: (d["samples"], d["errors"], d["broken"]) for p, d in local_done.items()} == \
+        {p: (d["samples"], d["errors"], d["broken"]) for p, d in remote_done.items()}
+    assert any(d["broken"] for d in remote_done.values())  # the truncated tar and the non-tar are recorded
+
+
+# The driver with Index.add_rows patched to SIGKILL it once the Nth images commit has landed (an event).
+KILL_DRIVER = """
+import os, signal, sys
+from retrieval.index import directory
+real, seen = directory.Index.add_rows, [0]
+def add_rows(self, table, rows):
+    real(self, table, rows)
+    if table == "images":
+        seen[0] += 1
+        if seen[0] == int(os.environ["KILL_AT"]):
+            os.kill(os.getpid(), signal.SIGKILL)
+directory.Index.add_rows = add_rows
+import ray
+ray.init(**%r)
+from cli.main import main
+sys.argv[0] = "clipdex"
+main()
+""" % RAY_INIT
+
+
+def test_a_killed_driver_rerun_commits_every_sample_exactly_once_and_search_reads_the_result(tmp_path):
+    make_shards(tmp_path / "shards", n_shards=3, per_shard=10, failed_per_shard=1)
+    idx = tmp_path / "ix"
+    args = ["index", "images", str(tmp_path / "shards"), "--index", str(idx), "--model", TINY, "--engine", "ray",
+            "--batch-size", "4", "--commit-every", "4"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "KILL_AT": "2"}
+    killed = subprocess.run([sys.executable, "-c", KILL_DRIVER, *args], env=env, capture_output=True, timeout=400)
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    with open_index(idx) as ix:
+        assert 0 < ix.store.count("images") < 30 and ix.store.count("shards") < 3
+    done = subprocess.run([sys.executable, "-c", KILL_DRIVER.replace("KILL_AT", "NO_KILL_AT"), *args, "--json"],
+                          env={**env, "NO_KILL_AT": "0"}, capture_output=True, text=True, timeout=400)
+    assert done.returncode == 0, done.stderr[-2000:]
+    s = json.loads(done.stdout.strip().splitlines()[-1])
+    with open_index(idx) as ix:
+        paths = [r for r in rows(ix)]
+        errs = list(rows(ix, "errors"))
+        assert ix.store.count("shards") == 3
+    assert len(paths) == 30 and len(errs) == 3
+    assert s["added"] + s["unchanged"] == 30
+    opt = subprocess.run([sys.executable, "-m", "cli.main", "optimize", str(idx)], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert opt.returncode == 0, opt.stderr[-2000:]
+    found = subprocess.run([sys.executable, "-m", "cli.main", "search", str(idx), "a red circle", "-k", "3", "--json"],
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert found.returncode == 0 and found.stdout.count("\n") == 3 and "#" in found.stdout
