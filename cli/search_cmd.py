@@ -7,7 +7,7 @@ import pyarrow as pa
 
 from retrieval.errors import InvalidInput
 from retrieval.index.directory import open_index
-from retrieval.query.search import search as run_search
+from retrieval.query.search import search as run_search, text_query_encoder
 
 from cli.options import device_option, json_option, min_score_option, top_k_option
 from cli.output import print_json_lines, print_table
@@ -42,8 +42,12 @@ def search(index_path, text, image, vectors, k, where, min_score, table, model, 
         with open_index(index_path) as ix:
             if model is not None:
                 ix.check_model(model)
-            encoder = ix.encoder(device=device)
-            if table in ("videos", "frames") or any(v not in (None, False) for v in video.values()):
+            videos = table in ("videos", "frames") or any(v not in (None, False) for v in video.values())
+            if text is not None:  # a text query may run on the exported text tower, without importing torch
+                encoder = text_query_encoder(ix, device, long_text, "videos" if videos and table != "frames" else table)
+            else:
+                encoder = ix.encoder(device=device)
+            if videos:
                 result = run_video_search(ix, text, image, k, where, min_score, encoder, table, long_text, video)
             else:
                 result = run_search(ix, text, image=image, k=k, table=table, where=where, min_score=min_score,

@@ -15,6 +15,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from retrieval.encode.text import encode_long_texts
+from retrieval.encode.text_tower import ensure_text_tower
 from retrieval.errors import InvalidInput
 from retrieval.io.imageprep import ImagePrep
 from retrieval.models.factory import ModelSpec, create_model, parse_model_spec
@@ -148,7 +149,9 @@ def _load(spec_str: str, device: str, precision: str) -> ClipEncoder:
     spec = parse_model_spec(spec_str)
     model, preprocess, tokenizer = create_model(spec, device=device)
     log.info("loaded %s on %s (%s)", spec, device, precision)
-    return ClipEncoder(spec, model, preprocess, tokenizer, device, precision)
+    encoder = ClipEncoder(spec, model, preprocess, tokenizer, device, precision)
+    ensure_text_tower(encoder)  # once per model and machine: later text queries need no torch
+    return encoder
 
 
 def load_encoder(spec: str | ModelSpec | None = None, device: str | None = None,

@@ -29,7 +29,7 @@ import numpy as np
 from retrieval.encode.bpe import load_bpe
 from retrieval.encode.text import encode_long_texts
 from retrieval.errors import InvalidInput
-from retrieval.models.specs import ModelSpec, parse_model_spec
+from retrieval.models.specs import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -42,17 +42,22 @@ BLOCK_KEYS = {"ln_1.weight", "ln_1.bias", "attn.in_proj_weight", "attn.in_proj_b
 OPTIONAL_BLOCK_KEYS = {"ls_1.gamma", "ls_2.gamma"}
 
 
-def tower_dir(spec: str | ModelSpec) -> Path:
-    """The cache folder of a model's exported text tower. The key covers the spec, the torch and open_clip versions
-    (random-initialised models depend on them) and, for a checkpoint file or folder, its size and mtime."""
-    spec = parse_model_spec(spec)
+def tower_dir(spec: str) -> Path:
+    """The cache folder of a model's exported text tower, for the canonical spec string (as in an index manifest;
+    not parsed here, since parsing imports open_clip). The key covers the torch and open_clip versions too
+    (random-initialised models depend on them); a checkpoint's size and mtime are checked from ``meta.json``."""
     parts = [str(spec), _version("torch"), _version("open_clip_torch")]
-    if spec.kind in ("checkpoint", "local-dir", "longclip") and spec.source and os.path.exists(spec.source):
-        st = os.stat(spec.source)
-        parts += [str(st.st_size), str(st.st_mtime_ns)]
     key = hashlib.sha1("\n".join(parts).encode()).hexdigest()[:16]
     root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "clipdex" / "text-towers"
     return root / key
+
+
+def _source_stat(spec: ModelSpec) -> list | None:
+    """[path, size, mtime_ns] of a model given by a file or folder, None for named models."""
+    if spec.kind in ("checkpoint", "local-dir", "longclip") and spec.source and os.path.exists(spec.source):
+        st = os.stat(spec.source)
+        return [spec.source, st.st_size, st.st_mtime_ns]
+    return None
 
 
 def _version(dist: str) -> str:
@@ -195,7 +200,9 @@ def export_text_tower(encoder, folder: Path) -> bool:
     if not err <= TOLERANCE:
         log.warning("text tower not exported: numpy and torch differ by %.2g", err)
         return False
-    meta.update(spec=str(encoder.spec), dim=int(arrays["projection"].shape[1]), max_error=err)
+    spec = encoder.spec
+    meta.update(spec=str(spec), model={"kind": spec.kind, "arch": spec.arch, "source": spec.source},
+                source_stat=_source_stat(spec), dim=int(arrays["projection"].shape[1]), max_error=err)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
     try:
@@ -213,7 +220,7 @@ def ensure_text_tower(encoder) -> None:
     """Export ``encoder``'s text tower to its cache folder once (a no-op when present, disabled or on error)."""
     if not enabled():
         return
-    folder = tower_dir(encoder.spec)
+    folder = tower_dir(str(encoder.spec))
     if (folder / "meta.json").is_file() or (folder / "unsupported").exists():
         return
     if not export_text_tower(encoder, folder):
@@ -239,9 +246,9 @@ class TowerEncoder:
     device = "cpu"
     precision = "fp32"
 
-    def __init__(self, spec: ModelSpec, folder: Path):
-        self.spec = spec
+    def __init__(self, folder: Path):
         self.meta = json.loads((folder / "meta.json").read_text())
+        self.spec = ModelSpec(**self.meta["model"])
         with np.load(folder / "tower.npz") as z:
             self.weights = {k: z[k] for k in z.files}
         self.context_length = int(self.meta["context_length"])
@@ -263,19 +270,29 @@ class TowerEncoder:
         raise InvalidInput("this encoder only encodes texts")
 
 
-def load_tower_encoder(spec: str | ModelSpec) -> TowerEncoder | None:
-    """The exported text tower of ``spec`` as an encoder, or None (not exported, unsupported, disabled, damaged)."""
-    if not enabled():
-        return None
-    spec = parse_model_spec(spec)
+def load_tower_encoder(spec: str) -> TowerEncoder | None:
+    """The exported text tower of the canonical ``spec`` string as an encoder, or None (not exported, unsupported,
+    disabled, damaged, or its checkpoint file changed since)."""
     folder = tower_dir(spec)
-    if not (folder / "meta.json").is_file():
+    if not enabled() or not (folder / "meta.json").is_file():
         return None
     try:
-        enc = TowerEncoder(spec, folder)
-    except (OSError, ValueError, KeyError) as exc:
+        enc = TowerEncoder(folder)
+        stat = enc.meta.get("source_stat")
+        if stat and (lambda st: [stat[0], st.st_size, st.st_mtime_ns])(os.stat(stat[0])) != stat:
+            return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
         log.warning("ignoring the exported text tower in %s: %s", folder, exc)
         return None
-    if enc.meta.get("format") != FORMAT or enc.meta.get("spec") != str(spec):
+    if enc.meta.get("format") != FORMAT or enc.meta.get("spec") != spec or str(enc.spec) != spec:
         return None
     return enc
+
+
+def query_tower(manifest: dict, table: str, long_text: str | None, device: str | None) -> TowerEncoder | None:
+    """The exported tower for a text query against ``table`` of an index with ``manifest``, when the query runs on
+    the CPU (``device`` None or "cpu") with a strategy other than longclip (which needs the torch model)."""
+    built = (manifest.get("tables", {}).get(table) or {}).get("long_text")
+    if device not in (None, "cpu") or (long_text or built) == "longclip":
+        return None
+    return load_tower_encoder(manifest["model"])

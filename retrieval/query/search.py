@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from retrieval.encode.text import CLIP_WINDOW, encode_long_texts, query_strategy
+from retrieval.encode.text_tower import query_tower
 from retrieval.errors import InvalidInput
 from retrieval.index.directory import Index, open_index
 from retrieval.io.imageprep import MAX_BYTES, ImageReadError, open_image, read_image_file
@@ -63,6 +64,14 @@ def query_vectors(index: Index, text: str | Sequence[str] | None = None, image=N
     images = image if isinstance(image, (list, tuple)) else [image]
     images = [load_query_image(im) if isinstance(im, (str, os.PathLike)) else im for im in images]
     return enc.encode_images(images)
+
+
+def text_query_encoder(index: Index, device: str | None = None, long_text: str | None = None,
+                       table: str = "images"):
+    """The encoder for text queries against ``table``: the model's exported text tower run with numpy when
+    ``query_tower`` allows it (no torch import; the CPU encoder's vectors to 1e-4), else ``index.encoder``."""
+    tower = None if getattr(index, "_encoder", None) else query_tower(index.manifest, table, long_text, device)
+    return tower or index.encoder(device=device)
 
 
 def rows_for_hits(index: Index, table: str, D: np.ndarray, I: np.ndarray, min_score: float | None = None,
