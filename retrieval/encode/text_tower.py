@@ -2,7 +2,7 @@
 
 A one-shot ``clipdex search INDEX "text"`` used to spend most of its time importing torch and open_clip. The first
 time a model is loaded through an index (``Index.encoder``), ``ensure_text_tower`` writes its text transformer's
-weights (``tower.npz``) and a ``meta.json`` to a per-model folder of the user cache
+weights (one ``.npy`` per array) and a ``meta.json`` to a per-model folder of the user cache
 (``$XDG_CACHE_HOME/clipdex/text-towers/<key>``), after checking on probe texts that the numpy forward pass gives
 the torch encoder's vectors to 1e-4 (otherwise nothing is written and queries keep using torch). Later text
 queries on the CPU load ``TowerEncoder`` (``load_tower_encoder``): the torch-free BPE tokenizer of
@@ -96,7 +96,7 @@ def _act(x: np.ndarray, kind: str) -> np.ndarray:
 def tower_forward(w: dict, meta: dict, tokens: np.ndarray) -> np.ndarray:
     """(B, ctx) int token ids (start/end tokens included) -> (B, d) float32 unit rows, as the torch text tower.
 
-    ``w``: the arrays of ``tower.npz``; ``meta``: heads, layers, eps, act, pool, causal."""
+    ``w``: the exported arrays; ``meta``: heads, layers, eps, act, pool, causal."""
     tokens = np.asarray(tokens, np.int64)
     b, n = tokens.shape
     x = w["token_embedding"][tokens] + w["positional_embedding"][:n]  # (B, n, width)
@@ -206,7 +206,8 @@ def export_text_tower(encoder, folder: Path) -> bool:
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
     try:
-        np.savez(tmp / "tower.npz", **arrays)
+        for name, a in arrays.items():  # one .npy per array, memory-mapped when loaded (a query reads few rows
+            np.save(tmp / f"{name}.npy", a)  # of the token embedding)
         (tmp / "meta.json").write_text(json.dumps(meta))  # written last: a folder with meta.json is complete
         os.replace(tmp, folder)
     except OSError as exc:  # a read-only or full cache: queries keep using torch
@@ -249,8 +250,7 @@ class TowerEncoder:
     def __init__(self, folder: Path):
         self.meta = json.loads((folder / "meta.json").read_text())
         self.spec = ModelSpec(**self.meta["model"])
-        with np.load(folder / "tower.npz") as z:
-            self.weights = {k: z[k] for k in z.files}
+        self.weights = {p.stem: np.load(p, mmap_mode="r") for p in folder.glob("*.npy")}
         self.context_length = int(self.meta["context_length"])
         self.dim = int(self.meta["dim"])
         self.tokenizer = load_bpe(None, self.context_length)
