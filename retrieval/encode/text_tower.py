@@ -3,7 +3,7 @@
 A one-shot ``clipdex search INDEX "text"`` used to spend most of its time importing torch and open_clip. The first
 time a model is loaded through an index (``Index.encoder``), ``ensure_text_tower`` writes its text transformer's
 weights (one ``.npy`` per array) and a ``meta.json`` to a per-model folder of the user cache
-(``$XDG_CACHE_HOME/clipdex/text-towers/<key>``), after checking on probe texts that the numpy forward pass gives
+(``cache_root()/text-towers/<key>``), after checking on probe texts that the numpy forward pass gives
 the torch encoder's vectors to 1e-4 (otherwise nothing is written and queries keep using torch). Later text
 queries on the CPU load ``TowerEncoder`` (``load_tower_encoder``): the torch-free BPE tokenizer of
 ``retrieval.encode.bpe`` and ``tower_forward``, with the interface ``encode_long_texts`` needs.
@@ -48,8 +48,14 @@ def tower_dir(spec: str) -> Path:
     (random-initialised models depend on them); a checkpoint's size and mtime are checked from ``meta.json``."""
     parts = [str(spec), _version("torch"), _version("open_clip_torch")]
     key = hashlib.sha1("\n".join(parts).encode()).hexdigest()[:16]
-    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "clipdex" / "text-towers"
-    return root / key
+    return cache_root() / "text-towers" / key
+
+
+def cache_root() -> Path:
+    """clipdex's cache folder: ``$CLIPDEX_CACHE``, else ``$XDG_CACHE_HOME/clipdex``, else ``~/.cache/clipdex``."""
+    if os.environ.get("CLIPDEX_CACHE"):
+        return Path(os.environ["CLIPDEX_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "clipdex"
 
 
 def _source_stat(spec: ModelSpec) -> list | None:

@@ -25,6 +25,7 @@ import pyarrow as pa
 from retrieval.encode.text import query_strategy
 from retrieval.errors import InvalidInput
 from retrieval.index.directory import Index, open_index
+from retrieval.query.frame_cache import FrameCache, frame_cache
 from retrieval.query.search import DEFAULT_K, query_vectors, search
 from retrieval.store.base import VECTOR_COLUMNS, arrow_to_vectors
 from retrieval.algorithms.video import (best_frame, clip_rerank, frame_segments, maxpool_sim, mean_pooling_sim, pad_frames,
@@ -66,28 +67,40 @@ def _id_list(ids) -> str:
     return ",".join(str(int(v)) for v in ids)
 
 
-def candidate_videos(index: Index, q: np.ndarray, opts: VideoSearchOptions, where: str | None = None) -> np.ndarray:
+def candidate_videos(index: Index, q: np.ndarray, opts: VideoSearchOptions, where: str | None = None,
+                     cache: FrameCache | None = None) -> np.ndarray:
     """Union of the video-vector and frame-level shortlists for one query q (d,) -> video ids (n,) int64.
 
     Frames whose video has no row (an indexing run killed between committing a video's frames and its row; the
-    next run deletes them) are skipped, as are frames of videos the ``where`` filter leaves out."""
+    next run deletes them) are skipped, as are frames of videos the ``where`` filter leaves out. ``cache``: the
+    index's ``frame_cache``, which answers frame -> video (and, without ``where``, which videos have rows)."""
     _, Iv = index.search_vectors("videos", q[None], opts.candidates, where=where)
     _, If = index.search_vectors("frames", q[None], opts.candidates * opts.frame_factor)
     fids = If[0][If[0] >= 0]
     from_frames = np.zeros(0, np.int64)
     if len(fids):
-        vid = index.store.take("frames", fids, ["video_id"]).column("video_id").to_numpy()
+        if cache is not None:
+            vid = cache.video_of(fids)
+        else:
+            vid = index.store.take("frames", fids, ["video_id"]).column("video_id").to_numpy()
         _, first = np.unique(vid, return_index=True)  # best frame first: keep the first occurrence of each video
         from_frames = vid[np.sort(first)].astype(np.int64)
-        cond = f"id IN ({_id_list(from_frames)})"
-        rows = index.store.scan("videos", ["id"], where=f"({where}) AND {cond}" if where else cond)
-        keep = np.concatenate([b.column(0).to_numpy() for b in rows] or [np.zeros(0, np.int64)])
+        if cache is not None and not where:
+            keep = cache.video_rows
+        else:
+            cond = f"id IN ({_id_list(from_frames)})"
+            rows = index.store.scan("videos", ["id"], where=f"({where}) AND {cond}" if where else cond)
+            keep = np.concatenate([b.column(0).to_numpy() for b in rows] or [np.zeros(0, np.int64)])
         from_frames = from_frames[np.isin(from_frames, keep)][: opts.candidates]
     return np.unique(np.concatenate([Iv[0][Iv[0] >= 0], from_frames]))
 
 
-def gather_frames(index: Index, video_ids: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Frame vectors and times of each video, in time order: -> ([(F_i, d) float32], [(F_i,) float64 seconds])."""
+def gather_frames(index: Index, video_ids: np.ndarray, cache: FrameCache | None = None
+                  ) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Frame vectors and times of each video, in time order: -> ([(F_i, d) float32], [(F_i,) float64 seconds]);
+    from ``cache`` (the index's ``frame_cache``) when given, else from the store."""
+    if cache is not None:
+        return cache.frames(np.asarray(video_ids, np.int64))
     parts = []
     for i in range(0, len(video_ids), 2048):
         where = f"video_id IN ({_id_list(video_ids[i:i + 2048])})"
@@ -147,11 +160,12 @@ def search_videos(index: Index | str, text: str | None = None, *, image=None, ve
     schema = index.store.schema("videos")
     columns = [f.name for f in schema if f.name not in VECTOR_COLUMNS and not pa.types.is_fixed_size_list(f.type)]
     tables = []
+    cache = frame_cache(index)
     for qi, q in enumerate(xq):
-        ids = candidate_videos(index, q, opts, where)
+        ids = candidate_videos(index, q, opts, where, cache)
         if len(ids) == 0:
             continue
-        frames, times = gather_frames(index, ids)
+        frames, times = gather_frames(index, ids, cache)
         r = rank_videos(q, frames, times, opts)
         ok = np.flatnonzero(np.isfinite(r["score"]))
         top = ok[np.argsort(-r["score"][ok], kind="stable")][:k]

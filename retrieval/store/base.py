@@ -145,6 +145,11 @@ class Store(abc.ABC):
     def ann_info(self, name: str) -> dict:
         """The table's search structure: {"kind": "flat"|..., "params": {...}}."""
 
+    def version(self, name: str):
+        """A value that changes with every commit that changes ``name``'s rows (for caches of its contents); None
+        when the backend cannot tell (then nothing is cached)."""
+        return None
+
     def flush(self) -> None:
         """Persist derived structures (no-op for backends whose every commit is complete)."""
 

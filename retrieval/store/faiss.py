@@ -163,6 +163,9 @@ class FaissStore(Store):
         sql = filter_sql(where, t.state.schema, "duckdb")  # InvalidFilter unless a plain filter over t's columns
         return self._filter.matching_ids(t.state.part_paths(), sql)
 
+    def version(self, name: str) -> int:
+        return self._read(name, lambda t: t.state.generation)  # bumped by every commit that changes the rows
+
     def count(self, name: str, where: str | None = None) -> int:
         def run(t: FaissTable) -> int:
             if where:

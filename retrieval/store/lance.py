@@ -96,6 +96,9 @@ class LanceStore(Store):
             table.delete(f"id IN ({','.join(str(int(v)) for v in ids[i:i + 8192])})")
         return before - table.count_rows()
 
+    def version(self, name: str) -> int:
+        return int(self._t(name).version)  # every add / delete / compaction is a new Lance version
+
     def count(self, name: str, where: str | None = None) -> int:
         return self._count(name, filter_sql(where, self.schema(name), "lance"))
 
