@@ -8,7 +8,7 @@ import pytest
 
 from retrieval.index.directory import create_index
 from retrieval.query.frame_cache import frame_cache
-from retrieval.query.video import VideoSearchOptions, search_videos
+from retrieval.query.video import VideoSearchOptions, gather_frames, search_videos
 
 D = 16
 
@@ -62,6 +62,10 @@ def test_cache_path_equals_store_path(tmp_path, monkeypatch, backend):
     try:
         cache = frame_cache(ix)
         assert cache is not None and frame_cache(ix) is cache  # read once, kept
+        ids = np.array([5, 0, 29, 12, 999], np.int64)  # 999: no such video
+        for (a, ta), (b, tb) in zip(zip(*gather_frames(ix, ids, cache)), zip(*gather_frames(ix, ids))):
+            assert np.array_equal(a, b) and np.array_equal(ta, tb)  # the same frames, in time order
+        assert sum(len(t) for t in gather_frames(ix, ids, cache)[1][:4]) > 4
         rng = np.random.default_rng(1)
         for pool in ("max", "mean", "query-scoring"):
             opts = VideoSearchOptions(pool=pool, candidates=5, frame_factor=2, segments=True)
