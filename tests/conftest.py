@@ -2,8 +2,10 @@
 network anywhere. Helpers that are not fixtures live in tests/helpers.py, generated data in indexers.samples."""
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,9 @@ from retrieval.io.sources import discover
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tests never reach for the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if "CLIPDEX_CACHE" not in os.environ:  # exported text towers go to a private folder, removed at exit
+    os.environ["CLIPDEX_CACHE"] = tempfile.mkdtemp(prefix="clipdex-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["CLIPDEX_CACHE"], True)
 
 TINY = "clipdex-tiny"
 
