@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -14,7 +15,8 @@ import pytest
 from indexers.images import ImageIndexOptions, index_images
 from retrieval.encode.bpe import load_bpe
 from retrieval.encode.text import encode_long_texts
-from retrieval.encode.text_tower import ensure_text_tower, load_tower_encoder, query_tower, tower_dir
+from retrieval.encode.text_tower import (ensure_text_tower, export_text_tower, load_tower_encoder, query_tower,
+                                          tower_dir)
 from retrieval.index.directory import create_index
 from retrieval.io.sources import discover
 
@@ -88,3 +90,20 @@ def test_cli_text_search_skips_torch_with_the_same_results(tiny, tower, shapes_d
     fast, slow = runs["auto"][0], runs["torch"][0]
     assert len(fast) == 8 and [r["id"] for r in fast] == [r["id"] for r in slow]
     np.testing.assert_allclose([r["score"] for r in fast], [r["score"] for r in slow], atol=1e-4)
+
+
+def test_a_model_it_cannot_reproduce_keeps_the_torch_path(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("CLIPDEX_CACHE", str(tmp_path / "cache"))
+    other = SimpleNamespace(spec=tiny.spec, model=SimpleNamespace(visual=None), tokenizer=tiny.tokenizer,
+                            device="cpu")  # no text transformer of the supported kind (an HF text tower, say)
+    assert export_text_tower(other, tmp_path / "x") is False and not (tmp_path / "x").exists()
+    ensure_text_tower(other)
+    assert (tower_dir(str(tiny.spec)) / "unsupported").exists() and load_tower_encoder(str(tiny.spec)) is None
+    ensure_text_tower(tiny)  # marked: not tried again
+    assert load_tower_encoder(str(tiny.spec)) is None
+
+
+def test_a_second_exporter_finds_the_first_ones_tower(tiny, tower, monkeypatch):
+    folder = tower_dir(str(tiny.spec))
+    assert export_text_tower(tiny, folder) is None  # the folder exists: nothing replaced, nothing marked
+    assert not (folder / "unsupported").exists() and load_tower_encoder(str(tiny.spec)) is not None

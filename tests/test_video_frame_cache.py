@@ -83,3 +83,20 @@ def test_cache_path_equals_store_path(tmp_path, monkeypatch, backend):
         assert "new.mp4" in fast.column("path").to_pylist()
     finally:
         ix.close()
+
+
+def test_the_cache_is_read_from_the_second_query_of_an_open_index(tmp_path):
+    ix, vec = _build(tmp_path / "ix", "lance")
+    try:
+        search_videos(ix, vectors=vec[0], k=3)  # one-shot (the CLI): the store answers, nothing is read
+        assert frame_cache(ix, read=False) is None
+        search_videos(ix, vectors=vec[1], k=3)
+        assert frame_cache(ix, read=False) is not None
+    finally:
+        ix.close()
+    ix2, vec2 = _build(tmp_path / "ix2", "faiss")
+    try:
+        search_videos(ix2, vectors=vec2[:2], k=3)  # a batch of queries reads it at once
+        assert frame_cache(ix2, read=False) is not None
+    finally:
+        ix2.close()

@@ -189,9 +189,10 @@ def _reference(encoder, tokens: np.ndarray) -> np.ndarray:
         return (feats / feats.norm(dim=-1, keepdim=True).clamp_min(1e-12)).cpu().numpy()
 
 
-def export_text_tower(encoder, folder: Path) -> bool:
+def export_text_tower(encoder, folder: Path) -> bool | None:
     """Write ``encoder``'s text tower to ``folder`` when it is supported and its numpy forward matches torch on the
-    probe texts to ``TOLERANCE`` (tokens and vectors); False (nothing written) otherwise."""
+    probe texts to ``TOLERANCE`` (tokens and vectors): True; False (nothing written) for a model it does not
+    reproduce; None when the folder could not be written."""
     found = _extract(encoder.model, encoder.tokenizer)
     if found is None:
         return False
@@ -216,10 +217,11 @@ def export_text_tower(encoder, folder: Path) -> bool:
             np.save(tmp / f"{name}.npy", a)  # of the token embedding)
         (tmp / "meta.json").write_text(json.dumps(meta))  # written last: a folder with meta.json is complete
         os.replace(tmp, folder)
-    except OSError as exc:  # a read-only or full cache: queries keep using torch
-        log.warning("text tower not exported to %s: %s", folder, exc)
+    except OSError as exc:  # another process wrote it first, or a read-only or full cache (then: torch)
         shutil.rmtree(tmp, ignore_errors=True)
-        return False
+        if not (folder / "meta.json").is_file():
+            log.warning("text tower not exported to %s: %s", folder, exc)
+        return None
     return True
 
 
@@ -230,7 +232,12 @@ def ensure_text_tower(encoder) -> None:
     folder = tower_dir(str(encoder.spec))
     if (folder / "meta.json").is_file() or (folder / "unsupported").exists():
         return
-    if not export_text_tower(encoder, folder):
+    try:
+        done = export_text_tower(encoder, folder)
+    except Exception as exc:  # noqa: BLE001 - an optimisation only: any failure leaves queries on torch
+        log.warning("text tower not exported: %s", exc)
+        done = False
+    if done is False:
         try:  # remember it, so that the check is not redone on every load
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "unsupported").touch()

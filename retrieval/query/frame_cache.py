@@ -8,6 +8,10 @@ offsets) and answers both by ``searchsorted`` and slices. It is kept per open in
 ``version`` of ``frames`` and ``videos`` stays the same (any commit drops it), and only when the vectors fit
 ``CLIPDEX_FRAME_CACHE_MB`` (default 2048); otherwise, or when the backend has no version, ``frame_cache`` returns
 None and video search asks the store as before.
+
+Reading the table costs several queries' worth (4.8 s for 600,000 frames of 512 dimensions against 0.7 s for a
+query), so it is read only for an index that answers more than one video query (``wanted``): a one-shot
+``clipdex search --table videos`` keeps the store path; a server, a notebook or a batch of queries gets the cache.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from retrieval.store.base import arrow_to_vectors
 
 DEFAULT_BUDGET_MB = 2048
 _CACHES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_USES: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
 @dataclass
@@ -61,8 +66,15 @@ def _budget_bytes() -> int:
     return int(float(os.environ.get("CLIPDEX_FRAME_CACHE_MB", DEFAULT_BUDGET_MB)) * 2**20)
 
 
-def frame_cache(index) -> FrameCache | None:
-    """The index's frame cache, read now when missing or stale; None when it does not apply (see module doc)."""
+def wanted(index, n_queries: int) -> bool:
+    """Count ``n_queries`` video queries on ``index``; True once it has had more than one (the cache pays)."""
+    _USES[index] = _USES.get(index, 0) + n_queries
+    return _USES[index] > 1
+
+
+def frame_cache(index, read: bool = True) -> FrameCache | None:
+    """The index's frame cache, read now when missing or stale (unless ``read`` is False); None when it does not
+    apply (see module doc)."""
     store = index.store
     if not (store.has_table("frames") and store.has_table("videos")):
         return None
@@ -75,6 +87,8 @@ def frame_cache(index) -> FrameCache | None:
         return None
     if found is not None and found.key == key:
         return found
+    if not read:
+        return None
     cache = _read(index, key)
     _CACHES[index] = cache
     return cache

@@ -25,7 +25,7 @@ import pyarrow as pa
 from retrieval.encode.text import query_strategy
 from retrieval.errors import InvalidInput
 from retrieval.index.directory import Index, open_index
-from retrieval.query.frame_cache import FrameCache, frame_cache
+from retrieval.query.frame_cache import FrameCache, frame_cache, wanted
 from retrieval.query.search import DEFAULT_K, query_vectors, search
 from retrieval.store.base import VECTOR_COLUMNS, arrow_to_vectors
 from retrieval.algorithms.video import (best_frame, clip_rerank, frame_segments, maxpool_sim, mean_pooling_sim, pad_frames,
@@ -160,7 +160,7 @@ def search_videos(index: Index | str, text: str | None = None, *, image=None, ve
     schema = index.store.schema("videos")
     columns = [f.name for f in schema if f.name not in VECTOR_COLUMNS and not pa.types.is_fixed_size_list(f.type)]
     tables = []
-    cache = frame_cache(index)
+    cache = frame_cache(index, read=wanted(index, len(xq)))  # a one-shot query does not read every frame
     for qi, q in enumerate(xq):
         ids = candidate_videos(index, q, opts, where, cache)
         if len(ids) == 0:
