@@ -107,7 +107,7 @@ def clip_loss(img, txt, logit_scale, texts) -> torch.Tensor:
     return 0.5 * (-(target * F.log_softmax(logits, 1)).sum(1).mean() - (target * F.log_softmax(logits.T, 1)).sum(1).mean())
 
 
-def train(steps: int = 1300, batch: int = 256, pool: int = 60000, lr: float = 2e-3, seed: int = 0,
+def train(steps: int = 640, batch: int = 256, pool: int = 40000, lr: float = 2.5e-3, seed: int = 0,
           threads: int = 2, out: Path = WEIGHTS, log_every: int = 50) -> dict:
     """Train and save the weights (fp16 safetensors). Returns a small report (loss curve, seconds)."""
 
@@ -160,10 +160,10 @@ def train(steps: int = 1300, batch: int = 256, pool: int = 60000, lr: float = 2e
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=1300)
+    p.add_argument("--steps", type=int, default=640)
     p.add_argument("--batch", type=int, default=256)
-    p.add_argument("--pool", type=int, default=60000)
-    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--pool", type=int, default=40000)
+    p.add_argument("--lr", type=float, default=2.5e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=str(WEIGHTS))
