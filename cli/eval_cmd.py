@@ -2,9 +2,11 @@
 model finds and classifies, on any data with known answers (CLIP_benchmark-style)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
-from retrieval.classify.inputs import load_labelled, read_classes
+from retrieval.classify.inputs import load_labelled, read_classes, read_labels
 from retrieval.classify.pipeline import ClassificationRun, ClassifyOptions
 from retrieval.encode.encoder import load_encoder
 from retrieval.encode.text import query_strategy
@@ -66,9 +68,13 @@ def retrieval_cmd(index_path, queries_path, table, depth, long_text, device, as_
 def classify_cmd(source, classes_path, methods, support, shots, templates, model, per_class, device, as_json):
     """Top-1/top-5 accuracy per method on SOURCE: a folder per class, or a manifest with path and label."""
     classes = read_classes(classes_path)
+    named = ({p.name for p in Path(source).iterdir() if p.is_dir() and not p.name.startswith(".")}
+             if Path(source).is_dir() else set(read_labels(source).values()) if Path(source).is_file() else set())
+    unknown = sorted(named - set(classes) - {c.replace(" ", "_") for c in classes})
+    if unknown:
+        raise InvalidInput(f"{source}: label {unknown[0]!r} names no class in {classes_path}"
+                           f"{f' (and {len(unknown) - 1} more)' if len(unknown) > 1 else ''}")
     split = load_labelled(source, classes, what="labelled set")
-    if split.dropped:
-        raise InvalidInput(f"{source}: {split.dropped} images have labels that name no class in {classes_path}")
     if model is None and support:
         with open_index(support) as ix:
             model = ix.model

@@ -122,7 +122,7 @@ def sample_scene(rng: random.Random, n_objects: int | None = None, exclude=(), s
     colors = list(colors or COLORS)
     n = n_objects or rng.choices((1, 2, 3), weights=(5, 3, 2))[0]
     positions = rng.sample(list(POSITIONS), n)
-    if fixed.get("position") and n > 1:
+    if fixed.get("position"):
         positions = [fixed["position"]] + [p for p in positions if p != fixed["position"]][: n - 1]
     objs, used = [], set()
     for i in range(n):

@@ -137,8 +137,8 @@ def training_text(scene: dict, rng: random.Random) -> str:
     batches of their own (:func:`description`)."""
     u = rng.random()
     single = len(scene["objects"]) == 1
-    if single and u < 0.15:
-        return class_prompt(scene["objects"][0]["shape"], rng)
     if single and u < 0.25:
+        return class_prompt(scene["objects"][0]["shape"], rng)
+    if single and u < 0.33:
         return color_prompt(scene["objects"][0]["color"], rng)
     return caption(scene, rng)
