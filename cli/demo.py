@@ -23,10 +23,11 @@ QUERIES = ("a red circle", "a blue square", "a green triangle")
 OFFLINE_NOTE = """\
 note: the default model's weights ({model}) are not available here:
   {reason}
-The demo goes on with {tiny}, a tiny model with random weights. It runs the whole pipeline (drawing, decoding,
-encoding, indexing, searching) so you can see it work end to end, but its rankings mean nothing: text queries
-come back in arbitrary order. Image-to-image search still finds exact matches first. With the weights cached,
-`clipdex demo` uses the real model. `clipdex index` and `clipdex search` never switch models on their own.
+The demo goes on with {tiny}, a tiny model shipped with clipdex and trained only on drawn shapes: it knows
+the colours of simple drawings like the ones the demo draws (not yet reliably their shapes) and nothing of the
+real world, so use it to see the whole pipeline work (drawing, decoding, encoding, indexing, searching), not on
+your photos. With the weights cached, `clipdex demo` uses the real model. `clipdex index` and `clipdex search`
+never switch models on their own.
 """
 
 
@@ -35,7 +36,7 @@ come back in arbitrary order. Image-to-image search still finds exact matches fi
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Model to try first.")
 @top_k_option(5, maximum=100)
 def demo(out: str, model: str, k: int) -> None:
-    """Draw shapes, index them with LanceDB, run a few searches."""
+    """Draw shapes (images/<shape>/<colour>_<i>.png), index them with LanceDB, run a few searches."""
     out_dir = Path(out)
     images_dir = out_dir / "images"
     if not images_dir.is_dir():

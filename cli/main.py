@@ -17,8 +17,8 @@ import click
 
 from retrieval.errors import ClipdexError
 
-from cli import (classify_cmd, demo, index_cmd, info_cmd, models_cmd, scale_cmds, search_cmd, serve_cmd, text_cmds,
-                 video_cmds)
+from cli import (classify_cmd, demo, eval_cmd, index_cmd, info_cmd, models_cmd, scale_cmds, search_cmd, serve_cmd,
+                 text_cmds, video_cmds)
 
 DEBUG_ENV = "CLIPDEX_DEBUG"
 
@@ -113,7 +113,7 @@ index.add_command(video_cmds.index_videos_cmd)
 index.add_command(text_cmds.texts)
 index.add_command(scale_cmds.embeddings)
 for command in (scale_cmds.optimize, search_cmd.search, info_cmd.info, models_cmd.models, demo.demo,
-                classify_cmd.classify, classify_cmd.train_reco_cmd, serve_cmd.serve):
+                classify_cmd.classify, classify_cmd.train_reco_cmd, eval_cmd.eval_group, serve_cmd.serve):
     cli.add_command(command)
 
 

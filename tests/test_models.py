@@ -3,9 +3,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from retrieval.errors import UnknownModel, WeightsUnavailable
+from retrieval.models import factory
 from retrieval.models.factory import DEFAULT_MODEL, ModelSpec, create_model, parse_model_spec
+from retrieval.models.specs import TINY_WEIGHTS
 
 
 def test_default_spec_is_vit_b32_laion():
@@ -95,7 +98,25 @@ def test_random_arch_specs_build_any_architecture_deterministically():
     spec = parse_model_spec("random:clipdex-tiny")
     assert (spec.kind, str(spec)) == ("random", "random:clipdex-tiny")
     a, _, _ = create_model(spec)
-    b, _, _ = create_model(parse_model_spec("clipdex-tiny"))
+    b, _, _ = create_model(parse_model_spec("random:clipdex-tiny"))
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    shipped, _, _ = create_model(parse_model_spec("clipdex-tiny"))
+    assert not torch.equal(a.state_dict()["text_projection"], shipped.state_dict()["text_projection"])
     with pytest.raises(UnknownModel, match="unknown architecture"):
         parse_model_spec("random:ViT-Q-99")
+
+
+def test_clipdex_tiny_is_its_config_with_the_shipped_weights():
+    shipped = load_file(str(TINY_WEIGHTS))
+    model, _, _ = create_model(parse_model_spec("clipdex-tiny"))
+    state = model.state_dict()
+    assert set(shipped) == set(state)
+    assert all(torch.equal(shipped[k].float(), state[k]) for k in state)
+    assert TINY_WEIGHTS.stat().st_size <= 8 * 2**20
+
+
+def test_missing_shipped_weights_are_one_line_saying_how_to_get_them(monkeypatch, tmp_path):
+    monkeypatch.setattr(factory, "TINY_WEIGHTS", tmp_path / "gone.safetensors")
+    with pytest.raises(WeightsUnavailable, match="train_tiny.py") as err:
+        create_model(parse_model_spec("clipdex-tiny"))
+    assert "\n" not in str(err.value)

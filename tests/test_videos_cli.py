@@ -36,14 +36,13 @@ def test_index_videos_reports_what_it_did(built):
 def test_search_videos_with_a_still_returns_the_video_and_the_moment(built, runner, cli, tmp_path):
     root, vids, _ = built
     for v, t in ((vids[0], 3.2), (vids[1], 1.7)):
-        # alpha 0.1: the random tiny model maps both videos' mean-pooled vectors within ~1e-3 of each other, so
-        # the first-stage term must not drown the exact frame match (with a real model the default 0.4 is fine;
-        # the default path is tested on synthetic vectors in test_videos_search.py)
         res = runner.invoke(cli, ["search", str(root / "ix"), "--image", scene_still(v, t, tmp_path), "--table", "videos",
-                                  "-k", "2", "--segments", "--alpha", "0.1", "--json"])
+                                  "-k", "2", "--segments", "--json"])
         assert res.exit_code == 0, res.output
         top = json.loads(res.stdout.splitlines()[0])
-        assert top["path"] == v["path"] and abs(top["t_best"] - t) <= 0.5  # --fps 2
+        # the moment is the one-second scene the still comes from: inside a scene only a small shape moves a little,
+        # which a model of drawings rightly treats as the same picture (frames at --fps 2: two per scene)
+        assert top["path"] == v["path"] and int(top["t_best"]) == int(t)
         assert top["segments"] and all(s["start"] <= s["end"] for s in top["segments"])
 
 
@@ -68,7 +67,7 @@ def test_search_frames_returns_frames_with_times(built, runner, cli, tmp_path):
                               "frames", "-k", "3", "--json"])
     assert res.exit_code == 0, res.output
     top = json.loads(res.stdout.splitlines()[0])
-    assert top["path"] == vids[1]["path"] and abs(top["t"] - 2.6) <= 0.5 and "frame_index" in top
+    assert top["path"] == vids[1]["path"] and int(top["t"]) == 2 and "frame_index" in top  # the still's scene
     table = runner.invoke(cli, ["search", str(root / "ix"), "a red circle", "--table", "videos"])
     assert table.exit_code == 0 and "t_best" in table.stdout.splitlines()[0]
 

@@ -46,10 +46,10 @@ def test_a_still_finds_its_video_first_at_the_right_moment(built):
     for v in good:
         for t in (0.3, v["duration"] / 2 + 0.25, v["duration"] - 0.6):
             for pool in ("max", "query-scoring"):
-                # alpha 0.1 and tau 1e-3: with the random tiny model every cosine sits within ~1e-2 of the others, so
-                # the first-stage (mean-pooled) term must not drown the frame match, and query scoring needs a
-                # temperature on that scale to pick frames (defaults are tested on synthetic vectors in
-                # test_videos_search.py)
+                # alpha 0.1 and tau 1e-3: these scenes of random colour blocks are not drawings clipdex-tiny was
+                # trained on, so their cosines sit close together; the first-stage (mean-pooled) term must not drown
+                # the frame match, and query scoring needs a temperature on that scale to pick frames (defaults are
+                # tested on synthetic vectors in test_videos_search.py)
                 opts = VideoSearchOptions(pool=pool, alpha=0.1, tau=1e-3)
                 res = search_videos(ix, image=scene_still(v, t), k=3, options=opts)
                 assert res.column("path")[0].as_py() == v["path"], (v["path"], t, pool)

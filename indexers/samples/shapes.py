@@ -1,52 +1,42 @@
-"""Drawn images: filled shapes in colours (the demo, tests, notebooks, benchmarks) and deliberately bad files.
+"""Drawn images: filled shapes in colours (the demo, tests, notebooks, benchmarks) and deliberately bad files,
+drawn with the world's shapes (:mod:`indexers.samples.world`).
 
 Nothing here is downloaded; everything is drawn with Pillow from a seed.
 """
 from __future__ import annotations
 
-import math
 import random
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-COLORS = {"red": (220, 30, 30), "green": (30, 170, 60), "blue": (30, 60, 220), "yellow": (240, 210, 30),
-          "purple": (140, 50, 170), "orange": (245, 140, 20)}
+from indexers.samples import world
+
+# the demo's and the tests' default palette and shapes: a subset of the world's (indexers.samples.world)
+COLORS = {name: world.COLORS[name] for name in ("red", "green", "blue", "yellow", "purple", "orange")}
 SHAPES = ("circle", "square", "triangle", "star")
 BACKGROUNDS = ((255, 255, 255), (235, 235, 225), (40, 40, 40))
 
 
 def draw_shape(shape: str, color: tuple[int, int, int], size: int = 128, scale: float = 0.6,
                offset: tuple[float, float] = (0.0, 0.0), background=(255, 255, 255)) -> Image.Image:
-    """One RGB image of a filled shape."""
-    img = Image.new("RGB", (size, size), background)
-    d = ImageDraw.Draw(img)
-    r = scale * size / 2
-    cx, cy = size / 2 + offset[0] * size, size / 2 + offset[1] * size
-    if shape == "circle":
-        d.ellipse([cx - r, cy - r, cx + r, cy + r], fill=color)
-    elif shape == "square":
-        d.rectangle([cx - r, cy - r, cx + r, cy + r], fill=color)
-    elif shape == "triangle":
-        d.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=color)
-    elif shape == "star":
-        pts = []
-        for i in range(10):
-            rad = r if i % 2 == 0 else r * 0.45
-            a = -math.pi / 2 + i * math.pi / 5
-            pts.append((cx + rad * math.cos(a), cy + rad * math.sin(a)))
-        d.polygon(pts, fill=color)
-    else:
-        raise ValueError(f"unknown shape {shape!r}")
-    return img
+    """One RGB image of a filled shape (any of ``world.SHAPES``), anti-aliased; ``scale`` is its diameter as a
+    fraction of the side, ``offset`` its centre's shift from the middle (fractions of the side)."""
+    ss = 4
+    img = Image.new("RGB", (size * ss, size * ss), background)
+    r = scale * size * ss / 2
+    cx, cy = (0.5 + offset[0]) * size * ss, (0.5 + offset[1]) * size * ss
+    ImageDraw.Draw(img).polygon(world.shape_points(shape, cx, cy, r), fill=tuple(color))
+    return img.resize((size, size), Image.LANCZOS)
 
 
 def make_shapes(folder: str | Path, per_pair: int = 2, size: int = 128, seed: int = 0,
                 colors=None, shapes=None, fmt: str = "png") -> list[dict]:
-    """Draw ``per_pair`` variants of every (shape, colour) into ``folder/<shape>/<colour>_<i>.<fmt>``.
+    """Draw ``per_pair`` variants of every (shape, colour) into ``folder/<shape>/<colour>_<i>.<fmt>``: one filled
+    object of the world (any size and position) on a plain background, cleanly rendered.
 
-    Returns one dict per image: path, shape, color, caption.
+    Returns one dict per image: path, shape, color, caption ("a red circle") and the scene it shows.
     """
     rng = random.Random(seed)
     folder = Path(folder)
@@ -55,13 +45,13 @@ def make_shapes(folder: str | Path, per_pair: int = 2, size: int = 128, seed: in
         (folder / shape).mkdir(parents=True, exist_ok=True)
         for cname in colors or COLORS:
             for i in range(per_pair):
-                img = draw_shape(shape, COLORS[cname], size, scale=rng.uniform(0.45, 0.8),
-                                 offset=(rng.uniform(-0.1, 0.1), rng.uniform(-0.1, 0.1)),
-                                 background=rng.choice(BACKGROUNDS))
+                scene = world.sample_scene(rng, n_objects=1, shape=shape, color=cname, style="filled",
+                                           background="plain")
+                img = world.render_scene(scene, size, rng.randrange(1 << 30), clean=True)
                 path = folder / shape / f"{cname}_{i}.{fmt}"
                 img.save(path)
                 out.append({"path": str(path), "shape": shape, "color": cname,
-                            "caption": f"a {cname} {shape}"})
+                            "caption": f"a {cname} {shape}", "scene": scene})
     return out
 
 

@@ -12,10 +12,11 @@ import os
 import pickle
 from pathlib import Path
 
-from retrieval.errors import UnknownModel
+from retrieval.errors import UnknownModel, WeightsUnavailable
 from retrieval.models.hub import cached_weights, fetch_weights, quiet_random_init
 from retrieval.models.longclip import create_longclip_model
-from retrieval.models.specs import DEFAULT_MODEL, TINY_MODEL, ModelSpec, parse_model_spec, register_configs
+from retrieval.models.specs import (DEFAULT_MODEL, TINY_MODEL, TINY_WEIGHTS, ModelSpec, parse_model_spec,
+                                   register_configs)
 
 __all__ = ["DEFAULT_MODEL", "TINY_MODEL", "ModelSpec", "parse_model_spec", "cached_weights", "create_model",
            "list_known_models"]
@@ -34,7 +35,12 @@ def create_model(spec: ModelSpec, device: str = "cpu"):
     register_configs()
     if spec.kind == "longclip":
         return create_longclip_model(spec, device)
-    if spec.kind in ("registered", "random"):
+    if spec.kind == "registered":  # clipdex-tiny: its config and the shipped weights, loaded as a user's checkpoint
+        if not TINY_WEIGHTS.is_file():
+            raise WeightsUnavailable(f"the shipped weights of {TINY_MODEL} are missing ({TINY_WEIGHTS}): reinstall "
+                                     "clipdex, or rebuild them with python benchmarks/train_tiny.py")
+        spec = ModelSpec("checkpoint", arch=spec.arch, source=str(TINY_WEIGHTS))
+    if spec.kind == "random":
         with torch.random.fork_rng(devices=[]), quiet_random_init():
             torch.manual_seed(TINY_SEED)
             model, _, preprocess = open_clip.create_model_and_transforms(spec.arch, pretrained=None, device="cpu")
@@ -52,8 +58,9 @@ def create_model(spec: ModelSpec, device: str = "cpu"):
         else:
             path = spec.source
         try:
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                spec.arch, pretrained=path, device="cpu", weights_only=True, **kwargs)
+            with torch.random.fork_rng(devices=[]):  # the init before the weights arrive leaves the caller's RNG be
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    spec.arch, pretrained=path, device="cpu", weights_only=True, **kwargs)
         except (RuntimeError, ValueError, OSError, KeyError, pickle.UnpicklingError) as exc:
             raise UnknownModel(f"cannot load checkpoint {path} into {spec.arch}: {str(exc).splitlines()[0][:200]}") from exc
         tokenizer = open_clip.get_tokenizer(spec.arch)
@@ -75,7 +82,9 @@ def list_known_models(all_tags: bool = False) -> list[dict]:
     import open_clip  # heavy (torch): only when models are listed
 
     register_configs()
-    rows = [{"spec": TINY_MODEL, "cached": True, "note": "random weights, for tests and offline demos"}]
+    rows = [{"spec": TINY_MODEL, "cached": TINY_WEIGHTS.is_file(),
+             "note": "shipped, trained on drawn shapes: knows their colours (not yet shapes); nothing real"},
+            {"spec": f"random:{TINY_MODEL}", "cached": True, "note": "the same, with random weights (benchmarks)"}]
     pairs = open_clip.list_pretrained() if all_tags else [tuple(DEFAULT_MODEL.split(":"))]
     for arch, tag in pairs:
         spec = ModelSpec("pretrained", arch=arch, source=tag)

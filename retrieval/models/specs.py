@@ -9,8 +9,11 @@ Spec forms (``parse_model_spec``):
 - ``longclip:LongCLIP-B`` a released Long-CLIP checkpoint (``RELEASED_LONGCLIP``),
                           or ``longclip:ARCH:/path/longclip.pt``
 - ``random:ARCH``         any open_clip architecture with deterministic random weights (seed 0): for benchmarks
-- ``clipdex-tiny``        a tiny registered open_clip config with deterministic random weights (seed 0):
-                          meaningless for real search, used by tests and offline demos.
+- ``clipdex-tiny``        a tiny registered open_clip config with weights shipped in the package
+                          (``TINY_WEIGHTS``, loaded as ``ARCH:/path/ckpt.safetensors`` is): trained on generated
+                          drawings (``benchmarks/train_tiny.py``), it knows shapes, colours, sizes and positions of
+                          drawn objects and nothing of the real world; used by tests and the offline demo.
+                          ``random:clipdex-tiny`` is the same architecture with random weights (benchmarks).
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ RELEASED_LONGCLIP = {
     "LongCLIP-L": ("ViT-L-14-quickgelu", "BeichenZhang/LongCLIP-L", "longclip-L.pt"),
 }
 _CONFIG_DIR = Path(__file__).parent / "configs"
+TINY_WEIGHTS = Path(__file__).parent / "weights" / "clipdex-tiny.safetensors"
 
 
 @dataclass(frozen=True)

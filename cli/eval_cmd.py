@@ -1,0 +1,91 @@
+"""``clipdex eval retrieval INDEX QUERIES`` and ``clipdex eval classify SOURCE --classes classes.txt``: how well a
+model finds and classifies, on any data with known answers (CLIP_benchmark-style)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from retrieval.classify.inputs import load_labelled, read_classes, read_labels
+from retrieval.classify.pipeline import ClassificationRun, ClassifyOptions
+from retrieval.encode.encoder import load_encoder
+from retrieval.encode.text import query_strategy
+from retrieval.errors import InvalidInput
+from retrieval.index.directory import open_index
+from retrieval.query.evaluate import evaluate_retrieval, read_queries
+
+from cli.classify_cmd import MethodName, _print_summary
+from cli.options import device_option, json_option
+from cli.output import ProgressBars, print_json
+
+
+@click.group("eval")
+def eval_group() -> None:
+    """Measure retrieval (recall@k, MRR, nDCG@10) or classification (top-1/top-5) on labelled data."""
+
+
+@eval_group.command("retrieval")
+@click.argument("index_path", metavar="INDEX")
+@click.argument("queries_path", metavar="QUERIES", type=click.Path(dir_okay=False))
+@click.option("--table", default="images", show_default=True, help="Table to search.")
+@click.option("--depth", default=100, show_default=True, type=click.IntRange(10, 10_000),
+              help="Results per query searched (MRR counts a first relevant item up to this rank).")
+@click.option("--long-text", default=None, help="Long text queries: chunk, longclip or truncate (default: the "
+                                                "table's own).")
+@device_option
+@json_option
+def retrieval_cmd(index_path, queries_path, table, depth, long_text, device, as_json):
+    """Score the ranking of every query in a JSONL/CSV file (query or image, relevant) or COCO captions JSON."""
+    queries = read_queries(queries_path)
+    with open_index(index_path) as ix, ProgressBars("query") as bars:
+        encoder = ix.encoder(device=device)
+        result = evaluate_retrieval(ix, queries, table, depth, encoder, query_strategy(ix.manifest, table, long_text),
+                                    on_progress=bars)
+    s = result["summary"]
+    if as_json:
+        for row in result["queries"]:
+            print_json(row)
+        print_json({"summary": s})
+        return
+    click.echo(f"{s['queries']} queries against {table} of {index_path}")
+    for name in ("recall@1", "recall@5", "recall@10", "mrr", "ndcg@10"):
+        click.echo(f"  {name:<10} {s[name]:.4f}")
+
+
+@eval_group.command("classify")
+@click.argument("source", metavar="SOURCE")
+@click.option("--classes", "classes_path", required=True, type=click.Path(dir_okay=False),
+              help="Class names, one per line.")
+@click.option("--method", "methods", multiple=True, default=("zeroshot",), show_default=True, type=MethodName(),
+              help="A method, or all (repeatable).")
+@click.option("--support", default=None, help="A clipdex image index made with the same model (susx, xmore, reco).")
+@click.option("--shots", default=None, help="Few-shot images: a folder per class, or a manifest with a label column.")
+@click.option("--templates", default="openai80", show_default=True, help="openai80, simple7, single or a file.")
+@click.option("--model", default=None, help="Model spec (default: the support index's model, else the default).")
+@click.option("--per-class", default=100, show_default=True, type=click.IntRange(1), help="SuS-LC images per class.")
+@device_option
+@json_option
+def classify_cmd(source, classes_path, methods, support, shots, templates, model, per_class, device, as_json):
+    """Top-1/top-5 accuracy per method on SOURCE: a folder per class, or a manifest with path and label."""
+    classes = read_classes(classes_path)
+    named = ({p.name for p in Path(source).iterdir() if p.is_dir() and not p.name.startswith(".")}
+             if Path(source).is_dir() else set(read_labels(source).values()) if Path(source).is_file() else set())
+    unknown = sorted(named - set(classes) - {c.replace(" ", "_") for c in classes})
+    if unknown:
+        raise InvalidInput(f"{source}: label {unknown[0]!r} names no class in {classes_path}"
+                           f"{f' (and {len(unknown) - 1} more)' if len(unknown) > 1 else ''}")
+    split = load_labelled(source, classes, what="labelled set")
+    if model is None and support:
+        with open_index(support) as ix:
+            model = ix.model
+    encoder = load_encoder(model, device=device)
+    opts = ClassifyOptions(methods=methods, templates=templates, support=support, shots=shots, per_class=per_class)
+    labels = {p: classes[i] for p, i in zip(split.paths, split.labels)}
+    with ProgressBars("img") as bars, ClassificationRun(classes, opts, encoder, bars) as run:
+        for _ in run.predict(split.paths, labels):
+            pass
+        summary = run.evaluation.summary()
+    if as_json:
+        print_json({"summary": {"images": len(split.paths), "accuracy": summary}})
+    else:
+        _print_summary(summary, len(split.paths))
