@@ -58,3 +58,42 @@ def execute_notebook(name: str, monkeypatch, timeout: int = 300, cwd: Path | Non
 
 def notebook_text(outputs: list[dict]) -> str:
     return "".join(o.get("text", "") for o in outputs)
+
+
+_KILL_PRELUDE = """
+import os, signal, sys
+from retrieval.index import directory
+real, seen, landed = directory.Index.add_rows, [0], [0]
+at, when = int(os.environ.get("KILL_AT") or 0), os.environ.get("KILL_WHEN", "after")
+def kill():
+    if os.environ.get("KILL_LOG"):
+        with open(os.environ["KILL_LOG"], "w") as f:
+            f.write(str(landed[0]))  # the images rows committed when the process dies
+    os.kill(os.getpid(), signal.SIGKILL)
+def add_rows(self, table, rows):
+    if table == "images":
+        seen[0] += 1
+        if seen[0] == at and when == "before":
+            kill()  # the commit in flight is lost
+    real(self, table, rows)
+    if table == "images":
+        landed[0] += rows.num_rows
+        if seen[0] == at:
+            kill()  # the commit landed; nothing after it did
+directory.Index.add_rows = add_rows
+"""
+
+CLI_MAIN = """
+from cli.main import main
+sys.argv[0] = "clipdex"
+main()
+"""
+
+
+def kill_at_commit(main_code: str = CLI_MAIN) -> str:
+    """Source for ``python -c``: ``Index.add_rows`` patched to SIGKILL the process at the ``KILL_AT``-th commit of the
+    images table (environment; ``KILL_WHEN=before`` loses that commit, ``after``, the default, keeps it; ``KILL_LOG``
+    names a file that gets the images rows committed when it dies; no ``KILL_AT``: no kill), then ``main_code``
+    (by default the clipdex CLI with the process's arguments). The kill point is an event, not a moment found by
+    polling."""
+    return _KILL_PRELUDE + main_code

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from indexers.samples import make_bad_files
+from tests.helpers import kill_at_commit
 
 
 def invoke(runner, cli, *args):
@@ -121,33 +122,6 @@ def test_demo_runs_offline_on_the_tiny_model(tmp_path, runner, cli):
     assert "0 new, 48 unchanged" in again.stdout
 
 
-# Runs the CLI with Index.add_rows patched to SIGKILL the process at the chosen commit of the images table: the
-# kill point is an event (the Nth commit, just before or just after it lands), not a moment found by polling.
-KILL_AT_COMMIT = """
-import os, signal, sys
-from retrieval.index import directory
-real, seen, landed = directory.Index.add_rows, [0], [0]
-def kill():
-    with open(os.environ["KILL_LOG"], "w") as f:
-        f.write(str(landed[0]))  # the images rows committed when the process dies
-    os.kill(os.getpid(), signal.SIGKILL)
-def add_rows(self, table, rows):
-    if table == "images":
-        seen[0] += 1
-        if seen[0] == int(os.environ["KILL_AT"]) and os.environ["KILL_WHEN"] == "before":
-            kill()  # the commit in flight is lost
-    real(self, table, rows)
-    if table == "images":
-        landed[0] += rows.num_rows
-        if seen[0] == int(os.environ["KILL_AT"]):
-            kill()  # the commit landed; nothing after it did
-directory.Index.add_rows = add_rows
-from cli.main import main
-sys.argv[0] = "clipdex"
-main()
-"""
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["lance", "faiss"])
 @pytest.mark.parametrize("when", ["before", "after"])
@@ -165,7 +139,7 @@ def test_kill_minus_nine_then_resume_gives_every_image_exactly_once(tmp_path, ba
             "--workers", "0", "--batch-size", "2", "--commit-every", "4"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "KILL_AT": "3", "KILL_WHEN": when,
            "KILL_LOG": str(tmp_path / "landed")}
-    killed = subprocess.run([sys.executable, "-c", KILL_AT_COMMIT, *args], env=env, capture_output=True, timeout=300)
+    killed = subprocess.run([sys.executable, "-c", kill_at_commit(), *args], env=env, capture_output=True, timeout=300)
     assert killed.returncode == -9, killed.stderr[-2000:]
     with open_index(idx) as ix:
         killed_at = ix.store.count("images")

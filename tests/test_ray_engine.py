@@ -17,6 +17,7 @@ from indexers.samples.shards import make_bad_shards, make_shards
 from indexers.shards import index_shards
 from retrieval.index.directory import create_index, open_index
 from retrieval.io.shards import discover_shards
+from tests.helpers import CLI_MAIN, kill_at_commit
 
 ray = pytest.importorskip("ray", reason="the [ray] extra (in [dev])")
 pytestmark = pytest.mark.slow
@@ -65,24 +66,11 @@ def test_ray_and_local_engines_give_the_same_rows_and_vectors(tmp_path, local_ra
     assert any(d["broken"] for d in remote_done.values())  # the truncated tar and the non-tar are recorded
 
 
-# The driver with Index.add_rows patched to SIGKILL it once the Nth images commit has landed (an event).
-KILL_DRIVER = """
-import os, signal, sys
-from retrieval.index import directory
-real, seen = directory.Index.add_rows, [0]
-def add_rows(self, table, rows):
-    real(self, table, rows)
-    if table == "images":
-        seen[0] += 1
-        if seen[0] == int(os.environ["KILL_AT"]):
-            os.kill(os.getpid(), signal.SIGKILL)
-directory.Index.add_rows = add_rows
+# The driver of a Ray run, killed once its Nth images commit has landed (an event: see tests/helpers.kill_at_commit).
+RAY_DRIVER = kill_at_commit("""
 import ray
 ray.init(**%r)
-from cli.main import main
-sys.argv[0] = "clipdex"
-main()
-""" % RAY_INIT
+""" % RAY_INIT + CLI_MAIN)
 
 
 def test_a_killed_driver_rerun_commits_every_sample_exactly_once_and_search_reads_the_result(tmp_path):
@@ -91,12 +79,12 @@ def test_a_killed_driver_rerun_commits_every_sample_exactly_once_and_search_read
     args = ["index", "images", str(tmp_path / "shards"), "--index", str(idx), "--model", TINY, "--engine", "ray",
             "--batch-size", "4", "--commit-every", "4"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "KILL_AT": "2"}
-    killed = subprocess.run([sys.executable, "-c", KILL_DRIVER, *args], env=env, capture_output=True, timeout=400)
+    killed = subprocess.run([sys.executable, "-c", RAY_DRIVER, *args], env=env, capture_output=True, timeout=400)
     assert killed.returncode == -9, killed.stderr[-2000:]
     with open_index(idx) as ix:
         assert 0 < ix.store.count("images") < 30 and ix.store.count("shards") < 3
-    done = subprocess.run([sys.executable, "-c", KILL_DRIVER.replace("KILL_AT", "NO_KILL_AT"), *args, "--json"],
-                          env={**env, "NO_KILL_AT": "0"}, capture_output=True, text=True, timeout=400)
+    done = subprocess.run([sys.executable, "-c", RAY_DRIVER, *args, "--json"],
+                          env={**env, "KILL_AT": ""}, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-2000:]
     s = json.loads(done.stdout.strip().splitlines()[-1])
     with open_index(idx) as ix:

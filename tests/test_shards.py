@@ -17,6 +17,7 @@ from retrieval.errors import InvalidInput
 from retrieval.index.directory import create_index, open_index
 from retrieval.io import shards as shard_io
 from retrieval.io.shards import discover_shards, expand_braces, is_shard_source, read_shard, split_key
+from tests.helpers import kill_at_commit
 
 TINY = "clipdex-tiny"
 OPTS = ImageIndexOptions(workers=0, batch_size=8, optimize=False)
@@ -118,23 +119,6 @@ def test_engine_ray_without_the_extra_is_one_line_naming_it(tmp_path, runner, cl
     assert not (tmp_path / "ix").exists()
 
 
-# The CLI with Index.add_rows patched to SIGKILL the process once the Nth images commit has landed: the kill
-# point is an event, not a moment found by polling.
-KILL_AT_COMMIT = """
-import os, signal, sys
-from retrieval.index import directory
-real, seen = directory.Index.add_rows, [0]
-def add_rows(self, table, rows):
-    real(self, table, rows)
-    if table == "images":
-        seen[0] += 1
-        if seen[0] == int(os.environ["KILL_AT"]):
-            os.kill(os.getpid(), signal.SIGKILL)
-directory.Index.add_rows = add_rows
-from cli.main import main
-sys.argv[0] = "clipdex"
-main()
-"""
 
 
 @pytest.mark.slow
@@ -144,7 +128,7 @@ def test_kill_minus_nine_mid_shard_then_rerun_gives_every_sample_exactly_once(tm
     args = ["index", "images", str(tmp_path / "shards" / "{00000..00002}.tar"), "--index", str(idx), "--model",
             TINY, "--workers", "0", "--batch-size", "4", "--commit-every", "4"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "KILL_AT": "5"}
-    killed = subprocess.run([sys.executable, "-c", KILL_AT_COMMIT, *args], env=env, capture_output=True, timeout=300)
+    killed = subprocess.run([sys.executable, "-c", kill_at_commit(), *args], env=env, capture_output=True, timeout=300)
     assert killed.returncode == -9, killed.stderr[-2000:]
     with open_index(idx) as ix:
         assert 0 < ix.store.count("images") < 36 and ix.store.count("shards") == 1  # killed inside shard 2
