@@ -28,6 +28,21 @@ class MethodName(click.Choice):
         return value
 
 
+def method_options(command):
+    """The options every classifying command takes: the classes, the methods and their support index and shots."""
+    for option in reversed((
+        click.option("--classes", "classes_path", required=True, type=click.Path(dir_okay=False),
+                     help="Class names, one per line."),
+        click.option("--method", "methods", multiple=True, default=("zeroshot",), show_default=True,
+                     type=MethodName(), help="A method, or all (repeatable)."),
+        click.option("--support", default=None,
+                     help="A clipdex image index made with the same model (susx, xmore, reco)."),
+        click.option("--shots", default=None,
+                     help="Few-shot images: a folder per class, or a manifest with a label column."))):
+        command = option(command)
+    return command
+
+
 def _text_line(pred, methods: list[str], single: bool) -> str:
     if single:
         top = "  ".join(f"{c} {p:.3f}" for c, p in pred.top[methods[0]])
@@ -54,12 +69,7 @@ def _print_summary(summary: dict, n_images: int) -> None:
 
 @click.command()
 @click.argument("images", nargs=-1, required=True, metavar="IMAGES...")
-@click.option("--classes", "classes_path", required=True, type=click.Path(dir_okay=False),
-              help="Class names, one per line.")
-@click.option("--method", "methods", multiple=True, default=("zeroshot",), show_default=True, type=MethodName(),
-              help="A method, or all (repeatable).")
-@click.option("--support", default=None, help="A clipdex image index made with the same model (susx, xmore, reco).")
-@click.option("--shots", default=None, help="Few-shot images: a folder per class, or a manifest with a label column.")
+@method_options
 @click.option("--labels", "labels_path", default=None, help="CSV/JSONL with path,label: also print accuracy.")
 @click.option("--templates", default="openai80", show_default=True, help="openai80, simple7, single or a file.")
 @click.option("--descriptions", default=None, help="CuPL-style JSON {class: [sentences]} added to the prompts.")

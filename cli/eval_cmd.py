@@ -14,7 +14,7 @@ from retrieval.errors import InvalidInput
 from retrieval.index.directory import open_index
 from retrieval.query.evaluate import evaluate_retrieval, read_queries
 
-from cli.classify_cmd import MethodName, _print_summary
+from cli.classify_cmd import _print_summary, method_options
 from cli.options import device_option, json_option
 from cli.output import ProgressBars, print_json
 
@@ -54,12 +54,7 @@ def retrieval_cmd(index_path, queries_path, table, depth, long_text, device, as_
 
 @eval_group.command("classify")
 @click.argument("source", metavar="SOURCE")
-@click.option("--classes", "classes_path", required=True, type=click.Path(dir_okay=False),
-              help="Class names, one per line.")
-@click.option("--method", "methods", multiple=True, default=("zeroshot",), show_default=True, type=MethodName(),
-              help="A method, or all (repeatable).")
-@click.option("--support", default=None, help="A clipdex image index made with the same model (susx, xmore, reco).")
-@click.option("--shots", default=None, help="Few-shot images: a folder per class, or a manifest with a label column.")
+@method_options
 @click.option("--templates", default="openai80", show_default=True, help="openai80, simple7, single or a file.")
 @click.option("--model", default=None, help="Model spec (default: the support index's model, else the default).")
 @click.option("--per-class", default=100, show_default=True, type=click.IntRange(1), help="SuS-LC images per class.")
