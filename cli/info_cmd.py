@@ -38,6 +38,14 @@ def info(index_path: str, as_json: bool) -> None:
         click.echo(f"table     {name}: {t['rows']} rows, search {ann['kind']}{' (' + params + ')' if params else ''}"
                    + (f", recall@10 {ann['recall_at_10']} (target {ann.get('target')}, {ann.get('n_queries')} "
                       f"{ann.get('query_kind') or ''} queries)" if ann.get("n_queries") else ""))
+        if ann.get("engine"):
+            click.echo(f"          {ann.get('factory')} ({ann['engine']} index beside the table; "
+                       f"{ann.get('pending_rows', 0)} rows added since, searched exactly)")
+        if ann.get("note"):
+            click.echo(f"          {ann['note']}")
+        if ann.get("query_kind") == "image":
+            click.echo("          recall was measured on image-like queries; text queries (across the modality "
+                       "gap) may find less: tune on text with `clipdex optimize --queries TEXT.npy`")
     if data["errors"]:
         click.echo("errors    " + ", ".join(f"{stage}: {n}" for stage, n in sorted(data["errors"].items()))
                    + "  (clipdex search INDEX --table errors ... or read the errors table)")

@@ -9,6 +9,7 @@ from retrieval.ann.plan import check_recall, parse_memory
 from retrieval.ann.tuning import optimize_table
 from retrieval.index.directory import open_index
 from retrieval.index.opening import open_for_writing
+from retrieval.index.query_cache import load_queries, read_query_file, remember_queries
 
 from cli.options import json_option
 from cli.output import print_json
@@ -17,6 +18,9 @@ recall_option = click.option("--recall", type=float, default=0.95, show_default=
                              help="recall@10 target the search parameters are tuned to, in (0, 1].")
 memory_option = click.option("--memory", default=None,
                              help="Memory budget for the index, e.g. 8G (default: half the machine's RAM).")
+queries_option = click.option("--queries", "queries_path", default=None, type=click.Path(dir_okay=False),
+                              help="Query vectors (.npy, n x d) to tune on, e.g. text embeddings of real queries; "
+                                   "kept in the index's cache for later optimize runs.")
 
 
 def _gib(n: float) -> str:
@@ -37,12 +41,24 @@ def _gib(n: float) -> str:
               help="Index structures measured on a sample before building the fastest (0: choose by rule).")
 @click.option("--time-budget", default=600.0, show_default=True, type=click.FloatRange(0),
               help="Seconds to spend measuring candidates (the first is always measured).")
+@queries_option
 @json_option
-def optimize(index_path, recall, memory, table, kind, exact_below, rebuild, max_candidates, time_budget, as_json):
-    """Build or re-tune a table's ANN index for a recall target; record the measured recall@10."""
+def optimize(index_path, recall, memory, table, kind, exact_below, rebuild, max_candidates, time_budget, queries_path,
+             as_json):
+    """Build or re-tune a table's ANN index for a recall target; record the measured recall@10.
+
+    Tuning queries: --queries, else the index's cached queries (given earlier, or sampled by `clipdex serve`),
+    else the table's caption vectors (text-like), else its image vectors (image-like: text queries may do worse)."""
     check_recall(recall)
     budget = parse_memory(memory) if memory is not None else None
     ix = open_index(index_path, writable=True)
+    try:
+        if queries_path is not None:
+            remember_queries(ix.path, read_query_file(queries_path, ix.dim), "given")
+        queries, queries_kind = load_queries(ix.path)
+    except BaseException:
+        ix.close()
+        raise
 
     def on_plan(plan):
         click.echo(f"plan: {plan.factory} ({plan.reason}); estimated build {plan.build_seconds:.0f}s, "
@@ -56,7 +72,7 @@ def optimize(index_path, recall, memory, table, kind, exact_below, rebuild, max_
         record = optimize_table(ix, table, recall=recall, memory=budget, kind=kind, exact_below=exact_below,
                                 rebuild=rebuild, on_plan=on_plan, on_candidate=on_candidate,
                                 select=max_candidates > 0, max_candidates=max(1, max_candidates),
-                                time_budget=time_budget)
+                                time_budget=time_budget, queries=queries, queries_kind=queries_kind or "given")
     finally:
         ix.close()
     if as_json:
@@ -76,12 +92,19 @@ def optimize(index_path, recall, memory, table, kind, exact_below, rebuild, max_
               help="Model that made the vectors (enables text queries), or none; must be an existing index's.")
 @click.option("--backend", type=click.Choice(["lance", "faiss"]), default=None, help="Store for a new index (lance).")
 @click.option("--column", default=None, help="Vector column of Parquet sources (default: vector, embedding, emb).")
+@queries_option
 @json_option
-def embeddings(source, index_path, model, backend, column, as_json):
-    """Index precomputed embeddings: .npy folders (clip-retrieval's img_emb/ text_emb/ metadata/) or Parquet."""
+def embeddings(source, index_path, model, backend, column, queries_path, as_json):
+    """Index precomputed embeddings: .npy folders (clip-retrieval's img_emb/ text_emb/ metadata/) or Parquet.
+
+    A table reaching 100,000 rows gets an ANN index chosen by measurement, tuned on --queries, else text_emb/'s
+    caption vectors, else image vectors."""
     parts = discover_embeddings(source, column)  # bad sources fail before the index is touched
+    queries = read_query_file(queries_path, parts[0].dim) if queries_path is not None else None
     ix = open_for_writing(index_path, model, backend, dim=parts[0].dim)
     try:
+        if queries is not None:
+            remember_queries(ix.path, queries, "given")
         summary = index_embeddings(ix, parts, model=model).as_dict()
     finally:
         ix.close()

@@ -10,11 +10,27 @@ from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import pyarrow as pa
 
+from retrieval.ann.plan import DEFAULT_EXACT_BELOW
+from retrieval.ann.tuning import optimize_table
 from retrieval.index.directory import Index, now
+from retrieval.index.query_cache import load_queries
 from retrieval.io.files import fs_path, stored_path
 from retrieval.io.sources import Discovery, under_roots
 
 ERRORS = "errors"
+
+
+def refresh_search(index: Index, table: str, queries=None) -> dict:
+    """After an import: the first time a table reaches ``DEFAULT_EXACT_BELOW`` rows, its ANN index is chosen by
+    measurement and tuned (``optimize_table``, on ``queries`` (q, d) when given, else the index's cached queries or
+    a sample of the table); otherwise the store compacts and folds the new rows into the index it has."""
+    store = index.store
+    if store.ann_info(table)["kind"] == "flat" and store.count(table) >= DEFAULT_EXACT_BELOW:
+        kind = "given"
+        if queries is None:
+            queries, kind = load_queries(index.path)
+        return optimize_table(index, table, queries=queries, queries_kind=kind or "given")
+    return index.optimize(table)
 
 
 class Failure(NamedTuple):

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from indexers.common import Failure, error_table, scan_tuples, string_literal
+from indexers.common import Failure, error_table, scan_tuples, string_literal, refresh_search
 from retrieval.errors import InvalidInput
 from retrieval.index.directory import Index, base_fields
 from retrieval.index.opening import check_writer_model
@@ -279,7 +279,7 @@ def index_embeddings(index: Index, parts: list[Part], batch_rows: int = 65536, o
             if on_progress is not None:
                 on_progress(summary)
     if summary.added:
-        index.optimize(TABLE)
+        refresh_search(index, TABLE)
     summary.elapsed = time.monotonic() - t0
     return summary
 

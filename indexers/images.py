@@ -19,7 +19,8 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
-from indexers.common import Failure, error_table, gone_from_sources, newest_per_path, recorded_errors, scan_tuples
+from indexers.common import Failure, error_table, gone_from_sources, newest_per_path, recorded_errors, \
+    refresh_search, scan_tuples
 from retrieval.encode.text import encode_long_texts
 from retrieval.index.directory import Index, base_fields
 from retrieval.io.files import fs_path, stored_path
@@ -187,7 +188,7 @@ def index_images(index: Index, found: Discovery, options: ImageIndexOptions | No
     if opts.prune:
         _prune(index, found, state, ok_paths, summary)
     if opts.optimize and (summary.added or summary.removed or summary.updated or summary.reused):
-        index.optimize(TABLE)
+        refresh_search(index, TABLE)
     summary.elapsed = time.monotonic() - t0
     embedded = summary.added + summary.updated
     summary.images_per_s = embedded / summary.elapsed if summary.elapsed > 0 else 0.0

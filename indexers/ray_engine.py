@@ -24,7 +24,7 @@ from typing import Callable, Iterator
 import numpy as np
 import pyarrow as pa
 
-from indexers.common import Failure
+from indexers.common import Failure, refresh_search
 from indexers.images import Embedded, ImageIndexOptions
 from indexers.shards import SHARDS, ShardRun, ShardSummary, decode_sample
 from retrieval.encode.encoder import load_encoder
@@ -149,7 +149,7 @@ def index_shards_ray(index: Index, found: ShardDiscovery, options: ImageIndexOpt
         prep = dataclasses.asdict(run.writer.model().prep)
         _drain(run, _dataset(ray, index, todo, prep, opts, ropts), {s.path: s for s in todo}, on_progress, t0)
     if opts.optimize and (summary.added or summary.updated):
-        index.optimize("images")
+        refresh_search(index, "images")
     summary.elapsed = time.monotonic() - t0
     summary.images_per_s = (summary.added + summary.updated) / summary.elapsed if summary.elapsed > 0 else 0.0
     return summary

@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 import numpy as np
 import pyarrow as pa
 
-from indexers.common import Failure, scan_tuples
+from indexers.common import Failure, scan_tuples, refresh_search
 from indexers.images import (TABLE, Decoded, Embedded, ImageIndexOptions, ImageRowWriter, IndexSummary,
                              StoredImages, replace_after_commit)
 from retrieval.index.directory import Index, now
@@ -242,7 +242,7 @@ def index_shards(index: Index, found: ShardDiscovery, options: ImageIndexOptions
                 on_progress(Progress(SHARDS, done, len(todo), {"added": summary.added + summary.updated,
                                                                "errors": summary.errors}, time.monotonic() - t0))
     if opts.optimize and (summary.added or summary.updated):
-        index.optimize(TABLE)
+        refresh_search(index, TABLE)
     summary.elapsed = time.monotonic() - t0
     summary.images_per_s = (summary.added + summary.updated) / summary.elapsed if summary.elapsed > 0 else 0.0
     return summary

@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
-from indexers.common import Failure, error_table, scan_tuples
+from indexers.common import Failure, error_table, scan_tuples, refresh_search
 from indexers.text_sources import SPLITS, FileError, Row, TextDiscovery, TextFile, read_rows
 from indexers.text_state import ROW_STAGE, TABLE, FileLedger, TextState, repair_generations, source_ids
 from retrieval.encode.text import check_strategy, encode_long_texts, long_text_counts
@@ -116,7 +116,7 @@ def index_texts(index: Index, found: TextDiscovery, options: TextIndexOptions | 
         run.prune(found)
     s = run.summary
     if opts.optimize and (s.rows or s.removed or s.replaced):
-        index.optimize(TABLE)
+        refresh_search(index, TABLE)
     if s.truncated:
         log.warning("%d of %d texts were longer than the %d-token window and were truncated (--long-text truncate)",
                     s.truncated, s.rows, run.vectors.window)

@@ -29,7 +29,8 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
-from indexers.common import Failure, error_table, gone_from_sources, newest_per_path, recorded_errors, scan_tuples
+from indexers.common import Failure, error_table, gone_from_sources, newest_per_path, recorded_errors, \
+    refresh_search, scan_tuples
 from indexers.video_decode import SamplingPlan, import_av, stream_decode
 from retrieval.algorithms.video import mean_pool_vectors
 from retrieval.index.directory import Index, base_fields
@@ -175,8 +176,8 @@ def index_videos(index: Index, found: Discovery, options: VideoIndexOptions | No
         if gone_err:
             index.delete("errors", gone_err)
     if opts.optimize and (summary.added or summary.updated or summary.removed):
-        index.optimize(FRAMES)
-        index.optimize(VIDEOS)
+        refresh_search(index, FRAMES)
+        refresh_search(index, VIDEOS)
     summary.elapsed = time.monotonic() - t0
     summary.frames_per_s = summary.frames / summary.elapsed if summary.elapsed > 0 else 0.0
     return summary

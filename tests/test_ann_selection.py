@@ -45,9 +45,14 @@ def test_candidate_plans_fit_the_budget_and_start_with_the_rule():
     n, d = 1_000_000, 512
     roomy = candidate_plans(n, d, 8 << 30, 0.95, max_candidates=4)
     assert roomy[0].factory == choose_index(n, d, 8 << 30, 0.95, exact_below=0).factory
+    every = candidate_plans(n, d, 8 << 30, 0.95, max_candidates=9, max_build_ratio=float("inf"))
+    assert {p.kind for p in every} == {"ivf_flat", "ivf_sq8", "hnsw", "ivf_pq_fs"}
+    assert {"HNSW32,Flat", "HNSW16,Flat"} <= {p.factory for p in every}
+    # build cost: at 1M rows HNSW32's graph would take over 2.5x the IVF build, so it is not even measured
     roomy = candidate_plans(n, d, 8 << 30, 0.95, max_candidates=9)
-    assert {p.kind for p in roomy} == {"ivf_flat", "ivf_sq8", "hnsw", "ivf_pq_fs"}
-    assert {"HNSW32,Flat", "HNSW16,Flat"} <= {p.factory for p in roomy}
+    rule = roomy[0]
+    assert "HNSW32,Flat" not in {p.factory for p in roomy}
+    assert all(p.build_seconds <= 2.5 * rule.build_seconds for p in roomy)
     tight = candidate_plans(n, d, 1 << 30, 0.95, max_candidates=4)
     assert tight[0].kind == "ivf_sq8" and all(p.memory_bytes <= 1 << 30 for p in tight)
     assert "hnsw" not in {p.kind for p in tight} and "ivf_flat" not in {p.kind for p in tight}

@@ -16,7 +16,7 @@ from tests.helpers import brute_force
 D = 16
 N = 2400
 KINDS = [("faiss", "hnsw"), ("faiss", "ivf_flat"), ("faiss", "ivf_sq8"), ("faiss", "ivf_pq_fs"),
-         ("lance", "IVF_PQ")]
+         ("lance", "IVF_PQ"), ("lance", "ivf_pq_fs"), ("lance", "hnsw")]  # lowercase on Lance: a FAISS sidecar
 
 
 def build(tmp_path, backend, kind, n=N, recall=0.9):
@@ -46,7 +46,8 @@ def test_tuned_index_meets_its_target_against_brute_force(tmp_path, backend, kin
     ix.close()
 
 
-@pytest.mark.parametrize("backend,kind", [("faiss", "hnsw"), ("faiss", "ivf_pq_fs"), ("lance", "IVF_PQ")])
+@pytest.mark.parametrize("backend,kind", [("faiss", "hnsw"), ("faiss", "ivf_pq_fs"), ("lance", "IVF_PQ"),
+                                          ("lance", "ivf_pq_fs")])
 def test_rows_added_after_the_build_are_found_and_deletes_honoured(tmp_path, backend, kind):
     ix, xb, _ = build(tmp_path, backend, kind)
     fresh = clustered(30, D, seed=11)
@@ -79,7 +80,7 @@ def test_rows_added_after_the_build_are_found_and_deletes_honoured(tmp_path, bac
     ix.close()
 
 
-@pytest.mark.parametrize("backend,kind", [("faiss", "ivf_flat"), ("lance", "IVF_PQ")])
+@pytest.mark.parametrize("backend,kind", [("faiss", "ivf_flat"), ("lance", "IVF_PQ"), ("lance", "ivf_flat")])
 def test_tuned_search_params_persist_across_processes(tmp_path, backend, kind):
     ix, _, record = build(tmp_path, backend, kind)
     ix.close()

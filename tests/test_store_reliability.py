@@ -152,7 +152,7 @@ def _lance_versions(ix):
     return [v["version"] for v in table.list_versions()]
 
 
-@pytest.mark.parametrize("backend,kind", [("faiss", "bogus"), ("lance", "bogus"), ("lance", "hnsw"),
+@pytest.mark.parametrize("backend,kind", [("faiss", "bogus"), ("lance", "bogus"), ("lance", "HNSW_PQ"),
                                           ("faiss", "IVF_PQ")])
 def test_optimize_with_an_unknown_kind_is_refused_and_changes_nothing(tmp_path, backend, kind):
     ix, xb = make(tmp_path, backend, batches=6)
@@ -164,7 +164,7 @@ def test_optimize_with_an_unknown_kind_is_refused_and_changes_nothing(tmp_path, 
     ix.close()
 
 
-@pytest.mark.parametrize("backend,kind", [("faiss", "bogus"), ("lance", "bogus"), ("lance", "hnsw")])
+@pytest.mark.parametrize("backend,kind", [("faiss", "bogus"), ("lance", "bogus"), ("lance", "HNSW_PQ")])
 def test_the_optimize_command_refuses_a_bad_kind_in_one_line_and_changes_nothing(tmp_path, runner, cli, backend,
                                                                                    kind):
     ix, _ = make(tmp_path, backend, n=120, batches=6)

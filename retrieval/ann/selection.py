@@ -57,15 +57,17 @@ class Candidate:
 
 
 def candidate_plans(n: int, d: int, memory_budget: int, recall_target: float = DEFAULT_RECALL,
-                    max_candidates: int = 5) -> list[IndexPlan]:
+                    max_candidates: int = 5, max_build_ratio: float = 2.5) -> list[IndexPlan]:
     """Structures worth measuring for n x d vectors: the rule-based choice (``choose_index``) first, then the other
     SEARCHABLE kinds (and HNSW with half the links) whose full-size memory estimate fits ``memory_budget`` bytes,
     cheapest estimated build first; at most ``max_candidates`` (>= 1). The rule's choice is kept even over budget
-    when nothing else fits."""
+    when nothing else fits. A structure whose estimated build takes more than ``max_build_ratio`` times the rule's
+    (and over 30 s) is left out: on a large table HNSW's build alone would cost more than the search saves."""
     rule = choose_index(n, d, memory_budget, recall_target, exact_below=0)
     others = [choose_index(n, d, memory_budget, recall_target, exact_below=0, kind=k) for k in SEARCHABLE]
     others.append(_sparser_hnsw(next(p for p in others if p.kind == "hnsw"), n, d))
-    others = sorted((p for p in others if p.factory != rule.factory and p.memory_bytes <= memory_budget),
+    others = sorted((p for p in others if p.factory != rule.factory and p.memory_bytes <= memory_budget
+                     and p.build_seconds <= max(max_build_ratio * rule.build_seconds, 30.0)),
                     key=lambda p: (p.build_seconds, p.memory_bytes))
     return [rule, *others][:max(1, int(max_candidates))]
 

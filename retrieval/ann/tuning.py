@@ -24,9 +24,11 @@ from typing import Callable
 import numpy as np
 
 from retrieval.ann.config import AnnConfig, AnnParams
-from retrieval.ann.plan import DEFAULT_EXACT_BELOW, DEFAULT_RECALL, IndexPlan, check_recall, choose_index, \
+from retrieval.ann.plan import DEFAULT_EXACT_BELOW, DEFAULT_RECALL, KINDS, IndexPlan, check_recall, choose_index, \
     default_memory_budget, tune_search_params
-from retrieval.ann.selection import Candidate, _drop_self, candidate_plans, measure_candidates, pick_fastest
+from retrieval.ann.exact import exact_search
+from retrieval.ann.selection import Candidate, _drop_self, batch_qps, candidate_plans, measure_candidates, \
+    pick_fastest
 
 log = logging.getLogger(__name__)
 K = 10
@@ -68,11 +70,12 @@ def sample_queries(store, name: str, n_queries: int = 1000, seed: int = 0) -> He
     return HeldOut(np.ascontiguousarray(xq), rid, "image")
 
 
-def held_out(store, name: str, n_queries: int = 1000, seed: int = 0, queries: np.ndarray | None = None) -> HeldOut:
-    """The given queries (normalised), or a sample of the table (fewer for small tables)."""
+def held_out(store, name: str, n_queries: int = 1000, seed: int = 0, queries: np.ndarray | None = None,
+             queries_kind: str = "given") -> HeldOut:
+    """The given queries (normalised; at most ``n_queries``), or a sample of the table (fewer for small tables)."""
     if queries is not None:
-        xq = np.ascontiguousarray(queries, dtype=np.float32)
-        return HeldOut(xq / np.linalg.norm(xq, axis=1, keepdims=True), np.full(len(xq), -1, np.int64), "given")
+        xq = np.ascontiguousarray(queries, dtype=np.float32)[-n_queries:]
+        return HeldOut(xq / np.linalg.norm(xq, axis=1, keepdims=True), np.full(len(xq), -1, np.int64), queries_kind)
     n_queries = min(n_queries, max(50, store.count(name) // 50))  # small tables: fewer queries
     return sample_queries(store, name, n_queries, seed)
 
@@ -94,20 +97,21 @@ def sample_rows(store, name: str, rows: int, seed: int = 1) -> tuple[np.ndarray,
 
 
 def tune_table(store, name: str, recall_target: float = DEFAULT_RECALL, n_queries: int = 1000,
-               seed: int = 0, queries: np.ndarray | None = None) -> dict:
+               seed: int = 0, queries: np.ndarray | None = None, queries_kind: str = "given") -> dict:
     """Measure and tune the table's ANN index; persist and return its record (see the module docstring).
 
-    ``queries`` (q, d): held-out queries to tune on instead of a sample of the table (e.g. real user queries)."""
+    ``queries`` (q, d): held-out queries to tune on instead of a sample of the table (e.g. real user queries;
+    ``queries_kind`` names them in the record: given, served)."""
     check_recall(recall_target)
     info = store.ann_info(name)
     if info["kind"] == "flat":
         store.set_search_params(name, {}, record={"note": FLAT_NOTE})
         return store.ann_info(name)
-    held = held_out(store, name, n_queries, seed, queries)
+    held = held_out(store, name, n_queries, seed, queries, queries_kind)
     if not len(held.xq):
         return info
     extra = 1 if (held.exclude >= 0).any() else 0
-    _, I_gt = store.search(name, held.xq, K + extra, exact=True)
+    _, I_gt = exact_search(held.xq, store.iter_vectors(name), K + extra)  # streamed brute force: the oracle
     I_gt = _drop_self(I_gt, held.exclude, K)
 
     def search_fn(xq: np.ndarray, k: int, params: dict) -> np.ndarray:
@@ -138,7 +142,7 @@ def optimize_table(index, table: str, recall: float = DEFAULT_RECALL, memory: in
                    n_queries: int = 1000, on_plan: Callable[[IndexPlan], None] | None = None,
                    queries: np.ndarray | None = None, select: bool = True, max_candidates: int = 5,
                    time_budget: float = 600.0, sample_size: int = 200_000,
-                   on_candidate: Callable[[Candidate], None] | None = None) -> dict:
+                   on_candidate: Callable[[Candidate], None] | None = None, queries_kind: str = "given") -> dict:
     """Build (or fold pending rows into) the table's ANN index for ``recall`` within ``memory`` bytes, tune its
     search parameters on held-out queries and record the measured recall@10 in the manifest; returns the record.
 
@@ -152,12 +156,13 @@ def optimize_table(index, table: str, recall: float = DEFAULT_RECALL, memory: in
     into the record's ``candidates``); ``on_candidate`` receives each measurement.
     """
     check_recall(recall)
+    kind_forced = kind is not None
     if kind is not None:
         index.store.check_kind(kind)  # refused before anything is planned, built or compacted
     params = {"recall": recall, "tune": False, "memory": memory or None, "rebuild": rebuild}
     store, candidates = index.store, None
     current = store.ann_info(table)
-    if (select and kind is None and index.backend == "faiss" and store.count(table) >= max(exact_below, 1)
+    if (select and kind is None and store.count(table) >= max(exact_below, 1)
             and (rebuild or current["kind"] == "flat")):
         budget = int(memory if memory is not None else default_memory_budget())
         plan, candidates = select_structure(index, table, recall, budget, n_queries, queries, max_candidates,
@@ -166,19 +171,40 @@ def optimize_table(index, table: str, recall: float = DEFAULT_RECALL, memory: in
         params.update(factory=plan.factory, build=plan.build)
         if on_plan is not None:
             on_plan(plan)
-    elif kind is None and index.backend == "faiss" and "candidates" in current and current["kind"] != "flat":
+    elif kind is None and "candidates" in current and current["kind"] != "flat":
         kind = current["kind"]  # keep the measured choice: fold new rows in
         params.update(factory=current.get("factory"), build=current.get("build", {}))
     elif on_plan is not None:
-        on_plan(plan_for(index, table, recall, memory, kind if index.backend == "faiss" else None, exact_below))
+        on_plan(plan_for(index, table, recall, memory, kind if kind in KINDS else None, exact_below))
     index.optimize(table, AnnConfig(kind or "auto", exact_below, AnnParams(**params)))
-    record = tune_table(store, table, recall, n_queries, queries=queries)
+    record = tune_table(store, table, recall, n_queries, queries=queries, queries_kind=queries_kind)
     if candidates is not None:
         store.set_search_params(table, record["params"], record={"candidates": candidates})
+        record = store.ann_info(table)
+    slower = record["kind"] != "flat" and not kind_forced and _slower_than_exact(store, table, queries, n_queries)
+    if record["kind"] != "flat" and not kind_forced and (not record.get("met") or slower):
+        why = (f"exact search: the ANN index measured {'slower than exact search' if slower else 'below the target'}"
+               f" (recall@10 {record.get('recall_at_10')}, target {recall})")
+        log.warning("%s: %s", table, why)
+        index.optimize(table, AnnConfig("flat", exact_below, AnnParams(recall=recall, tune=False)))
+        store.set_search_params(table, {}, record={"note": why, "candidates": candidates or []})
         record = store.ann_info(table)
     index.refresh_counts()
     index.save_manifest()
     return record
+
+
+def _slower_than_exact(store, table: str, queries, n_queries: int, probe: int = 100) -> bool:
+    """Whether held-out queries run faster exactly than through the table's tuned ANN index (batch QPS; exact
+    search is timed on a quarter of the batch: its cost per query does not depend on the batch)."""
+    held = held_out(store, table, min(n_queries, probe), 3, queries)
+    if not len(held.xq):
+        return False
+    xq = held.xq[:probe]
+    ann = batch_qps(lambda q: store.search(table, q, K), xq, repeats=2)
+    exact = batch_qps(lambda q: store.search(table, q, K, exact=True), xq[:max(1, len(xq) // 4)], repeats=1)
+    log.info("%s: ANN %.0f QPS, exact %.0f QPS", table, ann, exact)
+    return ann < exact
 
 
 def select_structure(index, table: str, recall: float, budget: int, n_queries: int = 1000,

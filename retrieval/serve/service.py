@@ -10,7 +10,10 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
+
 from retrieval.errors import ClipdexError
+from retrieval.index.query_cache import remember_queries
 from retrieval.serve.batcher import Batcher
 from retrieval.serve.config import ServeConfig
 from retrieval.serve.queries import (SearchRequest, check_request, decode_base64_image, decode_image, encode_batch,
@@ -68,6 +71,8 @@ class Service:
         self.pool = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="clipdex-search")
         self.metrics = Metrics()
         self.batchers: list[Batcher] = []
+        self._served: dict[str, list] = {}  # index name -> query vectors not yet in its cache
+        self._served_lock = threading.Lock()
 
     def start(self) -> None:
         """Blocking: open every index and load each model once (run at start-up, before serving)."""
@@ -87,7 +92,25 @@ class Service:
         for b in self.batchers:
             b.close()
         self.pool.shutdown(wait=True, cancel_futures=True)
+        for name in list(self._served):
+            self._keep_queries(name, flush=True)
         self.registry.close()
+
+    def _keep_queries(self, name: str, q=None, flush: bool = False, every: int = 64) -> None:
+        """Keep served query vectors in the index's cache (every ``every`` queries) for the next ``optimize`` to
+        tune on: real queries, across whatever modality gap they have. A cache that cannot be written (a read-only
+        index folder) is only a lost hint."""
+        with self._served_lock:
+            buf = self._served.setdefault(name, [])
+            if q is not None:
+                buf.append(q)
+            if not buf or (len(buf) < every and not flush):
+                return
+            batch, self._served[name] = buf, []
+        try:
+            remember_queries(self.registry.get(name).index.path, np.concatenate(batch), "served")
+        except (OSError, ClipdexError):
+            pass
 
     async def run(self, fn, *args):
         """Run blocking work (search, decoding, file reads) on the search threads."""
@@ -111,6 +134,8 @@ class Service:
             image = await self.run(decode_image, data, self.config.max_upload)
         q = await query_vector(served, req, image, self.run)
         results = await self.run(run_search, served, req, q)
+        if req.table == "images":
+            await self.run(self._keep_queries, served.name, q.reshape(1, -1))
         return {"index": served.name, "table": req.table, "k": req.k, "offset": req.offset, "results": results,
                 "elapsed_ms": round((time.perf_counter() - t0) * 1000, 3)}
 

@@ -118,10 +118,11 @@ class Store(abc.ABC):
         table = table.take(pa.array(order, pa.int64()))
         return table if columns is None or "id" in columns else table.drop_columns(["id"])
 
-    def iter_vectors(self, name: str, column: str = "vector", batch_rows: int = 65536
+    def iter_vectors(self, name: str, column: str = "vector", batch_rows: int = 65536, where: str | None = None
                      ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Stream (ids (m,) int64, vectors (m, d) float32) of the rows whose ``column`` is not null."""
-        for batch in self.scan(name, ["id", column], batch_rows=batch_rows):
+        """Stream (ids (m,) int64, vectors (m, d) float32) of the rows whose ``column`` is not null (and that
+        match ``where``)."""
+        for batch in self.scan(name, ["id", column], where=where, batch_rows=batch_rows):
             x, valid = arrow_to_vectors(batch.column(1), self.dim)
             if len(x):
                 yield batch.column(0).to_numpy()[valid].astype(np.int64), x

@@ -3,11 +3,11 @@
 Every ``add`` and ``delete`` is one Lance commit (a new table version), so a crash loses at most the batch in
 flight. Searches are exact (flat) until ``optimize`` builds a vector index; rows added after that are still found,
 since Lance searches unindexed fragments exactly. Filtered searches pre-filter; if an ANN probe still comes back
-short while at least k rows match, the query is re-run exactly.
+short while at least k rows match, the query is re-run exactly. The vector index is Lance's own or, when it measures
+faster, a FAISS index beside the table (``lance_ann.Sidecar``).
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from datetime import timedelta
@@ -19,10 +19,13 @@ import pyarrow as pa
 
 from retrieval.ann.config import AnnConfig
 from retrieval.ann.exact import topk
-from retrieval.ann.plan import choose_index
+from retrieval.ann.plan import IndexPlan, choose_index
+from retrieval.ann.selection import search_grid
+from retrieval.ann.tuning import sample_rows
 from retrieval.errors import IndexFormatError, InvalidFilter, InvalidInput, TableNotFound
 from retrieval.store.where import filter_sql
 from retrieval.store.base import Store, check_queries
+from retrieval.store.lance_ann import BUILD_KEYS, FAISS_KINDS, Sidecar, btree_config, index_config
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +57,8 @@ class LanceStore(Store):
         self._records: dict[str, dict] = {}   # table -> what tuning measured (the manifest keeps it)
         self._params: dict[str, dict] = {}    # table -> search params (nprobes, refine_factor, ef)
         self._override: dict[str, dict] = {}  # table -> search params for this process only (tuning)
+        self._sidecars: dict[str, Sidecar | None] = {}  # table -> its FAISS index (lance_ann), None for none
+        self._pending_counts: dict = {}  # (table, version) -> rows added since the sidecar was built
 
     # -- tables ------------------------------------------------------------------------------------------------
     def table_names(self) -> list[str]:
@@ -91,6 +96,8 @@ class LanceStore(Store):
         if not len(ids):
             return 0
         table = self._t(name)
+        if self._sidecar(name) is not None:
+            self._sidecar(name).delete(ids)
         before = table.count_rows()
         for i in range(0, len(ids), 8192):
             table.delete(f"id IN ({','.join(str(int(v)) for v in ids[i:i + 8192])})")
@@ -136,6 +143,9 @@ class LanceStore(Store):
         if self.schema(name).field(column).nullable and column != "vector":
             conds.append(f"`{column}` IS NOT NULL")
         cond = " AND ".join(conds) or None
+        side = self._sidecar(name)
+        if side is not None and column == "vector" and not exact and not cond:
+            return self._sidecar_search(name, side, xq, k)
         D, I = self._query(name, xq, k, cond, column, exact)
         short = (I < 0).any(axis=1)
         if short.any() and not exact and self.ann_info(name)["kind"] != "flat":
@@ -144,6 +154,30 @@ class LanceStore(Store):
                 D2, I2 = self._query(name, xq[short], k, cond, column, exact=True)
                 D[short], I[short] = D2, I2
         return D, I
+
+    def _sidecar(self, name: str) -> Sidecar | None:
+        if name not in self._sidecars:
+            self._sidecars[name] = Sidecar.open(self.root / "_ann", name)
+        return self._sidecars[name]
+
+    def _sidecar_search(self, name: str, side: Sidecar, xq: np.ndarray, k: int):
+        """The FAISS index's top-k merged with an exact Lance search of the rows added since it was built."""
+        D, I = side.search(xq, k, self._search_params(name))
+        if self._pending(name, side):
+            Dp, Ip = self._query(name, xq, k, f"id > {side.built_max_id}", "vector", exact=True)
+            D, I = np.concatenate([D, Dp], 1), np.concatenate([I, Ip], 1)
+        return topk(D, I, k)
+
+    def _pending(self, name: str, side: Sidecar) -> int:
+        """Rows added since the sidecar was built (counted once per table version)."""
+        key = (name, self.version(name))
+        if key not in self._pending_counts:
+            self._pending_counts = {key: self._count(name, f"id > {side.built_max_id}")}
+        return self._pending_counts[key]
+
+    def max_id(self, name: str) -> int:
+        side = self._sidecar(name)
+        return max(super().max_id(name), side.built_max_id if side is not None else -1)  # never reuse an indexed id
 
     def _query(self, name, xq, k, cond, column, exact):
         table = self._t(name)
@@ -183,7 +217,7 @@ class LanceStore(Store):
     _TYPES = {"IvfPq": "IVF_PQ", "IvfFlat": "IVF_FLAT", "IvfSq": "IVF_SQ", "IvfRq": "IVF_RQ",
               "IvfHnswSq": "IVF_HNSW_SQ", "IvfHnswPq": "IVF_HNSW_PQ", "IvfHnswFlat": "IVF_HNSW_FLAT"}
     KINDS = ("IVF_PQ", "IVF_FLAT", "IVF_SQ", "IVF_HNSW_SQ", "IVF_HNSW_PQ", "IVF_HNSW_FLAT")
-    _SEARCH_KEYS = ("nprobes", "refine_factor", "ef")
+    _SEARCH_KEYS = ("nprobes", "refine_factor", "ef", "nprobe", "k_factor", "efSearch")  # Lance's, the sidecar's
 
     def _vector_index(self, name: str):
         for ix in self._t(name).list_indices():
@@ -196,6 +230,10 @@ class LanceStore(Store):
         unindexed (pending, searched exactly) rows, and what tuning measured."""
         ix = self._vector_index(name)
         record = dict(self._records.get(name, {}))
+        side = self._sidecar(name)
+        if side is not None:
+            return {**record, **side.record, "engine": "faiss", "params": dict(self._params.get(name, {})),
+                    "pending_rows": self._pending(name, side), "deleted_rows": int(len(side.tomb))}
         if ix is None:
             return {**{k: v for k, v in record.items() if k == "note"}, "kind": "flat", "params": {}}
         info = {**record, "kind": self._TYPES[str(ix.index_type)], "params": dict(self._params.get(name, {}))}
@@ -230,6 +268,8 @@ class LanceStore(Store):
         kind = info["kind"]
         if kind == "flat":
             return {}
+        if info.get("engine") == "faiss":
+            return search_grid(IndexPlan(kind, info["factory"], info.get("build", {})))
         parts = int(info.get("build", {}).get("num_partitions") or 256)
         nprobes = [v for v in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512) if v <= parts]
         if parts not in nprobes:
@@ -242,20 +282,27 @@ class LanceStore(Store):
 
     def check_kind(self, kind: str) -> str:
         """The Lance index type ``kind`` names ("auto" and "flat" pass); ``InvalidInput`` for any other."""
-        if kind in ("auto", "flat") or kind.upper() in self.KINDS:
-            return kind if kind in ("auto", "flat") else kind.upper()
-        raise InvalidInput(f"unknown LanceDB index type {kind!r}; choose one of flat, {', '.join(self.KINDS)}")
+        if kind in ("auto", "flat", *FAISS_KINDS) or kind.upper() in self.KINDS:
+            return kind if kind in ("auto", "flat", *FAISS_KINDS) else kind.upper()
+        raise InvalidInput(f"unknown index type {kind!r}; choose one of flat, {', '.join(self.KINDS)} (Lance's) or "
+                           f"{', '.join(FAISS_KINDS)} (a FAISS index beside the table)")
 
     def _wanted(self, name: str, ann: AnnConfig) -> dict:
-        """{"kind": lance index type | "flat", "build": create_index params, "params": search params}."""
+        """{"kind": lance index type | FAISS kind | "flat", "build": create_index (or FAISS build) params, "params":
+        search params, "factory" for a FAISS kind}."""
         kind = self.check_kind(ann.kind)
         n = self._t(name).count_rows()
         p = ann.params
         if kind == "flat" or (kind == "auto" and n < ann.exact_below):
             return {"kind": "flat", "build": {}, "params": {}}
-        plan = choose_index(n, self.dim, p.memory, p.recall, ann.exact_below)
-        if kind == "auto":
-            kind = {"ivf_flat": "IVF_FLAT", "ivf_sq8": "IVF_SQ", "hnsw": "IVF_HNSW_SQ"}.get(plan.kind, "IVF_PQ")
+        plan = choose_index(n, self.dim, p.memory, p.recall, ann.exact_below,
+                            kind=kind if kind in FAISS_KINDS else None)
+        if kind == "auto":  # the rule's FAISS structure (``optimize`` measures the candidates instead)
+            kind = plan.kind
+        if kind in FAISS_KINDS:
+            search = {**plan.search, **p.search.as_dict()}
+            return {"kind": kind, "factory": p.factory or plan.factory, "build": {**plan.build, **p.build},
+                    "params": {k: v for k, v in search.items() if k in ("nprobe", "k_factor", "efSearch")}}
         parts = max(1, min(int(plan.build.get("nlist", round(math.sqrt(n)))), max(1, n // 40)))
         build = {"index_type": kind, "num_partitions": parts}
         if "PQ" in kind:
@@ -263,17 +310,22 @@ class LanceStore(Store):
             while self.dim % sub:
                 sub -= 1
             build["num_sub_vectors"] = sub
-        build.update({k: v for k, v in p.build.items() if k in _BUILD_KEYS})
+        build.update({k: v for k, v in p.build.items() if k in BUILD_KEYS})
         search = {"nprobes": max(1, min(20, parts)), **({"refine_factor": 10} if kind in ("IVF_PQ", "IVF_SQ") else {}),
                   **({"ef": 64} if "HNSW" in kind else {})}
         search.update({k: v for k, v in p.search.as_dict().items() if k in self._SEARCH_KEYS})
         return {"kind": kind, "build": build, "params": search}
 
     def optimize(self, name: str, ann: AnnConfig | None = None) -> dict:
-        """Compact, fold rows added since the vector index was built into it (Lance's incremental index update),
-        and build the index ``ann`` asks for when it differs from the one there is (``done["rebuilt"]``: the
-        index layer tunes it). The kind is checked before anything changes."""
-        keep = ann is None and self._vector_index(name) is not None
+        """Compact, fold rows added or deleted since the vector index was built into it (Lance's incremental
+        update, or the FAISS sidecar's), and build the index ``ann`` asks for when it differs from the one there
+        is (``done["rebuilt"]``: the index layer tunes it). The kind is checked before anything changes."""
+        side = self._sidecar(name)
+        keep = ann is None and (self._vector_index(name) is not None or side is not None)
+        if keep and side is not None and side.stale():  # too many deleted rows to keep skipping: rebuild the same
+            ann = AnnConfig(side.kind, 0, {"factory": side.record["factory"], "build": side.record.get("build", {}),
+                                           "rebuild": True, **self._params.get(name, {})})
+            keep = False
         ann = ann or AnnConfig()
         table = self._t(name)
         current = self.ann_info(name)
@@ -281,14 +333,30 @@ class LanceStore(Store):
         done: dict = {}
         table.optimize(cleanup_older_than=timedelta(minutes=1))  # we hold the write lock; readers get a minute
         done["compacted"] = True
-        if want["kind"] == "flat" and current["kind"] != "flat":
-            ix = self._vector_index(name)
+        if keep and side is not None and (self._pending(name, side) or len(side.tomb)):
+            new = (b for b in self.iter_vectors(name, where=f"id > {side.built_max_id}"))
+            done["folded"] = side.fold(new, self.max_id(name))
+        changed = want["kind"] != current["kind"] or ann.params.rebuild or any(
+            want.get(key) != current.get(key) for key in ("build", "factory"))
+        if side is not None and not keep and (want["kind"] not in FAISS_KINDS or changed):
+            side.drop()
+            self._sidecars[name] = None
+            self._records[name] = {}
+            done["dropped_index"] = "faiss"
+        ix = self._vector_index(name)
+        if ix is not None and not keep and (want["kind"] == "flat" or want["kind"] in FAISS_KINDS):
             table.drop_index(ix.name)
             self._records[name] = {}
             done["dropped_index"] = ix.name
-        elif not keep and want["kind"] != "flat" and (want["kind"] != current["kind"] or ann.params.rebuild
-                                                      or want.get("build") != current.get("build")):
-            table.create_index("vector", config=_index_config(want["build"]), replace=True)
+        elif not keep and want["kind"] != "flat" and changed:
+            if want["kind"] in FAISS_KINDS:
+                _, sample = sample_rows(self, name, int(want["build"].get("train_rows") or 100_000))
+                self._sidecars[name] = Sidecar.build(self.root / "_ann", name, want["kind"], want["factory"],
+                                                     want["build"], self.dim, sample, self.iter_vectors(name),
+                                                     self.max_id(name))
+                self._pending_counts.clear()
+            else:
+                table.create_index("vector", config=index_config(want["build"]), replace=True)
             self._records[name] = {"build": want["build"]}
             self.set_search_params(name, want["params"])
             done["ann"] = want
@@ -296,40 +364,8 @@ class LanceStore(Store):
         if table.count_rows() and "id" in table.schema.names and not any(
                 list(getattr(ix, "columns", []))[:1] == ["id"] for ix in table.list_indices()):
             try:
-                table.create_index("id", config=_btree(), replace=True)
+                table.create_index("id", config=btree_config(), replace=True)
                 done["id_index"] = True
             except Exception as exc:  # noqa: BLE001 - a scalar index is an optimisation only
                 log.debug("no scalar index on id: %s", exc)
         return done
-
-
-_BUILD_KEYS = ("num_partitions", "num_sub_vectors", "m", "ef_construction", "num_bits", "max_iterations",
-               "sample_rate")
-
-
-def _index_config(build: dict):
-    """The lancedb index config object for a build record {"index_type": "IVF_PQ", "num_partitions": ...}."""
-    import lancedb.index as li  # heavy optional dependency (the Lance backend)
-
-    cls = {"IVF_PQ": li.IvfPq, "IVF_FLAT": li.IvfFlat, "IVF_SQ": li.IvfSq, "IVF_HNSW_SQ": li.HnswSq,
-           "IVF_HNSW_PQ": li.HnswPq, "IVF_HNSW_FLAT": li.HnswFlat}[build["index_type"]]
-    names = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {k: v for k, v in build.items() if k in names}
-    if "accelerator" in names and _cuda():
-        kwargs["accelerator"] = "cuda"
-    return cls(distance_type="dot", **kwargs)
-
-
-def _btree():
-    import lancedb.index as li  # heavy optional dependency (the Lance backend)
-
-    return li.BTree()
-
-
-def _cuda() -> bool:
-    try:
-        import torch  # heavy optional dependency: only asked whether a GPU can train the index
-
-        return bool(torch.cuda.is_available())
-    except ImportError:
-        return False
