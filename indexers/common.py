@@ -29,7 +29,8 @@ def refresh_search(index: Index, table: str, queries=None) -> dict:
         kind = "given"
         if queries is None:
             queries, kind = load_queries(index.path)
-        return optimize_table(index, table, queries=queries, queries_kind=kind or "given")
+        return optimize_table(index, table, exact_below=DEFAULT_EXACT_BELOW, queries=queries,
+                              queries_kind=kind or "given")
     return index.optimize(table)
 
 

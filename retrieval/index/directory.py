@@ -108,8 +108,8 @@ class Index:
             raise
         for name, info in manifest.get("tables", {}).items():
             params = info.get("ann", {}).get("params")
-            if params and hasattr(self.store, "set_search_params") and self.backend == "lance":
-                self.store.set_search_params(name, params, record=info["ann"])  # tuned recall etc. kept too
+            if (params or "note" in info.get("ann", {})) and self.backend == "lance":
+                self.store.set_search_params(name, params or {}, record=info["ann"])  # tuned recall, notes kept too
         self._next_id: dict[str, int] = {}
         self._changed = False  # the manifest is rewritten on close only when rows or tables changed
 

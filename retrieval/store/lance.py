@@ -170,7 +170,7 @@ class LanceStore(Store):
 
     def _pending(self, name: str, side: Sidecar) -> int:
         """Rows added since the sidecar was built (counted once per table version)."""
-        key = (name, self.version(name))
+        key = (name, self.version(name), side.built_max_id)
         if key not in self._pending_counts:
             self._pending_counts = {key: self._count(name, f"id > {side.built_max_id}")}
         return self._pending_counts[key]
