@@ -1,14 +1,20 @@
 """Train clipdex-tiny on the generated world, seeded: ``python benchmarks/train_tiny.py``.
 
-Reproduces ``retrieval/models/weights/clipdex-tiny.safetensors`` (the shipped weights) on CPU in under 30 minutes
-on 2 cores. The data is the world of ``indexers.samples.world``: a pool of scenes drawn once (seed ``--seed``),
+Reproduces ``retrieval/models/weights/clipdex-tiny.safetensors`` (the shipped weights: 2,500 steps of 256) on CPU
+in about 20 minutes on 2 quiet cores (0.43 s a step, plus 45 s to draw the pool). The data is the world of ``indexers.samples.world``: a pool of scenes drawn once (seed ``--seed``),
 each paired at every step with freshly sampled words (a caption, a long description or a window of one, a
 class-name prompt, a colour phrase: ``indexers.samples.world_text.training_text``); colour-shape pairs of
 ``held_out_pairs()`` are never drawn, so that the evaluation can measure composition.
 
+The model (``retrieval/models/configs/clipdex-tiny.json``): open_clip's ModifiedResNet image tower (layers 1-1-1-1,
+width 8, 64 px) and a 3-layer, 64-wide text transformer with open_clip's tokenizer, embedding 64. A first version
+with a 3-layer ViT (patch 8) learned colours in 600 steps but not shapes (chance); in a 200-step supervised check on
+the same drawings the ResNet tower reached 80% shape accuracy where the ViT reached 28%: convolutions see shape
+with far less data.
+
 The loss is CLIP's symmetric contrastive loss, where texts that are the same string count as positives of each
-other's images, plus a training-only linear probe on the image embedding that predicts the shapes and colours
-present (multi-label), which teaches the image tower shape far sooner than the contrastive loss alone. Texts are encoded only up to the longest text of the batch: the text tower's attention is causal,
+other's images, plus a training-only linear probe on the image embedding whose cross-entropy against the shapes and
+the colours present (``attribute_loss``) teaches the image tower shape far sooner than the contrastive loss alone. Texts are encoded only up to the longest text of the batch: the text tower's attention is causal,
 so positions past the end-of-text token do not change the result (``encode_text_prefix``); batches of long
 descriptions and their windows reach every one of the 77 positions.
 
@@ -119,8 +125,19 @@ def attribute_targets(scenes) -> torch.Tensor:
     return y
 
 
-def train(steps: int = 600, batch: int = 256, pool: int = 24000, lr: float = 2.5e-3, seed: int = 0,
-          threads: int = 2, out: Path = WEIGHTS, log_every: int = 50) -> dict:
+def attribute_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the probe's shape logits and colour logits against the shapes / colours present (a soft
+    target spread evenly over them): a stronger signal than a per-attribute sigmoid."""
+    n = len(SHAPES)
+    loss = 0.0
+    for part in (slice(0, n), slice(n, None)):
+        t = targets[:, part]
+        loss = loss - (t / t.sum(1, keepdim=True) * F.log_softmax(logits[:, part], 1)).sum(1).mean()
+    return loss
+
+
+def train(steps: int = 2500, batch: int = 256, pool: int = 24000, lr: float = 2.5e-3, seed: int = 0,
+          threads: int = 2, out: Path = WEIGHTS, log_every: int = 50, aux: float = 1.0) -> dict:
     """Train and save the weights (fp16 safetensors). Returns a small report (loss curve, seconds)."""
 
     torch.set_num_threads(threads)
@@ -153,7 +170,7 @@ def train(steps: int = 600, batch: int = 256, pool: int = 24000, lr: float = 2.5
         img = model.encode_image(x)
         txt = encode_text_prefix(model, tokens)
         loss = clip_loss(img, txt, model.logit_scale.exp().clamp(max=100), texts)
-        loss = loss + F.binary_cross_entropy_with_logits(probe(img), attribute_targets([scenes[i] for i in idx]))
+        loss = loss + aux * attribute_loss(probe(img), attribute_targets([scenes[i] for i in idx]))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -176,16 +193,17 @@ def train(steps: int = 600, batch: int = 256, pool: int = 24000, lr: float = 2.5
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=600)
+    p.add_argument("--steps", type=int, default=2500)
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--pool", type=int, default=24000)
     p.add_argument("--lr", type=float, default=2.5e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--aux", type=float, default=1.0)
     p.add_argument("--out", default=str(WEIGHTS))
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    report = train(a.steps, a.batch, a.pool, a.lr, a.seed, a.threads, Path(a.out))
+    report = train(a.steps, a.batch, a.pool, a.lr, a.seed, a.threads, Path(a.out), aux=a.aux)
     (ROOT / "benchmarks" / "results" / "tiny_train.json").write_text(json.dumps(report, indent=1) + "\n")
 
 

@@ -24,7 +24,7 @@ OFFLINE_NOTE = """\
 note: the default model's weights ({model}) are not available here:
   {reason}
 The demo goes on with {tiny}, a tiny model shipped with clipdex and trained only on drawn shapes: it knows
-the colours of simple drawings like the ones the demo draws (not yet reliably their shapes) and nothing of the
+the shapes and colours of simple drawings like the ones the demo draws and nothing of the
 real world, so use it to see the whole pipeline work (drawing, decoding, encoding, indexing, searching), not on
 your photos. With the weights cached, `clipdex demo` uses the real model. `clipdex index` and `clipdex search`
 never switch models on their own.

@@ -87,7 +87,7 @@ def test_a_relevant_path_not_in_the_index_is_one_line(indexed, runner, cli):
 
 def test_classification_top1_per_method_and_a_label_that_names_no_class(indexed, runner, cli):
     root, items = indexed
-    (root / "classes.txt").write_text("red\nblue\n")  # the shipped clipdex-tiny knows colours (not yet shapes)
+    (root / "classes.txt").write_text("red\nblue\n")  # colours: what the shipped clipdex-tiny knows best
     (root / "templates.txt").write_text("a {} shape\n")
     (root / "labels.csv").write_text("path,label\n" + "".join(f"{it['path']},{it['color']}\n" for it in items))
     r = _run(runner, cli, "classify", root / "labels.csv", "--classes", root / "classes.txt", "--model", TINY,

@@ -11,10 +11,7 @@ import pytest
 from indexers.samples.world_sets import make_gallery, make_long_text_scenes
 
 TINY = "clipdex-tiny"
-# The shipped clipdex-tiny learned colours (zero-shot 96%) but not yet shapes (chance): see
-# benchmarks/results/tiny_model.json. The tests that need shapes are strict xfails, so they turn into failures, to be
-# unmarked, as soon as a retrained model knows shapes.
-NO_SHAPES = pytest.mark.xfail(strict=True, reason="the shipped clipdex-tiny does not know shapes yet")
+# What the shipped clipdex-tiny knows, on held-out drawings: benchmarks/results/tiny_model.json.
 COLORS = ("red", "blue", "green", "yellow")
 SHAPES = ("circle", "square", "star", "heart")
 
@@ -53,7 +50,6 @@ def gallery(tmp_path_factory):
     return root
 
 
-@NO_SHAPES
 def test_demo_ranks_every_drawing_of_the_queried_colour_and_shape_above_every_other(runner, cli, tmp_path):
     r = invoke(runner, cli, "demo", "--out", tmp_path / "demo", "--model", TINY, "-k", 5)
     blocks = r.stdout.split("clipdex search ")[1:]
@@ -76,7 +72,6 @@ def test_demo_offline_says_it_falls_back_to_a_model_of_drawn_shapes(runner, cli,
         assert "trained only on drawn shapes" in r.stderr and "rankings mean nothing" not in r.stderr
 
 
-@NO_SHAPES
 def test_text_to_image_precision_at_5_on_colour_shape_queries(gallery, runner, cli):
     precisions = []
     for c in COLORS:
@@ -94,14 +89,12 @@ def captions_found_by_image(gallery, runner, cli) -> dict[tuple[str, str], str]:
             for c in COLORS for s in SHAPES}
 
 
-@NO_SHAPES
 def test_image_to_text_names_the_drawing(gallery, runner, cli):
     found = captions_found_by_image(gallery, runner, cli)
     right = sum(text == f"a {c} {s}" for (c, s), text in found.items())
     assert right >= 14, right  # of 16
 
 
-@NO_SHAPES
 def test_text_to_text_finds_the_caption_in_other_words(gallery, runner, cli):
     queries = {"a photo of a red circle": "a red circle", "a drawing of a blue star": "a blue star",
                "a heart that is green": "a green heart", "a large yellow square": "a yellow square"}
@@ -127,7 +120,6 @@ def test_where_keeps_the_filter_and_the_meaning(gallery, runner, cli):
     assert [what(h["path"]) for h in top] == [("red", "star")] * 5
 
 
-@NO_SHAPES
 def test_where_keeps_the_shape_deciding_the_ranking(gallery, runner, cli):
     top = hits(runner, cli, gallery / "ix", "a blue square", "--where", "path NOT LIKE '%/blue_%'", "-k", 5)
     assert all(what(h["path"])[0] != "blue" for h in top)
@@ -158,7 +150,6 @@ def test_long_descriptions_agree_on_the_first_77_tokens_and_decide_after(long_sc
         assert s["third"] not in s["description"][:400] and s["third"] in s["description"]
 
 
-@pytest.mark.xfail(strict=False, reason="needs shapes for some scenes: the shipped clipdex-tiny knows colours only")
 @pytest.mark.parametrize("strategy", ["chunk", "longclip"])
 def test_a_long_description_picks_its_scene_when_every_token_counts(long_scenes, runner, cli, strategy):
     root, scenes, _ = long_scenes

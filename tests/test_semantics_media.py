@@ -80,21 +80,15 @@ def _accuracy(runner, cli, corpus, split, *extra) -> dict:
     return json.loads(r.stdout.splitlines()[-1])["summary"]["accuracy"]
 
 
-NO_SHAPES = pytest.mark.xfail(strict=True, reason="the shipped clipdex-tiny does not know shapes yet "
-                                                   "(benchmarks/results/tiny_model.json)")
-
-
-@NO_SHAPES
 def test_zero_shot_knows_the_shapes_of_clean_drawings(runner, cli, corpus):
     acc = _accuracy(runner, cli, corpus, "clean", "--model", TINY)
     assert acc["zeroshot"]["top1"] >= 90.0, acc
 
 
-@NO_SHAPES
-def test_every_method_runs_on_a_style_shift_and_few_shot_gda_beats_zero_shot(runner, cli, corpus):
+def test_every_method_runs_on_a_style_shift_and_knows_the_shapes(runner, cli, corpus):
     acc = _accuracy(runner, cli, corpus, "shifted", "--method", "all", "--support", corpus["root"] / "support.clipdex",
                     "--shots", corpus["shots"], "--per-class", 8)
     assert set(acc) == {"zeroshot", "susx", "xmore", "reco", "tip", "tipx", "gda", "proker"}
-    chance = 100.0 / 8
-    assert all(a["n"] == 64 and a["top1"] > 2 * chance for a in acc.values()), acc
-    assert acc["gda"]["top1"] > acc["zeroshot"]["top1"], acc
+    # what holds robustly on 64 images (benchmarks/results/tiny_classify.json: 86-92% top-1 for every method; which
+    # method leads changes with a single image, so no ranking between methods is asserted)
+    assert all(a["n"] == 64 and a["top1"] >= 75.0 and a["top5"] >= 90.0 for a in acc.values()), acc

@@ -65,14 +65,15 @@ def make_long_text_scenes(folder: str | Path, thirds=(("red", "star"), ("blue", 
 
 
 def make_event_videos(folder: str | Path, seed: int = 0) -> list[dict]:
-    """Three 10-second videos (4 fps, 64 px): ``star.mp4``, where a red star appears at 6 s and leaves at 8 s
-    while a blue square moves from left to right; ``recolor.mp4``, a green circle that turns yellow at 5 s;
+    """Three 10-second videos (4 fps, 64 px): ``star.mp4``, where a small red star appears at the top at 6 s and
+    leaves at 8 s while a small blue square moves from left to right below it (as in the world, objects never
+    overlap); ``recolor.mp4``, a green circle that turns yellow at 5 s;
     ``heart.mp4``, a purple heart moving from top to bottom. Each dict has its ``path`` and, where it has one,
     its event window ``event`` = (start, end)."""
     folder = Path(folder)
     videos = [
-        ("star.mp4", [track("square", "blue", 0, 10, "left", to="right", seed=seed),
-                      track("star", "red", 6, 8, "top", seed=seed + 1)], (6.0, 8.0)),
+        ("star.mp4", [track("square", "blue", 0, 10, "left", to="right", size="small", seed=seed),  # small: the
+                      track("star", "red", 6, 8, "top", size="small", seed=seed + 1)], (6.0, 8.0)),  # two never touch
         ("recolor.mp4", [track("circle", "green", 0, 10, "center", recolor="yellow", recolor_at=5, seed=seed + 2)],
          (5.0, 10.0)),
         ("heart.mp4", [track("heart", "purple", 0, 10, "top", to="bottom", seed=seed + 3)], None),

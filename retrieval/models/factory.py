@@ -83,7 +83,7 @@ def list_known_models(all_tags: bool = False) -> list[dict]:
 
     register_configs()
     rows = [{"spec": TINY_MODEL, "cached": TINY_WEIGHTS.is_file(),
-             "note": "shipped, trained on drawn shapes: knows their colours (not yet shapes); nothing real"},
+             "note": "shipped, trained on drawn shapes: knows shapes, colours, sizes, positions; nothing real"},
             {"spec": f"random:{TINY_MODEL}", "cached": True, "note": "the same, with random weights (benchmarks)"}]
     pairs = open_clip.list_pretrained() if all_tags else [tuple(DEFAULT_MODEL.split(":"))]
     for arch, tag in pairs:
