@@ -85,6 +85,22 @@ def test_a_text_query_is_encoded_by_the_index_model(served, tiny):
     assert [h["id"] for h in got] == [h["id"] for h in ref]
 
 
+def test_served_query_vectors_are_kept_for_the_next_optimize(served, tiny):
+    from retrieval.index.query_cache import load_queries
+
+    c, idx, _ = served
+    texts = ["a blue star", "a yellow square", "a green triangle"]
+    for t in texts:
+        search(c, text=t, k=3)
+    service = c.app.state.service
+    name = next(iter(service.registry.items))
+    service._keep_queries(name, flush=True)  # the server writes every 64 queries and when it stops
+    kept, kind = load_queries(idx)
+    assert kind == "served" and len(kept) >= 3
+    want = tiny.encode_texts(texts)
+    assert np.allclose(kept[-3:], want, atol=1e-5)  # the query vectors themselves, newest last
+
+
 def test_where_filters_rows_and_a_file_reading_filter_is_a_400_that_leaks_nothing(served):
     c, _, photos = served
     hits = search(c, like_id=0, k=48, where="path LIKE '%/circle/%'")

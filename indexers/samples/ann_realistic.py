@@ -92,8 +92,8 @@ class RealisticCorpus:
 
 
 DEFAULTS = {"n_concepts": 20000, "concept_zipf": 1.0, "n_styles": 4000, "style_zipf": 0.8, "sem_dim": 256,
-            "sem_alpha": 0.6, "vis_alpha": 0.6, "noise_alpha": 0.3, "cone": 1.0, "gap": 1.2, "a_sem": 0.55,
-            "a_vis": 0.75, "style_spread": 0.6, "a_noise": 0.35, "a_tnoise": 0.45, "text_cone": 1.0}
+            "sem_alpha": 0.6, "vis_alpha": 0.6, "noise_alpha": 0.3, "cone": 0.6, "gap": 1.2, "a_sem": 0.55,
+            "a_vis": 0.3, "style_spread": 0.6, "a_noise": 0.25, "a_tnoise": 0.7, "text_cone": 1.0}
 
 
 def make_realistic_corpus(n: int, dim: int = 512, n_queries: int = 1000, seed: int = 0, block_size: int = 65536,

@@ -58,7 +58,8 @@ class LanceStore(Store):
         self._params: dict[str, dict] = {}    # table -> search params (nprobes, refine_factor, ef)
         self._override: dict[str, dict] = {}  # table -> search params for this process only (tuning)
         self._sidecars: dict[str, Sidecar | None] = {}  # table -> its FAISS index (lance_ann), None for none
-        self._pending_counts: dict = {}  # (table, version) -> rows added since the sidecar was built
+        self._pending_counts: dict = {}  # (table, version, build) -> rows added since the sidecar was built
+        self._schemas: dict[str, pa.Schema] = {}
 
     # -- tables ------------------------------------------------------------------------------------------------
     def table_names(self) -> list[str]:
@@ -82,9 +83,12 @@ class LanceStore(Store):
             self._tables[name] = self.db.create_table(name, schema=schema)
 
     def schema(self, name: str) -> pa.Schema:
-        return self._t(name).schema
+        if name not in self._schemas:  # asked three times a search; the table object is pinned to its version
+            self._schemas[name] = self._t(name).schema
+        return self._schemas[name]
 
     def add_columns(self, name: str, fields: Sequence[pa.Field]) -> None:
+        self._schemas.pop(name, None)
         self._t(name).add_columns(pa.schema(list(fields)))
 
     def add(self, name: str, rows: pa.Table) -> None:
