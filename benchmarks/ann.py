@@ -546,6 +546,7 @@ def main() -> None:
                "--available", args.available]
         t1 = time.perf_counter()
         proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(HERE.parent)})
+        (work / f"{m}.log").write_text(proc.stderr)  # the worker's log (clipdex logs its candidates and tuning)
         line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         if proc.returncode or not line:
             res["methods"][m] = {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1]}

@@ -119,7 +119,7 @@ def test_tuning_uses_cached_queries_and_says_which(tmp_path):
     ix = open_index(tmp_path / "ix")
     _, I = ix.search_vectors("images", text_like, 10)
     _, Ir = exact_search(text_like, [(np.arange(N), xb)], 10)
-    assert abs(recall_at_k(I, Ir, 10) - record["recall_at_10"]) < 1e-6
+    assert abs(recall_at_k(I, Ir, 10) - record["recall_at_10"]) <= 5.01e-5  # recorded to 4 decimals
     ix.close()
     bad = tmp_path / "bad.npy"
     np.save(bad, np.zeros((3, D + 1), np.float32))

@@ -125,7 +125,8 @@ def choose_index(n: int, d: int, memory_budget: int | None = None, recall_target
             choice, why = "ivf_pq_fs_bare", "tight memory: fast-scan PQ codes only (recall may fall short)"
     else:
         choice, why = kind, "asked for"
-    nprobes = [v for v in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512) if v <= nlist]
+    nprobes = [v for v in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
+               if v <= nlist]  # text queries across the modality gap may need a fifth of the lists
     train = min(n, max(50 * nlist, 20_000))
     if choice == "flat":
         plan = IndexPlan("flat", "Flat", {}, {}, {})

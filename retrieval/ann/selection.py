@@ -29,8 +29,8 @@ log = logging.getLogger(__name__)
 K = 10
 SEARCHABLE = ("ivf_flat", "ivf_sq8", "hnsw", "ivf_pq_fs")  # the FAISS structures worth measuring
 EF_GRID = [10, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024]
-NPROBE_GRID = [1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512]
-K_FACTOR_GRID = [1, 2, 4, 8, 16, 32, 64, 128]
+NPROBE_GRID = [1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048]
+K_FACTOR_GRID = [4, 16, 64]  # refinement depth: each value is one bisection over nprobe while tuning
 
 
 @dataclass

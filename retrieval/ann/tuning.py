@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -176,8 +177,13 @@ def optimize_table(index, table: str, recall: float = DEFAULT_RECALL, memory: in
         params.update(factory=current.get("factory"), build=current.get("build", {}))
     elif on_plan is not None:
         on_plan(plan_for(index, table, recall, memory, kind if kind in KINDS else None, exact_below))
+    t0 = time.perf_counter()
     index.optimize(table, AnnConfig(kind or "auto", exact_below, AnnParams(**params)))
+    log.info("%s: built %s in %.0f s", table, params.get("factory") or kind, time.perf_counter() - t0)
+    t0 = time.perf_counter()
     record = tune_table(store, table, recall, n_queries, queries=queries, queries_kind=queries_kind)
+    log.info("%s: tuned to %s (recall@10 %s) in %.0f s", table, record.get("params"), record.get("recall_at_10"),
+             time.perf_counter() - t0)
     if candidates is not None:
         store.set_search_params(table, record["params"], record={"candidates": candidates})
         record = store.ann_info(table)

@@ -239,7 +239,7 @@ class LanceStore(Store):
             return {**record, **side.record, "engine": "faiss", "params": dict(self._params.get(name, {})),
                     "pending_rows": self._pending(name, side), "deleted_rows": int(len(side.tomb))}
         if ix is None:
-            return {**{k: v for k, v in record.items() if k == "note"}, "kind": "flat", "params": {}}
+            return {**{k: v for k, v in record.items() if k in ("note", "candidates")}, "kind": "flat", "params": {}}
         info = {**record, "kind": self._TYPES[str(ix.index_type)], "params": dict(self._params.get(name, {}))}
         try:
             stats = self._t(name).index_stats(ix.name)
@@ -275,7 +275,7 @@ class LanceStore(Store):
         if info.get("engine") == "faiss":
             return search_grid(IndexPlan(kind, info["factory"], info.get("build", {})))
         parts = int(info.get("build", {}).get("num_partitions") or 256)
-        nprobes = [v for v in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512) if v <= parts]
+        nprobes = [v for v in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048) if v <= parts]
         if parts not in nprobes:
             nprobes.append(parts)
         if kind.startswith("IVF_HNSW"):
