@@ -104,8 +104,8 @@ def choose_index(n: int, d: int, memory_budget: int | None = None, recall_target
     """
     budget = int(memory_budget if memory_budget is not None else default_memory_budget())
     nlist = _nlist(n)
-    m_pq = max(1, d // 4)  # 4 dimensions per 4-bit sub-quantizer: coarser codes miss too many true neighbours
-    while d % m_pq:        # on text-to-image queries for any refinement to recover (benchmarks/ANN.md)
+    m_pq = max(1, d // 2)  # 2 dimensions per 4-bit sub-quantizer: at 4 or 8 dimensions the codes miss true
+    while d % m_pq:        # neighbours of text-to-image queries that no refinement recovers (benchmarks/ANN.md)
         m_pq -= 1
     M = 16 if recall_target <= 0.9 else 32 if recall_target <= 0.97 else 48
     per = {"flat": 4 * d, "hnsw": 4 * d + 8 * M + 16, "ivf_flat": 4 * d + 8, "ivf_sq8": d + 8,
