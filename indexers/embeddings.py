@@ -8,7 +8,7 @@ Sources (checked whole before the index is touched: dimensions, metadata row cou
 - Parquet files with a fixed- or variable-size list vector column (``vector``, ``embedding``, ``emb``,
   ``image_embedding``, or ``column=``) and metadata columns.
 
-Everything is streamed (``np.load(mmap_mode="r")`` slices, pyarrow ``iter_batches``). Vectors with NaN/inf values
+Everything is streamed (``.npy`` blocks read from the file, pyarrow ``iter_batches``). Vectors with NaN/inf values
 or zero norm are rejected into the ``errors`` table (path ``FILE#ROW``, stage ``vector``), never normalised into
 noise, and so are the rows of a Parquet vector column that are null or of another length; the others are
 L2-normalised. Progress is kept per source file (rows done, in the manifest, after every committed block): a
@@ -159,8 +159,8 @@ def _vector_rows(col: pa.Array, dim: int) -> tuple[np.ndarray, list[str | None]]
 def _blocks(part: Part, rows: int) -> Iterator[tuple[int, np.ndarray, list | None, np.ndarray | None, pa.Table | None]]:
     """(start row, vectors (b, d), per-row problems or None, caption vectors or None, metadata rows or None)."""
     if part.npy:
-        x = np.load(part.npy, mmap_mode="r")
-        tx = np.load(part.text_npy, mmap_mode="r") if part.text_npy else None
+        x = _NpyRows(part.npy)
+        tx = _NpyRows(part.text_npy) if part.text_npy else None
         meta_iter = _parquet(part.meta).iter_batches(batch_size=rows) if part.meta else None
         carry = None
         for s in range(0, part.rows, rows):
@@ -184,6 +184,29 @@ def _blocks(part: Part, rows: int) -> Iterator[tuple[int, np.ndarray, list | Non
         meta = pa.Table.from_batches([rb]).drop_columns([part.column])
         yield s, x, why, None, meta
         s += len(rb)
+
+
+class _NpyRows:
+    """Rows [s, s + b) of a 2-D ``.npy`` file read with plain file reads: a memory map would leave every page it
+    touched resident (the whole file by the end of an import), reads leave only the block in hand."""
+
+    def __init__(self, path: str):
+        with open(path, "rb") as f:
+            major, _ = np.lib.format.read_magic(f)
+            read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read(f)
+            self.offset = f.tell()
+        if fortran or len(shape) != 2:
+            raise ValueError(f"{path}: expected a C-ordered 2-D array, found shape {shape}")
+        self.path, self.shape, self.dtype = path, shape, np.dtype(dtype)
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        s, e, _ = rows.indices(self.shape[0])
+        row_bytes = self.shape[1] * self.dtype.itemsize
+        with open(self.path, "rb") as f:
+            f.seek(self.offset + s * row_bytes)
+            data = f.read(max(0, e - s) * row_bytes)
+        return np.frombuffer(data, self.dtype).reshape(-1, self.shape[1])
 
 
 def _parquet(path: str) -> pq.ParquetFile:

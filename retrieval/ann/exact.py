@@ -74,3 +74,20 @@ def recall_at_k(I: np.ndarray, I_gt: np.ndarray, k: int) -> float:
         total += len(b)
         hits += len(np.intersect1d(a[a >= 0], b))
     return hits / total if total else 1.0
+
+
+def recall_lower_bound(I: np.ndarray, I_gt: np.ndarray, k: int, z: float = 1.645) -> float:
+    """A one-sided lower confidence bound of k-recall@k over queries like these: the mean of the per-query recalls
+    minus ``z`` standard errors (z 1.645: 95%). I, I_gt (q, >=k) int64 with -1 padding. A tuned setting that must
+    hold on *other* queries of the same kind is judged by this bound, not by the sample's mean."""
+    I, I_gt = np.asarray(I)[:, :k], np.asarray(I_gt)[:, :k]
+    per = []
+    for a, b in zip(I, I_gt):
+        b = b[b >= 0]
+        if len(b):
+            per.append(len(np.intersect1d(a[a >= 0], b)) / len(b))
+    if not per:
+        return 1.0
+    per = np.asarray(per)
+    return float(per.mean() - z * per.std(ddof=1) / np.sqrt(len(per))) if len(per) > 1 else float(per.mean())
+

@@ -23,7 +23,7 @@ import numpy as np
 
 from retrieval.ann import structures as faiss_ann
 from retrieval.ann.exact import exact_search
-from retrieval.ann.plan import DEFAULT_RECALL, IndexPlan, choose_index, tune_search_params
+from retrieval.ann.plan import CONFIDENCE_Z, DEFAULT_RECALL, IndexPlan, choose_index, tune_search_params
 
 log = logging.getLogger(__name__)
 K = 10
@@ -170,7 +170,7 @@ def measure_candidates(ids: np.ndarray, x: np.ndarray, xq: np.ndarray, exclude: 
             _, I = faiss_ann.search(_ix, q, k + extra, faiss_ann.SearchParams(_kind, params))
             return _drop_self(np.asarray(I, np.int64), exclude[:len(q)], k) if extra else I
 
-        tuned = tune_search_params(search_fn, xq, I_gt, K, recall_target, search_grid(small))
+        tuned = tune_search_params(search_fn, xq, I_gt, K, recall_target, search_grid(small), z=CONFIDENCE_Z)
         qps = batch_qps(lambda q: search_fn(q, K, tuned.params), xq)
         cand = Candidate(full, tuned.params, tuned.recall, qps, tuned.met, build_s, m)
         log.info("candidate %s: recall@10 %.3f at %s, %.0f QPS (built in %.0fs on %d rows)", factory, tuned.recall,

@@ -25,7 +25,8 @@ from typing import Callable
 import numpy as np
 
 from retrieval.ann.config import AnnConfig, AnnParams
-from retrieval.ann.plan import DEFAULT_EXACT_BELOW, DEFAULT_RECALL, KINDS, IndexPlan, check_recall, choose_index, \
+from retrieval.ann.plan import CONFIDENCE_Z, DEFAULT_EXACT_BELOW, DEFAULT_RECALL, KINDS, IndexPlan, check_recall, \
+    choose_index, \
     default_memory_budget, tune_search_params
 from retrieval.ann.exact import exact_search
 from retrieval.ann.selection import Candidate, _drop_self, batch_qps, candidate_plans, measure_candidates, \
@@ -33,6 +34,7 @@ from retrieval.ann.selection import Candidate, _drop_self, batch_qps, candidate_
 
 log = logging.getLogger(__name__)
 K = 10
+CANDIDATE_QUERIES = 500  # candidates are only ranked: half the queries halve their cost (the winner is tuned on all)
 FLAT_NOTE = "exact search needs no tuning"
 
 
@@ -121,7 +123,7 @@ def tune_table(store, name: str, recall_target: float = DEFAULT_RECALL, n_querie
         return _drop_self(I, held.exclude, k)
 
     grid = store.ann_grid(name)
-    result = tune_search_params(search_fn, held.xq, I_gt, K, recall_target, grid)
+    result = tune_search_params(search_fn, held.xq, I_gt, K, recall_target, grid, z=CONFIDENCE_Z)
     if not result.met:
         log.warning("%s: recall@10 %.3f is below the target %.3f even at the widest search", name, result.recall,
                     recall_target)
@@ -142,7 +144,7 @@ def optimize_table(index, table: str, recall: float = DEFAULT_RECALL, memory: in
                    kind: str | None = None, exact_below: int = DEFAULT_EXACT_BELOW, rebuild: bool = False,
                    n_queries: int = 1000, on_plan: Callable[[IndexPlan], None] | None = None,
                    queries: np.ndarray | None = None, select: bool = True, max_candidates: int = 5,
-                   time_budget: float = 600.0, sample_size: int = 200_000,
+                   time_budget: float = 600.0, sample_size: int = 100_000,
                    on_candidate: Callable[[Candidate], None] | None = None, queries_kind: str = "given") -> dict:
     """Build (or fold pending rows into) the table's ANN index for ``recall`` within ``memory`` bytes, tune its
     search parameters on held-out queries and record the measured recall@10 in the manifest; returns the record.
@@ -215,7 +217,7 @@ def _slower_than_exact(store, table: str, queries, n_queries: int, probe: int = 
 
 def select_structure(index, table: str, recall: float, budget: int, n_queries: int = 1000,
                      queries: np.ndarray | None = None, max_candidates: int = 5, time_budget: float = 600.0,
-                     sample_size: int = 200_000, on_candidate: Callable[[Candidate], None] | None = None
+                     sample_size: int = 100_000, on_candidate: Callable[[Candidate], None] | None = None
                      ) -> tuple[IndexPlan, list[dict]]:
     """Measure candidate structures on a sample of the table; the full-size plan of the fastest meeting
     ``recall`` within ``budget`` bytes, and every candidate's record."""
@@ -224,8 +226,8 @@ def select_structure(index, table: str, recall: float, budget: int, n_queries: i
     plans = candidate_plans(n, index.dim, budget, recall, max_candidates)
     held = held_out(store, table, n_queries, 0, queries)
     ids, x = sample_rows(store, table, sample_size)
-    cands = measure_candidates(ids, x, held.xq, held.exclude, plans, recall, time_budget,
-                               on_candidate=on_candidate)
+    cands = measure_candidates(ids, x, held.xq[:CANDIDATE_QUERIES], held.exclude[:CANDIDATE_QUERIES], plans, recall,
+                               time_budget, on_candidate=on_candidate)
     best = cands[pick_fastest(cands, recall, budget)]
     plan = best.plan
     plan.reason = (f"fastest of {sum(c.skipped is None for c in cands)} measured on {best.sample_rows} rows: "
