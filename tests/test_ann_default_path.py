@@ -91,6 +91,7 @@ def test_an_import_reaching_the_threshold_builds_by_measurement(tmp_path, monkey
 def test_an_index_slower_than_exact_search_is_dropped_and_the_record_says_so(tmp_path, monkeypatch):
     ix, xb = lance_index(tmp_path)
     monkeypatch.setattr(tuning, "_slower_than_exact", lambda *a, **k: True)
+    monkeypatch.setattr(tuning, "SPEED_CHECK_ROWS", 0)
     record = optimize_table(ix, "images", recall=0.9, exact_below=0, n_queries=60, sample_size=N)
     assert record["kind"] == "flat" and "exact search" in record["note"] and "slower" in record["note"]
     assert "recall_at_10" not in record  # no recall is claimed for an index that is not there

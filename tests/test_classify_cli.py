@@ -122,10 +122,10 @@ def test_warnings_are_single_lines_and_the_run_goes_on(runner, cli, data, tmp_pa
     shutil.copytree(data["shots"], shots)
     shutil.rmtree(shots / "triangle")
     r = invoke(runner, cli, "classify", data["test"], "--classes", data["classes"], "--method", "all", "--shots",
-               shots, "--support", data["support"], "--per-class", 40)
+               shots, "--support", data["support"], "--per-class", 5000)  # more than the whole support index
     assert r.exit_code == 0, r.output
     warnings = [w for w in r.stderr.splitlines() if w.startswith("warning:")]
     assert any("no images for 1 classes (e.g. 'triangle')" in w for w in warnings)
     assert any("skipping gda" in w for w in warnings)
-    assert any("fewer than 40 support images" in w for w in warnings)
+    assert any("fewer than 5000 support images" in w for w in warnings)
     assert "gda: " not in r.stdout.splitlines()[0]
