@@ -67,6 +67,19 @@ def test_ann_config_takes_typed_params_and_converts_older_dicts():
         AnnConfig("ivf_flat", 0, {"nprob": 8})
 
 
+def test_recall_lower_bound_is_the_mean_minus_z_standard_errors_of_the_per_query_recalls():
+    from retrieval.ann.exact import query_hits, recall_lower_bound
+
+    got = np.array([[1, 2, 3], [4, 5, 9], [7, 8, 9], [9, 9, 9]])
+    gt = np.array([[1, 2, 3], [4, 5, 6], [7, -1, -1], [-1, -1, -1]])
+    hits, totals = query_hits(got, gt, 3)
+    assert hits.tolist() == [3, 2, 1, 0] and totals.tolist() == [3, 3, 1, 0]
+    per = np.array([1.0, 2 / 3, 1.0])  # the query without true neighbours does not count
+    want = per.mean() - 1.645 * per.std(ddof=1) / np.sqrt(3)
+    assert recall_lower_bound(hits, totals) == pytest.approx(want)
+    assert recall_lower_bound(hits, totals, z=0) == pytest.approx(per.mean())
+
+
 def test_recall_at_k_counts_overlap_and_ignores_padding():
     gt = np.array([[1, 2, 3, 4], [5, 6, -1, -1]])
     got = np.array([[4, 3, 9, 8], [6, 7, 5, -1]])

@@ -64,30 +64,35 @@ def exact_search(xq: np.ndarray, xb_blocks: Iterable, k: int, block: int = 65536
     return D, I
 
 
+def query_hits(I: np.ndarray, I_gt: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per query: how many of its true top-k were found, and how many true neighbours it has (at most k).
+    I, I_gt (q, >=k) int64 with -1 padding -> (hits (q,), totals (q,)) int64."""
+    I, I_gt = np.asarray(I)[:, :k], np.asarray(I_gt)[:, :k]
+    hits, totals = np.zeros(len(I), np.int64), np.zeros(len(I), np.int64)
+    for j, (a, b) in enumerate(zip(I, I_gt)):
+        b = b[b >= 0]
+        totals[j] = len(b)
+        hits[j] = len(np.intersect1d(a[a >= 0], b))
+    return hits, totals
+
+
+def pooled_recall(hits: np.ndarray, totals: np.ndarray) -> float:
+    """All hits over all true neighbours (1.0 when there are none): k-recall@k of ``query_hits``' counts."""
+    return float(hits.sum() / totals.sum()) if totals.sum() else 1.0
+
+
 def recall_at_k(I: np.ndarray, I_gt: np.ndarray, k: int) -> float:
-    """k-recall@k: mean over queries of |I[:, :k] ∩ I_gt[:, :k]| / (true neighbours, at most k). I, I_gt (q, >=k)
-    int64 with -1 padding. Ties in scores are the caller's business (compare scores when they matter)."""
-    I, I_gt = np.asarray(I)[:, :k], np.asarray(I_gt)[:, :k]
-    hits, total = 0, 0
-    for a, b in zip(I, I_gt):
-        b = b[b >= 0]
-        total += len(b)
-        hits += len(np.intersect1d(a[a >= 0], b))
-    return hits / total if total else 1.0
+    """k-recall@k: |I[:, :k] ∩ I_gt[:, :k]| over the true neighbours (at most k per query), pooled over queries.
+    I, I_gt (q, >=k) int64 with -1 padding. Ties in scores are the caller's business (compare scores when they
+    matter)."""
+    return pooled_recall(*query_hits(I, I_gt, k))
 
 
-def recall_lower_bound(I: np.ndarray, I_gt: np.ndarray, k: int, z: float = 1.645) -> float:
-    """A one-sided lower confidence bound of k-recall@k over queries like these: the mean of the per-query recalls
-    minus ``z`` standard errors (z 1.645: 95%). I, I_gt (q, >=k) int64 with -1 padding. A tuned setting that must
-    hold on *other* queries of the same kind is judged by this bound, not by the sample's mean."""
-    I, I_gt = np.asarray(I)[:, :k], np.asarray(I_gt)[:, :k]
-    per = []
-    for a, b in zip(I, I_gt):
-        b = b[b >= 0]
-        if len(b):
-            per.append(len(np.intersect1d(a[a >= 0], b)) / len(b))
-    if not per:
+def recall_lower_bound(hits: np.ndarray, totals: np.ndarray, z: float = 1.645) -> float:
+    """A one-sided lower confidence bound of recall over queries like these, from ``query_hits``' counts: the mean
+    of the per-query recalls minus ``z`` standard errors (z 1.645: 95%). A tuned setting that must hold on *other*
+    queries of the same kind is judged by this bound, not by the sample's mean."""
+    per = hits[totals > 0] / totals[totals > 0]
+    if not len(per):
         return 1.0
-    per = np.asarray(per)
     return float(per.mean() - z * per.std(ddof=1) / np.sqrt(len(per))) if len(per) > 1 else float(per.mean())
-

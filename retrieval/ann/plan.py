@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from retrieval.ann.exact import recall_at_k, recall_lower_bound
+from retrieval.ann.exact import pooled_recall, query_hits, recall_lower_bound
 from retrieval.errors import InvalidInput
 
 try:  # optional: the machine's RAM (sysconf otherwise)
@@ -201,8 +201,9 @@ def tune_search_params(search_fn: Callable[[np.ndarray, int, dict], np.ndarray],
             t0 = time.perf_counter()
             I = search_fn(xq, k, params)
             best_t = min(best_t, time.perf_counter() - t0)
-        r = recall_at_k(I, I_gt, k)
-        lcb = recall_lower_bound(I, I_gt, k, z) if z > 0 else r
+        counts = query_hits(I, I_gt, k)
+        r = pooled_recall(*counts)
+        lcb = recall_lower_bound(*counts, z) if z > 0 else r
         tried.append({"params": params, "recall": r, "seconds": best_t, "judged": lcb})
         return lcb
 
