@@ -17,6 +17,7 @@ not import the stores: the index layer (``Index.optimize``) builds, then calls :
 from __future__ import annotations
 
 import datetime
+import functools
 import logging
 import time
 from dataclasses import dataclass
@@ -26,8 +27,7 @@ import numpy as np
 
 from retrieval.ann.config import AnnConfig, AnnParams
 from retrieval.ann.plan import CONFIDENCE_Z, DEFAULT_EXACT_BELOW, DEFAULT_RECALL, KINDS, IndexPlan, check_recall, \
-    choose_index, \
-    default_memory_budget, tune_search_params
+    choose_index, default_memory_budget, tune_search_params
 from retrieval.ann.exact import exact_search
 from retrieval.ann.selection import Candidate, _drop_self, batch_qps, candidate_plans, measure_candidates, \
     pick_fastest
@@ -101,17 +101,19 @@ def sample_rows(store, name: str, rows: int, seed: int = 1) -> tuple[np.ndarray,
 
 
 def tune_table(store, name: str, recall_target: float = DEFAULT_RECALL, n_queries: int = 1000,
-               seed: int = 0, queries: np.ndarray | None = None, queries_kind: str = "given") -> dict:
+               seed: int = 0, queries: np.ndarray | None = None, queries_kind: str = "given",
+               held: HeldOut | None = None) -> dict:
     """Measure and tune the table's ANN index; persist and return its record (see the module docstring).
 
     ``queries`` (q, d): held-out queries to tune on instead of a sample of the table (e.g. real user queries;
-    ``queries_kind`` names them in the record: given, served)."""
+    ``queries_kind`` names them in the record: given, served). ``held``: the held-out queries already drawn (the
+    caller's; then ``queries`` and ``seed`` are not used)."""
     check_recall(recall_target)
     info = store.ann_info(name)
     if info["kind"] == "flat":
         store.set_search_params(name, {}, record={"note": FLAT_NOTE})
         return store.ann_info(name)
-    held = held_out(store, name, n_queries, seed, queries, queries_kind)
+    held = held if held is not None else held_out(store, name, n_queries, seed, queries, queries_kind)
     if not len(held.xq):
         return info
     extra = 1 if (held.exclude >= 0).any() else 0
@@ -166,11 +168,16 @@ def optimize_table(index, table: str, recall: float = DEFAULT_RECALL, memory: in
     params = {"recall": recall, "tune": False, "memory": memory or None, "rebuild": rebuild}
     store, candidates = index.store, None
     current = store.ann_info(table)
+
+    @functools.cache
+    def held() -> HeldOut:  # drawn once (a sample streams the table) for selection, tuning and the speed check
+        return held_out(store, table, n_queries, 0, queries, queries_kind)
+
     if (select and kind is None and store.count(table) >= max(exact_below, 1)
             and (rebuild or current["kind"] == "flat")):
         budget = int(memory if memory is not None else default_memory_budget())
-        plan, candidates = select_structure(index, table, recall, budget, n_queries, queries, max_candidates,
-                                            time_budget, sample_size, on_candidate)
+        plan, candidates = select_structure(index, table, recall, budget, held(), max_candidates, time_budget,
+                                            sample_size, on_candidate)
         kind = plan.kind
         params.update(factory=plan.factory, build=plan.build)
         if on_plan is not None:
@@ -184,14 +191,14 @@ def optimize_table(index, table: str, recall: float = DEFAULT_RECALL, memory: in
     index.optimize(table, AnnConfig(kind or "auto", exact_below, AnnParams(**params)))
     log.info("%s: built %s in %.0f s", table, params.get("factory") or kind, time.perf_counter() - t0)
     t0 = time.perf_counter()
-    record = tune_table(store, table, recall, n_queries, queries=queries, queries_kind=queries_kind)
+    record = tune_table(store, table, recall, held=held() if store.ann_info(table)["kind"] != "flat" else None)
     log.info("%s: tuned to %s (recall@10 %s) in %.0f s", table, record.get("params"), record.get("recall_at_10"),
              time.perf_counter() - t0)
     if candidates is not None:
         store.set_search_params(table, record["params"], record={"candidates": candidates})
         record = store.ann_info(table)
     slower = (record["kind"] != "flat" and not kind_forced and candidates is not None
-              and store.count(table) >= SPEED_CHECK_ROWS and _slower_than_exact(store, table, queries, n_queries))
+              and store.count(table) >= SPEED_CHECK_ROWS and _slower_than_exact(store, table, held()))
     if record["kind"] != "flat" and not kind_forced and (not record.get("met") or slower):
         why = (f"exact search: the ANN index measured {'slower than exact search' if slower else 'below the target'}"
                f" (recall@10 {record.get('recall_at_10')}, target {recall})")
@@ -204,10 +211,9 @@ def optimize_table(index, table: str, recall: float = DEFAULT_RECALL, memory: in
     return record
 
 
-def _slower_than_exact(store, table: str, queries, n_queries: int, probe: int = 100) -> bool:
-    """Whether held-out queries run faster exactly than through the table's tuned ANN index (batch QPS; exact
-    search is timed on a quarter of the batch: its cost per query does not depend on the batch)."""
-    held = held_out(store, table, min(n_queries, probe), 3, queries)
+def _slower_than_exact(store, table: str, held: HeldOut, probe: int = 100) -> bool:
+    """Whether the first ``probe`` held-out queries run faster exactly than through the table's tuned ANN index
+    (batch QPS; exact search is timed on a quarter of the batch: its cost per query does not depend on the batch)."""
     if not len(held.xq):
         return False
     xq = held.xq[:probe]
@@ -217,16 +223,14 @@ def _slower_than_exact(store, table: str, queries, n_queries: int, probe: int = 
     return ann < 0.8 * exact  # a clear margin: one noisy timing must not drop a good index
 
 
-def select_structure(index, table: str, recall: float, budget: int, n_queries: int = 1000,
-                     queries: np.ndarray | None = None, max_candidates: int = 5, time_budget: float = 600.0,
-                     sample_size: int = 100_000, on_candidate: Callable[[Candidate], None] | None = None
-                     ) -> tuple[IndexPlan, list[dict]]:
-    """Measure candidate structures on a sample of the table; the full-size plan of the fastest meeting
-    ``recall`` within ``budget`` bytes, and every candidate's record."""
+def select_structure(index, table: str, recall: float, budget: int, held: HeldOut, max_candidates: int = 5,
+                     time_budget: float = 600.0, sample_size: int = 100_000,
+                     on_candidate: Callable[[Candidate], None] | None = None) -> tuple[IndexPlan, list[dict]]:
+    """Measure candidate structures on a sample of the table against the ``held``-out queries; the full-size plan
+    of the fastest meeting ``recall`` within ``budget`` bytes, and every candidate's record."""
     store = index.store
     n = store.count(table)
     plans = candidate_plans(n, index.dim, budget, recall, max_candidates)
-    held = held_out(store, table, n_queries, 0, queries)
     ids, x = sample_rows(store, table, sample_size)
     cands = measure_candidates(ids, x, held.xq[:CANDIDATE_QUERIES], held.exclude[:CANDIDATE_QUERIES], plans, recall,
                                time_budget, on_candidate=on_candidate)
