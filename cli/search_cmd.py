@@ -7,6 +7,7 @@ import pyarrow as pa
 
 from retrieval.errors import InvalidInput
 from retrieval.index.directory import open_index
+from retrieval.index.query_cache import read_vectors_file
 from retrieval.query.search import search as run_search, text_query_encoder
 
 from cli.options import device_option, json_option, min_score_option, top_k_option
@@ -63,17 +64,9 @@ def search(index_path, text, image, vectors, k, where, min_score, table, model, 
 
 def search_vectors_file(index_path: str, path: str, k: int, where, min_score, table: str) -> pa.Table:
     """``clipdex search INDEX --vectors Q.npy``: the (q, d) rows answered as one batch; results carry ``query``."""
-    try:
-        xq = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise InvalidInput(f"--vectors {path}: not a readable .npy array ({exc})") from None
-    if xq.ndim == 1:
-        xq = xq[None, :]
-    if xq.ndim != 2 or not np.issubdtype(xq.dtype, np.floating):
-        raise InvalidInput(f"--vectors {path}: expected a float (q, d) array, got {xq.dtype} {xq.shape}")
+    xq = read_vectors_file(path, "--vectors")
     with open_index(index_path) as ix:
-        result = run_search(ix, vectors=np.asarray(xq, np.float32), k=k, table=table, where=where,
-                            min_score=min_score)
+        result = run_search(ix, vectors=xq, k=k, table=table, where=where, min_score=min_score)
     if "query" not in result.column_names:  # a single row: the library leaves the column out
         result = result.add_column(0, "query", pa.array(np.zeros(len(result), np.int32)))
     return result

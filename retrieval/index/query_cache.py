@@ -38,15 +38,26 @@ def load_queries(index_path) -> tuple[np.ndarray | None, str | None]:
     return np.ascontiguousarray(xq, dtype=np.float32), kind
 
 
-def read_query_file(path, dim: int) -> np.ndarray:
-    """Query vectors (q, dim) from a ``.npy`` file, checked (finite, non-zero rows); ``InvalidInput`` otherwise."""
+def read_vectors_file(path, option: str, dim: int | None = None) -> np.ndarray:
+    """Query vectors from a ``.npy`` file named by CLI ``option`` (``--vectors``, ``--queries``): (q, d) float32,
+    a single (d,) row becoming (1, d); ``InvalidInput`` for an unreadable file, a non-float or non-2-D array, or
+    (with ``dim``) another width."""
     try:
-        xq = np.load(path, allow_pickle=False)
+        xq = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError) as exc:
-        raise InvalidInput(f"--queries {path}: not a readable .npy array ({str(exc)[:120]})") from None
-    xq = np.asarray(xq, dtype=np.float32)
-    if xq.ndim != 2 or xq.shape[1] != dim:
-        raise InvalidInput(f"--queries {path}: shape {xq.shape}, expected (n, {dim})")
+        raise InvalidInput(f"{option} {path}: not a readable .npy array ({exc})") from None
+    if xq.ndim == 1:
+        xq = xq[None, :]
+    if xq.ndim != 2 or not np.issubdtype(xq.dtype, np.floating):
+        raise InvalidInput(f"{option} {path}: expected a float (q, d) array, got {xq.dtype} {xq.shape}")
+    if dim is not None and xq.shape[1] != dim:
+        raise InvalidInput(f"{option} {path}: shape {xq.shape}, expected (n, {dim})")
+    return np.asarray(xq, np.float32)
+
+
+def read_query_file(path, dim: int) -> np.ndarray:
+    """``--queries FILE.npy`` (q, dim) to tune on, checked whole (finite, non-zero rows) before anything is stored."""
+    xq = read_vectors_file(path, "--queries", dim)
     if not np.isfinite(xq).all() or (np.linalg.norm(xq, axis=1) == 0).any():
         raise InvalidInput(f"--queries {path}: contains NaN, infinite or all-zero rows")
     return xq
