@@ -52,13 +52,6 @@ def optimize(index_path, recall, memory, table, kind, exact_below, rebuild, max_
     check_recall(recall)
     budget = parse_memory(memory) if memory is not None else None
     ix = open_index(index_path, writable=True)
-    try:
-        if queries_path is not None:
-            remember_queries(ix.path, read_query_file(queries_path, ix.dim), "given")
-        queries, queries_kind = load_queries(ix.path)
-    except BaseException:
-        ix.close()
-        raise
 
     def on_plan(plan):
         click.echo(f"plan: {plan.factory} ({plan.reason}); estimated build {plan.build_seconds:.0f}s, "
@@ -69,6 +62,9 @@ def optimize(index_path, recall, memory, table, kind, exact_below, rebuild, max_
                    f"{c.params}, {c.qps:.0f} QPS", err=True)
 
     try:
+        if queries_path is not None:
+            remember_queries(ix.path, read_query_file(queries_path, ix.dim), "given")
+        queries, queries_kind = load_queries(ix.path)
         record = optimize_table(ix, table, recall=recall, memory=budget, kind=kind, exact_below=exact_below,
                                 rebuild=rebuild, on_plan=on_plan, on_candidate=on_candidate,
                                 select=max_candidates > 0, max_candidates=max(1, max_candidates),

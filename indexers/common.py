@@ -26,9 +26,7 @@ def refresh_search(index: Index, table: str, queries=None) -> dict:
     a sample of the table); otherwise the store compacts and folds the new rows into the index it has."""
     store = index.store
     if store.ann_info(table)["kind"] == "flat" and store.count(table) >= DEFAULT_EXACT_BELOW:
-        kind = "given"
-        if queries is None:
-            queries, kind = load_queries(index.path)
+        queries, kind = (queries, "given") if queries is not None else load_queries(index.path)
         return optimize_table(index, table, exact_below=DEFAULT_EXACT_BELOW, queries=queries,
                               queries_kind=kind or "given")
     return index.optimize(table)

@@ -25,7 +25,8 @@ from retrieval.ann.tuning import sample_rows
 from retrieval.errors import IndexFormatError, InvalidFilter, InvalidInput, TableNotFound
 from retrieval.store.where import filter_sql
 from retrieval.store.base import Store, check_queries
-from retrieval.store.lance_ann import BUILD_KEYS, FAISS_KINDS, Sidecar, btree_config, index_config
+from retrieval.store.lance_ann import BUILD_KEYS, FAISS_KINDS, FAISS_SEARCH_KEYS, Sidecar, btree_config, \
+    index_config
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +101,9 @@ class LanceStore(Store):
         if not len(ids):
             return 0
         table = self._t(name)
-        if self._sidecar(name) is not None:
-            self._sidecar(name).delete(ids)
+        side = self._sidecar(name)
+        if side is not None:
+            side.delete(ids)
         before = table.count_rows()
         for i in range(0, len(ids), 8192):
             table.delete(f"id IN ({','.join(str(int(v)) for v in ids[i:i + 8192])})")
@@ -221,7 +223,7 @@ class LanceStore(Store):
     _TYPES = {"IvfPq": "IVF_PQ", "IvfFlat": "IVF_FLAT", "IvfSq": "IVF_SQ", "IvfRq": "IVF_RQ",
               "IvfHnswSq": "IVF_HNSW_SQ", "IvfHnswPq": "IVF_HNSW_PQ", "IvfHnswFlat": "IVF_HNSW_FLAT"}
     KINDS = ("IVF_PQ", "IVF_FLAT", "IVF_SQ", "IVF_HNSW_SQ", "IVF_HNSW_PQ", "IVF_HNSW_FLAT")
-    _SEARCH_KEYS = ("nprobes", "refine_factor", "ef", "nprobe", "k_factor", "efSearch")  # Lance's, the sidecar's
+    _SEARCH_KEYS = ("nprobes", "refine_factor", "ef", *FAISS_SEARCH_KEYS)  # Lance's, the sidecar's
 
     def _vector_index(self, name: str):
         for ix in self._t(name).list_indices():
@@ -306,7 +308,7 @@ class LanceStore(Store):
         if kind in FAISS_KINDS:
             search = {**plan.search, **p.search.as_dict()}
             return {"kind": kind, "factory": p.factory or plan.factory, "build": {**plan.build, **p.build},
-                    "params": {k: v for k, v in search.items() if k in ("nprobe", "k_factor", "efSearch")}}
+                    "params": {k: v for k, v in search.items() if k in FAISS_SEARCH_KEYS}}
         parts = max(1, min(int(plan.build.get("nlist", round(math.sqrt(n)))), max(1, n // 40)))
         build = {"index_type": kind, "num_partitions": parts}
         if "PQ" in kind:
@@ -338,8 +340,7 @@ class LanceStore(Store):
         table.optimize(cleanup_older_than=timedelta(minutes=1))  # we hold the write lock; readers get a minute
         done["compacted"] = True
         if keep and side is not None and (self._pending(name, side) or len(side.tomb)):
-            new = (b for b in self.iter_vectors(name, where=f"id > {side.built_max_id}"))
-            done["folded"] = side.fold(new, self.max_id(name))
+            done["folded"] = side.fold(self.iter_vectors(name, where=f"id > {side.built_max_id}"), self.max_id(name))
         changed = want["kind"] != current["kind"] or ann.params.rebuild or any(
             want.get(key) != current.get(key) for key in ("build", "factory"))
         if side is not None and not keep and (want["kind"] not in FAISS_KINDS or changed):

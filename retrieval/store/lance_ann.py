@@ -27,9 +27,11 @@ import numpy as np
 
 from retrieval.ann import structures as faiss_ann
 from retrieval.errors import IndexFormatError
+from retrieval.store.faiss_search import clean
 
 log = logging.getLogger(__name__)
 FAISS_KINDS = ("ivf_pq_fs", "ivf_flat", "ivf_sq8", "hnsw")
+FAISS_SEARCH_KEYS = ("nprobe", "k_factor", "efSearch")  # the sidecar's knobs (``retrieval.ann.config.SearchKnobs``)
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -85,12 +87,10 @@ class Sidecar:
         """Top-k (q, k) scores and ids from the index, tombstoned ids dropped (over-fetched)."""
         index = self.index()
         fetch = max(1, min(k + len(self.tomb), index.ntotal))
-        D, I = faiss_ann.search(index, xq, fetch, faiss_ann.SearchParams(self.kind, params))
-        D, I = np.asarray(D, np.float32).copy(), np.asarray(I, np.int64)
-        drop = I < 0
+        D, I = clean(*faiss_ann.search(index, xq, fetch, faiss_ann.SearchParams(self.kind, params)))
         if len(self.tomb):
-            drop |= np.isin(I, self.tomb)
-        D[drop], I[drop] = -np.inf, -1
+            drop = np.isin(I, self.tomb)
+            D[drop], I[drop] = -np.inf, -1
         return D, I
 
     def delete(self, ids: np.ndarray) -> None:
