@@ -96,17 +96,27 @@ class Service:
             self._keep_queries(name, flush=True)
         self.registry.close()
 
-    def _keep_queries(self, name: str, q=None, flush: bool = False, every: int = 64) -> None:
-        """Keep served query vectors in the index's cache (every ``every`` queries) for the next ``optimize`` to
-        tune on: real queries, across whatever modality gap they have. A cache that cannot be written (a read-only
-        index folder) is only a lost hint."""
+    def _keep_queries(self, name: str, q=None, flush: bool = False) -> None:
+        """Keep served query vectors in the index's cache for the next ``optimize`` to tune on: real queries, across
+        whatever modality gap they have (``flush``: write what is buffered now)."""
+        batch = self._take_queries(name, q, flush)
+        if batch:
+            self._write_queries(name, batch)
+
+    def _take_queries(self, name: str, q=None, flush: bool = False, every: int = 64) -> list | None:
+        """Buffer ``q`` (1, d); the buffered vectors once there are ``every`` of them (or on ``flush``), else None.
+        Cheap: the search path calls it inline and hands only a full batch to a search thread."""
         with self._served_lock:
             buf = self._served.setdefault(name, [])
             if q is not None:
                 buf.append(q)
             if not buf or (len(buf) < every and not flush):
-                return
+                return None
             batch, self._served[name] = buf, []
+        return batch
+
+    def _write_queries(self, name: str, batch: list) -> None:
+        """Append a batch to the cache; one that cannot be written (a read-only index folder) is only a lost hint."""
         try:
             remember_queries(self.registry.get(name).index.path, np.concatenate(batch), "served")
         except (OSError, ClipdexError):
@@ -134,8 +144,9 @@ class Service:
             image = await self.run(decode_image, data, self.config.max_upload)
         q = await query_vector(served, req, image, self.run)
         results = await self.run(run_search, served, req, q)
-        if req.table == "images":
-            await self.run(self._keep_queries, served.name, q.reshape(1, -1))
+        batch = self._take_queries(served.name, q.reshape(1, -1)) if req.table == "images" else None
+        if batch:
+            await self.run(self._write_queries, served.name, batch)
         return {"index": served.name, "table": req.table, "k": req.k, "offset": req.offset, "results": results,
                 "elapsed_ms": round((time.perf_counter() - t0) * 1000, 3)}
 
