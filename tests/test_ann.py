@@ -91,7 +91,7 @@ def test_choose_index_goes_flat_small_then_compressed_as_memory_shrinks():
     d = 512
     assert choose_index(50_000, d, 8 << 30).kind == "flat"
     roomy = choose_index(1_000_000, d, 8 << 30)
-    assert roomy.kind == "ivf_pq_fs" and "RFlat" in roomy.factory and roomy.memory_bytes <= 8 << 30
+    assert roomy.kind == "ivf_pq_fs" and "Refine(SQfp16)" in roomy.factory and roomy.memory_bytes <= 8 << 30
     tight = choose_index(1_000_000, d, 1 << 30)
     assert tight.kind == "ivf_sq8" and tight.memory_bytes <= 1 << 30
     tighter = choose_index(1_000_000, d, 300 << 20)
@@ -130,6 +130,44 @@ def test_tune_picks_the_smallest_setting_that_meets_the_target():
     assert not res.met and res.params == {"nprobe": 4}
 
 
+def test_tune_walks_refinement_chains_from_the_deepest_and_skips_what_cannot_win():
+    """Recall grows with nprobe and k_factor; a shallower chain starts where a deeper one met the target and is left
+    once it is slower than the best found. Costs are modelled with sleeps far apart (ms), not asserted."""
+    import math as m
+    import time as t
+
+    gt = np.tile(np.arange(10), (20, 1))
+
+    def make(hits_of, cost_of):
+        calls = []
+
+        def search_fn(xq, k, params):
+            calls.append(dict(params))
+            t.sleep(cost_of(params["nprobe"], params["k_factor"]))
+            hits = max(0, min(10, hits_of(params["nprobe"], params["k_factor"])))
+            out = np.full((len(xq), k), -1)
+            out[:, :hits] = np.arange(hits)
+            return out
+        return search_fn, calls
+
+    grid = {"nprobe": [1, 2, 4, 8, 16, 32, 64], "k_factor": [1, 4, 16]}
+    # only the deepest chain can reach 0.8: the others are left after a step or two
+    fn, calls = make(lambda n, kf: int(m.log2(n)) + (kf >= 4) + 2 * (kf >= 16), lambda n, kf: n * 2e-4)
+    res = tune_search_params(fn, np.zeros((20, 4), np.float32), gt, 10, 0.8, grid)
+    assert res.met and res.params == {"nprobe": 32, "k_factor": 16}
+    assert calls[0] == {"nprobe": 64, "k_factor": 16} and len(calls) <= 8  # a bisection per chain would take 12
+    assert all(c["nprobe"] >= 32 for c in calls if c["k_factor"] < 16)  # never below what the deepest needed
+    # refinement costs more here: the shallowest chain wins, starting from the bound the deeper ones set
+    fn, calls = make(lambda n, kf: 2 * int(m.log2(n)) + (kf >= 4) + (kf >= 16), lambda n, kf: n * 5e-4 + kf * 2e-3)
+    res = tune_search_params(fn, np.zeros((20, 4), np.float32), gt, 10, 0.8, grid)
+    assert res.met and res.params == {"nprobe": 16, "k_factor": 1}
+    assert [c for c in calls if c["k_factor"] == 1] == [{"nprobe": 16, "k_factor": 1}]
+    # unreachable at the deepest setting: nothing shallower is tried
+    fn, calls = make(lambda n, kf: 1, lambda n, kf: 0.0)
+    res = tune_search_params(fn, np.zeros((20, 4), np.float32), gt, 10, 0.8, grid)
+    assert not res.met and calls == [{"nprobe": 64, "k_factor": 16}]
+
+
 @pytest.mark.parametrize("text", ["0", "-1G", "lots"])
 def test_bad_memory_sizes_are_refused(text):
     with pytest.raises(InvalidInput):
@@ -138,3 +176,21 @@ def test_bad_memory_sizes_are_refused(text):
 
 def test_memory_sizes_parse():
     assert parse_memory("512M") == 512 << 20 and parse_memory("1.5G") == int(1.5 * (1 << 30))
+
+
+def test_block_topk_takes_faiss_candidates_and_still_breaks_ties_by_the_lower_id():
+    from retrieval.ann.exact import FAISS_FROM, block_topk
+
+    rng = np.random.default_rng(5)
+    xq = rng.standard_normal((300, 32)).astype(np.float32)
+    xb = rng.standard_normal((20_000, 32)).astype(np.float32)
+    ids = np.arange(100, 100 + len(xb), dtype=np.int64)
+    assert len(xq) * len(xb) >= FAISS_FROM  # the faiss path
+    full = topk(xq @ xb.T, np.broadcast_to(ids, (len(xq), len(xb))), 10)
+    got = block_topk(xq, xb, ids, 10)
+    assert (got[1] == full[1]).all() and np.allclose(got[0], full[0], atol=1e-4)
+    dup = np.repeat(xb[:40], 500, axis=0)  # every score tied 500 ways: the window cannot hold a tie group
+    full = topk(xq @ dup.T, np.broadcast_to(ids, (len(xq), len(dup))), 10)
+    got = block_topk(xq, dup, ids, 10)
+    assert (got[1] == full[1]).all()
+    assert (np.diff(got[1], axis=1)[np.diff(got[0], axis=1) == 0] > 0).all()  # equal scores: increasing ids

@@ -96,8 +96,10 @@ def choose_index(n: int, d: int, memory_budget: int | None = None, recall_target
     """Pick an index for n vectors of dimension d (4d bytes each as float32).
 
     - n < exact_below, or everything else fails the budget check last: ``flat`` (exact, 4dn bytes).
-    - the raw vectors fit in the budget with room for lists: ``ivf_pq_fs`` = IVF{nlist},PQ{d/8}x4fs refined on the
-      flat vectors (RFlat): fast-scan codes pick candidates, exact scores rank them; tuned on nprobe, k_factor.
+    - half the raw vectors fit in the budget with room for lists: ``ivf_pq_fs`` = IVF{nlist},PQ{d/2}x4fs refined
+      on float16 copies of the vectors (Refine(SQfp16)): fast-scan codes pick candidates, float16 scores (within
+      about 1e-4 of the float32 ones) rank them; tuned on nprobe, k_factor. Half the memory of refining on float32
+      vectors (RFlat) for the same recall: peak memory stays under twice the raw vectors while building.
       With a recall target above 0.99, ``ivf_flat`` (exact scores inside probed lists; tuned on nprobe).
     - only d bytes per vector fit: ``ivf_sq8`` (8-bit scalar quantizer, tuned on nprobe).
     - less: IVF-PQ fast scan refined by SQ8 codes, or unrefined when even that does not fit.
@@ -110,14 +112,14 @@ def choose_index(n: int, d: int, memory_budget: int | None = None, recall_target
         m_pq -= 1
     M = 16 if recall_target <= 0.9 else 32 if recall_target <= 0.97 else 48
     per = {"flat": 4 * d, "hnsw": 4 * d + 8 * M + 16, "ivf_flat": 4 * d + 8, "ivf_sq8": d + 8,
-           "ivf_pq_fs": m_pq // 2 + 8 + 4 * d, "ivf_pq_fs_sq8": m_pq // 2 + 8 + d, "ivf_pq_fs_bare": m_pq // 2 + 8}
+           "ivf_pq_fs": m_pq // 2 + 8 + 2 * d, "ivf_pq_fs_sq8": m_pq // 2 + 8 + d, "ivf_pq_fs_bare": m_pq // 2 + 8}
     if kind is None:
         if n < exact_below:
             choice, why = "flat", f"{n} rows < {exact_below}: exact search is cheap"
         elif recall_target > 0.99 and n * per["ivf_flat"] <= budget:
             choice, why = "ivf_flat", "recall target above 0.99: exact scores inside the probed lists"
         elif n * per["ivf_pq_fs"] <= budget:
-            choice, why = "ivf_pq_fs", "vectors fit in memory: fast-scan PQ candidates refined on exact vectors"
+            choice, why = "ivf_pq_fs", "vectors fit in memory: fast-scan PQ candidates refined on float16 vectors"
         elif n * per["ivf_sq8"] <= budget:
             choice, why = "ivf_sq8", "memory-bound: 8-bit scalar quantizer"
         elif n * per["ivf_pq_fs_sq8"] <= budget:
@@ -139,7 +141,7 @@ def choose_index(n: int, d: int, memory_budget: int | None = None, recall_target
         plan = IndexPlan(choice, f"IVF{nlist},{code}", {"nlist": nlist, "train_rows": train}, {"nprobe": 16},
                          {"nprobe": nprobes})
     elif choice.startswith("ivf_pq_fs"):
-        refine = {"ivf_pq_fs": ",RFlat", "ivf_pq_fs_sq8": ",Refine(SQ8)"}.get(choice, "")
+        refine = {"ivf_pq_fs": ",Refine(SQfp16)", "ivf_pq_fs_sq8": ",Refine(SQ8)"}.get(choice, "")
         build = {"nlist": nlist, "m": m_pq, "train_rows": train, "refine": refine[1:] or None}
         grid = {"nprobe": nprobes}
         search = {"nprobe": 16}
@@ -185,17 +187,22 @@ def tune_search_params(search_fn: Callable[[np.ndarray, int, dict], np.ndarray],
     """Cheapest search parameters reaching ``recall_target`` (k-recall@k against I_gt (q, >=k)).
 
     ``search_fn(xq, k, params) -> I (q, k)``; ``grid`` maps each parameter to increasing values, the first one
-    being the primary knob (nprobe, efSearch): recall grows with it. For every combination of the other
-    parameters (a *chain*), the smallest primary value meeting the target is found by bisection (about
-    log2(len) searches per chain). Among the chains' settings the fastest measured batch wins; when none meets
-    the target, the setting with the highest recall (``met`` False). With ``z`` > 0 a setting meets the target when
-    the lower confidence bound of its recall (``recall_lower_bound``: mean minus z standard errors over the queries)
-    does, so that it holds on other queries of the same kind; ``recall`` stays the measured mean.
+    being the primary knob (nprobe, efSearch): recall grows with it, and with every other knob (k_factor,
+    refine_factor, ef: deeper refinement or a wider candidate list never loses a neighbour), while time grows with
+    the primary knob. For every combination of the other parameters (a *chain*), the smallest primary value meeting
+    the target is wanted. Chains are walked from the deepest settings down: the first is bisected (about log2(len)
+    searches), and a chain that a solved one dominates (each other knob at most as deep) cannot meet the target
+    below that chain's value, so it starts there and steps up, and is left as soon as a step is slower than the
+    fastest setting found (a larger primary value only costs more). Among the chains' settings the fastest measured
+    batch wins; when none meets the target, the setting with the highest recall (``met`` False). With ``z`` > 0 a
+    setting meets the target when the lower confidence bound of its recall (``recall_lower_bound``: mean minus z
+    standard errors over the queries) does, so that it holds on other queries of the same kind; ``recall`` stays
+    the measured mean.
     """
     names = list(grid)
     tried: list[dict] = []
 
-    def measure(params: dict) -> float:
+    def measure(params: dict) -> dict:
         best_t = math.inf
         for _ in range(max(1, repeats)):
             t0 = time.perf_counter()
@@ -205,26 +212,57 @@ def tune_search_params(search_fn: Callable[[np.ndarray, int, dict], np.ndarray],
         r = pooled_recall(*counts)
         lcb = recall_lower_bound(*counts, z) if z > 0 else r
         tried.append({"params": params, "recall": r, "seconds": best_t, "judged": lcb})
-        return lcb
+        return tried[-1]
 
     chain_best: list[dict] = []  # per chain, its smallest primary value meeting the target
     if not names:
-        measure({})
-        chain_best = [t for t in tried if t["judged"] >= recall_target]
+        chain_best = [t for t in [measure({})] if t["judged"] >= recall_target]
     else:
         primary, values = names[0], list(grid[names[0]])
-        for rest in itertools.product(*(grid[n] for n in names[1:])):
+        solved: list[tuple[tuple, int]] = []  # (the chain's other knobs, the index of its smallest value)
+        for rest in sorted(itertools.product(*(grid[n] for n in names[1:])), reverse=True):
             fixed = dict(zip(names[1:], rest))
-            lo, hi = 0, len(values) - 1
-            if measure({primary: values[hi], **fixed}) < recall_target:
-                continue  # this chain cannot reach the target
-            while lo < hi:  # invariant: values[hi] meets the target
-                mid = (lo + hi) // 2
-                if measure({primary: values[mid], **fixed}) >= recall_target:
-                    hi = mid
-                else:
-                    lo = mid + 1
-            chain_best.append(next(t for t in tried if t["params"] == {primary: values[hi], **fixed}))
+            bounds = [i for other, i in solved if all(o >= r for o, r in zip(other, rest))]
+            if bounds:
+                found = _step_up(measure, primary, values, fixed, max(bounds), recall_target, chain_best)
+            else:
+                found = _bisect(measure, primary, values, fixed, recall_target)
+            if found is not None:
+                chain_best.append(found[0])
+                solved.append((rest, found[1]))
+            elif not solved and names[1:]:
+                break  # the deepest setting cannot reach the target at the widest search: no shallower one can
     ok = chain_best  # across chains the fastest measured batch wins; within one, the smallest value
     best = min(ok, key=lambda t: t["seconds"]) if ok else max(tried, key=lambda t: (t["recall"], -t["seconds"]))
     return Tuning(dict(best["params"]), float(best["recall"]), float(best["seconds"]), bool(ok), tried)
+
+
+def _bisect(measure, primary: str, values: list, fixed: dict, target: float) -> tuple[dict, int] | None:
+    """The smallest primary value of a chain meeting ``target`` (its measurement and index), or None."""
+    lo, hi = 0, len(values) - 1
+    top = measure({primary: values[hi], **fixed})
+    if top["judged"] < target:
+        return None  # this chain cannot reach the target
+    found = top
+    while lo < hi:  # invariant: values[hi] meets the target
+        mid = (lo + hi) // 2
+        point = measure({primary: values[mid], **fixed})
+        if point["judged"] >= target:
+            hi, found = mid, point
+        else:
+            lo = mid + 1
+    return found, hi
+
+
+def _step_up(measure, primary: str, values: list, fixed: dict, start: int, target: float,
+             solved: list[dict]) -> tuple[dict, int] | None:
+    """A dominated chain: from ``values[start]`` upwards until the target is met, or a step is slower than the
+    fastest solved setting (then None: a larger value can only be slower still)."""
+    fastest = min(t["seconds"] for t in solved) if solved else math.inf
+    for i in range(start, len(values)):
+        point = measure({primary: values[i], **fixed})
+        if point["judged"] >= target:
+            return point, i
+        if point["seconds"] >= fastest:
+            return None
+    return None
