@@ -13,6 +13,7 @@ dict in the ANN record's ``candidates``::
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import math
 import time
@@ -30,7 +31,8 @@ K = 10
 SEARCHABLE = ("ivf_flat", "ivf_sq8", "hnsw", "ivf_pq_fs")  # the FAISS structures worth measuring
 EF_GRID = [10, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024]
 NPROBE_GRID = [1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048]
-K_FACTOR_GRID = [4, 16, 64]  # refinement depth: each value is one bisection over nprobe while tuning
+K_FACTOR_GRID = [4, 16, 64, 256]  # refinement depth: each value is one bisection over nprobe while tuning (image-like
+# queries sit among near-ties that 4-bit codes cannot order: at 1M rows they need 64 or more candidates per result)
 
 
 @dataclass
@@ -118,6 +120,15 @@ def batch_qps(search: Callable[[np.ndarray], object], xq: np.ndarray, repeats: i
     return len(xq) / max(best, 1e-9)
 
 
+def release_freed_memory() -> None:
+    """Hand memory the candidates freed back to the system (glibc keeps freed heap pages otherwise, and the
+    full-size build that follows would stack on them). A no-op where ``malloc_trim`` does not exist."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _drop_self(I: np.ndarray, exclude: np.ndarray, k: int) -> np.ndarray:
     """Results (q, k+1) without each query's own row (``exclude`` (q,), -1 for none) -> (q, k)."""
     out = np.full((len(I), k), -1, np.int64)
@@ -178,5 +189,6 @@ def measure_candidates(ids: np.ndarray, x: np.ndarray, xq: np.ndarray, exclude: 
         out.append(cand)
         if on_candidate is not None:
             on_candidate(cand)
-        del index
+        del index, search_fn
+        release_freed_memory()
     return out

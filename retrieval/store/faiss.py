@@ -30,7 +30,8 @@ import pyarrow as pa
 
 from retrieval.ann import structures as faiss_ann
 from retrieval.ann.config import AnnConfig, AnnParams
-from retrieval.ann.plan import KINDS, choose_index
+from retrieval.ann.plan import KINDS, IndexPlan, choose_index
+from retrieval.ann.selection import search_grid
 from retrieval.errors import IndexFormatError, InvalidInput, TableNotFound
 from retrieval.store.base import Store, arrow_to_vectors, check_queries
 from retrieval.store.faiss_filter import DuckFilter
@@ -243,20 +244,17 @@ class FaissStore(Store):
         t.state.save()
 
     def ann_grid(self, name: str) -> dict:
-        """Search parameters tuning may try for the table's index (name -> increasing values)."""
+        """Search parameters tuning may try for the table's index (name -> increasing values): the grid the
+        structure was measured with when it was chosen (``retrieval.ann.selection.search_grid``)."""
         t = self._t(name)
         kind = t.ann.get("kind", "flat")
-        if kind == "hnsw":
-            return {"efSearch": [10, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024]}
-        if not kind.startswith("ivf"):
+        if kind != "hnsw" and not kind.startswith("ivf"):
             return {}
         factory = faiss_ann.factory_of(t.ann, self.dim)
-        nlist = int(t.ann.get("build", {}).get("nlist") or factory.split(",")[0][3:])
-        grid = {"nprobe": [v for v in (1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512)
-                           if v <= nlist]}
-        if "RFlat" in factory or "Refine" in factory:
-            grid["k_factor"] = [1, 2, 4, 8, 16, 32, 64, 128]
-        return grid
+        build = dict(t.ann.get("build", {}))
+        if kind.startswith("ivf") and not build.get("nlist"):
+            build["nlist"] = int(factory.split(",")[0][3:])
+        return search_grid(IndexPlan(kind, factory, build))
 
     # -- maintenance -------------------------------------------------------------------------------------------
     @staticmethod
