@@ -36,8 +36,8 @@ def info(index_path: str, as_json: bool) -> None:
         ann = t["ann"]
         params = ", ".join(f"{k}={v}" for k, v in ann.get("params", {}).items())
         click.echo(f"table     {name}: {t['rows']} rows, search {ann['kind']}{' (' + params + ')' if params else ''}"
-                   + (f", recall@10 {ann['recall_at_10']} (target {ann.get('target')}, {ann.get('n_queries')} "
-                      f"{ann.get('query_kind') or ''} queries)" if ann.get("n_queries") else ""))
+                   + (f", recall@10 {ann['recall_at_10']} (target {ann.get('target')}{_stricter(ann)}, "
+                      f"{ann.get('n_queries')} {ann.get('query_kind') or ''} queries)" if ann.get("n_queries") else ""))
         if ann.get("engine"):
             click.echo(f"          {ann.get('factory')} ({ann['engine']} index beside the table; "
                        f"{ann.get('pending_rows', 0)} rows added since, searched exactly)")
@@ -46,6 +46,15 @@ def info(index_path: str, as_json: bool) -> None:
         if ann.get("query_kind") == "image":
             click.echo("          recall was measured on image-like queries; text queries (across the modality "
                        "gap) may find less: tune on text with `clipdex optimize --queries TEXT.npy`")
+        if _stricter(ann):
+            click.echo(f"          the {ann.get('query_kind')} queries stand in for users' ones: tuned to "
+                       f"{ann['tuned_to']} so that users' queries keep {ann.get('target')}")
     if data["errors"]:
         click.echo("errors    " + ", ".join(f"{stage}: {n}" for stage, n in sorted(data["errors"].items()))
                    + "  (clipdex search INDEX --table errors ... or read the errors table)")
+
+
+def _stricter(ann: dict) -> str:
+    """", tuned to X" when the tuning aimed above the target (stand-in queries), else ""."""
+    goal, target = ann.get("tuned_to"), ann.get("target")
+    return f", tuned to {goal}" if goal is not None and target is not None and goal > target else ""

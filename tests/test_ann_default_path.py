@@ -145,9 +145,48 @@ def test_info_warns_when_recall_was_measured_on_image_like_queries(tmp_path):
     ix, _ = lance_index(tmp_path)
     record = optimize_table(ix, "images", recall=0.9, exact_below=0, n_queries=60, sample_size=N)
     assert record["query_kind"] == "image"
+    assert record["target"] == 0.9 and record["tuned_to"] == pytest.approx(0.95)  # image-like stand-ins: half the misses
+    assert not record["met"] or record["recall_at_10"] >= 0.95
     ix.close()
     res = CliRunner().invoke(cli, ["info", str(tmp_path / "ix")])
     assert "image-like queries" in res.output and "--queries" in res.output
+    assert "tuned to 0.95" in res.output and "stand in for users' ones" in res.output
+
+
+def test_stand_in_queries_are_tuned_stricter_than_users_own():
+    """Queries drawn from the table stand in for users' ones and miss less than they will: image-like ones may have
+    half the misses, captions three quarters; users' own (given, served) get the target itself."""
+    assert tuning.tuning_target(0.95, "image") == pytest.approx(0.975)
+    assert tuning.tuning_target(0.95, "text") == pytest.approx(0.9625)
+    assert tuning.tuning_target(0.95, "given") == tuning.tuning_target(0.95, "served") == 0.95
+    assert tuning.tuning_target(1.0, "image") == 1.0
+    for kind in ("image", "text", "given", "served", "unknown"):
+        for target in (0.5, 0.9, 0.99):
+            assert target <= tuning.tuning_target(target, kind) <= 1.0
+
+
+def test_tuning_on_image_like_queries_reaches_the_stricter_target_and_text_queries_benefit(tmp_path):
+    """On the realistic corpus, tuning on image-like stand-ins to the stricter target carries text-like queries (which
+    the tuning never saw) further than tuning to the plain target does."""
+    c = make_realistic_corpus(30_000, 64, n_queries=300, seed=4, block_size=8192)
+    x = np.concatenate(list(c.blocks()))
+    ix = create_index(tmp_path / "ix", dim=64, model="none", backend="faiss")
+    ix.add_vectors("images", x)
+    _, gt = exact_search(c.queries, [(np.arange(len(x)), x)], 10)
+    got = {}
+    for label, share in (("plain", 1.0), ("stricter", 0.5)):
+        old = dict(tuning.STAND_IN_MISS_SHARE)
+        tuning.STAND_IN_MISS_SHARE["image"] = share
+        try:
+            record = optimize_table(ix, "images", recall=0.9, exact_below=0, n_queries=300, kind="ivf_flat",
+                                    rebuild=True)
+        finally:
+            tuning.STAND_IN_MISS_SHARE.update(old)
+        assert record["query_kind"] == "image" and record["met"], record
+        assert record["recall_at_10"] >= record["tuned_to"] - 0.02
+        got[label] = (record["params"]["nprobe"], recall_at_k(ix.search_vectors("images", c.queries, 10)[1], gt, 10))
+    assert got["stricter"][0] > got["plain"][0] and got["stricter"][1] > got["plain"][1], got
+    ix.close()
 
 
 def test_realistic_corpus_is_clip_like_and_harder_for_text_than_for_images():
