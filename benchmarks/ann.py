@@ -437,49 +437,54 @@ def write_report(res: dict, out_json: Path, out_md: Path) -> None:
     out_md.write_text("\n".join(md))
 
 
+def saved_result(name: str) -> dict | None:
+    """benchmarks/results/<name>.json, or None when that benchmark has not been run."""
+    path = HERE / "results" / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def md_section(title: str, intro: str, head: list[str], body: list[str]) -> list[str]:
+    """A report section: a heading, a paragraph and a table (``head`` its column names, ``body`` its rows)."""
+    return [f"## {title}", "", intro, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head), *body, ""]
+
+
 def easy_lines() -> list[str]:
     """The easy (clustered) set's rows beside the realistic ones: what the old figures looked like
     (``python benchmarks/ann.py --dataset easy``, full report in ANN_easy.md)."""
-    path = HERE / "results" / "ann_easy.json"
-    if not path.is_file():
+    r = saved_result("ann_easy")
+    if r is None:
         return []
-    r = json.loads(path.read_text())
-    rows = ["## The easy set, for comparison", "",
-            f"`{r['command']}` ({r['n']:,} x {r['dim']}, clustered: every query sits near one of the corpus' cluster "
-            "centres; full report in [ANN_easy.md](ANN_easy.md)). On it IVF finds most neighbours in the first list "
-            "it probes, which is why its figures flattered every method.", "",
-            "| method | index | build s | recall@10 (default) | QPS (default) | setting at recall >= 0.95 | batch QPS |",
-            "|---|---|---|---|---|---|---|"]
+    body = []
     for m, x in r["methods"].items():
         if "error" in x:
-            rows.append(f"| {m} | failed: {x['error'][:80]} | | | | | |")
+            body.append(f"| {m} | failed: {x['error'][:80]} | | | | | |")
             continue
         e = x.get("equal_recall")
-        rows.append(f"| {m} | {x.get('setting')} | {x['build_s']} | {x['default']['recall_at_10']} | "
+        body.append(f"| {m} | {x.get('setting')} | {x['build_s']} | {x['default']['recall_at_10']} | "
                     f"{x['default']['qps']} | {json.dumps(e['param']) if e else 'unable to reach 0.95'} | "
                     f"{e['qps'] if e else '-'} |")
-    return [*rows, ""]
+    intro = (f"`{r['command']}` ({r['n']:,} x {r['dim']}, clustered: every query sits near one of the corpus' cluster "
+             "centres; full report in [ANN_easy.md](ANN_easy.md)). On it IVF finds most neighbours in the first list "
+             "it probes, which is why its figures flattered every method.")
+    return md_section("The easy set, for comparison", intro, ["method", "index", "build s", "recall@10 (default)",
+                      "QPS (default)", "setting at recall >= 0.95", "batch QPS"], body)
 
 
 def stand_in_lines() -> list[str]:
     """What ``python benchmarks/ann_stand_ins.py`` measured: how much easier the queries a table offers for tuning
     (its rows, its captions) are than fresh text queries, at the same settings of clipdex's index."""
-    path = HERE / "results" / "ann_stand_ins.json"
-    if not path.is_file():
+    r = saved_result("ann_stand_ins")
+    if r is None:
         return []
-    r = json.loads(path.read_text())
-    rows = ["## Stand-in queries (why tuning on them aims higher)", "",
-            f"`{r['command']}`, on clipdex's {r['index']} above: recall@10 of 1,000 image-like queries (rows of the "
-            "table, own row left out), their 1,000 captions, and the 1,000 fresh text-like evaluation queries, at "
-            "each nprobe. Text queries miss more often than either stand-in, so a tuning on image-like queries allows "
-            "half the misses (0.975 for a 0.95 target) and one on captions three quarters (0.9625) "
-            "(`retrieval.ann.tuning.STAND_IN_MISS_SHARE`).", "",
-            "| setting | image-like | captions | text (users') | text misses per image-like miss | per caption miss |",
-            "|---|---|---|---|---|---|"]
-    for p in r["sweep"]:
-        rows.append(f"| {json.dumps(p['params'])} | {p['image']} | {p['captions']} | {p['text']} | "
-                    f"{p['text_misses_per_image_miss']} | {p['text_misses_per_caption_miss']} |")
-    return [*rows, ""]
+    body = [f"| {json.dumps(p['params'])} | {p['image']} | {p['captions']} | {p['text']} | "
+            f"{p['text_misses_per_image_miss']} | {p['text_misses_per_caption_miss']} |" for p in r["sweep"]]
+    intro = (f"`{r['command']}`, on clipdex's {r['index']} above: recall@10 of 1,000 image-like queries (rows of the "
+             "table, own row left out), their 1,000 captions, and the 1,000 fresh text-like evaluation queries, at "
+             "each nprobe. Text queries miss more often than either stand-in, so a tuning on image-like queries allows "
+             "half the misses (0.975 for a 0.95 target) and one on captions three quarters (0.9625) "
+             "(`retrieval.ann.tuning.STAND_IN_MISS_SHARE`).")
+    return md_section("Stand-in queries (why tuning on them aims higher)", intro, ["setting", "image-like", "captions",
+                      "text (users')", "text misses per image-like miss", "per caption miss"], body)
 
 
 def calibration_lines(res: dict) -> list[str]:
