@@ -190,7 +190,8 @@ def test_block_topk_takes_faiss_candidates_and_still_breaks_ties_by_the_lower_id
     got = block_topk(xq, xb, ids, 10)
     assert (got[1] == full[1]).all() and np.allclose(got[0], full[0], atol=1e-4)
     dup = np.repeat(xb[:40], 500, axis=0)  # every score tied 500 ways: the window cannot hold a tie group
-    full = topk(xq @ dup.T, np.broadcast_to(ids, (len(xq), len(dup))), 10)
-    got = block_topk(xq, dup, ids, 10)
+    rev = ids[::-1].copy()  # the lowest ids come last, where a scan keeping the first ties seen would miss them
+    full = topk(xq @ dup.T, np.broadcast_to(rev, (len(xq), len(dup))), 10)
+    got = block_topk(xq, dup, rev, 10)
     assert (got[1] == full[1]).all()
     assert (np.diff(got[1], axis=1)[np.diff(got[0], axis=1) == 0] > 0).all()  # equal scores: increasing ids
