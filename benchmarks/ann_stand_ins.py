@@ -24,6 +24,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from retrieval.ann.exact import exact_search, recall_at_k  # noqa: E402
+from retrieval.ann.selection import drop_self  # noqa: E402
 from retrieval.index.directory import open_index  # noqa: E402
 
 K = 10
@@ -46,7 +47,7 @@ def main() -> None:
     gt = {}
     for name, q in queries.items():
         _, I = exact_search(q, blocks, K + 1)
-        gt[name] = drop_own(I, rows, K) if name == "image" else I[:, :K]
+        gt[name] = drop_self(I, rows, K) if name == "image" else I[:, :K]
     ix = open_index(work / "clipdex")
     tuned = ix.store.ann_info("images")
     kf = tuned["params"].get("k_factor")
@@ -57,7 +58,7 @@ def main() -> None:
         point = {"params": params}
         for name, q in queries.items():
             _, I = ix.store.search("images", q, K + (name == "image"))
-            got = drop_own(I, rows, K) if name == "image" else I
+            got = drop_self(I, rows, K) if name == "image" else I
             point[name] = round(recall_at_k(got, gt[name], K), 4)
         point["text_misses_per_image_miss"] = round((1 - point["text"]) / max(1 - point["image"], 1e-9), 2)
         point["text_misses_per_caption_miss"] = round((1 - point["text"]) / max(1 - point["captions"], 1e-9), 2)
@@ -67,11 +68,6 @@ def main() -> None:
     out = {"benchmark": "ann_stand_ins", "index": tuned.get("factory"), "tuned": tuned.get("params"),
            "sweep": sweep, "command": "python benchmarks/ann_stand_ins.py"}
     Path(args.out).write_text(json.dumps(out, indent=1))
-
-
-def drop_own(I: np.ndarray, own: np.ndarray, k: int) -> np.ndarray:
-    """Each row's results (q, >k) without the query's own row -> (q, k)."""
-    return np.array([[v for v in row if v != o][:k] for row, o in zip(I, own)])
 
 
 if __name__ == "__main__":

@@ -75,10 +75,8 @@ def block_topk(xq: np.ndarray, xb: np.ndarray, ids: np.ndarray, k: int) -> tuple
     wide = 2 * k
     if b <= wide or k <= 0 or q * b < FAISS_FROM:  # small: numpy is as fast, and a one-shot query skips faiss' import
         return topk(xq @ xb.T, np.broadcast_to(ids, (q, b)), k)
-    try:
-        import faiss  # heavy optional dependency, loaded on first use
-    except ImportError:  # pragma: no cover - faiss ships with clipdex
-        return topk(xq @ xb.T, np.broadcast_to(ids, (q, b)), k)
+    import faiss  # heavy dependency, loaded on first use (a one-shot small query never needs it)
+
     Dw, Jw = faiss.knn(xq, xb, wide, metric=faiss.METRIC_INNER_PRODUCT)
     D, I = topk(Dw, ids[Jw], k)
     spill = np.nonzero(Dw[:, wide - 1] >= Dw[:, k - 1])[0]

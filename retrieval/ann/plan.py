@@ -224,13 +224,14 @@ def tune_search_params(search_fn: Callable[[np.ndarray, int, dict], np.ndarray],
             fixed = dict(zip(names[1:], rest))
             bounds = [i for other, i in solved if all(o >= r for o, r in zip(other, rest))]
             if bounds:
-                found = _step_up(measure, primary, values, fixed, max(bounds), recall_target, chain_best)
+                found = _step_up(measure, primary, values, fixed, max(bounds), recall_target, min(
+                    t["seconds"] for t in chain_best))
             else:
                 found = _bisect(measure, primary, values, fixed, recall_target)
             if found is not None:
                 chain_best.append(found[0])
                 solved.append((rest, found[1]))
-            elif not solved and names[1:]:
+            elif not solved:
                 break  # the deepest setting cannot reach the target at the widest search: no shallower one can
     ok = chain_best  # across chains the fastest measured batch wins; within one, the smallest value
     best = min(ok, key=lambda t: t["seconds"]) if ok else max(tried, key=lambda t: (t["recall"], -t["seconds"]))
@@ -255,10 +256,9 @@ def _bisect(measure, primary: str, values: list, fixed: dict, target: float) -> 
 
 
 def _step_up(measure, primary: str, values: list, fixed: dict, start: int, target: float,
-             solved: list[dict]) -> tuple[dict, int] | None:
-    """A dominated chain: from ``values[start]`` upwards until the target is met, or a step is slower than the
-    fastest solved setting (then None: a larger value can only be slower still)."""
-    fastest = min(t["seconds"] for t in solved) if solved else math.inf
+             fastest: float) -> tuple[dict, int] | None:
+    """A dominated chain: from ``values[start]`` upwards until the target is met, or a step is no faster than
+    ``fastest`` seconds, the best setting found (then None: a larger value can only be slower still)."""
     for i in range(start, len(values)):
         point = measure({primary: values[i], **fixed})
         if point["judged"] >= target:

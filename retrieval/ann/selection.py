@@ -31,7 +31,7 @@ K = 10
 SEARCHABLE = ("ivf_flat", "ivf_sq8", "hnsw", "ivf_pq_fs")  # the FAISS structures worth measuring
 EF_GRID = [10, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024]
 NPROBE_GRID = [1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048]
-K_FACTOR_GRID = [4, 16, 64, 256]  # refinement depth: each value is one bisection over nprobe while tuning (image-like
+K_FACTOR_GRID = [4, 16, 64, 256]  # refinement depth: each value is one chain over nprobe while tuning (image-like
 # queries sit among near-ties that 4-bit codes cannot order: at 1M rows they need 64 or more candidates per result)
 
 
@@ -102,7 +102,7 @@ def search_grid(plan: IndexPlan) -> dict:
     """The search knobs tuning walks for a plan (the FAISS store's ``ann_grid`` for the same structure)."""
     if plan.kind == "hnsw":
         return {"efSearch": list(EF_GRID)}
-    nlist = int(plan.build.get("nlist", 1))
+    nlist = int(plan.build.get("nlist") or plan.factory.split(",")[0][3:])  # older records: from the factory
     grid = {"nprobe": [v for v in NPROBE_GRID if v <= nlist]}
     if "RFlat" in plan.factory or "Refine" in plan.factory:
         grid["k_factor"] = list(K_FACTOR_GRID)
@@ -129,7 +129,7 @@ def release_freed_memory() -> None:
         pass
 
 
-def _drop_self(I: np.ndarray, exclude: np.ndarray, k: int) -> np.ndarray:
+def drop_self(I: np.ndarray, exclude: np.ndarray, k: int) -> np.ndarray:
     """Results (q, k+1) without each query's own row (``exclude`` (q,), -1 for none) -> (q, k)."""
     out = np.full((len(I), k), -1, np.int64)
     for j, (row, own) in enumerate(zip(I, exclude)):
@@ -160,7 +160,7 @@ def measure_candidates(ids: np.ndarray, x: np.ndarray, xq: np.ndarray, exclude: 
     m, d = x.shape
     extra = 1 if (exclude >= 0).any() else 0
     _, I_gt = exact_search(xq, [(ids, x)], K + extra)
-    I_gt = _drop_self(I_gt, exclude, K)
+    I_gt = drop_self(I_gt, exclude, K)
     rng = np.random.default_rng(seed)
     t_start = time.perf_counter()
     out: list[Candidate] = []
@@ -179,7 +179,7 @@ def measure_candidates(ids: np.ndarray, x: np.ndarray, xq: np.ndarray, exclude: 
 
         def search_fn(q: np.ndarray, k: int, params: dict, _ix=index, _kind=full.kind) -> np.ndarray:
             _, I = faiss_ann.search(_ix, q, k + extra, faiss_ann.SearchParams(_kind, params))
-            return _drop_self(np.asarray(I, np.int64), exclude[:len(q)], k) if extra else I
+            return drop_self(np.asarray(I, np.int64), exclude[:len(q)], k) if extra else I
 
         tuned = tune_search_params(search_fn, xq, I_gt, K, recall_target, search_grid(small), z=CONFIDENCE_Z)
         qps = batch_qps(lambda q: search_fn(q, K, tuned.params), xq)

@@ -30,7 +30,7 @@ from retrieval.ann.config import AnnConfig, AnnParams
 from retrieval.ann.plan import CONFIDENCE_Z, DEFAULT_EXACT_BELOW, DEFAULT_RECALL, KINDS, IndexPlan, check_recall, \
     choose_index, default_memory_budget, tune_search_params
 from retrieval.ann.exact import exact_search
-from retrieval.ann.selection import Candidate, _drop_self, batch_qps, candidate_plans, measure_candidates, \
+from retrieval.ann.selection import Candidate, drop_self, batch_qps, candidate_plans, measure_candidates, \
     pick_fastest, release_freed_memory
 
 log = logging.getLogger(__name__)
@@ -52,8 +52,9 @@ def tuning_target(target: float, query_kind: str) -> float:
     allows only ``STAND_IN_MISS_SHARE`` of the misses, with room for sets where the gap is wider than on ours: at a
     0.95 target, 0.975 on image-like queries and 0.9625 on captions. Users' own queries (``--queries``, the served
     ones) are the real thing and are tuned to the target as it is."""
-    stand_in = STAND_IN_MISS_SHARE.get(query_kind, min(STAND_IN_MISS_SHARE.values()))
-    share = 1.0 if query_kind in USERS_KINDS else stand_in
+    if query_kind in USERS_KINDS:
+        return float(target)
+    share = STAND_IN_MISS_SHARE.get(query_kind, min(STAND_IN_MISS_SHARE.values()))
     return round(1.0 - (1.0 - float(target)) * share, 6)
 
 
@@ -136,12 +137,12 @@ def tune_table(store, name: str, recall_target: float = DEFAULT_RECALL, n_querie
         return info
     extra = 1 if (held.exclude >= 0).any() else 0
     _, I_gt = exact_search(held.xq, store.iter_vectors(name), K + extra)  # streamed brute force: the oracle
-    I_gt = _drop_self(I_gt, held.exclude, K)
+    I_gt = drop_self(I_gt, held.exclude, K)
 
     def search_fn(xq: np.ndarray, k: int, params: dict) -> np.ndarray:
         store.set_search_params(name, params, persist=False)
         _, I = store.search(name, xq, k + extra)
-        return _drop_self(I, held.exclude, k)
+        return drop_self(I, held.exclude, k)
 
     grid = store.ann_grid(name)
     goal = tuning_target(recall_target, held.kind)

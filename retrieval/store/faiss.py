@@ -250,11 +250,7 @@ class FaissStore(Store):
         kind = t.ann.get("kind", "flat")
         if kind != "hnsw" and not kind.startswith("ivf"):
             return {}
-        factory = faiss_ann.factory_of(t.ann, self.dim)
-        build = dict(t.ann.get("build", {}))
-        if kind.startswith("ivf") and not build.get("nlist"):
-            build["nlist"] = int(factory.split(",")[0][3:])
-        return search_grid(IndexPlan(kind, factory, build))
+        return search_grid(IndexPlan(kind, faiss_ann.factory_of(t.ann, self.dim), t.ann.get("build", {})))
 
     # -- maintenance -------------------------------------------------------------------------------------------
     @staticmethod
