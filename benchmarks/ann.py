@@ -6,12 +6,12 @@
 
 Data (``--dataset``):
 
-- ``realistic`` (default): ``indexers.samples.ann_realistic.make_realistic_corpus``: CLIP-like statistics (a narrow
+- ``realistic`` (default): ``clipdex.synthetic.ann_realistic.make_realistic_corpus``: CLIP-like statistics (a narrow
   cone, Zipf-frequent concepts mixed per item, image-only style variation, power-law spectra, text vectors across a
   modality gap), written in clip-retrieval's layout: ``emb/img_emb/``, ``emb/text_emb/`` (a caption vector per
   image) and ``emb/metadata/``. Its calibration (the IVF-Flat nprobe that reaches recall@10 0.95, HNSW32 at the
   default efSearch) is part of the report.
-- ``easy``: ``indexers.samples.embeddings.make_ann_corpus`` (clean clusters; IVF reaches 0.97 with one probe).
+- ``easy``: ``clipdex.synthetic.embeddings.make_ann_corpus`` (clean clusters; IVF reaches 0.97 with one probe).
 
 The 1,000 evaluation queries are fresh text-like vectors (not the captions of the table). clipdex runs its default
 path: ``clipdex index embeddings emb --index DIR --model none`` (the API it calls), then ``search --vectors``
@@ -52,8 +52,8 @@ def prepare(work: Path, n: int, dim: int, n_queries: int, dataset: str) -> dict:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from indexers.samples.ann_realistic import corpus_stats, make_realistic_corpus
-    from indexers.samples.embeddings import make_ann_corpus
+    from clipdex.synthetic.ann_realistic import corpus_stats, make_realistic_corpus
+    from clipdex.synthetic.embeddings import make_ann_corpus
     from retrieval.ann.exact import exact_search
 
     meta = work / "data.json"
@@ -323,7 +323,7 @@ def worker_clipdex(work: Path, args, source: str = "emb", name: str = "clipdex")
 def after_serving(path: Path, xq, gt) -> dict:
     """The loop the index is built for: ``clipdex serve`` keeps a sample of the queries it answers (here 1,000 fresh
     text-like queries, not the evaluation ones), the next ``clipdex optimize`` re-tunes on them (no rebuild)."""
-    from indexers.samples.ann_realistic import make_realistic_corpus
+    from clipdex.synthetic.ann_realistic import make_realistic_corpus
     from retrieval.ann.tuning import optimize_table
     from retrieval.index.directory import open_index
     from retrieval.index.query_cache import load_queries, remember_queries

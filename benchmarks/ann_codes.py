@@ -1,6 +1,6 @@
 """Which codes an inverted file should scan on text-like queries: recall@10 and batch QPS at nprobe = nlist/16,
 nlist/8, nlist/4 for IVF-Flat, IVF-SQ8 and fast-scan PQ refined on exact vectors (4 and 2 dimensions per 4-bit
-sub-quantizer), on the realistic CLIP-like set (``indexers.samples.ann_realistic``).
+sub-quantizer), on the realistic CLIP-like set (``clipdex.synthetic.ann_realistic``).
 
     python benchmarks/ann_codes.py [--n 200000] [--nlist 1024]
 
@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from indexers.samples.ann_realistic import make_realistic_corpus  # noqa: E402
+from clipdex.synthetic.ann_realistic import make_realistic_corpus  # noqa: E402
 from retrieval.ann.exact import exact_search, recall_at_k  # noqa: E402
 
 FACTORIES = ("IVF{nlist},Flat", "IVF{nlist},SQ8", "IVF{nlist},PQ{d4}x4fs,RFlat", "IVF{nlist},PQ{d2}x4fs,RFlat")

@@ -2,7 +2,7 @@
 
     python benchmarks/classify_compare.py [--quick] [--seed 0] [--out benchmarks/results]
 
-Runs, on embeddings from :func:`indexers.samples.embeddings.make_clip_like` (no model, no network):
+Runs, on embeddings from :func:`clipdex.synthetic.embeddings.make_clip_like` (no model, no network):
   name-only  zero-shot (100 f W); SuS-X (SuS-LC support set from the synthetic web corpus, then TIP-X with the
              fixed DEFAULT_TIPX, and with TIP-X searched on the labelled val split); X-MoRe (image->image
              retrieval of captions, stream and batch fusion); RECO (training-free mean fusion, and trained fusers);
@@ -25,12 +25,25 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from indexers.samples.embeddings import make_clip_like  # noqa: E402
-
-from retrieval.algorithms import (DEFAULT_TIPX, dedup_rerank_captions, gda_fit, gda_logits, gda_search_alpha,  # noqa: E402
-                                proker_logits, sus_lc_select, tip_adapter_logits, tip_adapter_search, tipx_logits,
-                                tipx_search, xmore_caption_logits, xmore_image_logits, xmore_predict_batch,
-                                xmore_predict_stream, zeroshot_logits)
+from clipdex.synthetic.embeddings import make_clip_like  # noqa: E402
+from retrieval.algorithms import (  # noqa: E402
+    DEFAULT_TIPX,
+    dedup_rerank_captions,
+    gda_fit,
+    gda_logits,
+    gda_search_alpha,
+    proker_logits,
+    sus_lc_select,
+    tip_adapter_logits,
+    tip_adapter_search,
+    tipx_logits,
+    tipx_search,
+    xmore_caption_logits,
+    xmore_image_logits,
+    xmore_predict_batch,
+    xmore_predict_stream,
+    zeroshot_logits,
+)
 from retrieval.algorithms.arrays import accuracy, l2_normalize, one_hot  # noqa: E402
 from retrieval.algorithms.reco import knn_ids, reco_mean_fuse, reco_refine, train_reco  # noqa: E402
 

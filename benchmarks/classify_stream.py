@@ -3,7 +3,7 @@
     python benchmarks/classify_stream.py [--quick] [--seed 0] [--budget-mib 256] [--out benchmarks/results]
 
 Default: 10,000 test images, 1,000 classes, a 100,000-image support index (synthetic CLIP-like vectors from
-indexers/samples/embeddings.py, stored through the raw-vector API ``index.add_vectors``). Steps, each timed:
+clipdex/synthetic/embeddings.py, stored through the raw-vector API ``index.add_vectors``). Steps, each timed:
   1. SuS-LC: text -> image search of every class query on the index (the store path of the pipeline,
      ``retrieval.classify.support.sus_lc_support``), then again from its cache;
   2. zero-shot and SuS-X (TIP-X, shipped defaults) through the pipeline's block runner
@@ -30,8 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from indexers.samples.embeddings import make_clip_like  # noqa: E402
-
+from clipdex.synthetic.embeddings import make_clip_like  # noqa: E402
 from retrieval.algorithms import DEFAULT_TIPX  # noqa: E402
 from retrieval.classify import methods as M  # noqa: E402
 from retrieval.classify.evaluate import Evaluation  # noqa: E402

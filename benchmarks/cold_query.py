@@ -49,7 +49,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "XDG_CACHE_HOME": str(Path(tmp) / "cache"), "PYTHONPATH": str(ROOT),
                "HF_HUB_OFFLINE": "1"}
-        subprocess.run([sys.executable, "-c", f"from indexers.samples import make_shapes; "
+        subprocess.run([sys.executable, "-c", f"from clipdex.synthetic import make_shapes; "
                         f"make_shapes({str(Path(tmp) / 'shapes')!r}, per_pair=1, size=64)"], env=env, check=True)
         clipdex = [sys.executable, "-m", "cli.main"]
         for backend in ("lance", "faiss"):  # indexing loads the model, which exports its text tower

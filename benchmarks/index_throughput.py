@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from indexers.samples import make_noisy_jpegs  # noqa: E402
+from clipdex.synthetic import make_noisy_jpegs  # noqa: E402
 
 
 def bench_model(encoder, n: int, batch: int) -> float:
@@ -46,8 +46,8 @@ def bench_model(encoder, n: int, batch: int) -> float:
 
 def bench_pipeline(encoder, folder: Path, batch: int, workers: int | None, backend: str) -> dict:
     from indexers.images import ImageIndexOptions, index_images
-    from retrieval.io.sources import IMAGE_EXTENSIONS, discover
     from retrieval.index.directory import create_index
+    from retrieval.io.sources import IMAGE_EXTENSIONS, discover
 
     with tempfile.TemporaryDirectory() as tmp:
         ix = create_index(Path(tmp) / "bench.clipdex", dim=encoder.dim, model=str(encoder.spec), backend=backend)
@@ -73,8 +73,8 @@ def main() -> None:
 
     import torch
 
-    from retrieval.io.workers import default_workers
     from retrieval.encode.encoder import load_encoder
+    from retrieval.io.workers import default_workers
 
     encoder = load_encoder(args.model, device=args.device, precision=args.precision)
     with tempfile.TemporaryDirectory() as tmp:

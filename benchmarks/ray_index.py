@@ -3,7 +3,7 @@
     python benchmarks/ray_index.py                                  # 4 shards x 64 images, clipdex-tiny
     python benchmarks/ray_index.py --shards 16 --per-shard 256 --size 256 --cpus 2
 
-Both engines index the same img2dataset-style shards (``indexers.samples.shards.make_shards``: drawn JPEGs with
+Both engines index the same img2dataset-style shards (``clipdex.synthetic.shards.make_shards``: drawn JPEGs with
 captions and json) into fresh Lance indexes; the local engine decodes in ``cpus - 1`` worker processes, the Ray
 engine runs in a local Ray (``num_cpus=cpus``, 200 MB object store, no dashboard) with one embedding actor.
 Each engine indexes ``--shards`` shards and then twice as many (fresh indexes each time), so that its fixed cost
@@ -27,8 +27,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from clipdex.synthetic.shards import make_shards  # noqa: E402
 from indexers.images import ImageIndexOptions  # noqa: E402 - after the path setup
-from indexers.samples.shards import make_shards  # noqa: E402
 from indexers.shards import index_shards  # noqa: E402
 from retrieval.index.directory import create_index  # noqa: E402
 from retrieval.io.shards import discover_shards  # noqa: E402

@@ -24,8 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from retrieval.encode.encoder import ClipEncoder, default_device, load_encoder  # noqa: E402
-from retrieval.models.factory import ModelSpec  # noqa: E402
 from retrieval.encode.text import STRATEGIES, encode_long_texts  # noqa: E402
+from retrieval.models.factory import ModelSpec  # noqa: E402
 
 VOCAB = ["dog", "cat", "tree", "house", "river", "car", "bird", "red", "blue", "small", "large", "green", "runs",
          "sleeps", "under", "beside"]

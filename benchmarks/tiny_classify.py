@@ -2,7 +2,7 @@
 
     python benchmarks/tiny_classify.py [--out benchmarks/results]
 
-Data: ``indexers.samples.world_sets.make_world_classify_files`` (seed 0): 8 shape classes; a support index of 96
+Data: ``clipdex.synthetic.world_sets.make_world_classify_files`` (seed 0): 8 shape classes; a support index of 96
 captioned drawings; a clean test set (filled shapes on plain backgrounds, 64 images) and a style-shifted one
 (outlines on noisy backgrounds, in colours the support set does not use, 64 images); 4 shifted-style shots per
 class. Runs ``clipdex classify --method all`` on both sets and writes <out>/tiny_classify.json (top-1/top-5 per
@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from cli.main import cli  # noqa: E402
-from indexers.samples.world_sets import make_world_classify_files  # noqa: E402
+from clipdex.synthetic.world_sets import make_world_classify_files  # noqa: E402
 
 METHODS = ("zeroshot", "susx", "xmore", "reco", "tip", "tipx", "gda", "proker")
 

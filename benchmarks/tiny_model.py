@@ -27,7 +27,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from indexers.samples.world import COLORS, SHAPES, held_out_pairs, render_scene, sample_scene  # noqa: E402
+from clipdex.synthetic.world import COLORS, SHAPES, held_out_pairs, render_scene, sample_scene  # noqa: E402
 from retrieval.algorithms.zeroshot import build_text_classifier, get_templates  # noqa: E402
 from retrieval.encode.encoder import load_encoder  # noqa: E402
 

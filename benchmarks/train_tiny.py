@@ -1,9 +1,9 @@
 """Train clipdex-tiny on the generated world, seeded: ``python benchmarks/train_tiny.py``.
 
 Reproduces ``retrieval/models/weights/clipdex-tiny.safetensors`` (the shipped weights: 2,500 steps of 256) on CPU
-in about 20 minutes on 2 quiet cores (0.43 s a step, plus 45 s to draw the pool). The data is the world of ``indexers.samples.world``: a pool of scenes drawn once (seed ``--seed``),
+in about 20 minutes on 2 quiet cores (0.43 s a step, plus 45 s to draw the pool). The data is the world of ``clipdex.synthetic.world``: a pool of scenes drawn once (seed ``--seed``),
 each paired at every step with freshly sampled words (a caption, a long description or a window of one, a
-class-name prompt, a colour phrase: ``indexers.samples.world_text.training_text``); colour-shape pairs of
+class-name prompt, a colour phrase: ``clipdex.synthetic.world_text.training_text``); colour-shape pairs of
 ``held_out_pairs()`` are never drawn, so that the evaluation can measure composition.
 
 The model (``retrieval/models/configs/clipdex-tiny.json``): open_clip's ModifiedResNet image tower (layers 1-1-1-1,
@@ -28,10 +28,9 @@ import json
 import logging
 import math
 import random
+import sys
 import time
 from pathlib import Path
-
-import sys
 
 import numpy as np
 import open_clip
@@ -42,8 +41,8 @@ from safetensors.torch import save_file
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from indexers.samples.world import COLORS, SHAPES, held_out_pairs, render_scene, sample_scene  # noqa: E402
-from indexers.samples.world_text import description, training_text  # noqa: E402
+from clipdex.synthetic.world import COLORS, SHAPES, held_out_pairs, render_scene, sample_scene  # noqa: E402
+from clipdex.synthetic.world_text import description, training_text  # noqa: E402
 from retrieval.models.specs import TINY_MODEL, register_configs  # noqa: E402
 
 log = logging.getLogger("train_tiny")

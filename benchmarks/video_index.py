@@ -27,12 +27,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from clipdex.synthetic.videos import make_video, scene_frame  # noqa: E402
 from indexers.images import ImageIndexOptions, index_images  # noqa: E402
-from retrieval.io.sources import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, discover  # noqa: E402
 from indexers.video_decode import SamplingPlan  # noqa: E402
-from indexers.samples.videos import make_video, scene_frame  # noqa: E402
 from indexers.videos import VideoIndexOptions, index_videos  # noqa: E402
 from retrieval.index.directory import create_index  # noqa: E402
+from retrieval.io.sources import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, discover  # noqa: E402
 
 SIZE = (320, 240)
 

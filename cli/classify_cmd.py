@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from cli.options import device_option, json_option, top_k_option
+from cli.output import ProgressBars, print_json
 from retrieval.classify.inputs import find_images, read_classes, read_labels
 from retrieval.classify.pipeline import ClassificationRun, ClassifyOptions
 from retrieval.classify.registry import ALL, METHODS
@@ -11,9 +13,6 @@ from retrieval.classify.train import train_reco_on_index
 from retrieval.encode.encoder import load_encoder
 from retrieval.errors import ModelMismatch
 from retrieval.index.directory import NO_MODEL, open_index
-
-from cli.options import device_option, json_option, top_k_option
-from cli.output import ProgressBars, print_json
 
 
 class MethodName(click.Choice):

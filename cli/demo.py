@@ -6,17 +6,16 @@ from pathlib import Path
 
 import click
 
+from cli.options import top_k_option
+from cli.output import print_table
+from clipdex.synthetic import make_shapes
 from indexers.images import ImageIndexOptions, index_images
-from indexers.samples import make_shapes
 from retrieval.encode.encoder import load_encoder
 from retrieval.errors import WeightsUnavailable
 from retrieval.index.directory import create_index, open_index
 from retrieval.io.sources import IMAGE_EXTENSIONS, discover
 from retrieval.models.specs import DEFAULT_MODEL, TINY_MODEL
 from retrieval.query.search import search
-
-from cli.options import top_k_option
-from cli.output import print_table
 
 QUERIES = ("a red circle", "a blue square", "a green triangle")
 

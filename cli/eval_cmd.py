@@ -6,6 +6,9 @@ from pathlib import Path
 
 import click
 
+from cli.classify_cmd import _print_summary, method_options
+from cli.options import device_option, json_option
+from cli.output import ProgressBars, print_json
 from retrieval.classify.inputs import load_labelled, read_classes, read_labels
 from retrieval.classify.pipeline import ClassificationRun, ClassifyOptions
 from retrieval.encode.encoder import load_encoder
@@ -13,10 +16,6 @@ from retrieval.encode.text import query_strategy
 from retrieval.errors import InvalidInput
 from retrieval.index.directory import open_index
 from retrieval.query.evaluate import evaluate_retrieval, read_queries
-
-from cli.classify_cmd import _print_summary, method_options
-from cli.options import device_option, json_option
-from cli.output import ProgressBars, print_json
 
 
 @click.group("eval")

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import click
 
+from cli.indexing import engine_options, indexing_options, run_indexer
 from indexers.images import ImageIndexOptions, index_images
 from indexers.shards import index_shards
 from retrieval.errors import InvalidInput
 from retrieval.index.opening import open_for_writing
 from retrieval.io.shards import discover_shards, is_shard_source
 from retrieval.io.sources import IMAGE_EXTENSIONS, discover
-
-from cli.indexing import engine_options, indexing_options, run_indexer
 
 
 def summary_line(s: dict) -> str:

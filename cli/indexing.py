@@ -6,11 +6,10 @@ from typing import Callable
 
 import click
 
-from retrieval.index.directory import Index
-from retrieval.io.workers import Progress
-
 from cli.options import device_option, json_option
 from cli.output import ProgressBars, print_json
+from retrieval.index.directory import Index
+from retrieval.io.workers import Progress
 
 
 def indexing_options(workers: bool):

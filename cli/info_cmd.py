@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import click
 
-from retrieval.index.directory import open_index
-
 from cli.options import json_option
 from cli.output import print_json
+from retrieval.index.directory import open_index
 
 
 def _size(n: int) -> str:

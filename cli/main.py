@@ -15,10 +15,20 @@ import sys
 
 import click
 
+from cli import (
+    classify_cmd,
+    demo,
+    eval_cmd,
+    index_cmd,
+    info_cmd,
+    models_cmd,
+    scale_cmds,
+    search_cmd,
+    serve_cmd,
+    text_cmds,
+    video_cmds,
+)
 from retrieval.errors import ClipdexError
-
-from cli import (classify_cmd, demo, eval_cmd, index_cmd, info_cmd, models_cmd, scale_cmds, search_cmd, serve_cmd,
-                 text_cmds, video_cmds)
 
 DEBUG_ENV = "CLIPDEX_DEBUG"
 

@@ -3,10 +3,9 @@ from __future__ import annotations
 
 import click
 
-from retrieval.models.factory import list_known_models
-
 from cli.options import json_option
 from cli.output import print_json_lines
+from retrieval.models.factory import list_known_models
 
 
 @click.command()

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import click
 
+from cli.options import json_option
+from cli.output import print_json
 from indexers.embeddings import discover_embeddings, index_embeddings
 from retrieval.ann.plan import check_recall, parse_memory
 from retrieval.ann.tuning import optimize_table
 from retrieval.index.directory import open_index
 from retrieval.index.opening import open_for_writing
 from retrieval.index.query_cache import load_queries, read_query_file, remember_queries
-
-from cli.options import json_option
-from cli.output import print_json
 
 recall_option = click.option("--recall", type=float, default=0.95, show_default=True,
                              help="recall@10 target the search parameters are tuned to, in (0, 1].")

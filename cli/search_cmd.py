@@ -5,14 +5,14 @@ import click
 import numpy as np
 import pyarrow as pa
 
-from retrieval.errors import InvalidInput
-from retrieval.index.directory import open_index
-from retrieval.index.query_cache import read_vectors_file
-from retrieval.query.search import search as run_search, text_query_encoder
-
 from cli.options import device_option, json_option, min_score_option, top_k_option
 from cli.output import print_json_lines, print_table
 from cli.video_cmds import run_video_search, video_search_options
+from retrieval.errors import InvalidInput
+from retrieval.index.directory import open_index
+from retrieval.index.query_cache import read_vectors_file
+from retrieval.query.search import search as run_search
+from retrieval.query.search import text_query_encoder
 
 
 @click.command()

@@ -28,9 +28,9 @@ def serve(indexes, host, port, token, no_auth, threads, max_upload_mb, query_tim
     try:
         import uvicorn  # heavy optional dependency: the serve extra
 
-        from retrieval.serve.app import create_app  # heavy optional dependency: fastapi (the serve extra)
-        from retrieval.serve.config import ServeConfig  # heavy optional dependency: part of the serve package
-        from retrieval.serve.service import Service  # heavy optional dependency: part of the serve package
+        from clipdex.serve.app import create_app  # heavy optional dependency: fastapi (the serve extra)
+        from clipdex.serve.config import ServeConfig  # heavy optional dependency: part of the serve package
+        from clipdex.serve.service import Service  # heavy optional dependency: part of the serve package
     except ImportError as exc:
         raise InvalidInput(f"clipdex serve needs the serve extra: pip install 'clipdex[serve]' ({exc.name} is "
                            "missing)") from None

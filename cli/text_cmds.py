@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import click
 
+from cli.indexing import indexing_options, run_indexer
 from indexers.text_sources import SPLITS, discover_texts
 from indexers.texts import TextIndexOptions, index_texts
 from retrieval.encode.text import check_strategy
 from retrieval.errors import InvalidInput
 from retrieval.index.opening import open_for_writing
-
-from cli.indexing import indexing_options, run_indexer
 
 
 def summary_line(s: dict) -> str:

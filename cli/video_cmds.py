@@ -8,14 +8,13 @@ from __future__ import annotations
 import click
 import pyarrow.compute as pc
 
+from cli.indexing import indexing_options, run_indexer
 from indexers.video_decode import SamplingPlan, import_av
 from indexers.videos import VideoIndexOptions, index_videos
 from retrieval.errors import InvalidInput
 from retrieval.index.opening import open_for_writing
 from retrieval.io.sources import VIDEO_EXTENSIONS, discover
 from retrieval.query.video import VideoSearchOptions, search_frames, search_videos
-
-from cli.indexing import indexing_options, run_indexer
 
 
 def _summary_line(s: dict) -> str:

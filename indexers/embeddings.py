@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from indexers.common import Failure, error_table, scan_tuples, string_literal, refresh_search
+from indexers.common import Failure, error_table, refresh_search, scan_tuples, string_literal
 from retrieval.errors import InvalidInput
 from retrieval.index.directory import Index, base_fields
 from retrieval.index.opening import check_writer_model

@@ -19,13 +19,19 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
-from indexers.common import Failure, error_table, gone_from_sources, newest_per_path, recorded_errors, \
-    refresh_search, scan_tuples
+from indexers.common import (
+    Failure,
+    error_table,
+    gone_from_sources,
+    newest_per_path,
+    recorded_errors,
+    refresh_search,
+    scan_tuples,
+)
 from retrieval.encode.text import encode_long_texts
 from retrieval.index.directory import Index, base_fields
 from retrieval.io.files import fs_path, stored_path
-from retrieval.io.imageprep import (MAX_BYTES, ImagePrep, ImageReadError, content_hash, read_and_prepare,
-                                    read_image_file)
+from retrieval.io.imageprep import MAX_BYTES, ImagePrep, ImageReadError, content_hash, read_and_prepare, read_image_file
 from retrieval.io.sources import Discovery, Item
 from retrieval.io.workers import Committer, Progress, WorkerCrash, default_workers, ordered_map, plan_work
 from retrieval.store.base import vectors_to_arrow

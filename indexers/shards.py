@@ -25,9 +25,17 @@ from typing import Callable, Iterator
 import numpy as np
 import pyarrow as pa
 
-from indexers.common import Failure, scan_tuples, refresh_search
-from indexers.images import (TABLE, Decoded, Embedded, ImageIndexOptions, ImageRowWriter, IndexSummary,
-                             StoredImages, replace_after_commit)
+from indexers.common import Failure, refresh_search, scan_tuples
+from indexers.images import (
+    TABLE,
+    Decoded,
+    Embedded,
+    ImageIndexOptions,
+    ImageRowWriter,
+    IndexSummary,
+    StoredImages,
+    replace_after_commit,
+)
 from retrieval.index.directory import Index, now
 from retrieval.io.imageprep import ImagePrep, ImageReadError, prepare_bytes
 from retrieval.io.shards import Shard, ShardDiscovery, ShardError, ShardSample, read_shard, sample_path

@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
-from indexers.common import Failure, error_table, scan_tuples, refresh_search
+from indexers.common import Failure, error_table, refresh_search, scan_tuples
 from indexers.text_sources import SPLITS, FileError, Row, TextDiscovery, TextFile, read_rows
 from indexers.text_state import ROW_STAGE, TABLE, FileLedger, TextState, repair_generations, source_ids
 from retrieval.encode.text import check_strategy, encode_long_texts, long_text_counts

@@ -29,8 +29,15 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
-from indexers.common import Failure, error_table, gone_from_sources, newest_per_path, recorded_errors, \
-    refresh_search, scan_tuples
+from indexers.common import (
+    Failure,
+    error_table,
+    gone_from_sources,
+    newest_per_path,
+    recorded_errors,
+    refresh_search,
+    scan_tuples,
+)
 from indexers.video_decode import SamplingPlan, import_av, stream_decode
 from retrieval.algorithms.video import mean_pool_vectors
 from retrieval.index.directory import Index, base_fields

@@ -4,11 +4,20 @@ The library never prints: it logs through ``logging`` and reports progress throu
 the Python API of the README (query-time code lives in ``retrieval.query``, so that ``retrieval.search`` is only
 ever this function).
 """
-from retrieval.version import __version__  # noqa: F401
-
-from retrieval.errors import (ClipdexError, IndexExists, IndexFormatError, IndexLocked, IndexNotFound,  # noqa: F401
-                              InvalidFilter, InvalidInput, ModelMismatch, TableNotFound, UnknownModel,
-                              WeightsUnavailable)
-from retrieval.index.directory import Index, create_index, open_index  # noqa: F401
 from retrieval.encode.encoder import load_encoder  # noqa: F401
+from retrieval.errors import (  # noqa: F401
+                              ClipdexError,
+                              IndexExists,
+                              IndexFormatError,
+                              IndexLocked,
+                              IndexNotFound,
+                              InvalidFilter,
+                              InvalidInput,
+                              ModelMismatch,
+                              TableNotFound,
+                              UnknownModel,
+                              WeightsUnavailable,
+)
+from retrieval.index.directory import Index, create_index, open_index  # noqa: F401
 from retrieval.query.search import search  # noqa: F401
+from retrieval.version import __version__  # noqa: F401

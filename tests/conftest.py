@@ -1,5 +1,5 @@
 """Shared fixtures: the tiny model, generated images and bad files, the classification corpus, a CLI runner; no
-network anywhere. Helpers that are not fixtures live in tests/helpers.py, generated data in indexers.samples."""
+network anywhere. Helpers that are not fixtures live in tests/helpers.py, generated data in clipdex.synthetic."""
 from __future__ import annotations
 
 import atexit
@@ -12,9 +12,9 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import cli as clipdex_cli
+from clipdex.synthetic import make_shapes
+from clipdex.synthetic.classify import make_classify_files
 from indexers.images import ImageIndexOptions, index_images
-from indexers.samples import make_shapes
-from indexers.samples.classify import make_classify_files
 from retrieval.index.directory import create_index
 from retrieval.io.sources import discover
 

@@ -1,5 +1,5 @@
 """Helpers shared by the tests (imported as ``tests.helpers``; fixtures live in conftest.py, data generators in
-:mod:`indexers.samples`): the exact top-k oracle, top-k comparison up to ties, an "index unchanged" digest, and
+:mod:`clipdex.synthetic`): the exact top-k oracle, top-k comparison up to ties, an "index unchanged" digest, and
 running a notebook."""
 from __future__ import annotations
 

@@ -24,8 +24,8 @@ def client(idx: Path, cache: Path, **options):
     """A TestClient (lifespan on) for an app serving ``idx``; use it as a context manager."""
     from fastapi.testclient import TestClient
 
-    from retrieval.serve.app import create_app
-    from retrieval.serve.config import ServeConfig
+    from clipdex.serve.app import create_app
+    from clipdex.serve.config import ServeConfig
 
     return TestClient(create_app(ServeConfig(indexes=[str(idx)], cache_dir=cache, **options)))
 

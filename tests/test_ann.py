@@ -4,11 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from clipdex.synthetic.embeddings import clustered, normalize
 from retrieval.ann.config import AnnConfig, AnnParams, SearchKnobs
 from retrieval.ann.exact import exact_search, recall_at_k, topk
 from retrieval.ann.plan import IndexPlan, choose_index, parse_memory, tune_search_params
 from retrieval.errors import InvalidInput
-from indexers.samples.embeddings import clustered, normalize
 from tests.helpers import brute_force
 
 

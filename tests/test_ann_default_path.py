@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import cli
-from indexers.samples.ann_realistic import corpus_stats, make_realistic_corpus
-from indexers.samples.embeddings import clustered, normalize
+from clipdex.synthetic.ann_realistic import corpus_stats, make_realistic_corpus
+from clipdex.synthetic.embeddings import clustered, normalize
 from retrieval.ann import tuning
 from retrieval.ann.exact import exact_search, recall_at_k
 from retrieval.ann.tuning import optimize_table

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from clipdex.synthetic.embeddings import clustered, normalize
 from retrieval.ann.plan import IndexPlan, choose_index
-from retrieval.index.directory import create_index
 from retrieval.ann.selection import Candidate, candidate_plans, measure_candidates, pick_fastest
 from retrieval.ann.tuning import optimize_table
-from indexers.samples.embeddings import clustered, normalize
+from retrieval.index.directory import create_index
 
 
 def cand(kind, recall, qps, memory=1 << 20, skipped=None):

@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
+from clipdex.synthetic.embeddings import clustered, normalize
 from retrieval.ann.exact import recall_at_k
-from retrieval.index.directory import create_index, open_index
 from retrieval.ann.tuning import optimize_table
-from indexers.samples.embeddings import clustered, normalize
+from retrieval.index.directory import create_index, open_index
 from tests.helpers import brute_force
 
 D = 16

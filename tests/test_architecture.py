@@ -14,7 +14,7 @@ import grimp
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("retrieval", "indexers", "cli")
+PACKAGES = ("clipdex", "retrieval", "indexers", "cli")
 MAX_LINES = 400
 
 # A function may import these lazily (with a comment saying why): heavy or optional dependencies whose import
@@ -101,3 +101,27 @@ def test_the_contract_catches_an_upward_import(tmp_path, layer_break):
     out = subprocess.run([exe, "--config", str(copy / "pyproject.toml"), "--no-cache"], cwd=copy,
                          capture_output=True, text=True, env=env)
     assert out.returncode != 0 and "retrieval.algorithms" in out.stdout
+
+
+def test_the_linter_passes():
+    """ruff (pyflakes, pycodestyle, import order, bugbear; 120 columns) over the whole tree, as configured in
+    pyproject.toml."""
+    exe = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
+    assert exe, "ruff is part of the dev extra"
+    out = subprocess.run([exe, "check", "--no-cache", str(ROOT)], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout[-4000:] + out.stderr[-2000:]
+
+
+def test_the_library_and_the_indexers_never_import_the_web_framework():
+    """The HTTP service is an application (clipdex.serve), above the library: nothing under retrieval/ or
+    indexers/ imports fastapi, starlette or uvicorn, even lazily."""
+    web = {"fastapi", "starlette", "uvicorn"}
+    bad = []
+    for path in _modules():
+        rel = path.relative_to(ROOT)
+        if rel.parts[0] not in ("retrieval", "indexers"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                bad += [f"{rel}:{node.lineno} {n}" for n in _names(node) if n.split(".")[0] in web]
+    assert not bad, bad

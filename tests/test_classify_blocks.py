@@ -1,11 +1,19 @@
 """Row-block evaluation of TIP-X and X-MoRe equals the whole-matrix result when the global ranges/sums are passed."""
 import numpy as np
 
-from retrieval.algorithms import (proker_fit, proker_logits, proker_predict, tipx_kl, tipx_log_signatures, tipx_logits, xmore_confidences, xmore_predict_batch,
-                                xmore_predict_stream)
+from clipdex.synthetic.embeddings import labelled_clusters, unit_vectors
+from retrieval.algorithms import (
+    proker_fit,
+    proker_logits,
+    proker_predict,
+    tipx_kl,
+    tipx_log_signatures,
+    tipx_logits,
+    xmore_confidences,
+    xmore_predict_batch,
+    xmore_predict_stream,
+)
 from retrieval.algorithms.arrays import one_hot
-
-from indexers.samples.embeddings import labelled_clusters, unit_vectors
 
 
 def test_tipx_in_blocks_with_global_ranges_equals_whole_matrix():

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from indexers.samples.classify import CLASSES
+from clipdex.synthetic.classify import CLASSES
 
 
 @pytest.fixture(scope="module")

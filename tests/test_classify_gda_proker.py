@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from indexers.samples.embeddings import labelled_clusters, unit_vectors
+from clipdex.synthetic.embeddings import labelled_clusters, unit_vectors
 from retrieval.algorithms import gda_fit, gda_logits, gda_search_alpha, proker_logits, zeroshot_logits
 
 

@@ -6,10 +6,10 @@ import re
 import numpy as np
 import pytest
 
-from indexers.samples.classify import CLASSES
+from clipdex.synthetic.classify import CLASSES
 from retrieval.algorithms import DEFAULT_TIPX, sus_lc_select, tipx_logits, xmore_predict_batch
-from retrieval.classify import support as support_mod
 from retrieval.algorithms.arrays import softmax
+from retrieval.classify import support as support_mod
 from retrieval.classify.inputs import find_images, read_labels
 from retrieval.classify.pipeline import ClassificationRun, ClassifyOptions
 from retrieval.errors import InvalidInput, ModelMismatch

@@ -2,9 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from indexers.samples.embeddings import unit_vectors
-from retrieval.algorithms.reco import (RecoFuser, info_nce, knn_ids, reco_loss, reco_mean_fuse, reco_refine,
-                                     train_reco)
+from clipdex.synthetic.embeddings import unit_vectors
+from retrieval.algorithms.reco import RecoFuser, info_nce, knn_ids, reco_loss, reco_mean_fuse, reco_refine, train_reco
 
 
 @pytest.fixture(autouse=True)

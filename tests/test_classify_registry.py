@@ -3,7 +3,7 @@
 methods, ``predict`` encodes the images."""
 import pytest
 
-from indexers.samples.classify import CLASSES
+from clipdex.synthetic.classify import CLASSES
 from retrieval.classify.inputs import find_images
 from retrieval.classify.pipeline import ClassificationRun, ClassifyOptions
 from retrieval.classify.registry import METHODS, resolve_methods

@@ -1,6 +1,6 @@
 import numpy as np
 
-from indexers.samples.embeddings import unit_vectors
+from clipdex.synthetic.embeddings import unit_vectors
 from retrieval.algorithms import rank_index, sus_lc_select, sus_lc_select_from_ranked
 
 

@@ -1,6 +1,6 @@
 import numpy as np
 
-from indexers.samples.embeddings import make_ann_corpus, make_clip_like
+from clipdex.synthetic.embeddings import make_ann_corpus, make_clip_like
 
 
 def small(**kw):

@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from indexers.samples.embeddings import labelled_clusters, unit_vectors
+from clipdex.synthetic.embeddings import labelled_clusters, unit_vectors
 from retrieval.algorithms import build_cache, tip_adapter_logits, tip_adapter_search, zeroshot_logits
 from retrieval.algorithms.arrays import one_hot
 

@@ -1,8 +1,16 @@
 import numpy as np
 
-from indexers.samples.embeddings import labelled_clusters, unit_vectors
-from retrieval.algorithms import (DEFAULT_TIPX, kl_matrix, rescale_to_range, tip_adapter_logits, tipx_logits,
-                                tipx_search, tipx_signatures, zeroshot_logits)
+from clipdex.synthetic.embeddings import labelled_clusters, unit_vectors
+from retrieval.algorithms import (
+    DEFAULT_TIPX,
+    kl_matrix,
+    rescale_to_range,
+    tip_adapter_logits,
+    tipx_logits,
+    tipx_search,
+    tipx_signatures,
+    zeroshot_logits,
+)
 from retrieval.algorithms.arrays import one_hot
 
 

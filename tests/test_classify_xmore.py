@@ -3,9 +3,15 @@ import math
 import numpy as np
 import pytest
 
-from indexers.samples.embeddings import unit_vectors
-from retrieval.algorithms import (dedup_rerank_captions, xmore_caption_logits, xmore_confidence, xmore_image_logits,
-                                xmore_predict_batch, xmore_predict_stream)
+from clipdex.synthetic.embeddings import unit_vectors
+from retrieval.algorithms import (
+    dedup_rerank_captions,
+    xmore_caption_logits,
+    xmore_confidence,
+    xmore_image_logits,
+    xmore_predict_batch,
+    xmore_predict_stream,
+)
 
 
 def softmax(z):

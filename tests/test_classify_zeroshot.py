@@ -2,8 +2,14 @@ import numpy as np
 import pytest
 import torch
 
-from retrieval.algorithms import (TEMPLATE_SETS, build_text_classifier, get_templates, load_descriptions,
-                                load_templates, zeroshot_logits)
+from retrieval.algorithms import (
+    TEMPLATE_SETS,
+    build_text_classifier,
+    get_templates,
+    load_descriptions,
+    load_templates,
+    zeroshot_logits,
+)
 from retrieval.algorithms.zeroshot import class_prompts
 
 

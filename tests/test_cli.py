@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from indexers.samples import make_bad_files
+from clipdex.synthetic import make_bad_files
 from tests.helpers import kill_at_commit
 
 
@@ -128,7 +128,7 @@ def test_demo_runs_offline_on_the_tiny_model(tmp_path, runner, cli):
 def test_kill_minus_nine_then_resume_gives_every_image_exactly_once(tmp_path, backend, when):
     """A real indexing process killed at its third commit; the re-run completes the index with no duplicates or
     losses."""
-    from indexers.samples import make_shapes
+    from clipdex.synthetic import make_shapes
     from retrieval.index.directory import open_index
 
     photos = tmp_path / "many"

@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import cli
+from clipdex.synthetic.embeddings import clustered, make_clip_retrieval_dir
 from retrieval.index.directory import open_index
-from indexers.samples.embeddings import clustered, make_clip_retrieval_dir
 
 D = 16
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from indexers.samples import COLORS, draw_shape
+from clipdex.synthetic import COLORS, draw_shape
 from retrieval.encode.encoder import load_encoder
 from retrieval.errors import InvalidInput
 from retrieval.io.imageprep import ImagePrep

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from indexers.samples.world_sets import make_gallery
+from clipdex.synthetic.world_sets import make_gallery
 from retrieval.query.evaluate import ranking_metrics
 
 TINY = "clipdex-tiny"

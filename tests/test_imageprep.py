@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from indexers.samples import COLORS, draw_shape, make_bad_files
+from clipdex.synthetic import COLORS, draw_shape, make_bad_files
 from retrieval.io.imageprep import ImagePrep, ImageReadError, content_hash, read_and_prepare
 
 PREP = ImagePrep(size=(32, 32))

@@ -7,11 +7,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from clipdex.synthetic import COLORS, draw_shape, make_bad_files
 from indexers.images import ImageIndexOptions, index_images
-from indexers.samples import COLORS, draw_shape, make_bad_files
-from retrieval.io.sources import IMAGE_EXTENSIONS, discover
 from retrieval.errors import InvalidInput
-from retrieval.index.directory import create_index, open_index
+from retrieval.index.directory import create_index
+from retrieval.io.sources import IMAGE_EXTENSIONS, discover
 
 OPTS = ImageIndexOptions(workers=0, batch_size=16)
 

@@ -3,9 +3,9 @@ import json
 import numpy as np
 import pytest
 
+from clipdex.synthetic.embeddings import unit_vectors
 from retrieval.errors import IndexExists, IndexFormatError, IndexLocked, IndexNotFound, InvalidInput, ModelMismatch
 from retrieval.index.directory import FORMAT_VERSION, create_index, open_index
-from indexers.samples.embeddings import unit_vectors
 
 
 def test_manifest_records_model_dim_backend_and_tables(tmp_path):

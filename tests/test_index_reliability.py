@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from clipdex.synthetic.embeddings import unit_vectors
 from retrieval.errors import ClipdexError, IndexExists, IndexFormatError, IndexLocked
 from retrieval.index.directory import MANIFEST, create_index, open_index
 from retrieval.store.faiss import FaissStore
-from indexers.samples.embeddings import unit_vectors
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,12 +16,13 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from clipdex.synthetic import COLORS, draw_shape
+from clipdex.synthetic.embeddings import clustered
+from clipdex.synthetic.videos import make_video, synthetic_video_index
 from indexers.embeddings import discover_embeddings, index_embeddings
 from indexers.images import ImageIndexOptions, index_images
-from indexers.samples import COLORS, draw_shape
 from indexers.text_sources import discover_texts
 from indexers.texts import TextIndexOptions, index_texts
-from indexers.samples.videos import make_video, synthetic_video_index
 from indexers.videos import VideoIndexOptions, index_videos
 from retrieval.errors import InvalidInput, ModelMismatch
 from retrieval.index.directory import Index, create_index, open_index
@@ -30,7 +31,6 @@ from retrieval.io.sources import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, discover
 from retrieval.query.search import load_query_image, search
 from retrieval.query.video import search_videos
 from retrieval.store.base import arrow_to_vectors
-from indexers.samples.embeddings import clustered
 
 TINY = "clipdex-tiny"
 NON_UTF8 = b"caf\xe9"  # latin-1 bytes: not a UTF-8 file name

@@ -12,8 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from clipdex.synthetic.shards import make_bad_shards, make_shards
 from indexers.images import ImageIndexOptions
-from indexers.samples.shards import make_bad_shards, make_shards
 from indexers.shards import index_shards
 from retrieval.index.directory import create_index, open_index
 from retrieval.io.shards import discover_shards

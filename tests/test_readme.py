@@ -22,12 +22,12 @@ import pytest
 from click.testing import CliRunner
 
 from cli.main import cli
+from clipdex.synthetic.classify import make_classify_files
+from clipdex.synthetic.embeddings import make_clip_retrieval_dir, unit_vectors
+from clipdex.synthetic.shapes import COLORS, draw_shape
+from clipdex.synthetic.texts import make_text_files
+from clipdex.synthetic.videos import make_videos, scene_still
 from indexers.images import ImageIndexOptions, index_images
-from indexers.samples.classify import make_classify_files
-from indexers.samples.embeddings import make_clip_retrieval_dir, unit_vectors
-from indexers.samples.shapes import COLORS, draw_shape
-from indexers.samples.texts import make_text_files
-from indexers.samples.videos import make_videos, scene_still
 from retrieval.index.directory import create_index
 from retrieval.io.sources import discover
 from tests.helpers import ROOT
@@ -80,7 +80,7 @@ PYTHON_GIVEN = {
     "paths": "[f'vec_{i}' for i in range(20)]",
     "queries": "unit_vectors(1, 3, 512)",
 }
-PYTHON_GIVEN_IMPORT = "from indexers.samples.embeddings import unit_vectors"
+PYTHON_GIVEN_IMPORT = "from clipdex.synthetic.embeddings import unit_vectors"
 
 # Appended to a Python example: reports the size of every value it bound (rows of a table, len of the rest).
 PYTHON_REPORT = """

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from indexers.samples import make_shapes
-from indexers.samples.classify import CLASSES, make_classify_files
-from indexers.samples.embeddings import clustered, labelled_clusters, make_clip_like, unit_vectors
-from indexers.samples.texts import make_text_files
-from indexers.samples.videos import scene_frame
+from clipdex.synthetic import make_shapes
+from clipdex.synthetic.classify import CLASSES, make_classify_files
+from clipdex.synthetic.embeddings import clustered, labelled_clusters, make_clip_like, unit_vectors
+from clipdex.synthetic.texts import make_text_files
+from clipdex.synthetic.videos import scene_frame
 from tests.helpers import tree_digest
 
 

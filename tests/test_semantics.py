@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from indexers.samples.world_sets import make_gallery, make_long_text_scenes
+from clipdex.synthetic.world_sets import make_gallery, make_long_text_scenes
 
 TINY = "clipdex-tiny"
 # What the shipped clipdex-tiny knows, on held-out drawings: benchmarks/results/tiny_model.json.

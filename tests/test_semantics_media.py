@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from indexers.samples.world_sets import make_world_classify_files
+from clipdex.synthetic.world_sets import make_world_classify_files
 
 TINY = "clipdex-tiny"
 
@@ -24,7 +24,7 @@ def videos(tmp_path_factory):
     from click.testing import CliRunner
 
     from cli.main import cli
-    from indexers.samples.world_sets import make_event_videos
+    from clipdex.synthetic.world_sets import make_event_videos
 
     root = tmp_path_factory.mktemp("world_videos")
     vids = make_event_videos(root / "src")
@@ -51,7 +51,7 @@ def test_a_colour_change_is_found_after_it_happens(videos, runner, cli):
 
 
 def test_a_still_of_a_scene_finds_its_video(videos, runner, cli, tmp_path):
-    from indexers.samples.world_video import frame_at
+    from clipdex.synthetic.world_video import frame_at
 
     root, vids = videos
     for name, t in (("star.mp4", 2.0), ("heart.mp4", 7.0), ("recolor.mp4", 1.0)):

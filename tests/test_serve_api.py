@@ -157,8 +157,9 @@ def test_bodies_that_are_not_json_objects_and_oversized_uploads_are_refused(serv
 
 def test_a_decompression_bomb_is_refused_not_decoded(served):
     c, _, _ = served
-    from PIL import Image
     import io
+
+    from PIL import Image
 
     buf = io.BytesIO()
     Image.new("1", (20000, 20000)).save(buf, "PNG")   # 400 MP, a few KB: over twice Pillow's pixel limit
@@ -220,8 +221,8 @@ def test_a_token_guards_the_api_but_not_the_page(tmp_path, shapes_dir):
 
 
 def test_another_host_than_loopback_needs_a_token_or_no_auth():
+    from clipdex.serve.config import ServeConfig
     from retrieval.errors import InvalidInput
-    from retrieval.serve.config import ServeConfig
 
     with pytest.raises(InvalidInput, match="--token TOKEN"):
         ServeConfig(indexes=["x"], host="0.0.0.0").check()

@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("fastapi")
 
-from retrieval.serve.batcher import Batcher  # noqa: E402
+from clipdex.serve.batcher import Batcher  # noqa: E402
 
 
 class Recorder:
@@ -101,10 +101,10 @@ def test_text_and_image_searches_in_flight_together_share_one_round_through_the_
     httpx = pytest.importorskip("httpx")
     import base64
 
+    from clipdex.serve.app import create_app
+    from clipdex.serve.config import ServeConfig
+    from clipdex.serve.service import Service
     from tests.serve_helpers import build_photo_index
-    from retrieval.serve.app import create_app
-    from retrieval.serve.config import ServeConfig
-    from retrieval.serve.service import Service
 
     idx, photos = build_photo_index(tmp_path, shapes_dir)
     config = ServeConfig(indexes=[str(idx)], cache_dir=tmp_path / "cache").check()

@@ -34,8 +34,8 @@ def server(tmp_path_factory, shapes_dir):
     """A live server on 127.0.0.1 in a thread; stopped at the end of the module."""
     import uvicorn
 
-    from retrieval.serve.app import create_app
-    from retrieval.serve.config import ServeConfig
+    from clipdex.serve.app import create_app
+    from clipdex.serve.config import ServeConfig
 
     root = tmp_path_factory.mktemp("browser")
     idx, photos = build_photo_index(root, shapes_dir)
@@ -44,7 +44,7 @@ def server(tmp_path_factory, shapes_dir):
         from click.testing import CliRunner
 
         from cli.main import cli
-        from indexers.samples.videos import make_video
+        from clipdex.synthetic.videos import make_video
 
         make_video(root / "clips" / "c.webm", 63, 4.0, 10)
         r = CliRunner().invoke(cli, ["index", "videos", str(root / "clips"), "--index", str(root / "clips.clipdex"),
@@ -135,7 +135,7 @@ def test_an_uploaded_image_finds_itself_first(server, page, tmp_path):
 
 def test_a_video_result_plays_from_its_best_moment(server, page, tmp_path):
     pytest.importorskip("av")
-    from indexers.samples.videos import scene_still as still
+    from clipdex.synthetic.videos import scene_still as still
 
     url, _ = server
     page.goto(url + "/?index=clips&table=videos")

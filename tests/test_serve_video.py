@@ -9,9 +9,9 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("av")
 
+from clipdex.synthetic.videos import make_video  # noqa: E402
+from clipdex.synthetic.videos import scene_still as still  # noqa: E402
 from tests.serve_helpers import client  # noqa: E402
-from indexers.samples.videos import scene_still as still  # noqa: E402
-from indexers.samples.videos import make_video  # noqa: E402
 
 
 @pytest.fixture(scope="module")

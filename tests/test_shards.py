@@ -10,8 +10,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
+from clipdex.synthetic.shards import make_bad_shards, make_shards
 from indexers.images import ImageIndexOptions
-from indexers.samples.shards import make_bad_shards, make_shards
 from indexers.shards import index_shards
 from retrieval.errors import InvalidInput
 from retrieval.index.directory import create_index, open_index

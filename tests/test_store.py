@@ -3,10 +3,10 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from clipdex.synthetic.embeddings import unit_vectors
+from retrieval.ann.config import AnnConfig
 from retrieval.errors import InvalidFilter, TableNotFound
 from retrieval.index.directory import create_index, open_index
-from retrieval.ann.config import AnnConfig
-from indexers.samples.embeddings import unit_vectors
 from tests.helpers import assert_same_topk, brute_force
 
 BACKENDS = ["lance", "faiss"]

@@ -10,12 +10,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from clipdex.synthetic.embeddings import unit_vectors
 from retrieval.ann.config import AnnConfig
 from retrieval.errors import IndexFormatError, InvalidFilter, InvalidInput
 from retrieval.index.directory import create_index, open_index
 from retrieval.store.faiss import FaissStore
 from retrieval.store.lance import LanceStore
-from indexers.samples.embeddings import unit_vectors
 from tests.helpers import assert_same_topk, brute_force
 
 D = 16

@@ -15,8 +15,7 @@ import pytest
 from indexers.images import ImageIndexOptions, index_images
 from retrieval.encode.bpe import load_bpe
 from retrieval.encode.text import encode_long_texts
-from retrieval.encode.text_tower import (ensure_text_tower, export_text_tower, load_tower_encoder, query_tower,
-                                          tower_dir)
+from retrieval.encode.text_tower import ensure_text_tower, export_text_tower, load_tower_encoder, query_tower, tower_dir
 from retrieval.index.directory import create_index
 from retrieval.io.sources import discover
 

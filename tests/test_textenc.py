@@ -9,11 +9,11 @@ import logging
 import numpy as np
 import pytest
 
-from retrieval.encode.encoder import load_encoder
-from retrieval.errors import InvalidInput, UnknownModel, WeightsUnavailable
 from retrieval.algorithms.longtext import chunk_token_windows, longclip_effective_pos_embed, pool_chunks_grouped
-from retrieval.models.factory import parse_model_spec
+from retrieval.encode.encoder import load_encoder
 from retrieval.encode.text import encode_long_texts, long_text_counts, query_strategy
+from retrieval.errors import InvalidInput, UnknownModel, WeightsUnavailable
+from retrieval.models.factory import parse_model_spec
 
 WORDS = ["dog", "cat", "tree", "house", "river", "car", "bird"]
 

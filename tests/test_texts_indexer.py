@@ -11,10 +11,10 @@ import pytest
 from indexers.text_sources import TextFile, discover_texts, read_rows
 from indexers.text_state import FileLedger
 from indexers.texts import TextIndexOptions, index_texts
+from retrieval.encode.text import encode_long_texts
 from retrieval.errors import InvalidInput
 from retrieval.index.directory import create_index, open_index
 from retrieval.store.base import arrow_to_vectors
-from retrieval.encode.text import encode_long_texts
 
 WORDS = ["dog", "cat", "tree", "house", "river", "car", "bird", "red", "blue", "small"]
 

@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("av")
 
-from indexers.samples.videos import make_video, scene_still  # noqa: E402
+from clipdex.synthetic.videos import make_video, scene_still  # noqa: E402
 from tests.helpers import tree_digest  # noqa: E402
 
 

@@ -7,8 +7,8 @@ import pytest
 
 pytest.importorskip("av")
 
+from clipdex.synthetic.videos import make_bad_videos, make_video  # noqa: E402
 from indexers.video_decode import SamplingPlan, iter_video, stream_decode  # noqa: E402
-from indexers.samples.videos import make_bad_videos, make_video  # noqa: E402
 from retrieval.errors import InvalidInput  # noqa: E402
 from retrieval.io.imageprep import ImagePrep  # noqa: E402
 

@@ -11,13 +11,13 @@ import pytest
 
 pytest.importorskip("av")
 
-from retrieval.io.sources import VIDEO_EXTENSIONS, discover  # noqa: E402
+from clipdex.synthetic.videos import make_video, make_video_corpus, scene_still  # noqa: E402
 from indexers.video_decode import SamplingPlan  # noqa: E402
-from indexers.samples.videos import make_video, make_video_corpus, scene_still  # noqa: E402
 from indexers.videos import VideoIndexOptions, index_videos  # noqa: E402
 from retrieval.index.directory import create_index, open_index  # noqa: E402
-from retrieval.store.base import arrow_to_vectors  # noqa: E402
+from retrieval.io.sources import VIDEO_EXTENSIONS, discover  # noqa: E402
 from retrieval.query.video import VideoSearchOptions, search_videos  # noqa: E402
+from retrieval.store.base import arrow_to_vectors  # noqa: E402
 
 TINY = "clipdex-tiny"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from indexers.samples.videos import synthetic_video_index
-from retrieval.errors import InvalidInput
+from clipdex.synthetic.videos import synthetic_video_index
 from retrieval.algorithms.video import clip_rerank, maxpool_sim, mean_pooling_sim, pad_frames, query_scoring_sim
+from retrieval.errors import InvalidInput
 from retrieval.query.video import VideoSearchOptions, search_frames, search_videos
 
 D = 16
@@ -62,8 +62,8 @@ def test_a_frame_of_a_video_finds_that_video_at_that_time(syn):
 
 def test_candidates_come_from_frames_even_when_the_video_vector_misses(tmp_path):
     """A long video whose pooled vector points elsewhere is found through its one matching frame."""
-    from retrieval.index.directory import create_index
     from retrieval.algorithms.video import mean_pool_vectors
+    from retrieval.index.directory import create_index
 
     rng = np.random.default_rng(0)
     ix = create_index(tmp_path / "ix", dim=D, model="none")
@@ -95,8 +95,8 @@ def test_padding_never_wins_a_short_video_against_a_long_one(syn):
 
 
 def test_segments_cover_the_runs_of_matching_frames(tmp_path):
-    from retrieval.index.directory import create_index
     from retrieval.algorithms.video import mean_pool_vectors
+    from retrieval.index.directory import create_index
 
     rng = np.random.default_rng(1)
     q = np.eye(D, dtype=np.float32)[0]

@@ -3,9 +3,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from clipdex.synthetic.embeddings import unit_vectors
 from retrieval.errors import InvalidFilter
 from retrieval.index.directory import create_index
-from indexers.samples.embeddings import unit_vectors
 
 SECRET = "clipdex-secret-line"
 ATTACKS = [

@@ -11,12 +11,33 @@ from retrieval.algorithms.gda import gda_fit, gda_logits, gda_search_alpha
 from retrieval.algorithms.proker import proker_fit, proker_logits, proker_predict
 from retrieval.algorithms.susx import rank_index, sus_lc_select, sus_lc_select_from_ranked
 from retrieval.algorithms.tip_adapter import build_cache, tip_adapter_logits, tip_adapter_search
-from retrieval.algorithms.tipx import (DEFAULT_TIPX, kl_matrix, rescale_to_range, tipx_kl, tipx_log_signatures, tipx_logits, tipx_search,
-                   tipx_signatures)
-from retrieval.algorithms.xmore import (dedup_rerank_captions, xmore_caption_logits, xmore_confidence, xmore_confidences,
-                    xmore_image_logits, xmore_predict_batch, xmore_predict_stream)
-from retrieval.algorithms.zeroshot import (TEMPLATE_SETS, build_text_classifier, get_templates, load_descriptions, load_templates,
-                       zeroshot_logits)
+from retrieval.algorithms.tipx import (
+    DEFAULT_TIPX,
+    kl_matrix,
+    rescale_to_range,
+    tipx_kl,
+    tipx_log_signatures,
+    tipx_logits,
+    tipx_search,
+    tipx_signatures,
+)
+from retrieval.algorithms.xmore import (
+    dedup_rerank_captions,
+    xmore_caption_logits,
+    xmore_confidence,
+    xmore_confidences,
+    xmore_image_logits,
+    xmore_predict_batch,
+    xmore_predict_stream,
+)
+from retrieval.algorithms.zeroshot import (
+    TEMPLATE_SETS,
+    build_text_classifier,
+    get_templates,
+    load_descriptions,
+    load_templates,
+    zeroshot_logits,
+)
 
 _RECO = ("RecoFuser", "fusers_from_checkpoint", "knn_ids", "load_reco_checkpoint", "reco_loss", "reco_mean_fuse",
          "reco_refine", "save_reco_checkpoint", "train_reco", "train_reco_step")

@@ -31,7 +31,7 @@ DEFAULT_TEMPERATURE = 0.5
 #:   then of the same order as the zero-shot logit gaps (100 · cosine gaps of a few hundredths), so neither
 #:   side drowns the other. Tip-Adapter's alpha ≈ 1.17 was set for 16 shots/class with beta = 1, not for 100.
 #: gamma = 0.5: the KL term re-expresses the same zero-shot signatures, so it weighs less than the cache.
-#: gamma = 0 reduces TIP-X to Tip-Adapter. Checked on indexers/samples/embeddings.py (two misalignment levels, two
+#: gamma = 0 reduces TIP-X to Tip-Adapter. Checked on clipdex/synthetic/embeddings.py (two misalignment levels, two
 #: support sizes, two seeds): never below zero-shot, and better than (alpha, beta, gamma) = (1, 5.5, 0.1) or
 #: (1, 1, 0.1); not yet checked on real datasets — search (tipx_search) when a labelled split exists.
 DEFAULT_TIPX = dict(alpha=10.0, beta=2.0, gamma=0.5)

@@ -20,8 +20,13 @@ import numpy as np
 
 from retrieval.algorithms.arrays import to_numpy as _to_numpy
 from retrieval.algorithms.video_pooling import check_mask as _check_mask
-from retrieval.algorithms.video_pooling import (maxpool_sim, mean_pool_vectors, mean_pooling_sim, pad_frames,
-                                                query_scoring_sim)
+from retrieval.algorithms.video_pooling import (
+    maxpool_sim,
+    mean_pool_vectors,
+    mean_pooling_sim,
+    pad_frames,
+    query_scoring_sim,
+)
 
 __all__ = [
     "Segment",

@@ -27,11 +27,27 @@ from typing import Callable
 import numpy as np
 
 from retrieval.ann.config import AnnConfig, AnnParams
-from retrieval.ann.plan import CONFIDENCE_Z, DEFAULT_EXACT_BELOW, DEFAULT_RECALL, KINDS, IndexPlan, check_recall, \
-    choose_index, default_memory_budget, tune_search_params
 from retrieval.ann.exact import exact_search
-from retrieval.ann.selection import Candidate, drop_self, batch_qps, candidate_plans, measure_candidates, \
-    pick_fastest, release_freed_memory
+from retrieval.ann.plan import (
+    CONFIDENCE_Z,
+    DEFAULT_EXACT_BELOW,
+    DEFAULT_RECALL,
+    KINDS,
+    IndexPlan,
+    check_recall,
+    choose_index,
+    default_memory_budget,
+    tune_search_params,
+)
+from retrieval.ann.selection import (
+    Candidate,
+    batch_qps,
+    candidate_plans,
+    drop_self,
+    measure_candidates,
+    pick_fastest,
+    release_freed_memory,
+)
 
 log = logging.getLogger(__name__)
 K = 10

@@ -21,8 +21,13 @@ from retrieval.algorithms.gda import gda_logits
 from retrieval.algorithms.proker import proker_fit, proker_predict
 from retrieval.algorithms.tip_adapter import tip_adapter_logits
 from retrieval.algorithms.tipx import tipx_kl, tipx_log_signatures, tipx_logits
-from retrieval.algorithms.xmore import (xmore_caption_logits, xmore_confidences, xmore_image_logits,
-                                        xmore_predict_batch, xmore_predict_stream)
+from retrieval.algorithms.xmore import (
+    xmore_caption_logits,
+    xmore_confidences,
+    xmore_image_logits,
+    xmore_predict_batch,
+    xmore_predict_stream,
+)
 from retrieval.algorithms.zeroshot import zeroshot_logits
 from retrieval.classify.support import caption_neighbours, image_to_texts, take_vectors, text_to_images
 

@@ -16,11 +16,17 @@ import numpy as np
 from retrieval import algorithms  # RECO's names (torch) load on first use, through the package
 from retrieval.algorithms.arrays import one_hot
 from retrieval.algorithms.gda import gda_fit, gda_search_alpha
-from retrieval.algorithms.proker import DEFAULT_BETA as PROKER_BETA, DEFAULT_LAMBDA as PROKER_LAMBDA
+from retrieval.algorithms.proker import DEFAULT_BETA as PROKER_BETA
+from retrieval.algorithms.proker import DEFAULT_LAMBDA as PROKER_LAMBDA
 from retrieval.algorithms.tip_adapter import DEFAULT_ALPHA, DEFAULT_BETA, build_cache, tip_adapter_search
 from retrieval.algorithms.tipx import DEFAULT_TIPX, tipx_search
-from retrieval.algorithms.zeroshot import (TEMPLATE_SET_NAMES, build_text_classifier, get_templates,
-                                           load_descriptions, load_templates)
+from retrieval.algorithms.zeroshot import (
+    TEMPLATE_SET_NAMES,
+    build_text_classifier,
+    get_templates,
+    load_descriptions,
+    load_templates,
+)
 from retrieval.classify import methods as M
 from retrieval.classify.inputs import encode_images, encode_views, load_labelled
 from retrieval.classify.support import captioned_count, open_support, sus_lc_support
@@ -31,7 +37,7 @@ from retrieval.io.workers import Progress
 log = logging.getLogger(__name__)
 
 SUSX_QUERY = "A photo of a {}."
-GDA_ALPHA = 10.0  # no paper default (the paper searches); chosen on indexers/samples/embeddings.py — use --tune
+GDA_ALPHA = 10.0  # no paper default (the paper searches); chosen on clipdex/synthetic/embeddings.py — use --tune
 
 
 @dataclass

@@ -21,11 +21,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from retrieval.algorithms.susx import sus_lc_select_from_ranked
+from retrieval.algorithms.xmore import dedup_rerank_captions
 from retrieval.errors import InvalidInput
 from retrieval.index.directory import Index, open_index
 from retrieval.store.base import arrow_to_vectors
-from retrieval.algorithms.susx import sus_lc_select_from_ranked
-from retrieval.algorithms.xmore import dedup_rerank_captions
 
 log = logging.getLogger(__name__)
 TABLE = "images"

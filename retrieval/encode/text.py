@@ -23,8 +23,8 @@ from typing import Sequence
 
 import numpy as np
 
-from retrieval.errors import InvalidInput
 from retrieval.algorithms.longtext import apply_longclip_stretch, chunk_token_windows, pool_chunks_grouped
+from retrieval.errors import InvalidInput
 
 log = logging.getLogger(__name__)
 

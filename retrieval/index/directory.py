@@ -25,17 +25,17 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
+from retrieval.ann.config import AnnConfig
 from retrieval.ann.plan import DEFAULT_RECALL
 from retrieval.ann.tuning import tune_table
-from retrieval.version import __version__
+from retrieval.encode.encoder import load_encoder
 from retrieval.errors import IndexExists, IndexFormatError, IndexLocked, IndexNotFound, InvalidInput, ModelMismatch
 from retrieval.index.manifest import BACKENDS, FORMAT_VERSION, MANIFEST, read_manifest
-from retrieval.encode.encoder import load_encoder
 from retrieval.models.factory import parse_model_spec
-from retrieval.ann.config import AnnConfig
 from retrieval.store.base import Store, check_queries, vector_type, vectors_to_arrow
 from retrieval.store.faiss import FaissStore
 from retrieval.store.lance import LanceStore
+from retrieval.version import __version__
 
 NO_MODEL = "none"
 LOCK = ".lock"

@@ -15,8 +15,14 @@ from pathlib import Path
 from retrieval.errors import UnknownModel, WeightsUnavailable
 from retrieval.models.hub import cached_weights, fetch_weights, quiet_random_init
 from retrieval.models.longclip import create_longclip_model
-from retrieval.models.specs import (DEFAULT_MODEL, TINY_MODEL, TINY_WEIGHTS, ModelSpec, parse_model_spec,
-                                   register_configs)
+from retrieval.models.specs import (
+    DEFAULT_MODEL,
+    TINY_MODEL,
+    TINY_WEIGHTS,
+    ModelSpec,
+    parse_model_spec,
+    register_configs,
+)
 
 __all__ = ["DEFAULT_MODEL", "TINY_MODEL", "ModelSpec", "parse_model_spec", "cached_weights", "create_model",
            "list_known_models"]

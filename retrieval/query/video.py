@@ -22,14 +22,21 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
+from retrieval.algorithms.video import (
+    best_frame,
+    clip_rerank,
+    frame_segments,
+    maxpool_sim,
+    mean_pooling_sim,
+    pad_frames,
+    query_scoring_sim,
+)
 from retrieval.encode.text import query_strategy
 from retrieval.errors import InvalidInput
 from retrieval.index.directory import Index, open_index
 from retrieval.query.frame_cache import FrameCache, frame_cache, wanted
 from retrieval.query.search import DEFAULT_K, query_vectors, search
 from retrieval.store.base import VECTOR_COLUMNS, arrow_to_vectors
-from retrieval.algorithms.video import (best_frame, clip_rerank, frame_segments, maxpool_sim, mean_pooling_sim, pad_frames,
-                    query_scoring_sim)
 
 POOLS = ("max", "mean", "query-scoring")
 SEGMENT_TYPE = pa.list_(pa.struct([("start", pa.float64()), ("end", pa.float64()), ("peak_t", pa.float64()),

@@ -35,10 +35,10 @@ from retrieval.ann.selection import search_grid
 from retrieval.errors import IndexFormatError, InvalidInput, TableNotFound
 from retrieval.store.base import Store, arrow_to_vectors, check_queries
 from retrieval.store.faiss_filter import DuckFilter
-from retrieval.store.where import filter_sql
 from retrieval.store.faiss_parts import PartGone, atomic_write, new_state, vector_columns
 from retrieval.store.faiss_search import search_table
 from retrieval.store.faiss_table import FaissTable
+from retrieval.store.where import filter_sql
 
 log = logging.getLogger(__name__)
 RETRIES = 3  # times a reader re-reads the state when a writer removed the parts it was reading

@@ -23,10 +23,9 @@ from retrieval.ann.plan import IndexPlan, choose_index
 from retrieval.ann.selection import search_grid
 from retrieval.ann.tuning import sample_rows
 from retrieval.errors import IndexFormatError, InvalidFilter, InvalidInput, TableNotFound
-from retrieval.store.where import filter_sql
 from retrieval.store.base import Store, check_queries
-from retrieval.store.lance_ann import BUILD_KEYS, FAISS_KINDS, FAISS_SEARCH_KEYS, Sidecar, btree_config, \
-    index_config
+from retrieval.store.lance_ann import BUILD_KEYS, FAISS_KINDS, FAISS_SEARCH_KEYS, Sidecar, btree_config, index_config
+from retrieval.store.where import filter_sql
 
 log = logging.getLogger(__name__)
 

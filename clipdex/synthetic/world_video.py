@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from indexers.samples.videos import CODECS
-from indexers.samples.world import COLORS, POSITIONS, make_background, make_object, render_scene
+from clipdex.synthetic.videos import CODECS
+from clipdex.synthetic.world import COLORS, POSITIONS, make_background, make_object, render_scene
 
 
 def track(shape: str, color: str, start: float, end: float, position: str = "center", to: str | None = None,

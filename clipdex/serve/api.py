@@ -8,11 +8,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, Field
 
+from clipdex.serve.classify import classify_image
+from clipdex.serve.config import MAX_SIZE
+from clipdex.serve.media import row_file, thumbnail
+from clipdex.serve.queries import SearchRequest, TooLarge, decode_base64_image, decode_image
 from retrieval.errors import InvalidInput
-from retrieval.serve.classify import classify_image
-from retrieval.serve.config import MAX_SIZE
-from retrieval.serve.media import row_file, thumbnail
-from retrieval.serve.queries import SearchRequest, TooLarge, decode_base64_image, decode_image
 
 router = APIRouter()
 FORM_LISTS = ("negative", "negative_weights", "vector", "classes")

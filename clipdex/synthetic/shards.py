@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from indexers.samples.shapes import COLORS, SHAPES, draw_shape
+from clipdex.synthetic.shapes import COLORS, SHAPES, draw_shape
 
 
 def _add(tar: tarfile.TarFile, name: str, data: bytes, mtime: int = 1_700_000_000) -> None:

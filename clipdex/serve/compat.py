@@ -25,11 +25,11 @@ from urllib.parse import urlsplit
 import numpy as np
 from fastapi import APIRouter, Request
 
+from clipdex.serve.config import MAX_K, MAX_OFFSET
+from clipdex.serve.media import thumbnail
+from clipdex.serve.queries import SearchRequest, TooLarge
+from clipdex.serve.registry import NotFound, ServedIndex, jsonable
 from retrieval.errors import InvalidInput
-from retrieval.serve.config import MAX_K, MAX_OFFSET
-from retrieval.serve.media import thumbnail
-from retrieval.serve.queries import SearchRequest, TooLarge
-from retrieval.serve.registry import NotFound, ServedIndex, jsonable
 
 router = APIRouter(tags=["clip-retrieval"])
 PATHS = ("/indices-list", "/knn-service", "/metadata")

@@ -19,13 +19,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
+from clipdex.serve.config import MAX_K, MAX_OFFSET
+from clipdex.serve.registry import SEARCHABLE, ServedIndex, jsonable
 from retrieval.encode.text import encode_long_texts, query_strategy
 from retrieval.errors import InvalidInput
 from retrieval.io.imageprep import ImageReadError, open_image
 from retrieval.query.search import search
 from retrieval.query.video import VideoSearchOptions, search_videos
-from retrieval.serve.config import MAX_K, MAX_OFFSET
-from retrieval.serve.registry import SEARCHABLE, ServedIndex, jsonable
 from retrieval.store.where import filter_sql
 
 NEGATIVE_WEIGHT = 0.5

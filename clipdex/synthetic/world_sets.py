@@ -9,9 +9,9 @@ import os
 import random
 from pathlib import Path
 
-from indexers.samples.world import SHAPES, make_object, render_scene, sample_scene
-from indexers.samples.world_text import caption, description
-from indexers.samples.world_video import make_world_video, track, world_video
+from clipdex.synthetic.world import SHAPES, make_object, render_scene, sample_scene
+from clipdex.synthetic.world_text import caption, description
+from clipdex.synthetic.world_video import make_world_video, track, world_video
 
 
 def _write_csv(path: Path, header: list[str], rows) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from indexers.samples.shapes import COLORS, SHAPES
+from clipdex.synthetic.shapes import COLORS, SHAPES
 
 PLACES = ("on white paper", "next to a window", "in a small box", "under a lamp", "on a wooden table")
 

@@ -14,7 +14,14 @@ and nothing is downloaded. The indexers never import this package.
 - :mod:`.texts` captions as notes, JSONL, CSV and Parquet files, and a text past the 77-token context
 - :mod:`.classify` the files a classification run needs (``make_classify_files``)
 """
-from indexers.samples.shapes import (BACKGROUNDS, COLORS, SHAPES, draw_shape, make_bad_files, make_noisy_jpegs,
-                                     make_shapes)
+from clipdex.synthetic.shapes import (
+                                     BACKGROUNDS,
+                                     COLORS,
+                                     SHAPES,
+                                     draw_shape,
+                                     make_bad_files,
+                                     make_noisy_jpegs,
+                                     make_shapes,
+)
 
 __all__ = ["BACKGROUNDS", "COLORS", "SHAPES", "draw_shape", "make_bad_files", "make_noisy_jpegs", "make_shapes"]

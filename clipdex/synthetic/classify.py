@@ -9,7 +9,7 @@ import csv
 import os
 from pathlib import Path
 
-from indexers.samples.shapes import SHAPES, make_shapes
+from clipdex.synthetic.shapes import SHAPES, make_shapes
 
 CLASSES = list(SHAPES)
 

@@ -1,5 +1,5 @@
 """Drawn images: filled shapes in colours (the demo, tests, notebooks, benchmarks) and deliberately bad files,
-drawn with the world's shapes (:mod:`indexers.samples.world`).
+drawn with the world's shapes (:mod:`clipdex.synthetic.world`).
 
 Nothing here is downloaded; everything is drawn with Pillow from a seed.
 """
@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from indexers.samples import world
+from clipdex.synthetic import world
 
-# the demo's and the tests' default palette and shapes: a subset of the world's (indexers.samples.world)
+# the demo's and the tests' default palette and shapes: a subset of the world's (clipdex.synthetic.world)
 COLORS = {name: world.COLORS[name] for name in ("red", "green", "blue", "yellow", "purple", "orange")}
 SHAPES = ("circle", "square", "triangle", "star")
 BACKGROUNDS = ((255, 255, 255), (235, 235, 225), (40, 40, 40))

@@ -12,13 +12,20 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from clipdex.serve.batcher import Batcher
+from clipdex.serve.config import ServeConfig
+from clipdex.serve.queries import (
+    SearchRequest,
+    check_request,
+    decode_base64_image,
+    decode_image,
+    encode_batch,
+    query_vector,
+    run_search,
+)
+from clipdex.serve.registry import Registry
 from retrieval.errors import ClipdexError
 from retrieval.index.query_cache import remember_queries
-from retrieval.serve.batcher import Batcher
-from retrieval.serve.config import ServeConfig
-from retrieval.serve.queries import (SearchRequest, check_request, decode_base64_image, decode_image, encode_batch,
-                                     query_vector, run_search)
-from retrieval.serve.registry import Registry
 
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 

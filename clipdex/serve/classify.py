@@ -11,9 +11,9 @@ from collections import OrderedDict
 
 import numpy as np
 
+from clipdex.serve.registry import ServedIndex
 from retrieval.classify.pipeline import ClassificationRun, ClassifyOptions
 from retrieval.errors import InvalidInput
-from retrieval.serve.registry import ServedIndex
 
 KEEP = 4
 _runs: OrderedDict = OrderedDict()

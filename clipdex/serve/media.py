@@ -17,9 +17,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from clipdex.serve.registry import NotFound, ServedIndex
 from retrieval.errors import InvalidInput
 from retrieval.io.imageprep import ImageReadError, open_image, to_rgb
-from retrieval.serve.registry import NotFound, ServedIndex
 
 log = logging.getLogger(__name__)
 MAX_FILE = 256 << 20      # largest image file a thumbnail is made from (the indexer's limit)

@@ -19,12 +19,12 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from retrieval.errors import (ClipdexError, IndexNotFound, InvalidFilter, ModelMismatch, TableNotFound)
-from retrieval.serve import api, compat
-from retrieval.serve.config import ServeConfig
-from retrieval.serve.queries import TooLarge
-from retrieval.serve.registry import NotFound
-from retrieval.serve.service import QueryTimeout, Service
+from clipdex.serve import api, compat
+from clipdex.serve.config import ServeConfig
+from clipdex.serve.queries import TooLarge
+from clipdex.serve.registry import NotFound
+from clipdex.serve.service import QueryTimeout, Service
+from retrieval.errors import ClipdexError, IndexNotFound, InvalidFilter, ModelMismatch, TableNotFound
 from retrieval.version import __version__
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def create_app(config: ServeConfig, service: Service | None = None) -> FastAPI:
     _middleware(app, config)
     app.include_router(api.router)
     app.include_router(compat.router)
-    static = resources.files("retrieval.serve") / "static"
+    static = resources.files("clipdex.serve") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
 
     @app.get("/", include_in_schema=False)

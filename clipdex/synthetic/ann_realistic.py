@@ -1,6 +1,6 @@
 """A realistic CLIP-like ANN corpus: image vectors and text-like queries where text-to-image search is hard.
 
-The easy corpus (:func:`indexers.samples.embeddings.make_ann_corpus`) puts every image near one of a thousand clean
+The easy corpus (:func:`clipdex.synthetic.embeddings.make_ann_corpus`) puts every image near one of a thousand clean
 cluster centres and every query near one of the same centres, so an inverted file finds a query's neighbours in the
 first list it probes. Real CLIP corpora are not like that (RoarGraph, Chen et al., VLDB 2024; OOD-DiskANN, Jaiswal
 et al., 2022): text queries come from another distribution than the image vectors they search, and the directions
@@ -31,7 +31,7 @@ from typing import Iterator
 
 import numpy as np
 
-from indexers.samples.embeddings import normalize
+from clipdex.synthetic.embeddings import normalize
 
 
 def power_law(n: int, alpha: float) -> np.ndarray:
