@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from cli.indexing import run_indexer
 from cli.options import json_option
 from cli.output import print_json
 from indexers.embeddings import discover_embeddings, index_embeddings
@@ -97,15 +98,16 @@ def embeddings(source, index_path, model, backend, column, queries_path, as_json
     parts = discover_embeddings(source, column)  # bad sources fail before the index is touched
     queries = read_query_file(queries_path, parts[0].dim) if queries_path is not None else None
     ix = open_for_writing(index_path, model, backend, dim=parts[0].dim)
-    try:
+
+    def run(on_progress) -> dict:
         if queries is not None:
             remember_queries(ix.path, queries, "given")
-        summary = index_embeddings(ix, parts, model=model).as_dict()
-    finally:
-        ix.close()
-    if as_json:
-        print_json(summary)
-    else:
-        click.echo(f"added {summary['added']} vectors from {summary['files']} files "
-                   f"(skipped {summary['skipped_files']} already indexed), errors {summary['errors']}"
-                   f" in {summary['elapsed']:.1f}s")
+        return index_embeddings(ix, parts, model=model, on_progress=on_progress).as_dict()
+
+    run_indexer(ix, "vec", run, as_json, _embeddings_line)
+
+
+def _embeddings_line(s: dict) -> str:
+    empty = f", {s['empty_files']} empty" if s["empty_files"] else ""
+    return (f"added {s['added']} vectors from {s['files']} files (skipped {s['skipped_files']} already indexed"
+            f"{empty}), errors {s['errors']} in {s['elapsed']:.1f}s")

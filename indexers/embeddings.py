@@ -34,6 +34,7 @@ from retrieval.errors import InvalidInput
 from retrieval.index.directory import Index, base_fields
 from retrieval.index.opening import check_writer_model
 from retrieval.io.files import stored_path
+from retrieval.io.workers import Progress
 from retrieval.store.base import vectors_to_arrow
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class Part:
 class EmbeddingSummary:
     files: int = 0
     skipped_files: int = 0
+    empty_files: int = 0
     added: int = 0
     errors: int = 0
     elapsed: float = 0.0
@@ -69,10 +71,20 @@ class EmbeddingSummary:
 
 
 def _npy_shape(path: Path) -> tuple[int, ...]:
+    """The shape of an ``.npy`` file of real floating-point values (float16/32/64); any other dtype is refused:
+    integers and booleans are no embeddings, complex values would lose their imaginary part."""
     try:
-        return np.load(path, mmap_mode="r").shape
+        arr = np.load(path, mmap_mode="r")
     except (OSError, ValueError) as exc:
         raise InvalidInput(f"{path}: not a readable .npy array ({exc})") from None
+    _check_float(arr.dtype, path)
+    return arr.shape
+
+
+def _check_float(dtype, path) -> None:
+    if not np.issubdtype(np.dtype(dtype), np.floating):
+        raise InvalidInput(f"{path}: holds {np.dtype(dtype).name} values; embeddings must be float16, float32 or "
+                           f"float64")
 
 
 def _vector_column(schema: pa.Schema, path: Path, column: str | None) -> tuple[str, int]:
@@ -80,9 +92,13 @@ def _vector_column(schema: pa.Schema, path: Path, column: str | None) -> tuple[s
     for name in names:
         if name in schema.names:
             t = schema.field(name).type
+            listed = pa.types.is_fixed_size_list(t) or pa.types.is_list(t) or pa.types.is_large_list(t)
+            if listed and not pa.types.is_floating(t.value_type):
+                raise InvalidInput(f"{path}: vector column {name!r} holds {t.value_type} values; embeddings must be "
+                                   f"float16, float32 or float64")
             if pa.types.is_fixed_size_list(t):
                 return name, t.list_size
-            if pa.types.is_list(t) or pa.types.is_large_list(t):
+            if listed:
                 return name, -1  # size read from the first row
     raise InvalidInput(f"{path}: no vector column (looked for {', '.join(names)}); name it with --column")
 
@@ -130,9 +146,9 @@ def discover_embeddings(src: str | Path, column: str | None = None) -> list[Part
             raise InvalidInput(f"dimension mismatch: {parts[0].path} has {dim}-d vectors, {p.path} has {p.dim}-d")
         if p.meta and p.npy:
             m = _parquet(p.meta).metadata.num_rows
-            if m < p.rows:
-                raise InvalidInput(f"{p.meta} has {m} metadata rows for the {p.rows} vectors of {p.path}: "
-                                   f"{p.rows - m} rows are missing")
+            if m != p.rows:  # row j of the metadata describes vector j: any other count pairs the wrong rows
+                what = f"{p.rows - m} rows are missing" if m < p.rows else f"{m - p.rows} rows too many"
+                raise InvalidInput(f"{p.meta} has {m} metadata rows for the {p.rows} vectors of {p.path}: {what}")
         if p.text_npy:
             tshape = _npy_shape(Path(p.text_npy))
             if tshape != (p.rows, dim):
@@ -281,10 +297,15 @@ def index_embeddings(index: Index, parts: list[Part], batch_rows: int = 65536, o
     schema = index.ensure_table(TABLE, [pa.field(k, v) for k, v in extra.items() if k not in base])
     index.ensure_table("errors")
     progress = _Progress(index)
+    total, rows_done = sum(p.rows for p in parts), 0
     for p in parts:
         start = progress.done(p)
+        if p.rows == 0:  # nothing to index, on the first run as on later ones: not "already indexed"
+            summary.empty_files += 1
+            continue
         if start >= p.rows:
             summary.skipped_files += 1
+            rows_done += p.rows
             continue
         summary.files += 1
         if start > 0:
@@ -300,7 +321,9 @@ def index_embeddings(index: Index, parts: list[Part], batch_rows: int = 65536, o
             _commit(index, schema, p, s, x, why, tx, meta, summary)
             progress.record(p, s + len(x))
             if on_progress is not None:
-                on_progress(summary)
+                on_progress(Progress("vectors", rows_done + s + len(x), total,
+                                     {"added": summary.added, "errors": summary.errors}, time.monotonic() - t0))
+        rows_done += p.rows
     if summary.added:
         refresh_search(index, TABLE)
     summary.elapsed = time.monotonic() - t0

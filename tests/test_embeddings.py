@@ -74,6 +74,10 @@ def test_parquet_with_a_vector_column(tmp_path):
     ("dim", "dimension mismatch"),
     ("metadata", "metadata rows"),
     ("nofiles", "no .npy or Parquet"),
+    ("extra_metadata", "10 rows too many"),
+    ("int8", "holds int8 values"),
+    ("bool", "holds bool values"),
+    ("complex", "holds complex64 values"),
 ])
 def test_bad_sources_fail_with_one_line_before_touching_the_index(tmp_path, breakage, message):
     src = tmp_path / "src"
@@ -85,7 +89,34 @@ def test_bad_sources_fail_with_one_line_before_touching_the_index(tmp_path, brea
         np.save(src / "img_emb" / "img_emb_1.npy", clustered(200, D + 1))
     if breakage == "metadata":
         pq.write_table(pa.table({"image_path": ["a"] * 150}), src / "metadata" / "metadata_1.parquet")
+    if breakage == "extra_metadata":  # row j describes vector j: 10 rows more than vectors is no pairing at all
+        pq.write_table(pa.table({"image_path": ["a"] * 210}), src / "metadata" / "metadata_1.parquet")
+    if breakage in ("int8", "bool", "complex"):  # complex would silently lose its imaginary part
+        x = clustered(200, D)
+        bad = {"int8": (x * 100).astype(np.int8), "bool": x > 0, "complex": x.astype(np.complex64) * (1 + 1j)}
+        np.save(src / "img_emb" / "img_emb_1.npy", bad[breakage])
     res = run("index", "embeddings", src, "--index", tmp_path / "ix")
     assert res.exit_code == 1 and res.output.startswith("error: ") and message in res.output
     assert len(res.output.strip().splitlines()) == 1
     assert not (tmp_path / "ix").exists()
+
+
+def test_a_parquet_vector_column_of_integers_is_refused(tmp_path):
+    vec = pa.FixedSizeListArray.from_arrays(pa.array(np.arange(10 * D, dtype=np.int8)), D)
+    pq.write_table(pa.table({"embedding": vec, "url": [f"u{j}" for j in range(10)]}), tmp_path / "v.parquet")
+    res = run("index", "embeddings", tmp_path / "v.parquet", "--index", tmp_path / "ix")
+    assert res.exit_code == 1 and res.output.startswith("error: ") and "int8 values" in res.output
+    assert not (tmp_path / "ix").exists()
+
+
+def test_an_empty_file_is_reported_empty_not_already_indexed(tmp_path):
+    make_clip_retrieval_dir(tmp_path / "src", sizes=(0, 20), bad=False)
+    for attempt in range(2):
+        res = run("index", "embeddings", tmp_path / "src", "--index", tmp_path / "ix", "--json")
+        assert res.exit_code == 0, res.output
+        summary = json.loads(res.output.splitlines()[-1])
+        assert summary["empty_files"] == 1
+        assert (summary["files"], summary["skipped_files"], summary["added"]) == ((1, 0, 20) if attempt == 0
+                                                                                  else (0, 1, 0))
+    res = run("index", "embeddings", tmp_path / "src", "--index", tmp_path / "ix2")
+    assert res.exit_code == 0 and "skipped 0 already indexed" in res.output and "1 empty" in res.output
