@@ -120,3 +120,13 @@ def test_an_empty_file_is_reported_empty_not_already_indexed(tmp_path):
                                                                                   else (0, 1, 0))
     res = run("index", "embeddings", tmp_path / "src", "--index", tmp_path / "ix2")
     assert res.exit_code == 0 and "skipped 0 already indexed" in res.output and "1 empty" in res.output
+
+
+@pytest.mark.parametrize("command", [("search", "IX", "--vectors", "Q"), ("optimize", "IX", "--queries", "Q")])
+def test_a_query_file_with_no_rows_is_one_line(tmp_path, command):
+    make_clip_retrieval_dir(tmp_path / "src", bad=False)
+    run("index", "embeddings", tmp_path / "src", "--index", tmp_path / "ix")
+    np.save(tmp_path / "q.npy", np.zeros((0, D), np.float32))
+    res = run(*[{"IX": tmp_path / "ix", "Q": tmp_path / "q.npy"}.get(a, a) for a in command])
+    assert res.exit_code == 1 and res.output.startswith("error: ") and len(res.output.strip().splitlines()) == 1
+    assert "holds no vectors" in res.output

@@ -85,6 +85,28 @@ def test_a_relevant_path_not_in_the_index_is_one_line(indexed, runner, cli):
     assert "query 1" in r.stderr and "'nowhere/x.png' is not in the index" in r.stderr
 
 
+@pytest.mark.parametrize("line,message", [
+    ({"query": 42, "relevant": ["a.png"]}, "'query' must be a string, not int"),
+    ({"query": ["a red star"], "relevant": ["a.png"]}, "'query' must be a string, not list"),
+    ({"image": {"path": "a.png"}, "relevant": ["a.png"]}, "'image' must be a string, not dict"),
+    ({"query": "a red star", "relevant": [1.5]}, "relevant items are paths"),
+])
+def test_a_query_of_the_wrong_type_is_one_line(indexed, runner, cli, line, message):
+    root, _ = indexed
+    (root / "typed.jsonl").write_text(json.dumps(line) + "\n")
+    r = _run(runner, cli, "retrieval", root / "ix", root / "typed.jsonl")
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1 and "unexpected" not in r.stderr
+    assert "line 1" in r.stderr and message in r.stderr
+
+
+def test_coco_annotations_of_the_wrong_type_are_one_line(indexed, runner, cli):
+    root, _ = indexed
+    coco = {"images": [{"id": 1, "file_name": "a.png"}], "annotations": [{"image_id": [1], "caption": 7}]}
+    (root / "coco.json").write_text(json.dumps(coco))
+    r = _run(runner, cli, "retrieval", root / "ix", root / "coco.json")
+    assert r.exit_code == 1 and r.stderr.count("\n") == 1 and "annotation 0" in r.stderr
+
+
 def test_classification_top1_per_method_and_a_label_that_names_no_class(indexed, runner, cli):
     root, items = indexed
     (root / "classes.txt").write_text("red\nblue\n")  # colours: what the shipped clipdex-tiny knows best

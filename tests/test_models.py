@@ -82,6 +82,35 @@ def test_local_checkpoint_with_pickled_code_is_refused(tmp_path):
         create_model(parse_model_spec(f"clipdex-tiny:{path}"))
 
 
+def _broken_safetensors(kind: str) -> bytes:
+    """The shipped weights, damaged: cut short, a header length past the file, a tensor's offsets past its data,
+    or no header at all."""
+    import struct
+
+    data = TINY_WEIGHTS.read_bytes()
+    n = struct.unpack("<Q", data[:8])[0]
+    if kind == "truncated":
+        return data[:100_000]
+    if kind == "header_too_long":
+        return struct.pack("<Q", 10**12) + data[8:]
+    if kind == "lying_offsets":
+        header = json.loads(data[8:8 + n])
+        name = next(k for k in header if k != "__metadata__")
+        header[name]["data_offsets"][1] += 10**9
+        raw = json.dumps(header).encode()
+        return struct.pack("<Q", len(raw)) + raw + data[8 + n:]
+    return b"\0" * 50
+
+
+@pytest.mark.parametrize("kind", ["truncated", "header_too_long", "lying_offsets", "garbage"])
+def test_a_damaged_safetensors_checkpoint_is_one_line(tmp_path, kind):
+    path = tmp_path / f"{kind}.safetensors"
+    path.write_bytes(_broken_safetensors(kind))
+    with pytest.raises(UnknownModel, match="cannot load checkpoint") as err:
+        create_model(parse_model_spec(f"clipdex-tiny:{path}"))
+    assert "\n" not in str(err.value) and str(path) in str(err.value)
+
+
 def test_local_model_folder_loads(tmp_path, tiny):
     import open_clip
 

@@ -52,6 +52,8 @@ def read_vectors_file(path, option: str, dim: int | None = None) -> np.ndarray:
         raise InvalidInput(f"{option} {path}: expected a float (q, d) array, got {xq.dtype} {xq.shape}")
     if dim is not None and xq.shape[1] != dim:
         raise InvalidInput(f"{option} {path}: shape {xq.shape}, expected (n, {dim})")
+    if len(xq) == 0:
+        raise InvalidInput(f"{option} {path}: holds no vectors (shape {xq.shape})")
     return np.asarray(xq, np.float32)
 
 

@@ -37,6 +37,9 @@ def create_model(spec: ModelSpec, device: str = "cpu"):
     """
     import open_clip  # heavy (torch): only when a model is built
     import torch  # heavy: only when a model is built
+    from safetensors import SafetensorError  # open_clip's dependency: a truncated or lying .safetensors file
+
+    load_errors = (RuntimeError, ValueError, OSError, KeyError, EOFError, pickle.UnpicklingError, SafetensorError)
 
     register_configs()
     if spec.kind == "longclip":
@@ -67,8 +70,8 @@ def create_model(spec: ModelSpec, device: str = "cpu"):
             with torch.random.fork_rng(devices=[]):  # the init before the weights arrive leaves the caller's RNG be
                 model, _, preprocess = open_clip.create_model_and_transforms(
                     spec.arch, pretrained=path, device="cpu", weights_only=True, **kwargs)
-        except (RuntimeError, ValueError, OSError, KeyError, pickle.UnpicklingError) as exc:
-            raise UnknownModel(f"cannot load checkpoint {path} into {spec.arch}: {str(exc).splitlines()[0][:200]}") from exc
+        except load_errors as exc:
+            raise UnknownModel(f"cannot load checkpoint {path} into {spec.arch}: {_first_line(exc)}") from exc
         tokenizer = open_clip.get_tokenizer(spec.arch)
     else:  # hf-hub, local-dir
         if spec.kind == "hf-hub":
@@ -76,10 +79,18 @@ def create_model(spec: ModelSpec, device: str = "cpu"):
             folder = str(Path(weights).parent) if os.path.isfile(weights) else weights
         else:
             folder = spec.source
-        model, _, preprocess = open_clip.create_model_and_transforms("local-dir:" + folder, device="cpu")
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms("local-dir:" + folder, device="cpu")
+        except load_errors as exc:
+            raise UnknownModel(f"cannot load the model in {folder}: {_first_line(exc)}") from exc
         tokenizer = open_clip.get_tokenizer("local-dir:" + folder)
     model = model.to(device).eval()
     return model, preprocess, tokenizer
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
 
 
 def list_known_models(all_tags: bool = False) -> list[dict]:

@@ -51,11 +51,16 @@ def _relevant_list(value, where: str) -> list:
     if value is None or value == "" or value == []:
         raise InvalidInput(f"{where}: no relevant items")
     items = value if isinstance(value, list) else str(value).split("|") if isinstance(value, str) else [value]
+    if any(isinstance(v, bool) or not isinstance(v, (str, int)) for v in items):
+        raise InvalidInput(f"{where}: relevant items are paths (strings) or row ids (integers)")
     return [v.strip() if isinstance(v, str) else v for v in items]
 
 
 def _query(obj: dict, where: str, base: Path) -> EvalQuery:
     text, image = obj.get("query") or obj.get("text"), obj.get("image")
+    for name, value in (("query", text), ("image", image)):
+        if value is not None and not isinstance(value, str):
+            raise InvalidInput(f"{where}: '{name}' must be a string, not {type(value).__name__}")
     if bool(text) == bool(image):
         raise InvalidInput(f"{where}: give exactly one of 'query' (a text) or 'image' (a path)")
     if image and not os.path.isabs(image):
@@ -86,12 +91,16 @@ def read_queries(path: str | os.PathLike) -> list[EvalQuery]:
         if not isinstance(data, dict) or not isinstance(data.get("annotations"), list):
             raise InvalidInput(f"{path}: expected COCO captions JSON (images, annotations); use .jsonl for one "
                                "query per line")
-        names = {im.get("id"): im.get("file_name") for im in data.get("images", []) if isinstance(im, dict)}
+        images = data.get("images") if isinstance(data.get("images"), list) else []
+        names = {im.get("id"): im.get("file_name") for im in images
+                 if isinstance(im, dict) and isinstance(im.get("id"), (int, str))}
         out = []
         for i, a in enumerate(data["annotations"]):
-            if a.get("image_id") not in names or not a.get("caption"):
+            caption, image_id = (a.get("caption"), a.get("image_id")) if isinstance(a, dict) else (None, None)
+            name = names.get(image_id) if isinstance(image_id, (int, str)) else None
+            if not isinstance(caption, str) or not caption.strip() or not isinstance(name, str):
                 raise InvalidInput(f"{path}: annotation {i} has no caption or names no image")
-            out.append(EvalQuery(str(a["caption"]).strip(), None, [names[a["image_id"]]]))
+            out.append(EvalQuery(caption.strip(), None, [name]))
     else:
         out = []
         for i, line in enumerate(text.splitlines()):
