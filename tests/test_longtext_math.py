@@ -1,4 +1,4 @@
-"""Long-text math (ALGORITHMS.md section 6): Long-CLIP stretch by hand and on a tiny open_clip model, chunk pooling."""
+"""Long-text math (docs/ALGORITHMS.md section 6): Long-CLIP stretch by hand and on a tiny model, chunk pooling."""
 
 import copy
 import json

@@ -1,4 +1,4 @@
-"""Video scoring math (ALGORITHMS.md section 5): hand-computed cases, limits, masks, blocks, segments, sampling."""
+"""Video scoring math (docs/ALGORITHMS.md section 5): hand-computed cases, limits, masks, blocks, segments, sampling."""
 
 import numpy as np
 import pytest

@@ -1,7 +1,7 @@
 """The papers' math as pure functions on arrays: classification (zero-shot, SuS-X, TIP-X, Tip-Adapter, X-MoRe,
 RECO, GDA, ProKeR), video pooling and reranking (``video``), long-text chunking and Long-CLIP (``longtext``).
 
-numpy (or torch) arrays in, float32 numpy arrays out; see ALGORITHMS.md for the formulas and each module for its
+numpy (or torch) arrays in, float32 numpy arrays out; see docs/ALGORITHMS.md for the formulas and each module for its
 paper. Nothing here reads files, opens an index or loads a model. The classification functions are re-exported
 here; the RECO fusers need torch and are imported on first use.
 """

@@ -1,5 +1,5 @@
-"""GDA: Gaussian discriminant analysis on CLIP features (Wang, Lian, Gong, Xu, "A Hard-to-Beat Baseline for
-Training-free CLIP-based Adaptation", ICLR 2024; mrflogs/ICLR24).
+"""GDA: Gaussian discriminant analysis on CLIP features (Wang, Liang, Sheng, He, Wang, Tan, "A Hard-to-Beat
+Baseline for Training-free CLIP-based Adaptation", ICLR 2024, arXiv:2402.04087; mrflogs/ICLR24).
 
 Shots are encoded under 10 augmentations, each view a separate normalised sample: X (n, D), labels y (n,).
     μ_c = mean of class c rows;  U = rows minus their class mean;  Σ = cov(U) (unbiased, n − 1)

@@ -1,4 +1,4 @@
-"""Texts longer than CLIP's 77-token context (ALGORITHMS.md section 6).
+"""Texts longer than CLIP's 77-token context (docs/ALGORITHMS.md section 6).
 
 Two strategies:
 

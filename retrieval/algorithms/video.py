@@ -1,4 +1,4 @@
-"""Video retrieval math on top of frame pooling (ALGORITHMS.md section 5): CLIPRerank, the best moment and
+"""Video retrieval math on top of frame pooling (docs/ALGORITHMS.md section 5): CLIPRerank, the best moment and
 matching segments of a video, and frame sampling plans.
 
 - CLIPRerank           ``s = alpha * initial + (1 - alpha) * max_f sim_f`` over a shortlist of candidates

@@ -1,4 +1,4 @@
-"""Frame pooling: text-to-video similarity over per-frame CLIP embeddings (ALGORITHMS.md section 5).
+"""Frame pooling: text-to-video similarity over per-frame CLIP embeddings (docs/ALGORITHMS.md section 5).
 
 A video is a stack of F frame embeddings, ``frames (B, F, D)`` for B videos, padded to a common F (``pad_frames``)
 and described by ``frame_mask (B, F)`` (True = a real frame). Every function here is pure: numpy (or torch,

@@ -1,4 +1,4 @@
-"""Encoding texts of any length, never truncating silently (ALGORITHMS.md section 6).
+"""Encoding texts of any length, never truncating silently (docs/ALGORITHMS.md section 6).
 
 ``encode_long_texts(encoder, texts, strategy)``:
 
