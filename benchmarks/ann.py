@@ -500,9 +500,10 @@ def calibration_lines(res: dict) -> list[str]:
                    "text-image match about 0.3-0.45, a gap ||mean(image) - mean(text)|| about 0.82 (Liang et al. 2022)")
     if ivf.get("sweep"):
         hit = ivf.get("equal_recall")
+        sweep = ", ".join(f"{p['param']['nprobe']} -> {p['recall_at_10']}" for p in ivf["sweep"])
         out.append(f"- faiss {ivf.get('setting')}: recall@10 0.95 needs nprobe "
                    f"{hit['param']['nprobe'] if hit else '> ' + str(ivf['sweep'][-1]['param']['nprobe'])} "
-                   f"(sweep: {', '.join(str(p['param']['nprobe']) + ' -> ' + str(p['recall_at_10']) for p in ivf['sweep'])})")
+                   f"(sweep: {sweep})")
     if hnsw.get("default"):
         out.append(f"- faiss HNSW32 at its default efSearch ({hnsw['default']['param']['efSearch']}): recall@10 "
                    f"{hnsw['default']['recall_at_10']}")
@@ -519,8 +520,8 @@ def goal_lines(res: dict, raw: int) -> list[str]:
     if "error" in mine or not mine:
         return out
     tuned = mine.get("tuned") or {}
-    out.append(f"- default path recall@10 on the evaluation queries: **{mine['default']['recall_at_10']}** (goal 0.95); "
-               f"the manifest records {tuned.get('recall_at_10')} measured on {tuned.get('n_queries')} "
+    out.append(f"- default path recall@10 on the evaluation queries: **{mine['default']['recall_at_10']}** "
+               f"(goal 0.95); the manifest records {tuned.get('recall_at_10')} measured on {tuned.get('n_queries')} "
                f"{tuned.get('query_kind')} queries (the table's captions, standing in for users' queries: tuned to "
                f"{tuned.get('tuned_to')}), met: {tuned.get('met')}")
     out.append(f"- single-query p50: **{mine['default']['p50_ms']} ms** (goal <= 5 ms)")
@@ -529,8 +530,8 @@ def goal_lines(res: dict, raw: int) -> list[str]:
         out.append(f"- build (the whole `index embeddings`): **{mine['build_s']} s** = "
                    f"{mine['build_s'] / max(ivf['build_s'], 1e-9):.2f}x faiss {ivf.get('setting')} train+add "
                    f"({ivf['build_s']} s; goal <= 2x)")
-    out.append(f"- peak RSS: **{mine['peak_rss_bytes'] / 2**30:.2f} GiB** = {mine['peak_rss_bytes'] / raw:.2f}x the raw "
-               f"vectors ({raw / 2**30:.2f} GiB; goal <= 2x)")
+    out.append(f"- peak RSS: **{mine['peak_rss_bytes'] / 2**30:.2f} GiB** = {mine['peak_rss_bytes'] / raw:.2f}x "
+               f"the raw vectors ({raw / 2**30:.2f} GiB; goal <= 2x)")
     served = mine.get("after_serving")
     if served:
         t = served["tuned"]
@@ -544,8 +545,9 @@ def goal_lines(res: dict, raw: int) -> list[str]:
         t = img.get("tuned") or {}
         out.append(f"- the same default path without `text_emb/` (only image vectors to tune on, to "
                    f"{t.get('tuned_to')}): {img.get('setting')} {json.dumps(t.get('params'))}, recall@10 "
-                   f"{t.get('recall_at_10')} on {t.get('query_kind')}-like queries, **{img['default']['recall_at_10']}** "
-                   f"on the text-like evaluation queries at **{img['default']['qps']} QPS** "
+                   f"{t.get('recall_at_10')} on {t.get('query_kind')}-like queries, "
+                   f"**{img['default']['recall_at_10']}** on the text-like evaluation queries at "
+                   f"**{img['default']['qps']} QPS** "
                    f"({img['default']['qps'] / max(best_qps(res), 1e-9):.2f}x the best peer), p50 "
                    f"{img['default']['p50_ms']} ms, peak RSS {img['peak_rss_bytes'] / raw:.2f}x the raw vectors, build "
                    f"{img['build_s']} s")
@@ -670,7 +672,8 @@ def main() -> None:
             res["methods"][m] = {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1]}
         else:
             res["methods"][m] = json.loads(line[-1][7:])
-        print(f"{m}: {time.perf_counter() - t1:.0f}s {json.dumps(res['methods'][m])[:400]}", file=sys.stderr, flush=True)
+        print(f"{m}: {time.perf_counter() - t1:.0f}s {json.dumps(res['methods'][m])[:400]}",
+              file=sys.stderr, flush=True)
         (work / "partial.json").write_text(json.dumps(res, indent=1))
     if prev.get("n") == args.n and set(res["methods"]) != set(METHODS):  # partial rerun: keep the other methods
         res["methods"] = {**prev.get("methods", {}), **res["methods"]}

@@ -91,7 +91,8 @@ def main() -> None:
         "precision": encoder.precision, "batch_size": args.batch_size, "images": args.images,
         "image_size": [640, 480], "workers": args.workers if args.workers is not None else default_workers(),
         "backend": args.backend, "torch_threads": torch.get_num_threads(),
-        "model_images_per_s": round(model_ips, 2), "model_runs_images_per_s": [round(before, 2), round(after, 2)], "pipeline_images_per_s": round(pipe["images_per_s"], 2),
+        "model_images_per_s": round(model_ips, 2), "model_runs_images_per_s": [round(before, 2), round(after, 2)],
+        "pipeline_images_per_s": round(pipe["images_per_s"], 2),
         "ratio": round(pipe["images_per_s"] / model_ips, 3), "machine": platform.processor() or platform.machine(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }

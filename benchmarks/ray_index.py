@@ -11,7 +11,8 @@ Each engine indexes ``--shards`` shards and then twice as many (fresh indexes ea
 separate (fixed cost = t(n) - (t(2n) - t(n))). Reported: the seconds of each run, samples/s of each on the larger
 run, the overhead ``1 - ray/local`` on it, and Ray's fixed cost. At small sizes the difference t(2n) - t(n) is
 within the noise of a shared machine, so the marginal rate is not reported; measure it with runs of tens of
-thousands of samples. ``ray.init`` and a first one-shard Ray run (Ray's worker start-up) are timed apart. Writes benchmarks/results/ray_index.json.
+thousands of samples. ``ray.init`` and a first one-shard Ray run (Ray's worker start-up) are timed apart. Writes
+benchmarks/results/ray_index.json.
 """
 from __future__ import annotations
 

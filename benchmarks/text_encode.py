@@ -82,7 +82,10 @@ def main() -> None:
         sizes = {k: v * 8 for k, v in sizes.items()}
     results = []
     for name in sizes:
-        enc = load_encoder("clipdex-tiny", device, precision) if name == "clipdex-tiny" else vit_b32_random(device, precision)
+        if name == "clipdex-tiny":
+            enc = load_encoder("clipdex-tiny", device, precision)
+        else:
+            enc = vit_b32_random(device, precision)
         for length in (10, 200):
             texts = make_texts(sizes[name], length, seed=length)
             for strategy in STRATEGIES:

@@ -1,10 +1,11 @@
 """Train clipdex-tiny on the generated world, seeded: ``python benchmarks/train_tiny.py``.
 
 Reproduces ``retrieval/models/weights/clipdex-tiny.safetensors`` (the shipped weights: 2,500 steps of 256) on CPU
-in about 20 minutes on 2 quiet cores (0.43 s a step, plus 45 s to draw the pool). The data is the world of ``clipdex.synthetic.world``: a pool of scenes drawn once (seed ``--seed``),
-each paired at every step with freshly sampled words (a caption, a long description or a window of one, a
-class-name prompt, a colour phrase: ``clipdex.synthetic.world_text.training_text``); colour-shape pairs of
-``held_out_pairs()`` are never drawn, so that the evaluation can measure composition.
+in about 20 minutes on 2 quiet cores (0.43 s a step, plus 45 s to draw the pool). The data is the world of
+``clipdex.synthetic.world``: a pool of scenes drawn once (seed ``--seed``), each paired at every step with freshly
+sampled words (a caption, a long description or a window of one, a class-name prompt, a colour phrase:
+``clipdex.synthetic.world_text.training_text``); colour-shape pairs of ``held_out_pairs()`` are never drawn, so that
+the evaluation can measure composition.
 
 The model (``retrieval/models/configs/clipdex-tiny.json``): open_clip's ModifiedResNet image tower (layers 1-1-1-1,
 width 8, 64 px) and a 3-layer, 64-wide text transformer with open_clip's tokenizer, embedding 64. A first version
@@ -14,9 +15,10 @@ with far less data.
 
 The loss is CLIP's symmetric contrastive loss, where texts that are the same string count as positives of each
 other's images, plus a training-only linear probe on the image embedding whose cross-entropy against the shapes and
-the colours present (``attribute_loss``) teaches the image tower shape far sooner than the contrastive loss alone. Texts are encoded only up to the longest text of the batch: the text tower's attention is causal,
-so positions past the end-of-text token do not change the result (``encode_text_prefix``); batches of long
-descriptions and their windows reach every one of the 77 positions.
+the colours present (``attribute_loss``) teaches the image tower shape far sooner than the contrastive loss alone.
+Texts are encoded only up to the longest text of the batch: the text tower's attention is causal, so positions past
+the end-of-text token do not change the result (``encode_text_prefix``); batches of long descriptions and their
+windows reach every one of the 77 positions.
 
 A script of the repository, beside the benchmarks (it imports the sample generator from ``indexers``, which the
 library must not import).
@@ -110,7 +112,9 @@ def clip_loss(img, txt, logit_scale, texts) -> torch.Tensor:
     key = torch.tensor([index[t] for t in texts])
     same = (key[:, None] == key[None, :]).float()
     target = same / same.sum(1, keepdim=True)
-    return 0.5 * (-(target * F.log_softmax(logits, 1)).sum(1).mean() - (target * F.log_softmax(logits.T, 1)).sum(1).mean())
+    image_to_text = -(target * F.log_softmax(logits, 1)).sum(1).mean()
+    text_to_image = -(target * F.log_softmax(logits.T, 1)).sum(1).mean()
+    return 0.5 * (image_to_text + text_to_image)
 
 
 def attribute_targets(scenes) -> torch.Tensor:
@@ -156,8 +160,11 @@ def train(steps: int = 2500, batch: int = 256, pool: int = 24000, lr: float = 2.
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": rest, "weight_decay": 0.0}],
                             lr=lr, betas=(0.9, 0.98), eps=1e-6)
     warmup = max(1, steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / (steps - warmup))))
+
+    def lr_factor(s: int) -> float:  # linear warm-up, then cosine decay to 0
+        return (s + 1) / warmup if s < warmup else 0.5 * (1 + math.cos(math.pi * (s - warmup) / (steps - warmup)))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     model.train()
     curve, start = [], time.time()
     for step in range(steps):

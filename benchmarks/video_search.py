@@ -1,11 +1,13 @@
 """Video search latency over 10,000 videos x 60 frames of synthetic vectors, p50 / p99 per query for each pooling.
 
-    python benchmarks/video_search.py [--videos 10000] [--frames 60] [--dim 512] [--queries 100] [--out benchmarks/results]
+    python benchmarks/video_search.py [--videos 10000] [--frames 60] [--dim 512] [--queries 100]
+                                      [--out benchmarks/results]
 
 The index is built through the raw-vector API (``Index.add_vectors`` on ``videos`` and ``frames``, model "none"),
 then compacted; ``--ann flat`` (default) keeps exact search on both tables, ``--ann auto`` lets the store build
-its ANN index on ``frames`` (600k rows; on 2 cores the HNSW build alone runs past 10 minutes). Video v has a topic vector; each of its frames is the topic plus scene noise (6 scenes of 10
-frames), unit norm; its ``videos`` vector is ``mean_pool_vectors`` of its frames, as the indexer stores it.
+its ANN index on ``frames`` (600k rows; on 2 cores the HNSW build alone runs past 10 minutes). Video v has a
+topic vector; each of its frames is the topic plus scene noise (6 scenes of 10 frames), unit norm; its ``videos``
+vector is ``mean_pool_vectors`` of its frames, as the indexer stores it.
 Queries are a random frame of a random video plus noise. Each query runs the whole ``search_videos`` pipeline
 (frame ANN + video ANN candidates, gather the candidates' frames, pooled score, CLIPRerank, best frame) with
 ``--candidates`` (default 100), k = 10. Timing per query after 5 warm-up queries. The reference is a plain

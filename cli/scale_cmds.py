@@ -33,7 +33,8 @@ def _gib(n: float) -> str:
 @memory_option
 @click.option("--table", default="images", show_default=True)
 @click.option("--kind", default=None,
-              help="Force an index: faiss flat|hnsw|ivf_flat|ivf_sq8|ivf_pq_fs; lance IVF_PQ|IVF_FLAT|IVF_SQ|IVF_HNSW_SQ.")
+              help="Force an index: faiss flat|hnsw|ivf_flat|ivf_sq8|ivf_pq_fs; "
+                   "lance IVF_PQ|IVF_FLAT|IVF_SQ|IVF_HNSW_SQ.")
 @click.option("--exact-below", default=100_000, show_default=True, type=click.IntRange(0),
               help="Tables smaller than this are searched exactly.")
 @click.option("--rebuild", is_flag=True, help="Rebuild the index even if it is the one there is.")

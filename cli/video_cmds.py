@@ -51,7 +51,8 @@ _VIDEO_OPTIONS = [
                  help="--table videos: CLIPRerank weight of the pooled score vs the best frame (default 0.4)."),
     click.option("--candidates", type=int, default=None,
                  help="--table videos: videos shortlisted from video vectors and from frames (default 100)."),
-    click.option("--segments", is_flag=True, default=None, help="--table videos: add (start, end) segments of matching frames."),
+    click.option("--segments", is_flag=True, default=None,
+                 help="--table videos: add (start, end) segments of matching frames."),
     click.option("--threshold", type=float, default=None,
                  help="--table videos: segment score threshold (default: best frame score - 0.05)."),
 ]

@@ -91,8 +91,8 @@ def recorded_errors(store, source_table: str, legacy_untagged: bool = False) -> 
     if not store.has_table(ERRORS):
         return {}
     accept = {source_table, None} if legacy_untagged else {source_table}  # rows written before source_table
-    return {p: (i, m, s) for i, p, m, s, t in scan_tuples(store, ERRORS, ["id", "path", "mtime", "bytes", "source_table"])
-            if t in accept}
+    rows = scan_tuples(store, ERRORS, ["id", "path", "mtime", "bytes", "source_table"])
+    return {p: (i, m, s) for i, p, m, s, t in rows if t in accept}
 
 
 def gone_from_sources(found: Discovery, rows: dict, errors: dict, kept: set[str]) -> tuple[list[int], list[int]]:

@@ -136,7 +136,7 @@ class StoredImages:
         if store.has_table(TABLE):
             self.rows, self.duplicates = newest_per_path(scan_tuples(store, TABLE, ["id", "path", "mtime", "bytes",
                                                                                     "hash"]))
-            for i, m, s, h in self.rows.values():
+            for i, _mtime, s, h in self.rows.values():
                 if h:
                     self.by_hash.setdefault(h, i)
                     self.size_hashes.setdefault(s, set()).add(h)

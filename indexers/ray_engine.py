@@ -121,7 +121,8 @@ class Embedder:
         texts = np.zeros((n, dim), np.float32)
         has_text = np.array([bool(ok[i] and batch["caption"][i]) for i in range(n)])
         if has_text.any():
-            texts[has_text] = encode_long_texts(self.encoder, [batch["caption"][i] for i in np.flatnonzero(has_text)]).vectors
+            captions = [batch["caption"][i] for i in np.flatnonzero(has_text)]
+            texts[has_text] = encode_long_texts(self.encoder, captions).vectors
         out = {k: v for k, v in batch.items() if k != "pixels"}
         return {**out, "vector": vectors, "text_vector": texts, "has_text": has_text}
 
@@ -176,8 +177,8 @@ def _dataset(ray, index: Index, todo: list[Shard], prep: dict, opts: ImageIndexO
     device = "cuda" if ropts.gpus_per_actor else "cpu"
     return ds.map_batches(Embedder, fn_constructor_kwargs={"model": index.model, "device": device,
                                                           "threads": int(ropts.cpus_per_actor)},
-                          batch_size=opts.batch_size, compute=ray.data.ActorPoolStrategy(size=actors), num_gpus=ropts.gpus_per_actor or None,
-                          num_cpus=ropts.cpus_per_actor, batch_format="numpy")
+                          batch_size=opts.batch_size, compute=ray.data.ActorPoolStrategy(size=actors),
+                          num_gpus=ropts.gpus_per_actor or None, num_cpus=ropts.cpus_per_actor, batch_format="numpy")
 
 
 def _drain(run: ShardRun, ds, shards: dict[str, Shard], on_progress, t0: float) -> None:

@@ -8,8 +8,8 @@
 ``discover_texts`` only stats and sniffs: it refuses, before any index is touched, a missing source, a file of
 another kind, a named file that is binary, not UTF-8 or not a regular file (a FIFO, a device), a table without
 the text column, and a corpus with no text at all. A non-regular file found in a folder is never opened: it
-becomes an ``errors`` row. ``read_rows`` streams one file: ``Row``s (bad rows carry an ``error``), or ``FileError`` when the
-whole file is unusable (binary, not UTF-8, too large to be one text).
+becomes an ``errors`` row. ``read_rows`` streams one file: ``Row``s (bad rows carry an ``error``), or ``FileError``
+when the whole file is unusable (binary, not UTF-8, too large to be one text).
 """
 from __future__ import annotations
 
@@ -177,7 +177,8 @@ def _doc_has_text(path: str) -> bool:
     return False
 
 
-def discover_texts(sources: Sequence[str | Path], text_column: str = "text", exclude: Sequence[str] = ()) -> TextDiscovery:
+def discover_texts(sources: Sequence[str | Path], text_column: str = "text",
+                   exclude: Sequence[str] = ()) -> TextDiscovery:
     """Find the text files and tables of every source; ``InvalidInput`` for anything that cannot be indexed at all."""
     if not sources:
         raise InvalidInput("no source given")

@@ -37,7 +37,8 @@ class TextState:
         self.row_errors: dict[str, list[tuple[int, float, int]]] = {}
         store = index.store
         if store.has_table(TABLE):
-            for i, s, m, n, h in scan_tuples(store, TABLE, ["id", "source", "mtime", "bytes", "hash"], paths=["source"]):
+            rows = scan_tuples(store, TABLE, ["id", "source", "mtime", "bytes", "hash"], paths=["source"])
+            for i, s, m, n, h in rows:
                 g = self.gens.setdefault(s, {})
                 g[(m, n)] = max(g.get((m, n), -1), i)
                 if i > self.by_hash.get(h, -1):

@@ -217,7 +217,8 @@ class _Run:
                 h = text_hash(row.text)
                 self.pending.append((f, row, h))
                 self.vectors.want(h, row.text)
-                if len(self.vectors.new_texts) >= self.opts.batch_size or len(self.pending) >= 16 * self.opts.batch_size:
+                batch = self.opts.batch_size
+                if len(self.vectors.new_texts) >= batch or len(self.pending) >= 16 * batch:
                     self.flush()
         except FileError as exc:
             self._fail_file(f, exc)

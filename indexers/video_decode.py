@@ -55,7 +55,8 @@ class SamplingPlan:
     value: float = 1.0
 
     @classmethod
-    def from_options(cls, fps: float | None = None, frames: int | None = None, keyframes: bool = False) -> "SamplingPlan":
+    def from_options(cls, fps: float | None = None, frames: int | None = None,
+                     keyframes: bool = False) -> "SamplingPlan":
         """One plan from CLI-style options (at most one of them; none = 1 frame a second); ``InvalidInput`` if bad."""
         given = sum([fps is not None, frames is not None, bool(keyframes)])
         if given > 1:

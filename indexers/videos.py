@@ -298,11 +298,14 @@ class _Run:
                 s.errors += 1
                 s.partial += 1
             pooled = mean_pool_vectors(acc.sum[None, :])  # the running sum is n x the mean: same direction
-            duration = info.duration if info.duration is not None else acc.last_t + (1.0 / info.fps if info.fps else 0.0)
-            cols = {"id": [vid], "path": [stored_path(item.path)], "duration": [duration], "fps": [info.fps], "n_frames": [acc.n],
-                    "width": [info.width], "height": [info.height], "bytes": [item.bytes], "mtime": [item.mtime],
-                    "hash": [info.hash], "sampling": [self.opts.sampling.describe()], "partial": [acc.error is not None],
-                    "caption": [item.caption], "vector": vectors_to_arrow(pooled[None, :], self.index.dim)}
+            duration = info.duration
+            if duration is None:
+                duration = acc.last_t + (1.0 / info.fps if info.fps else 0.0)
+            cols = {"id": [vid], "path": [stored_path(item.path)], "duration": [duration], "fps": [info.fps],
+                    "n_frames": [acc.n], "width": [info.width], "height": [info.height], "bytes": [item.bytes],
+                    "mtime": [item.mtime], "hash": [info.hash], "sampling": [self.opts.sampling.describe()],
+                    "partial": [acc.error is not None], "caption": [item.caption],
+                    "vector": vectors_to_arrow(pooled[None, :], self.index.dim)}
             for c in self.meta_cols:
                 cols[c] = [item.meta.get(c)]
             self.videos_out.put(VIDEOS, pa.table(cols, schema=self.vschema))

@@ -50,7 +50,7 @@ def test_exact_search_over_duplicated_rows_is_deterministic_across_block_sizes()
     xb = np.repeat(clustered(40, 8, seed=4), 3, axis=0)  # every vector three times: ties everywhere
     xq = xb[::17]
     results = [exact_search(xq, [xb[:50], xb[50:]], 7, block=b) for b in (1, 5, 64)]
-    for D, I in results[1:]:
+    for _, I in results[1:]:
         np.testing.assert_array_equal(I, results[0][1])
     S = xq @ xb.T
     order = np.lexsort((np.broadcast_to(np.arange(len(xb)), S.shape), -S), axis=1)[:, :7]

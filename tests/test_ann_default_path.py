@@ -106,7 +106,8 @@ def test_an_index_slower_than_exact_search_is_dropped_and_the_record_says_so(tmp
 
 def test_tuning_uses_cached_queries_and_says_which(tmp_path):
     ix, xb = lance_index(tmp_path)
-    text_like = normalize(clustered(80, D, seed=21) + 0.6 * normalize(np.random.default_rng(2).standard_normal((80, D))))
+    noise = normalize(np.random.default_rng(2).standard_normal((80, D)))
+    text_like = normalize(clustered(80, D, seed=21) + 0.6 * noise)
     np.save(tmp_path / "q.npy", text_like)
     ix.close()
     res = CliRunner().invoke(cli, ["optimize", str(tmp_path / "ix"), "--queries", str(tmp_path / "q.npy"),
@@ -125,7 +126,8 @@ def test_tuning_uses_cached_queries_and_says_which(tmp_path):
     bad = tmp_path / "bad.npy"
     np.save(bad, np.zeros((3, D + 1), np.float32))
     res = CliRunner().invoke(cli, ["optimize", str(tmp_path / "ix"), "--queries", str(bad)])
-    assert res.exit_code == 1 and res.output.strip().startswith("error: --queries") and len(res.output.splitlines()) == 1
+    assert res.exit_code == 1 and res.output.strip().startswith("error: --queries")
+    assert len(res.output.splitlines()) == 1
 
 
 def test_the_query_cache_keeps_the_newest_and_an_explicit_set_outranks_served_ones(tmp_path):
@@ -145,7 +147,8 @@ def test_info_warns_when_recall_was_measured_on_image_like_queries(tmp_path):
     ix, _ = lance_index(tmp_path)
     record = optimize_table(ix, "images", recall=0.9, exact_below=0, n_queries=60, sample_size=N)
     assert record["query_kind"] == "image"
-    assert record["target"] == 0.9 and record["tuned_to"] == pytest.approx(0.95)  # image-like stand-ins: half the misses
+    # image-like stand-ins: half the misses
+    assert record["target"] == 0.9 and record["tuned_to"] == pytest.approx(0.95)
     assert not record["met"] or record["recall_at_10"] >= 0.95
     ix.close()
     res = CliRunner().invoke(cli, ["info", str(tmp_path / "ix")])

@@ -30,7 +30,8 @@ def test_gda_fit_matches_explicit_formula():
 
 def test_gda_logits_formula_and_alpha_zero():
     rng = np.random.default_rng(1)
-    f, wt, w, b = unit_vectors(rng, 4, 6), unit_vectors(rng, 3, 6).T, rng.standard_normal((6, 3)), rng.standard_normal(3)
+    f, wt = unit_vectors(rng, 4, 6), unit_vectors(rng, 3, 6).T
+    w, b = rng.standard_normal((6, 3)), rng.standard_normal(3)
     np.testing.assert_allclose(gda_logits(f, wt, w, b, 0.5), 100 * f @ wt + 0.5 * (f @ w + b), rtol=1e-5)
     np.testing.assert_allclose(gda_logits(f, wt, w, b, 0.0), zeroshot_logits(f, wt))
 
@@ -64,7 +65,8 @@ def explicit_proker(s, y, wt, x, beta, lam):
 
 def test_proker_matches_explicit_formula():
     rng = np.random.default_rng(3)
-    s, wt, x = unit_vectors(rng, 6, 5).astype(np.float64), unit_vectors(rng, 3, 5).T.astype(np.float64), unit_vectors(rng, 4, 5)
+    s, wt = unit_vectors(rng, 6, 5).astype(np.float64), unit_vectors(rng, 3, 5).T.astype(np.float64)
+    x = unit_vectors(rng, 4, 5)
     y = np.array([0, 1, 2, 0, 1, 2])
     out = proker_logits(s, y, wt, x, beta=1.7, lam=0.1)
     assert out.shape == (4, 3) and out.dtype == np.float32

@@ -40,7 +40,7 @@ def test_every_method_gives_one_sorted_distribution_per_image(tiny, data, test_s
     run.close()
     assert [p.path for p in preds] == paths and all(p.label in CLASSES for p in preds)
     for p in preds:
-        for method, top in p.top.items():
+        for top in p.top.values():
             probs = [q for _, q in top]
             assert len(top) == 3 and len({c for c, _ in top}) == 3 and all(c in CLASSES for c, _ in top)
             assert probs == sorted(probs, reverse=True) and all(0 <= q <= 1 for q in probs)

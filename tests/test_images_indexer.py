@@ -22,7 +22,9 @@ def run(ix, *sources, **kw):
 
 
 def rows(ix, table="images", cols=("id", "path")):
-    return pa.Table.from_batches(list(ix.store.scan(table, list(cols)))).to_pydict() if ix.store.count(table) else {c: [] for c in cols}
+    if not ix.store.count(table):
+        return {c: [] for c in cols}
+    return pa.Table.from_batches(list(ix.store.scan(table, list(cols)))).to_pydict()
 
 
 @pytest.fixture(params=["lance", "faiss"])

@@ -144,7 +144,7 @@ def test_texts_with_a_non_utf8_name_are_indexed_and_a_rerun_skips_them(both, tmp
     assert (s.files, s.unchanged) == (0, 4)
 
 
-# -- #10: FIFOs and devices are never opened ----------------------------------------------------------------------------
+# -- #10: FIFOs and devices are never opened ---------------------------------------------------------------------------
 def test_a_fifo_in_an_image_folder_and_as_the_source_is_an_error_row(ix, tmp_path, no_hang):
     src = _images(tmp_path / "src")
     os.mkfifo(src / "pipe.png")
@@ -171,7 +171,7 @@ def test_a_fifo_among_text_files_is_an_error_row_and_a_named_one_is_refused(ix, 
         discover_texts([str(src / "pipe.txt")])
 
 
-# -- #4: the query image gets the indexer's checks ----------------------------------------------------------------------
+# -- #4: the query image gets the indexer's checks ---------------------------------------------------------------------
 def test_a_query_image_must_be_a_regular_file_within_the_size_limit(ix, tmp_path, no_hang):
     img = tmp_path / "q.png"
     draw_shape("circle", COLORS["red"], 64).save(img)
@@ -198,7 +198,7 @@ def test_a_huge_image_is_logged_not_printed_as_a_python_warning(ix, tmp_path, mo
     assert any("very large image" in r.getMessage() for r in caplog.records)
 
 
-# -- #3: an interrupted embeddings run resumes; bad Parquet rows go to errors ---------------------------------------------
+# -- #3: an interrupted embeddings run resumes; bad Parquet rows go to errors ------------------------------------------
 def _npy_source(folder, n=250, d=16):
     folder.mkdir(parents=True)
     x = clustered(n, d, seed=3)
@@ -255,7 +255,7 @@ def test_a_parquet_row_of_another_dimension_is_an_error_row_and_the_rest_is_inde
         assert (s.skipped_files, s.added) == (1, 0)
 
 
-# -- #7: the model pin holds for precomputed embeddings -------------------------------------------------------------------
+# -- #7: the model pin holds for precomputed embeddings ----------------------------------------------------------------
 def test_embeddings_are_refused_unless_their_model_is_the_index_model(tmp_path, tiny):
     np.save(tmp_path / "a.npy", clustered(20, tiny.dim, seed=1))
     parts = discover_embeddings(tmp_path / "a.npy")
@@ -270,7 +270,7 @@ def test_embeddings_are_refused_unless_their_model_is_the_index_model(tmp_path, 
         assert index_embeddings(ix, parts, model="none").added == 20
 
 
-# -- searching through a path closes the index it opened -----------------------------------------------------------------
+# -- searching through a path closes the index it opened ---------------------------------------------------------------
 def test_search_by_path_closes_the_index_it_opens(tmp_path, monkeypatch):
     with create_index(tmp_path / "ix", dim=8, model="none") as ix:
         ix.add_vectors("images", clustered(10, 8, seed=2))

@@ -109,7 +109,8 @@ def test_chunk_windows_validate_their_arguments(args):
 def test_pool_chunk_embeddings_by_hand():
     e = np.array([[2.0, 0.0], [0.0, 1.0]])
     np.testing.assert_allclose(pool_chunk_embeddings(e), [2**-0.5, 2**-0.5], atol=1e-7)
-    np.testing.assert_allclose(pool_chunk_embeddings(e, [3, 1], weighted=True), np.array([3, 1]) / np.sqrt(10), atol=1e-7)
+    np.testing.assert_allclose(pool_chunk_embeddings(e, [3, 1], weighted=True), np.array([3, 1]) / np.sqrt(10),
+                               atol=1e-7)
     np.testing.assert_allclose(pool_chunk_embeddings(e, [3, 1]), [2**-0.5, 2**-0.5], atol=1e-7)  # unweighted
     with pytest.raises(ValueError, match="lengths"):
         pool_chunk_embeddings(e, weighted=True)
@@ -186,7 +187,9 @@ def test_stretch_works_on_a_custom_text_tower(tiny):
     assert apply_longclip_stretch(custom) == 248
     assert custom.text.num_pos == custom.text.context_length == custom.context_length == 248
     assert custom.text.attn_mask.shape == (248, 248)
-    cos = (_encode(reference, tokenizer, torch, ["a dog"], 77) * _encode(custom, tokenizer, torch, ["a dog"], 248)).sum(-1)
+    short = _encode(reference, tokenizer, torch, ["a dog"], 77)
+    stretched = _encode(custom, tokenizer, torch, ["a dog"], 248)
+    cos = (short * stretched).sum(-1)
     assert cos.item() > 0.99
     assert torch.isfinite(_encode(custom, tokenizer, torch, [LONG_TEXT], 248)).all()
 
@@ -227,7 +230,9 @@ def test_load_longclip_checkpoint_maps_openai_keys_into_a_custom_text_tower(tiny
     load_longclip_checkpoint(custom, sd)
     texts = ["a photo of a dog", LONG_TEXT]
     np.testing.assert_allclose(
-        _encode(custom, tokenizer, torch, texts, 248).numpy(), _encode(clip_model, tokenizer, torch, texts, 248).numpy(), atol=1e-5
+        _encode(custom, tokenizer, torch, texts, 248).numpy(),
+        _encode(clip_model, tokenizer, torch, texts, 248).numpy(),
+        atol=1e-5,
     )
 
 

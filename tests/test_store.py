@@ -91,8 +91,8 @@ def test_nullable_text_vectors_are_searched_over_non_null_rows(tmp_path, backend
     has = np.arange(30) % 2 == 0
     tv = pa.FixedSizeListArray.from_arrays(pa.array(tb.reshape(-1)), D, mask=pa.array(~has))
     cols = {f.name: pa.nulls(30, f.type) for f in schema}
-    cols.update(id=pa.array(np.arange(30, dtype=np.int64)), vector=pa.FixedSizeListArray.from_arrays(pa.array(xb.reshape(-1)), D),
-                text_vector=tv)
+    cols.update(id=pa.array(np.arange(30, dtype=np.int64)),
+                vector=pa.FixedSizeListArray.from_arrays(pa.array(xb.reshape(-1)), D), text_vector=tv)
     ix.add_rows("images", pa.table(cols, schema=schema))
     Dk, Ik = ix.search_vectors("images", tb[:3], 20, column="text_vector")
     assert ((Ik >= 0).sum(1) == 15).all() and (Ik[Ik >= 0] % 2 == 0).all()
@@ -101,7 +101,7 @@ def test_nullable_text_vectors_are_searched_over_non_null_rows(tmp_path, backend
 
 
 def test_lance_and_faiss_give_the_same_exact_top_k(tmp_path):
-    (a, xb), (b, _) = make(tmp_path, "lance"), make(tmp_path, "faiss")
+    (a, _), (b, _) = make(tmp_path, "lance"), make(tmp_path, "faiss")
     xq = unit_vectors(9, 11, D)
     Da, Ia = a.search_vectors("images", xq, 15)
     Db, Ib = b.search_vectors("images", xq, 15)

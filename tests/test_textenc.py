@@ -1,4 +1,5 @@
-"""Encoding texts of any length (retrieval.encode.text) and Long-CLIP model specs (retrieval.models.longclip) on clipdex-tiny.
+"""Encoding texts of any length (retrieval.encode.text) and Long-CLIP model specs (retrieval.models.longclip) on
+clipdex-tiny.
 
 The stretch itself (hand-computed table, rows 0-19 unchanged, 77 -> 248, a stretched tiny model keeping short texts
 at cosine > 0.99 and encoding 200 tokens) is tested in tests/test_longtext_math.py; here: what the encoder does
@@ -75,7 +76,8 @@ def test_truncate_strategy_counts_and_warns_naming_the_strategy(enc, caplog):
 
 
 def test_bad_strategy_and_bad_texts_are_one_line_errors(enc):
-    with pytest.raises(InvalidInput, match="unknown long-text strategy 'stretch'; choose one of chunk, longclip, truncate"):
+    msg = "unknown long-text strategy 'stretch'; choose one of chunk, longclip, truncate"
+    with pytest.raises(InvalidInput, match=msg):
         encode_long_texts(enc, ["a"], "stretch")
     with pytest.raises(InvalidInput, match="not a single string"):
         encode_long_texts(enc, "a dog")
@@ -148,7 +150,8 @@ def test_released_longclip_spec_fails_clearly_offline(monkeypatch):
     assert (spec.arch, str(spec)) == ("ViT-B-16-quickgelu", "longclip:LongCLIP-B")
     from retrieval.models.factory import create_model
 
-    with pytest.raises(WeightsUnavailable, match=r"BeichenZhang/LongCLIP-B/longclip-B\.pt .*offline.*longclip:ViT-B-16-quickgelu:/path"):
+    msg = r"BeichenZhang/LongCLIP-B/longclip-B\.pt .*offline.*longclip:ViT-B-16-quickgelu:/path"
+    with pytest.raises(WeightsUnavailable, match=msg):
         create_model(spec)
 
 

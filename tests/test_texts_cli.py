@@ -96,7 +96,8 @@ def test_query_strategies_longclip_and_truncate_are_reported(built, runner, cli)
     res = runner.invoke(cli, ["search", str(ix), LONG_QUERY, "-k", "1", "--table", "texts", "--long-text", "truncate"])
     assert res.exit_code == 0
     assert "warning: table 'texts' was indexed with --long-text chunk; querying with truncate" in res.stderr
-    assert "(strategy 'truncate')" in res.stderr and "query: 300 tokens, strategy truncate: TRUNCATED to 75" in res.stderr
+    assert "(strategy 'truncate')" in res.stderr
+    assert "query: 300 tokens, strategy truncate: TRUNCATED to 75" in res.stderr
 
 
 def test_an_up_to_date_corpus_is_skipped(built, runner, cli):

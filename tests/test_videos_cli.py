@@ -36,8 +36,8 @@ def test_index_videos_reports_what_it_did(built):
 def test_search_videos_with_a_still_returns_the_video_and_the_moment(built, runner, cli, tmp_path):
     root, vids, _ = built
     for v, t in ((vids[0], 3.2), (vids[1], 1.7)):
-        res = runner.invoke(cli, ["search", str(root / "ix"), "--image", scene_still(v, t, tmp_path), "--table", "videos",
-                                  "-k", "2", "--segments", "--json"])
+        res = runner.invoke(cli, ["search", str(root / "ix"), "--image", scene_still(v, t, tmp_path),
+                                  "--table", "videos", "-k", "2", "--segments", "--json"])
         assert res.exit_code == 0, res.output
         top = json.loads(res.stdout.splitlines()[0])
         # the moment is the one-second scene the still comes from: inside a scene only a small shape moves a little,

@@ -118,9 +118,10 @@ def test_a_second_run_changes_nothing(built, tmp_path):
 def test_a_changed_video_replaces_its_row_and_frames(tmp_path):
     src = tmp_path / "src"
     a = make_video(src / "a.mp4", 11, 3.0, 10)
-    b = make_video(src / "b.mp4", 12, 4.0, 10)
+    make_video(src / "b.mp4", 12, 4.0, 10)
     _index(tmp_path / "ix", [src])
-    old_id = [r["id"] for r in _rows(open_index(tmp_path / "ix"), "videos", ["id", "path"]) if r["path"] == a["path"]][0]
+    rows = _rows(open_index(tmp_path / "ix"), "videos", ["id", "path"])
+    old_id = [r["id"] for r in rows if r["path"] == a["path"]][0]
     a2 = make_video(src / "a.mp4", 13, 5.0, 10)  # new content, new length
     os.utime(a2["path"], (1e9, 1e9))
     s = _index(tmp_path / "ix", [src])

@@ -70,13 +70,14 @@ def test_candidates_come_from_frames_even_when_the_video_vector_misses(tmp_path)
     target = rng.standard_normal(D).astype(np.float32)
     target /= np.linalg.norm(target)
     videos = []
-    for i in range(30):  # decoys whose pooled vectors are close to the target, but no frame is
+    for _ in range(30):  # decoys whose pooled vectors are close to the target, but no frame is
         x = target + 1.5 * rng.standard_normal((4, D))
         videos.append(x / np.linalg.norm(x, axis=1, keepdims=True))
     long = -np.tile(target, (30, 1)) + 0.3 * rng.standard_normal((30, D))
     long[17] = target
     videos.append(long / np.linalg.norm(long, axis=1, keepdims=True))
-    ids = ix.add_vectors("videos", np.stack([mean_pool_vectors(v) for v in videos]), {"path": [str(i) for i in range(31)]})
+    pooled = np.stack([mean_pool_vectors(v) for v in videos])
+    ids = ix.add_vectors("videos", pooled, {"path": [str(i) for i in range(31)]})
     ix.add_vectors("frames", np.concatenate(videos), {
         "video_id": np.concatenate([np.full(len(v), i) for i, v in zip(ids, videos)]),
         "t": np.concatenate([np.arange(len(v), dtype=float) for v in videos])})

@@ -54,7 +54,8 @@ class Metrics:
             h[-1] += 1
 
     def render(self, extra: dict[str, float]) -> str:
-        lines = ["# HELP clipdex_requests_total HTTP requests by route and status", "# TYPE clipdex_requests_total counter"]
+        lines = ["# HELP clipdex_requests_total HTTP requests by route and status",
+                 "# TYPE clipdex_requests_total counter"]
         with self._lock:
             for (method, route, status), n in sorted(self.counts.items()):
                 lines.append(f'clipdex_requests_total{{method="{method}",route="{route}",status="{status}"}} {n}')

@@ -102,8 +102,9 @@ def make_world_classify_files(root: str | Path, seed: int = 0, shapes=SHAPES) ->
     _write_csv(root / "support.csv", ["path", "caption", "label"],
                [[os.path.relpath(r["path"], root), caption(r["scene"], rng), r["shape"]] for r in support])
     labelled = {}
-    for name, colors, kw in (("clean", ("red", "blue", "green", "purple"), {"style": "filled", "background": "plain"}),
-                             ("shifted", ("pink", "brown", "gray", "white"), {"style": "outline", "background": "noise"})):
+    galleries = (("clean", ("red", "blue", "green", "purple"), {"style": "filled", "background": "plain"}),
+                 ("shifted", ("pink", "brown", "gray", "white"), {"style": "outline", "background": "noise"}))
+    for name, colors, kw in galleries:
         items = make_gallery(root / name, colors, shapes, 2, seed + 2 + len(labelled), **kw)
         _write_csv(root / f"{name}.csv", ["path", "label"], [[os.path.relpath(r["path"], root), r["shape"]]
                                                              for r in items])

@@ -115,7 +115,8 @@ def longclip_effective_pos_embed(positional_embedding, positional_embedding_res,
     a = _to_numpy(positional_embedding)
     b = _to_numpy(positional_embedding_res)
     if a.ndim != 2 or a.shape != b.shape:
-        raise ValueError(f"positional_embedding and positional_embedding_res must be (L, D) of one shape; got {a.shape} and {b.shape}")
+        raise ValueError("positional_embedding and positional_embedding_res must be (L, D) of one shape; "
+                         f"got {a.shape} and {b.shape}")
     keep = _check_int("keep", keep, 0)
     if keep > a.shape[0]:
         raise ValueError(f"keep must be at most L = {a.shape[0]}, got {keep}")
@@ -209,7 +210,8 @@ def pool_chunks_grouped(chunk_embs, group, n_groups: int, lengths=None, weighted
         raise ValueError(f"group ids must lie in 0..{n_groups - 1}")
     counts = np.bincount(g, minlength=n_groups)
     if np.any(counts == 0):
-        raise ValueError(f"every group needs at least one chunk; empty groups: {np.flatnonzero(counts == 0)[:10].tolist()}")
+        empty = np.flatnonzero(counts == 0)[:10].tolist()
+        raise ValueError(f"every group needs at least one chunk; empty groups: {empty}")
     w = _check_weights(M, lengths, weighted)
     if w is None:
         w = np.ones(M)

@@ -143,7 +143,9 @@ def reco_refine(fuser: RecoFuser, query, retrieved, retrieved_mask=None, batch_s
     dev = next(fuser.parameters()).device
     out = np.empty_like(q)
     for s in range(0, q.shape[0], batch_size):
-        m = None if retrieved_mask is None else torch.as_tensor(np.asarray(retrieved_mask[s : s + batch_size]), device=dev)
+        m = None
+        if retrieved_mask is not None:
+            m = torch.as_tensor(np.asarray(retrieved_mask[s : s + batch_size]), device=dev)
         out[s : s + batch_size] = fuser(torch.from_numpy(q[s : s + batch_size]).to(dev),
                                         torch.from_numpy(r[s : s + batch_size]).to(dev), m).cpu().numpy()
     fuser.train(was_training)
@@ -234,7 +236,8 @@ def train_reco(image_embs, text_embs, image_neighbors, text_neighbors, epochs: i
     tnb = as_i64(text_neighbors, "text_neighbors", ndim=2)
     M, D = v_all.shape
     if t_all.shape != (M, D) or inb.shape[0] != M or tnb.shape[0] != M:
-        raise ValueError(f"shapes disagree: images {v_all.shape}, texts {t_all.shape}, neighbours {inb.shape}, {tnb.shape}")
+        raise ValueError(f"shapes disagree: images {v_all.shape}, texts {t_all.shape}, "
+                         f"neighbours {inb.shape}, {tnb.shape}")
     dev = _device(device)
     torch.manual_seed(seed)
     image_fuser = RecoFuser(D, heads).to(dev)

@@ -118,7 +118,7 @@ def sus_lc_select(class_query_embs: Sequence, index_embs, per_class: int = DEFAU
     if n == 0 or per_class <= 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     ranked_ids, ranked_embs = [], []
-    for c, q in enumerate(class_query_embs):
+    for q in class_query_embs:
         top = min(n, 4 * per_class)
         while True:
             ids = rank_index(q, x, top)

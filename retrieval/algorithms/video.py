@@ -65,7 +65,8 @@ def clip_rerank(initial_scores, frame_sims, frame_mask=None, alpha: float = 0.4,
     init = _to_numpy(initial_scores)
     sims = _to_numpy(frame_sims)
     if sims.ndim < 2 or sims.shape[:-1] != init.shape:
-        raise ValueError(f"frame_sims must have shape initial_scores.shape + (F,) = {init.shape} + (F,); got {sims.shape}")
+        raise ValueError(f"frame_sims must have shape initial_scores.shape + (F,) = {init.shape} + (F,); "
+                         f"got {sims.shape}")
     mask = _check_mask(frame_mask, sims.shape)
     if sims.shape[-1] == 0:
         fmax = np.full(init.shape, -np.inf, dtype=np.float32)

@@ -131,7 +131,7 @@ def mean_pooling_sim(text, frames, frame_mask=None, block: int | None = None) ->
     t_n, v, mask, out = _start(text, frames, frame_mask)
     if t_n is None:
         return out
-    (A, _), (B, F, D) = t_n.shape, v.shape
+    B, F, D = v.shape
     counts = mask.sum(axis=1)  # (B,)
     step = _block_size(block, B, F * D)
     pooled = np.empty((B, D), dtype=np.float32)

@@ -48,7 +48,8 @@ def get_templates(name: str) -> list[str]:
     try:
         from open_clip import zero_shot_metadata as meta  # heavy (imports torch): only the named template sets
     except ImportError as e:  # pragma: no cover - open_clip is a core dependency
-        raise ImportError("template sets 'openai80'/'simple7' need open_clip_torch (pip install open_clip_torch)") from e
+        raise ImportError("template sets 'openai80'/'simple7' need open_clip_torch "
+                          "(pip install open_clip_torch)") from e
     src = meta.OPENAI_IMAGENET_TEMPLATES if name == "openai80" else meta.SIMPLE_IMAGENET_TEMPLATES
     return [_template_to_str(t) for t in src]
 
@@ -105,7 +106,8 @@ def load_descriptions(path: str | Path) -> dict[str, list[str]]:
     return out
 
 
-def class_prompts(classname: str, templates: Sequence, descriptions: Mapping[str, Sequence[str]] | None = None) -> list[str]:
+def class_prompts(classname: str, templates: Sequence,
+                  descriptions: Mapping[str, Sequence[str]] | None = None) -> list[str]:
     """All prompts of one class: templates formatted with the cleaned name, then its descriptions (if any).
 
     Descriptions are looked up by the class name as given, then by its underscore-free form.

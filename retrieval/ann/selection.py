@@ -14,6 +14,7 @@ dict in the ANN record's ``candidates``::
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import math
 import time
@@ -182,7 +183,7 @@ def measure_candidates(ids: np.ndarray, x: np.ndarray, xq: np.ndarray, exclude: 
             return drop_self(np.asarray(I, np.int64), exclude[:len(q)], k) if extra else I
 
         tuned = tune_search_params(search_fn, xq, I_gt, K, recall_target, search_grid(small), z=CONFIDENCE_Z)
-        qps = batch_qps(lambda q: search_fn(q, K, tuned.params), xq)
+        qps = batch_qps(functools.partial(search_fn, k=K, params=tuned.params), xq)
         cand = Candidate(full, tuned.params, tuned.recall, qps, tuned.met, build_s, m)
         log.info("candidate %s: recall@10 %.3f at %s, %.0f QPS (built in %.0fs on %d rows)", factory, tuned.recall,
                  tuned.params, qps, build_s, m)

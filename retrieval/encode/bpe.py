@@ -62,8 +62,8 @@ class BpeTokenizer:
         self.ranks = {m: r for r, m in enumerate(merges)}
         self.sot_token_id, self.eot_token_id = self.ids[SPECIALS[0]], self.ids[SPECIALS[1]]
         self.context_length = context_length
-        self.pattern = regex.compile("|".join(SPECIALS) + r"""|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""",
-                                     regex.IGNORECASE)
+        words = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+        self.pattern = regex.compile("|".join(SPECIALS) + "|" + words, regex.IGNORECASE)
         self._words: dict[str, list[str]] = {}
 
     def _merge(self, word: str) -> list[str]:

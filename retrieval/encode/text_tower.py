@@ -145,7 +145,8 @@ def _extract(model, tokenizer) -> tuple[dict, dict] | None:
         return None
     if type(tokenizer).__name__ != "SimpleTokenizer" or len(getattr(tokenizer, "all_special_ids", ())) != 2:
         return None
-    if getattr(tokenizer, "reduction_fn", None) is not None or getattr(tokenizer.clean_fn, "__name__", "") != "_clean_lower":
+    if (getattr(tokenizer, "reduction_fn", None) is not None
+            or getattr(tokenizer.clean_fn, "__name__", "") != "_clean_lower"):
         return None
     blocks = list(getattr(model.transformer, "resblocks", []))
     if not blocks or type(blocks[0].attn).__name__ != "MultiheadAttention":
@@ -168,7 +169,8 @@ def _extract(model, tokenizer) -> tuple[dict, dict] | None:
         w["projection"] = proj
     for i, block in enumerate(blocks):
         state = block.state_dict()
-        if not BLOCK_KEYS <= set(state) <= BLOCK_KEYS | OPTIONAL_BLOCK_KEYS or block.attn.num_heads != blocks[0].attn.num_heads:
+        same_keys = BLOCK_KEYS <= set(state) <= BLOCK_KEYS | OPTIONAL_BLOCK_KEYS
+        if not same_keys or block.attn.num_heads != blocks[0].attn.num_heads:
             return None
         w.update({f"blocks.{i}.{k}": v for k, v in state.items()})
     arrays = {k: v.detach().float().cpu().numpy() for k, v in w.items()}

@@ -70,8 +70,9 @@ def base_fields(table: str, dim: int) -> list[pa.Field]:
                 pa.field("strategy", pa.string()), pa.field("hash", pa.string()), pa.field("mtime", pa.float64()),
                 pa.field("bytes", pa.int64()), vec]
     if table == "shards":  # shards fully indexed: size and mtime as read, samples (failed ones), why the tar broke
-        return [pa.field(n, {"path": pa.string(), "broken": pa.string(), "when": pa.string(), "mtime": pa.float64()}
-                         .get(n, pa.int64()), n != "id") for n in "id path bytes mtime samples errors broken when".split()]
+        return [pa.field("id", pa.int64(), False), pa.field("path", pa.string()), pa.field("bytes", pa.int64()),
+                pa.field("mtime", pa.float64()), pa.field("samples", pa.int64()), pa.field("errors", pa.int64()),
+                pa.field("broken", pa.string()), pa.field("when", pa.string())]
     if table == "errors":
         return [pa.field("id", pa.int64(), False), pa.field("path", pa.string()), pa.field("stage", pa.string()),
                 pa.field("reason", pa.string()), pa.field("when", pa.string()), pa.field("bytes", pa.int64()),
@@ -210,9 +211,11 @@ class Index:
     def check_model(self, spec) -> None:
         """Raise ``ModelMismatch`` unless ``spec`` is the model this index was built with."""
         if self.model == NO_MODEL:
-            raise ModelMismatch(f"{self.path} holds vectors from an unknown model: query it with vectors, not text or images")
+            raise ModelMismatch(f"{self.path} holds vectors from an unknown model: query it with vectors, "
+                                "not text or images")
         if str(parse_model_spec(spec)) != self.model:
-            raise ModelMismatch(f"{self.path} was built with {self.model}, not {spec}; query it with --model {self.model} (the default)")
+            raise ModelMismatch(f"{self.path} was built with {self.model}, not {spec}; "
+                                f"query it with --model {self.model} (the default)")
 
     def encoder(self, device: str | None = None, precision: str | None = None):
         """The encoder named by the manifest (loaded once per process). The first call fixes device and precision
@@ -269,7 +272,8 @@ class Index:
         norms = np.linalg.norm(x, axis=1)
         bad = ~np.isfinite(x).all(1) | (norms == 0)
         if bad.any():
-            raise InvalidInput(f"{int(bad.sum())} vectors are NaN, infinite or zero (first at row {int(np.argmax(bad))})")
+            raise InvalidInput(f"{int(bad.sum())} vectors are NaN, infinite or zero "
+                               f"(first at row {int(np.argmax(bad))})")
         if normalize:
             x = x / norms[:, None]
         meta = metadata if isinstance(metadata, pa.Table) else pa.table(metadata or {})

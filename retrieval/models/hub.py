@@ -54,7 +54,8 @@ def _unavailable(spec: ModelSpec, what: str) -> WeightsUnavailable:
     return WeightsUnavailable(
         f"weights for {spec} are not in the local cache and {what}: download them on a connected machine "
         f"(python -c \"import open_clip; open_clip.create_model('{spec.arch or spec}', pretrained='{spec.source}')\") "
-        "and copy the Hugging Face cache here (or point HF_HOME at it), or pass a local checkpoint as ARCH:/path/to/ckpt"
+        "and copy the Hugging Face cache here (or point HF_HOME at it), "
+        "or pass a local checkpoint as ARCH:/path/to/ckpt"
     )
 
 

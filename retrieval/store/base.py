@@ -32,7 +32,10 @@ def arrow_to_vectors(col, dim: int) -> tuple[np.ndarray, np.ndarray]:
     """FixedSizeList column (nulls allowed) -> ((m, d) float32 of the non-null rows, (n,) bool valid mask)."""
     if isinstance(col, pa.ChunkedArray):
         col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
-    valid = np.ones(len(col), bool) if col.null_count == 0 else ~np.asarray(col.is_null().to_numpy(zero_copy_only=False))
+    if col.null_count == 0:
+        valid = np.ones(len(col), bool)
+    else:
+        valid = ~np.asarray(col.is_null().to_numpy(zero_copy_only=False))
     if col.null_count:
         col = col.filter(pa.array(valid))
     flat = col.flatten() if len(col) else pa.array([], pa.float32())
@@ -111,7 +114,10 @@ class Store(abc.ABC):
         for i in range(0, len(uniq), 4096):
             chunk = ",".join(str(int(v)) for v in uniq[i:i + 4096])
             parts.extend(self.scan(name, cols, where=f"id IN ({chunk})"))
-        table = pa.Table.from_batches(parts) if parts else self.schema(name).empty_table().select(cols or self.schema(name).names)
+        if parts:
+            table = pa.Table.from_batches(parts)
+        else:
+            table = self.schema(name).empty_table().select(cols or self.schema(name).names)
         got = table.column("id").to_numpy()
         pos = {int(v): i for i, v in enumerate(got)}
         order = [pos[int(v)] for v in ids if int(v) in pos]
@@ -151,7 +157,7 @@ class Store(abc.ABC):
         when the backend cannot tell (then nothing is cached)."""
         return None
 
-    def flush(self) -> None:
+    def flush(self) -> None:  # noqa: B027 - an optional hook, a no-op unless a backend defers work
         """Persist derived structures (no-op for backends whose every commit is complete)."""
 
     def close(self) -> None:

@@ -69,7 +69,8 @@ class FaissStore(Store):
     def _t(self, name: str) -> FaissTable:
         if name not in self._tables:
             if not (self.root / f"{name}.state.json").is_file():
-                raise TableNotFound(f"this index has no table {name!r}; tables: {', '.join(self.table_names()) or 'none'}")
+                tables = ", ".join(self.table_names()) or "none"
+                raise TableNotFound(f"this index has no table {name!r}; tables: {tables}")
             self._tables[name] = FaissTable(self.root, name, self.dim)
         return self._tables[name]
 

@@ -100,8 +100,8 @@ class TableState:
 
     def _damaged(self, part: str, exc: Exception) -> IndexFormatError:
         msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
-        return IndexFormatError(f"table {self.name!r}: Parquet part {self.parts_dir / part} is damaged ({msg}); restore it from "
-                                f"a backup or re-index")
+        return IndexFormatError(f"table {self.name!r}: Parquet part {self.parts_dir / part} is damaged ({msg}); "
+                                "restore it from a backup or re-index")
 
     def read_part(self, part: str, columns: Sequence[str] | None = None) -> pa.Table:
         """A part's rows with the table's columns (columns added after it was written are null)."""

@@ -74,7 +74,8 @@ class LanceStore(Store):
     def _t(self, name: str):
         if name not in self._tables:
             if name not in self.table_names():
-                raise TableNotFound(f"this index has no table {name!r}; tables: {', '.join(self.table_names()) or 'none'}")
+                tables = ", ".join(self.table_names()) or "none"
+                raise TableNotFound(f"this index has no table {name!r}; tables: {tables}")
             self._tables[name] = self.db.open_table(name)
         return self._tables[name]
 

@@ -60,7 +60,8 @@ class Sidecar:
         try:
             record = json.loads(meta.read_text())
         except (OSError, ValueError) as exc:
-            raise IndexFormatError(f"{meta}: unreadable ANN record ({exc}); run `clipdex optimize` to rebuild it")
+            raise IndexFormatError(f"{meta}: unreadable ANN record ({exc}); "
+                                   "run `clipdex optimize` to rebuild it") from exc
         return cls(folder, table, record)
 
     @property
