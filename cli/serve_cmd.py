@@ -22,8 +22,11 @@ from retrieval.errors import InvalidInput
 @click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
               help="Thumbnail cache (default: $XDG_CACHE_HOME/clipdex/thumbs).")
 @click.option("--device", default=None, help="Model device (default: cuda when present, else cpu).")
+@click.option("--refresh", "refresh_seconds", default=2.0, show_default=True, type=click.FloatRange(0),
+              help="Seconds between checks for rows committed to the indexes while serving (0: serve the snapshot "
+                   "opened at start).")
 def serve(indexes, host, port, token, no_auth, threads, max_upload_mb, query_timeout, batch_size, allow_url_fetch,
-          cache_dir, device) -> None:
+          cache_dir, device, refresh_seconds) -> None:
     """Serve INDEX(es) over HTTP: a search page at /, a JSON API (/docs), clip-retrieval's routes."""
     try:
         import uvicorn  # heavy optional dependency: the serve extra
@@ -38,7 +41,8 @@ def serve(indexes, host, port, token, no_auth, threads, max_upload_mb, query_tim
         raise InvalidInput("--max-upload-mb and --query-timeout must be positive")
     config = ServeConfig(indexes=list(indexes), host=host, port=port, token=token, no_auth=no_auth, threads=threads,
                          max_upload=int(max_upload_mb * (1 << 20)), query_timeout=query_timeout,
-                         batch_size=batch_size, allow_url_fetch=allow_url_fetch, cache_dir=cache_dir, device=device)
+                         batch_size=batch_size, allow_url_fetch=allow_url_fetch, cache_dir=cache_dir, device=device,
+                         refresh_seconds=refresh_seconds)
     service = Service(config.check())
     service.start()   # open the indexes and load the models now: a bad index is one error line
     app = create_app(config, service)

@@ -11,6 +11,7 @@ from retrieval.errors import InvalidInput
 MAX_K = 1000            # results one request may ask for
 MAX_OFFSET = 10_000     # deepest page: offset + k rows are fetched and the first offset dropped
 MAX_SIZE = 1024         # largest thumbnail edge
+MAX_T = 1e7             # latest time (seconds, 115 days) a video thumbnail may ask for
 
 
 def default_cache_dir() -> Path:
@@ -37,12 +38,14 @@ class ServeConfig:
     no_auth: bool = False
     threads: int = 4                  # search threads (off the event loop)
     max_upload: int = 20 << 20        # bytes of an uploaded or base64 image
+    max_pixels: int = 40_000_000      # pixels of a query image, checked before it is decoded (3-4 bytes each)
     query_timeout: float = 30.0       # seconds a search may take before a 504
     batch_size: int = 32              # queries encoded together at most
     batch_wait_ms: float = 0.0        # how long an idle model waits for more queries (busy: they queue anyway)
     allow_url_fetch: bool = False     # clip-retrieval's image_url: only with this flag, and never to loopback
     cache_dir: Path | None = None
     device: str | None = None
+    refresh_seconds: float = 2.0      # how often the indexes are checked for new commits (0: never)
 
     def check(self) -> "ServeConfig":
         if not self.indexes:
@@ -56,7 +59,7 @@ class ServeConfig:
             raise InvalidInput(f"--port must be between 1 and 65535, got {self.port}")
         if self.threads < 1 or self.batch_size < 1:
             raise InvalidInput("--workers-threads and the batch size must be at least 1")
-        if self.max_upload < 1:
-            raise InvalidInput("the upload limit must be positive")
+        if self.max_upload < 1 or self.max_pixels < 1:
+            raise InvalidInput("the upload and pixel limits must be positive")
         self.cache_dir = Path(self.cache_dir) if self.cache_dir else default_cache_dir()
         return self

@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import pyarrow as pa
 
 from retrieval.errors import ClipdexError, InvalidInput, TableNotFound
 from retrieval.index.directory import NO_MODEL, Index, open_index
+from retrieval.index.freshness import index_state
+from retrieval.index.manifest import read_manifest
 from retrieval.store.base import VECTOR_COLUMNS, arrow_to_vectors
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,7 @@ class ServedIndex:
     index: Index
     encoder: object = None
     batcher: object = None      # set by the app: encodes this index's queries together
+    state: tuple = ()           # the index's committed state on disk when it was opened (retrieval.index.freshness)
     _schemas: dict = field(default_factory=dict)
     _filled: dict = field(default_factory=dict)
 
@@ -95,28 +99,45 @@ class ServedIndex:
         return vec[0]
 
 
+def _state(path: Path, backend: str | None = None) -> tuple:
+    """The index's committed state on disk (``backend`` read from its manifest when not given); () when it cannot
+    be read now."""
+    try:
+        return index_state(path, backend or read_manifest(path)[0]["backend"])
+    except (OSError, ValueError, KeyError, ClipdexError):
+        return ()
+
+
 def check_id(row_id: int, table: str, name: str) -> None:
     if not 0 <= row_id <= MAX_ID:
         raise NotFound(f"no row {row_id} in table {table!r} of index {name!r}")
 
 
 class Registry:
-    """The indexes a service holds, by name; ``open`` loads each model once, ``close`` releases everything."""
+    """The indexes a service holds, by name; ``open`` loads each model once, ``refresh`` opens again the indexes
+    that changed on disk, ``close`` releases everything.
 
-    def __init__(self, paths: list[str], device: str | None = None):
+    A refresh never pauses answering: the new snapshot is opened beside the old one and swapped in by one dict
+    assignment; requests that already hold the old one finish on it, and it is closed ``grace`` seconds later
+    (longer than any request may run)."""
+
+    def __init__(self, paths: list[str], device: str | None = None, grace: float = 60.0):
         self.paths = [Path(p).expanduser() for p in paths]
         self.device = device
+        self.grace = grace
         self.items: dict[str, ServedIndex] = {}
+        self._retired: list[tuple[float, ServedIndex]] = []   # (when to close, an index swapped out)
 
     def open(self) -> None:
         encoders: dict[str, object] = {}
         try:
             for path in self.paths:
+                state = _state(path)  # read before opening: a commit in between only causes one more refresh
                 ix = open_index(path)
                 name, n = index_name(path), 2
                 while name in self.items:
                     name, n = f"{index_name(path)}-{n}", n + 1
-                served = ServedIndex(name, ix)
+                served = ServedIndex(name, ix, state=state)
                 if served.has_model:   # one encoder per model, shared by the indexes built with it
                     if ix.model not in encoders:
                         encoders[ix.model] = ix.encoder(device=self.device)
@@ -127,10 +148,45 @@ class Registry:
             self.close()
             raise
 
+    def refresh(self) -> list[str]:
+        """Open again each index whose committed state changed since it was opened, swap it in, and close the
+        snapshots retired more than ``grace`` seconds ago. Returns the names swapped. An index that cannot be
+        opened right now (damaged, or changed to another model) keeps being served as it was, with a warning."""
+        swapped = []
+        for name, served in list(self.items.items()):
+            path = served.index.path
+            state = _state(path, served.index.backend)
+            if state == served.state:
+                continue
+            try:
+                ix = open_index(path)
+            except ClipdexError as exc:
+                log.warning("%s changed but cannot be opened again (%s); still serving the snapshot of %s", path,
+                            exc, name)
+                continue
+            if (ix.model, ix.dim) != (served.index.model, served.index.dim):
+                log.warning("%s now holds %s vectors; restart the service to serve them", path, ix.model)
+                ix.close()
+                served.state = state
+                continue
+            self.items[name] = ServedIndex(name, ix, served.encoder, served.batcher, state=state)
+            self._retired.append((time.monotonic() + self.grace, served))
+            swapped.append(name)
+            log.info("serving %s again: new commits on disk", name)
+        self._close_retired(time.monotonic())
+        return swapped
+
+    def _close_retired(self, now: float) -> None:
+        due = [s for t, s in self._retired if t <= now]
+        self._retired = [(t, s) for t, s in self._retired if t > now]
+        for served in due:
+            served.index.close()
+
     def close(self) -> None:
         for served in self.items.values():
             served.index.close()
         self.items.clear()
+        self._close_retired(math.inf)
 
     def get(self, name: str | None) -> ServedIndex:
         if not name:
