@@ -46,6 +46,7 @@ class ServeConfig:
     cache_dir: Path | None = None
     device: str | None = None
     refresh_seconds: float = 2.0      # how often the indexes are checked for new commits (0: never)
+    refresh_seconds: float = 2.0      # how often the indexes are checked for new commits (0: never)
 
     def check(self) -> "ServeConfig":
         if not self.indexes:

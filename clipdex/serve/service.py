@@ -6,6 +6,7 @@ check the request, build the query vector (batched encoding), search off the eve
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +28,7 @@ from clipdex.serve.registry import Registry
 from retrieval.errors import ClipdexError
 from retrieval.index.query_cache import remember_queries
 
+log = logging.getLogger(__name__)
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -75,7 +77,10 @@ class Metrics:
 class Service:
     def __init__(self, config: ServeConfig):
         self.config = config
-        self.registry = Registry(config.indexes, device=config.device)
+        # a snapshot swapped out is closed once no request can still hold it: past the query timeout, with margin
+        self.registry = Registry(config.indexes, device=config.device, grace=2 * config.query_timeout + 5)
+        self._stopping = threading.Event()
+        self._refresher: threading.Thread | None = None
         self.pool = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="clipdex-search")
         self.metrics = Metrics()
         self.batchers: list[Batcher] = []
@@ -95,8 +100,22 @@ class Service:
                                           name=served.name)
             served.batcher = by_encoder[key]
         self.batchers = list(by_encoder.values())
+        if self.config.refresh_seconds > 0:
+            self._refresher = threading.Thread(target=self._refresh_loop, name="clipdex-refresh", daemon=True)
+            self._refresher.start()
+
+    def _refresh_loop(self) -> None:
+        """Serve what is committed: every ``refresh_seconds``, open again the indexes that changed on disk."""
+        while not self._stopping.wait(self.config.refresh_seconds):
+            try:
+                self.registry.refresh()
+            except Exception:  # a refresh that fails keeps the current snapshots; the next tick tries again
+                log.exception("refreshing the served indexes failed")
 
     def stop(self) -> None:
+        self._stopping.set()
+        if self._refresher is not None:
+            self._refresher.join(timeout=10)
         for b in self.batchers:
             b.close()
         self.pool.shutdown(wait=True, cancel_futures=True)
