@@ -17,16 +17,16 @@ import click
 
 from cli import (
     classify_cmd,
-    demo,
+    demo_cmd,
     eval_cmd,
     index_cmd,
     info_cmd,
     models_cmd,
-    scale_cmds,
+    scale_cmd,
     search_cmd,
     serve_cmd,
-    text_cmds,
-    video_cmds,
+    text_cmd,
+    video_cmd,
 )
 from retrieval.errors import ClipdexError
 
@@ -119,10 +119,10 @@ def index() -> None:
 
 
 index.add_command(index_cmd.images)
-index.add_command(video_cmds.index_videos_cmd)
-index.add_command(text_cmds.texts)
-index.add_command(scale_cmds.embeddings)
-for command in (scale_cmds.optimize, search_cmd.search, info_cmd.info, models_cmd.models, demo.demo,
+index.add_command(video_cmd.index_videos_cmd)
+index.add_command(text_cmd.texts)
+index.add_command(scale_cmd.embeddings)
+for command in (scale_cmd.optimize, search_cmd.search, info_cmd.info, models_cmd.models, demo_cmd.demo,
                 classify_cmd.classify, classify_cmd.train_reco_cmd, eval_cmd.eval_group, serve_cmd.serve):
     cli.add_command(command)
 

@@ -7,7 +7,7 @@ import pyarrow as pa
 
 from cli.options import device_option, json_option, min_score_option, top_k_option
 from cli.output import print_json_lines, print_table
-from cli.video_cmds import run_video_search, video_search_options
+from cli.video_cmd import run_video_search, video_search_options
 from retrieval.errors import InvalidInput
 from retrieval.index.directory import open_index
 from retrieval.index.query_cache import read_vectors_file
