@@ -6,13 +6,14 @@ the file system gives it.
 """
 from __future__ import annotations
 
+import time
 from typing import Iterable, Iterator, NamedTuple, Sequence
 
 import pyarrow as pa
 
 from retrieval.ann.plan import DEFAULT_EXACT_BELOW
-from retrieval.ann.tuning import optimize_table
 from retrieval.index.directory import Index, now
+from retrieval.index.optimize import OptimizeOptions, optimize_table
 from retrieval.index.query_cache import load_queries
 from retrieval.io.files import fs_path, stored_path
 from retrieval.io.sources import Discovery, under_roots
@@ -27,8 +28,8 @@ def refresh_search(index: Index, table: str, queries=None) -> dict:
     store = index.store
     if store.ann_info(table)["kind"] == "flat" and store.count(table) >= DEFAULT_EXACT_BELOW:
         queries, kind = (queries, "given") if queries is not None else load_queries(index.path)
-        return optimize_table(index, table, exact_below=DEFAULT_EXACT_BELOW, queries=queries,
-                              queries_kind=kind or "given")
+        options = OptimizeOptions(exact_below=DEFAULT_EXACT_BELOW, queries=queries, queries_kind=kind or "given")
+        return optimize_table(index, table, options)
     return index.optimize(table)
 
 
@@ -110,3 +111,17 @@ def gone_from_sources(found: Discovery, rows: dict, errors: dict, kept: set[str]
 def string_literal(value: str) -> str:
     """``value`` as a SQL string literal for a store filter."""
     return "'" + value.replace("'", "''") + "'"
+
+
+def finish_run(index: Index, tables: Sequence[str], changed: bool, optimize: bool, t0: float) -> float:
+    """The end of every indexing run: when rows changed (and ``optimize`` is on), fold them into each table's
+    search structure (:func:`refresh_search`); returns the run's elapsed seconds since ``t0`` (``time.monotonic``)."""
+    if optimize and changed:
+        for table in tables:
+            refresh_search(index, table)
+    return time.monotonic() - t0
+
+
+def per_second(n: int, seconds: float) -> float:
+    """A run's rate (items per second; 0 for a run that took no time)."""
+    return n / seconds if seconds > 0 else 0.0

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from indexers.common import Failure, error_table, refresh_search, scan_tuples, string_literal
+from indexers.common import Failure, error_table, finish_run, scan_tuples, string_literal
 from retrieval.errors import InvalidInput
 from retrieval.index.directory import Index, base_fields
 from retrieval.index.opening import check_writer_model
@@ -324,9 +324,7 @@ def index_embeddings(index: Index, parts: list[Part], batch_rows: int = 65536, o
                 on_progress(Progress("vectors", rows_done + s + len(x), total,
                                      {"added": summary.added, "errors": summary.errors}, time.monotonic() - t0))
         rows_done += p.rows
-    if summary.added:
-        refresh_search(index, TABLE)
-    summary.elapsed = time.monotonic() - t0
+    summary.elapsed = finish_run(index, (TABLE,), summary.added > 0, True, t0)
     return summary
 
 

@@ -22,10 +22,11 @@ import pyarrow as pa
 from indexers.common import (
     Failure,
     error_table,
+    finish_run,
     gone_from_sources,
     newest_per_path,
+    per_second,
     recorded_errors,
-    refresh_search,
     scan_tuples,
 )
 from retrieval.encode.text import encode_long_texts
@@ -193,11 +194,9 @@ def index_images(index: Index, found: Discovery, options: ImageIndexOptions | No
         index.delete("errors", plan.stale_errors)
     if opts.prune:
         _prune(index, found, state, ok_paths, summary)
-    if opts.optimize and (summary.added or summary.removed or summary.updated or summary.reused):
-        refresh_search(index, TABLE)
-    summary.elapsed = time.monotonic() - t0
-    embedded = summary.added + summary.updated
-    summary.images_per_s = embedded / summary.elapsed if summary.elapsed > 0 else 0.0
+    changed = bool(summary.added or summary.removed or summary.updated or summary.reused)
+    summary.elapsed = finish_run(index, (TABLE,), changed, opts.optimize, t0)
+    summary.images_per_s = per_second(summary.added + summary.updated, summary.elapsed)
     return summary
 
 

@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
-from indexers.common import Failure, error_table, refresh_search, scan_tuples
+from indexers.common import Failure, error_table, finish_run, per_second, scan_tuples
 from indexers.text_sources import SPLITS, FileError, Row, TextDiscovery, TextFile, read_rows
 from indexers.text_state import ROW_STAGE, TABLE, FileLedger, TextState, repair_generations, source_ids
 from retrieval.encode.text import check_strategy, encode_long_texts, long_text_counts
@@ -115,13 +115,11 @@ def index_texts(index: Index, found: TextDiscovery, options: TextIndexOptions | 
     if opts.prune:
         run.prune(found)
     s = run.summary
-    if opts.optimize and (s.rows or s.removed or s.replaced):
-        refresh_search(index, TABLE)
     if s.truncated:
         log.warning("%d of %d texts were longer than the %d-token window and were truncated (--long-text truncate)",
                     s.truncated, s.rows, run.vectors.window)
-    s.elapsed = time.monotonic() - t0
-    s.texts_per_s = s.encoded / s.elapsed if s.elapsed > 0 else 0.0
+    s.elapsed = finish_run(index, (TABLE,), bool(s.rows or s.removed or s.replaced), opts.optimize, t0)
+    s.texts_per_s = per_second(s.encoded, s.elapsed)
     return s
 
 

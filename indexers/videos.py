@@ -32,10 +32,11 @@ import pyarrow as pa
 from indexers.common import (
     Failure,
     error_table,
+    finish_run,
     gone_from_sources,
     newest_per_path,
+    per_second,
     recorded_errors,
-    refresh_search,
     scan_tuples,
 )
 from indexers.video_decode import SamplingPlan, import_av, stream_decode
@@ -182,11 +183,9 @@ def index_videos(index: Index, found: Discovery, options: VideoIndexOptions | No
         summary.removed += delete_videos(index, gone)
         if gone_err:
             index.delete("errors", gone_err)
-    if opts.optimize and (summary.added or summary.updated or summary.removed):
-        refresh_search(index, FRAMES)
-        refresh_search(index, VIDEOS)
-    summary.elapsed = time.monotonic() - t0
-    summary.frames_per_s = summary.frames / summary.elapsed if summary.elapsed > 0 else 0.0
+    changed = bool(summary.added or summary.updated or summary.removed)
+    summary.elapsed = finish_run(index, (FRAMES, VIDEOS), changed, opts.optimize, t0)
+    summary.frames_per_s = per_second(summary.frames, summary.elapsed)
     return summary
 
 
