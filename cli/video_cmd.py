@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import click
-import pyarrow.compute as pc
 
 from cli.indexing import indexing_options, run_indexer
 from indexers.video_decode import SamplingPlan, import_av
@@ -76,7 +75,5 @@ def run_video_search(ix, text, image, k, where, min_score, encoder, table, long_
     if "threshold" in given and not video.get("segments"):
         raise InvalidInput("--threshold applies to --segments")
     opts = VideoSearchOptions(**{k2: v for k2, v in given.items()})
-    result = search_videos(ix, text, image=image, k=k, where=where, options=opts, long_text=long_text, encoder=encoder)
-    if min_score is not None:
-        result = result.filter(pc.greater_equal(result.column("score"), min_score))
-    return result
+    return search_videos(ix, text, image=image, k=k, where=where, options=opts, long_text=long_text, encoder=encoder,
+                         min_score=min_score)

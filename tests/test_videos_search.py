@@ -122,6 +122,17 @@ def test_where_filters_videos_from_both_shortlists(syn):
     assert 5 not in res.column("id").to_pylist() and len(res) == 5
 
 
+def test_min_score_keeps_only_the_videos_that_reach_it_with_ranks_from_one(syn):
+    ix, truth = syn
+    frames, _ = truth[5]
+    full = search_videos(ix, vectors=frames[0], k=10)
+    scores = full.column("score").to_pylist()
+    cut = (scores[2] + scores[3]) / 2  # between the third and the fourth video
+    res = search_videos(ix, vectors=frames[0], k=10, min_score=cut)
+    assert res.column("id").to_pylist() == full.column("id").to_pylist()[:3]
+    assert res.column("rank").to_pylist() == [1, 2, 3] and min(res.column("score").to_pylist()) >= cut
+
+
 def test_frames_table_returns_single_frames_with_times(syn):
     ix, truth = syn
     frames, t = truth[11]

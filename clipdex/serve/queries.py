@@ -16,7 +16,6 @@ from typing import Annotated, Optional
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import BaseModel, ConfigDict, Field
 
 from clipdex.serve.config import MAX_K, MAX_OFFSET
@@ -157,9 +156,8 @@ def run_search(served: ServedIndex, req: SearchRequest, q: np.ndarray) -> list[d
         opts = VideoSearchOptions(segments=req.segments)
         opts.pool = req.pool or opts.pool
         opts.alpha = opts.alpha if req.alpha is None else req.alpha
-        table = search_videos(served.index, vectors=q[None], k=n, where=req.where, options=opts)
-        if req.min_score is not None:
-            table = table.filter(pc.greater_equal(table.column("score"), req.min_score))
+        table = search_videos(served.index, vectors=q[None], k=n, where=req.where, options=opts,
+                              min_score=req.min_score)
     else:
         table = search(served.index, vectors=q[None], k=n, table=req.table, where=req.where,
                        min_score=req.min_score, column=req.column)

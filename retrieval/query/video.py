@@ -31,6 +31,7 @@ from retrieval.algorithms.video import (
     pad_frames,
     query_scoring_sim,
 )
+from retrieval.cancel import checkpoint
 from retrieval.encode.text import query_strategy
 from retrieval.errors import InvalidInput
 from retrieval.index.directory import Index, open_index
@@ -110,6 +111,7 @@ def gather_frames(index: Index, video_ids: np.ndarray, cache: FrameCache | None 
         return cache.frames(np.asarray(video_ids, np.int64))
     parts = []
     for i in range(0, len(video_ids), 2048):
+        checkpoint()
         where = f"video_id IN ({_id_list(video_ids[i:i + 2048])})"
         parts.extend(index.store.scan("frames", ["video_id", "t", "vector"], where=where))
     if not parts:
@@ -153,28 +155,31 @@ def rank_videos(q: np.ndarray, frames: list[np.ndarray], times: list[np.ndarray]
 
 def search_videos(index: Index | str, text: str | None = None, *, image=None, vectors=None, k: int = DEFAULT_K,
                   where: str | None = None, options: VideoSearchOptions | None = None, long_text: str | None = None,
-                  encoder=None) -> pa.Table:
+                  encoder=None, min_score: float | None = None) -> pa.Table:
     """Top-k videos for a text, an image or (q, d) vectors: rank, score, id, path, t_best, frame_score,
-    pool_score, the video's columns and (with ``options.segments``) ``segments``; a ``query`` column for batches."""
+    pool_score, the video's columns and (with ``options.segments``) ``segments``; a ``query`` column for batches.
+    ``min_score``: only videos whose fused score reaches it (fewer than k when fewer do)."""
     if k < 1:
         raise InvalidInput(f"k must be at least 1, got {k}")
     opts = (options or VideoSearchOptions()).check()
     if isinstance(index, (str, os.PathLike)):
         with open_index(index) as opened:  # opened here, closed here
             return search_videos(opened, text, image=image, vectors=vectors, k=k, where=where, options=opts,
-                                 long_text=long_text, encoder=encoder)
+                                 long_text=long_text, encoder=encoder, min_score=min_score)
     xq = query_vectors(index, text, image, vectors, query_strategy(index.manifest, "videos", long_text), encoder)
     schema = index.store.schema("videos")
     columns = [f.name for f in schema if f.name not in VECTOR_COLUMNS and not pa.types.is_fixed_size_list(f.type)]
     tables = []
     cache = frame_cache(index, read=wanted(index, len(xq)))  # a one-shot query does not read every frame
     for qi, q in enumerate(xq):
+        checkpoint()   # a cancelled request's work stops between its stages
         ids = candidate_videos(index, q, opts, where, cache)
         if len(ids) == 0:
             continue
         frames, times = gather_frames(index, ids, cache)
+        checkpoint()
         r = rank_videos(q, frames, times, opts)
-        ok = np.flatnonzero(np.isfinite(r["score"]))
+        ok = np.flatnonzero(np.isfinite(r["score"]) & (r["score"] >= (-np.inf if min_score is None else min_score)))
         top = ok[np.argsort(-r["score"][ok], kind="stable")][:k]
         rows = index.store.take("videos", ids[top], columns)
         head = {"rank": pa.array(np.arange(1, len(top) + 1), pa.int32()),
