@@ -18,7 +18,7 @@ import numpy as np
 
 from retrieval.algorithms.arrays import as_f32, as_i64, grid_accuracy
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 DEFAULT_ALPHAS = tuple(10.0 ** i for i in range(-4, 3))  # 1e-4 ... 100 (the reference also tries 1e3, 1e4)
 

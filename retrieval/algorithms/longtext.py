@@ -36,7 +36,7 @@ import numpy as np
 from retrieval.algorithms.arrays import l2_normalize as _l2n
 from retrieval.algorithms.arrays import to_numpy as _to_numpy
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 __all__ = [
     "apply_longclip_stretch",
@@ -280,7 +280,7 @@ def apply_longclip_stretch(model, keep: int = 20, ratio: int = 4) -> int:
     old_ctx = int(tower.positional_embedding.shape[0])
     table = longclip_stretch_pos_embed(tower.positional_embedding, keep=keep, ratio=ratio)
     n_ctx = _set_text_positions(model, table)
-    logger.info("Long-CLIP stretch: text context %d -> %d (keep=%d, ratio=%d)", old_ctx, n_ctx, keep, ratio)
+    log.info("Long-CLIP stretch: text context %d -> %d (keep=%d, ratio=%d)", old_ctx, n_ctx, keep, ratio)
     return n_ctx
 
 
@@ -323,5 +323,5 @@ def load_longclip_checkpoint(model, state_dict, keep: int = 20) -> int:
         raise ValueError(f"checkpoint does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}")
     n_ctx = _set_text_positions(model, table)
     model.load_state_dict(mapped, strict=False)
-    logger.info("Loaded Long-CLIP checkpoint: text context %d", n_ctx)
+    log.info("Loaded Long-CLIP checkpoint: text context %d", n_ctx)
     return n_ctx

@@ -28,7 +28,7 @@ from torch import nn
 from retrieval.algorithms.arrays import as_f32, as_i64, l2_normalize
 from retrieval.errors import InvalidInput
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 DEFAULT_K = 10
 CHECKPOINT_VERSION = 1
@@ -255,7 +255,7 @@ def train_reco(image_embs, text_embs, image_neighbors, text_neighbors, epochs: i
         text_fuser.load_state_dict(state["text_fuser"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, history = int(state["epoch"]), list(state["history"])
-        logger.info("resumed RECO training from %s at epoch %d", ckpt, start_epoch)
+        log.info("resumed RECO training from %s at epoch %d", ckpt, start_epoch)
 
     v_t, t_t = torch.from_numpy(v_all).to(dev), torch.from_numpy(t_all).to(dev)
     inb_t, tnb_t = torch.from_numpy(inb).to(dev), torch.from_numpy(tnb).to(dev)
@@ -279,7 +279,7 @@ def train_reco(image_embs, text_embs, image_neighbors, text_neighbors, epochs: i
             total += loss * b.numel()
             count += b.numel()
         history.append(dict(epoch=epoch + 1, loss=total / max(count, 1)))
-        logger.debug("RECO epoch %d/%d loss %.4f", epoch + 1, epochs, history[-1]["loss"])
+        log.debug("RECO epoch %d/%d loss %.4f", epoch + 1, epochs, history[-1]["loss"])
         if on_progress is not None:
             on_progress(dict(epoch=epoch + 1, epochs=epochs, loss=history[-1]["loss"]))
         if (epoch + 1) % checkpoint_every == 0 or epoch + 1 == epochs:

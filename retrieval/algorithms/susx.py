@@ -23,7 +23,7 @@ import numpy as np
 
 from retrieval.algorithms.arrays import as_f32, as_i64
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 DEFAULT_PER_CLASS = 100
 DEFAULT_DEDUP_IP = 0.94
@@ -74,7 +74,7 @@ def sus_lc_select_from_ranked(ranked_ids_per_class: Sequence, ranked_embs_per_cl
             raise ValueError(f"class {c}: {ids.shape[0]} ids but {embs.shape[0]} embeddings")
         keep = _dedup_keep(embs, [], per_class, dedup_ip)
         if len(keep) < per_class:
-            logger.warning("SuS-LC: class %d kept %d of %d (only %d candidates)", c, len(keep), per_class, ids.shape[0])
+            log.warning("SuS-LC: class %d kept %d of %d (only %d candidates)", c, len(keep), per_class, ids.shape[0])
         idx_out.append(ids[keep])
         lab_out.append(np.full(len(keep), c, dtype=np.int64))
     if not idx_out:

@@ -16,7 +16,7 @@ import numpy as np
 
 from retrieval.algorithms.arrays import as_f32, as_i64, grid_accuracy, l2_normalize, one_hot
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 DEFAULT_ALPHA = 1.17  # paper's ImageNet value
 DEFAULT_BETA = 1.0
@@ -102,5 +102,5 @@ def tip_adapter_search(val_feats, val_labels, cache_keys, cache_values, clip_wei
         j = int(np.argmax(accs))
         if accs[j] > best[2]:
             best = (float(alphas[j]), float(beta), float(accs[j]))
-    logger.debug("tip_adapter_search: alpha=%.3f beta=%.3f acc=%.4f", *best)
+    log.debug("tip_adapter_search: alpha=%.3f beta=%.3f acc=%.4f", *best)
     return best

@@ -20,7 +20,7 @@ import numpy as np
 from retrieval.algorithms.arrays import as_f32, as_i64, grid_accuracy, log_softmax, softmax
 from retrieval.algorithms.tip_adapter import cache_logits, check_cache_inputs
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 DEFAULT_TEMPERATURE = 0.5
 
@@ -179,5 +179,5 @@ def tipx_search(val_feats, val_labels, support_feats, support_onehot, clip_weigh
         g = int(np.argmax(accs))
         if accs[g] > best["acc"]:
             best = dict(alpha=float(coefs[g, 0]), beta=float(beta), gamma=float(-coefs[g, 1]), acc=float(accs[g]))
-    logger.debug("tipx_search: %s", best)
+    log.debug("tipx_search: %s", best)
     return best

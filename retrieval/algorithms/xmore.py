@@ -23,7 +23,7 @@ import numpy as np
 
 from retrieval.algorithms.arrays import as_f32, l2_normalize, softmax
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 CAPTION_PROMPT = "a photo of a "
 DEFAULT_K = 16

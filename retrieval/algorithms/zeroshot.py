@@ -20,7 +20,7 @@ import numpy as np
 
 from retrieval.algorithms.arrays import as_f32, l2_normalize
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)
 
 SINGLE_TEMPLATE = "a photo of a {}."
 TEMPLATE_SET_NAMES = ("openai80", "simple7", "single")
@@ -155,7 +155,7 @@ def build_text_classifier(
     bounds = np.cumsum([0] + [len(ps) for ps in per_class])
     cols = [emb[bounds[i] : bounds[i + 1]].mean(axis=0) for i in range(len(classnames))]
     w = l2_normalize(np.stack(cols, axis=0)).T  # (D, C)
-    logger.debug("built text classifier: %d classes, %d prompts, dim %d", len(classnames), len(flat), w.shape[0])
+    log.debug("built text classifier: %d classes, %d prompts, dim %d", len(classnames), len(flat), w.shape[0])
     return np.ascontiguousarray(w, dtype=np.float32)
 
 
