@@ -98,7 +98,7 @@ def test_choose_index_goes_flat_small_then_compressed_as_memory_shrinks():
     assert "PQ" in tighter.factory and tighter.memory_bytes <= 300 << 20
     assert choose_index(1_000_000, d, 8 << 30, recall_target=0.995).kind == "ivf_flat"
     for plan in (roomy, tight, tighter):
-        assert isinstance(plan, IndexPlan) and plan.build_seconds > 0 and plan.grid
+        assert isinstance(plan, IndexPlan) and plan.build_seconds > 0 and plan.search
 
 
 def test_choose_index_ivf_lists_have_enough_training_points():

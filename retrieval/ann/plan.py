@@ -33,13 +33,12 @@ CONFIDENCE_Z = 1.645  # tuning judges a setting by the 95% lower bound of its re
 @dataclass
 class IndexPlan:
     """What to build. ``factory`` is the faiss index_factory string (inner product); ``search`` the initial
-    search parameters; ``grid`` the search parameters tuning may try (name -> increasing values)."""
+    search parameters. The knobs tuning walks are a function of the structure (``selection.search_grid``)."""
 
     kind: str
     factory: str
     build: dict = field(default_factory=dict)
     search: dict = field(default_factory=dict)
-    grid: dict = field(default_factory=dict)
     memory_bytes: int = 0
     build_seconds: float = 0.0
     reason: str = ""
@@ -128,27 +127,21 @@ def choose_index(n: int, d: int, memory_budget: int | None = None, recall_target
             choice, why = "ivf_pq_fs_bare", "tight memory: fast-scan PQ codes only (recall may fall short)"
     else:
         choice, why = kind, "asked for"
-    nprobes = [v for v in (1, 2, 4, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048)
-               if v <= nlist]  # text queries across the modality gap may need a fifth of the lists
     train = min(n, max(50 * nlist, 20_000))
     if choice == "flat":
-        plan = IndexPlan("flat", "Flat", {}, {}, {})
+        plan = IndexPlan("flat", "Flat", {}, {})
     elif choice == "hnsw":
-        plan = IndexPlan("hnsw", f"HNSW{M},Flat", {"M": M, "efConstruction": 2 * M + 16},
-                         {"efSearch": 64}, {"efSearch": [16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024]})
+        plan = IndexPlan("hnsw", f"HNSW{M},Flat", {"M": M, "efConstruction": 2 * M + 16}, {"efSearch": 64})
     elif choice in ("ivf_flat", "ivf_sq8"):
         code = "Flat" if choice == "ivf_flat" else "SQ8"
-        plan = IndexPlan(choice, f"IVF{nlist},{code}", {"nlist": nlist, "train_rows": train}, {"nprobe": 16},
-                         {"nprobe": nprobes})
+        plan = IndexPlan(choice, f"IVF{nlist},{code}", {"nlist": nlist, "train_rows": train}, {"nprobe": 16})
     elif choice.startswith("ivf_pq_fs"):
         refine = {"ivf_pq_fs": ",Refine(SQfp16)", "ivf_pq_fs_sq8": ",Refine(SQ8)"}.get(choice, "")
         build = {"nlist": nlist, "m": m_pq, "train_rows": train, "refine": refine[1:] or None}
-        grid = {"nprobe": nprobes}
         search = {"nprobe": 16}
         if refine:
-            grid["k_factor"] = [1, 2, 4, 8, 16, 32]
             search["k_factor"] = 8
-        plan = IndexPlan("ivf_pq_fs", f"IVF{nlist},PQ{m_pq}x4fs{refine}", build, search, grid)
+        plan = IndexPlan("ivf_pq_fs", f"IVF{nlist},PQ{m_pq}x4fs{refine}", build, search)
     else:
         raise InvalidInput(f"unknown index kind {kind!r}; choose one of {', '.join(KINDS)}")
     plan.memory_bytes = int(n * per[choice] + (nlist * d * 4 if choice.startswith("ivf") else 0))

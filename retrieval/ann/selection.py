@@ -80,8 +80,8 @@ def _sparser_hnsw(plan: IndexPlan, n: int, d: int) -> IndexPlan:
     M = max(8, int(plan.build["M"]) // 2)
     build = {"M": M, "efConstruction": 2 * M + 16}
     scale = (M / plan.build["M"]) ** 2
-    return IndexPlan("hnsw", f"HNSW{M},Flat", build, dict(plan.search), dict(plan.grid),
-                     int(n * (4 * d + 8 * M + 16)), round(plan.build_seconds * scale, 1), "fewer graph links")
+    return IndexPlan("hnsw", f"HNSW{M},Flat", build, dict(plan.search), int(n * (4 * d + 8 * M + 16)),
+                     round(plan.build_seconds * scale, 1), "fewer graph links")
 
 
 def pick_fastest(candidates: Sequence[Candidate], recall_target: float, memory_budget: int | None = None) -> int:
@@ -100,7 +100,8 @@ def pick_fastest(candidates: Sequence[Candidate], recall_target: float, memory_b
 
 
 def search_grid(plan: IndexPlan) -> dict:
-    """The search knobs tuning walks for a plan (the FAISS store's ``ann_grid`` for the same structure)."""
+    """The search knobs tuning walks for a FAISS structure (name -> increasing values), the one grid: candidates
+    are measured on it and the stores' ``ann_grid`` returns it for the structure they built."""
     if plan.kind == "hnsw":
         return {"efSearch": list(EF_GRID)}
     nlist = int(plan.build.get("nlist") or plan.factory.split(",")[0][3:])  # older records: from the factory
@@ -146,8 +147,8 @@ def _at_sample_size(full: IndexPlan, m: int, d: int, recall_target: float) -> In
     small = choose_index(m, d, None, recall_target, exact_below=0, kind=full.kind)
     rest = full.factory.split(",", 1)[1]
     build = {**full.build, "nlist": small.build["nlist"], "train_rows": small.build["train_rows"]}
-    return IndexPlan(full.kind, f"IVF{small.build['nlist']},{rest}", build, small.search, small.grid,
-                     small.memory_bytes, small.build_seconds, full.reason)
+    return IndexPlan(full.kind, f"IVF{small.build['nlist']},{rest}", build, small.search, small.memory_bytes,
+                     small.build_seconds, full.reason)
 
 
 def measure_candidates(ids: np.ndarray, x: np.ndarray, xq: np.ndarray, exclude: np.ndarray,
