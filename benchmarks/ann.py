@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from results_io import save_result  # benchmarks/results_io.py, beside this script
 
 HERE = Path(__file__).resolve().parent
 K = 10
@@ -324,8 +325,8 @@ def after_serving(path: Path, xq, gt) -> dict:
     """The loop the index is built for: ``clipdex serve`` keeps a sample of the queries it answers (here 1,000 fresh
     text-like queries, not the evaluation ones), the next ``clipdex optimize`` re-tunes on them (no rebuild)."""
     from clipdex.synthetic.ann_realistic import make_realistic_corpus
-    from retrieval.ann.tuning import optimize_table
     from retrieval.index.directory import open_index
+    from retrieval.index.optimize import OptimizeOptions, optimize_table
     from retrieval.index.query_cache import load_queries, remember_queries
 
     data = json.loads((path.parent / "data.json").read_text())
@@ -334,7 +335,7 @@ def after_serving(path: Path, xq, gt) -> dict:
     t0 = time.perf_counter()
     ix = open_index(path, writable=True)
     queries, kind = load_queries(path)
-    record = optimize_table(ix, "images", queries=queries, queries_kind=kind)
+    record = optimize_table(ix, "images", OptimizeOptions(queries=queries, queries_kind=kind))
     retune = time.perf_counter() - t0
     ix.close()
     ix = open_index(path)
@@ -405,7 +406,7 @@ def peak_rss() -> int:
 
 # -- report ----------------------------------------------------------------------------------------------------
 def write_report(res: dict, out_json: Path, out_md: Path) -> None:
-    out_json.write_text(json.dumps(res, indent=1))
+    save_result(res, out_json, "ann")
     rows = ["| method | index | build s | peak RSS GiB | index GiB | recall@10 (default) | QPS (default) | "
             "setting at recall >= 0.95 | recall@10 | p50 ms | p99 ms | batch QPS |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|"]

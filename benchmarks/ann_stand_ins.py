@@ -23,6 +23,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from results_io import save_result  # noqa: E402  (benchmarks/results_io.py, beside this script)
+
 from retrieval.ann.exact import exact_search, recall_at_k  # noqa: E402
 from retrieval.ann.selection import drop_self  # noqa: E402
 from retrieval.index.directory import open_index  # noqa: E402
@@ -65,9 +67,7 @@ def main() -> None:
         sweep.append(point)
         print(json.dumps(point), flush=True)
     ix.close()
-    out = {"benchmark": "ann_stand_ins", "index": tuned.get("factory"), "tuned": tuned.get("params"),
-           "sweep": sweep, "command": "python benchmarks/ann_stand_ins.py"}
-    Path(args.out).write_text(json.dumps(out, indent=1))
+    save_result({"index": tuned.get("factory"), "tuned": tuned.get("params"), "sweep": sweep}, args.out)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ parameters (recorded in the JSON) set the regime; nothing here is tuned per meth
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from results_io import save_result  # noqa: E402  (benchmarks/results_io.py, beside this script)
 
 from clipdex.synthetic.embeddings import make_clip_like  # noqa: E402
 from retrieval.algorithms import (  # noqa: E402
@@ -185,8 +186,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     result = run("quick" if args.quick else "default", args.seed)
     print_table(result)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "classify_compare.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    save_result(result, args.out / "classify_compare.json")
     plot(result, args.out / "classify_compare.png")
     print(f"wrote {args.out / 'classify_compare.json'} and {args.out / 'classify_compare.png'}")
     return 0

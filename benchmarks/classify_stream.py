@@ -30,10 +30,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from results_io import save_result  # noqa: E402  (benchmarks/results_io.py, beside this script)
+
 from clipdex.synthetic.embeddings import make_clip_like  # noqa: E402
 from retrieval.algorithms import DEFAULT_TIPX  # noqa: E402
 from retrieval.classify import methods as M  # noqa: E402
-from retrieval.classify.evaluate import Evaluation  # noqa: E402
+from retrieval.classify.accuracy import Evaluation  # noqa: E402
 from retrieval.classify.support import sus_lc_support  # noqa: E402
 from retrieval.index.directory import create_index  # noqa: E402
 
@@ -125,9 +127,8 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     res = run("quick" if args.quick else "default", args.seed, args.budget_mib)
     print(json.dumps(res, indent=2))
-    args.out.mkdir(parents=True, exist_ok=True)
     name = "classify_stream_quick.json" if args.quick else "classify_stream.json"
-    (args.out / name).write_text(json.dumps(res, indent=2) + "\n", encoding="utf-8")
+    save_result(res, args.out / name, "classify_stream")
     print(f"wrote {args.out / name}")
     return 0
 

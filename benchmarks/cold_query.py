@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from results_io import save_result  # benchmarks/results_io.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -77,12 +77,8 @@ def main() -> None:
         a, b = rows(outs[f"search {backend} (text tower)"]), rows(outs[f"search {backend} (torch)"])
         equal[backend] = [i for i, _ in a] == [i for i, _ in b] and bool(
             np.allclose([s for _, s in a], [s for _, s in b], atol=1e-4))
-    out = {"benchmark": "cold_query", "model": args.model, "query": QUERY, "rounds": args.rounds,
-           "results": result, "tower_equals_torch": equal,
-           "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-           "command": "python benchmarks/cold_query.py " + " ".join(sys.argv[1:])}
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "cold_query.json").write_text(json.dumps(out, indent=2))
+    out = {"model": args.model, "query": QUERY, "rounds": args.rounds, "results": result, "tower_equals_torch": equal}
+    save_result(out, Path(args.out) / "cold_query.json")
     print(json.dumps(out, indent=2))
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -24,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from results_io import save_result  # benchmarks/results_io.py, beside this script
 
 from clipdex.synthetic import make_noisy_jpegs  # noqa: E402
 
@@ -87,19 +88,18 @@ def main() -> None:
         after = bench_model(encoder, args.images, args.batch_size)
         model_ips = (before + after) / 2
     result = {
-        "benchmark": "index_throughput", "model": args.model, "device": encoder.device,
+        "model": args.model, "device": encoder.device,
         "precision": encoder.precision, "batch_size": args.batch_size, "images": args.images,
         "image_size": [640, 480], "workers": args.workers if args.workers is not None else default_workers(),
         "backend": args.backend, "torch_threads": torch.get_num_threads(),
         "model_images_per_s": round(model_ips, 2), "model_runs_images_per_s": [round(before, 2), round(after, 2)],
         "pipeline_images_per_s": round(pipe["images_per_s"], 2),
-        "ratio": round(pipe["images_per_s"] / model_ips, 3), "machine": platform.processor() or platform.machine(),
+        "ratio": round(pipe["images_per_s"] / model_ips, 3),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
     out = Path(args.out or Path(__file__).parent / "results" /
                f"index_throughput{'-cuda' if encoder.device.startswith('cuda') else ''}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    save_result(result, out, "index_throughput")
     print(json.dumps(result, indent=2))
 
 

@@ -28,6 +28,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
+from results_io import save_result  # noqa: E402  (benchmarks/results_io.py, beside this script)
+
 from clipdex.synthetic.shards import make_shards  # noqa: E402
 from indexers.images import ImageIndexOptions  # noqa: E402 - after the path setup
 from indexers.shards import index_shards  # noqa: E402
@@ -82,10 +84,8 @@ def main() -> None:
            "local_s": local, "ray_s": remote, "ray_init_s": t_start,
            "local_samples_per_s": 2 * n / local[1], "ray_samples_per_s": 2 * n / remote[1],
            "overhead": 1 - local[1] / remote[1],
-           "ray_fixed_cost_s": remote[0] - (remote[1] - remote[0]),
-           "command": " ".join(["python benchmarks/ray_index.py", *sys.argv[1:]])}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
+           "ray_fixed_cost_s": remote[0] - (remote[1] - remote[0])}
+    save_result(res, args.out, "ray_index")
     print(json.dumps(res))
 
 

@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import socket
 import subprocess
 import sys
@@ -30,6 +29,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from results_io import save_result  # noqa: E402  (benchmarks/results_io.py, beside this script)
 
 from retrieval.encode.encoder import load_encoder  # noqa: E402
 from retrieval.index.directory import create_index, open_index  # noqa: E402
@@ -157,11 +158,9 @@ def main() -> None:
         goals["served_p50_over_in_process_p50"] = round(by_c[1]["p50_ms"] / base["p50_ms"], 3)
     if 1 in by_c and 16 in by_c:
         goals["qps16_over_qps1"] = round(by_c[16]["qps"] / by_c[1]["qps"], 3)
-    out = {"command": " ".join(sys.argv), "index": str(args.index or f"{args.images} random rows"),
-           "model": args.model, "k": args.k, "threads": args.threads, "in_process": base, "served": runs,
-           "goals": goals, "machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "serve_load.json").write_text(json.dumps(out, indent=2))
+    out = {"index": str(args.index or f"{args.images} random rows"), "model": args.model, "k": args.k,
+           "threads": args.threads, "in_process": base, "served": runs, "goals": goals}
+    save_result(out, args.out / "serve_load.json")
     print(json.dumps(out, indent=2))
 
 

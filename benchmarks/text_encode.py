@@ -12,8 +12,6 @@ after one warm-up call, best of ``--repeats``. Writes <out>/text_encode.json.
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import time
 from pathlib import Path
@@ -22,6 +20,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from results_io import save_result  # noqa: E402  (benchmarks/results_io.py, beside this script)
 
 from retrieval.encode.encoder import ClipEncoder, default_device, load_encoder  # noqa: E402
 from retrieval.encode.text import STRATEGIES, encode_long_texts  # noqa: E402
@@ -96,14 +96,11 @@ def main() -> None:
                       f"({info['windows_per_text']:.0f} windows/text)", flush=True)
     import torch
 
-    out = {"benchmark": "text_encode", "command": " ".join(["python", "benchmarks/text_encode.py", *sys.argv[1:]]),
-           "device": device, "precision": precision, "batch_size": args.batch_size, "repeats": args.repeats,
-           "torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
+    out = {"device": device, "precision": precision, "batch_size": args.batch_size, "repeats": args.repeats,
+           "torch": torch.__version__, "threads": torch.get_num_threads(),
            "gpu": torch.cuda.get_device_name(0) if device.startswith("cuda") else None, "results": results}
-    Path(args.out).mkdir(parents=True, exist_ok=True)
     suffix = "" if device == "cpu" else "_" + device.split(":")[0]
-    path = Path(args.out) / f"text_encode{suffix}.json"
-    path.write_text(json.dumps(out, indent=2) + "\n")
+    path = save_result(out, Path(args.out) / f"text_encode{suffix}.json", "text_encode")
     print(f"wrote {path}")
 
 

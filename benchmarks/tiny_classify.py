@@ -21,6 +21,8 @@ from click.testing import CliRunner
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from results_io import save_result  # noqa: E402  (benchmarks/results_io.py, beside this script)
+
 from cli.main import cli  # noqa: E402
 from clipdex.synthetic.world_sets import make_world_classify_files  # noqa: E402
 
@@ -49,8 +51,7 @@ def main(argv=None) -> None:
             acc = json.loads(out.splitlines()[-1])["summary"]["accuracy"]
             result["sets"][split] = {m: {"n": acc[m]["n"], "top1": round(acc[m]["top1"], 2),
                                          "top5": round(acc[m]["top5"], 2)} for m in METHODS}
-    Path(a.out).mkdir(parents=True, exist_ok=True)
-    (Path(a.out) / "tiny_classify.json").write_text(json.dumps(result, indent=1) + "\n")
+    save_result(result, Path(a.out) / "tiny_classify.json")
     print(f"{'method':<10} {'clean top-1':>12} {'shifted top-1':>14} {'shifted top-5':>14}")
     for m in METHODS:
         c, s = result["sets"]["clean"][m], result["sets"]["shifted"][m]

@@ -27,6 +27,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from results_io import save_result  # noqa: E402  (benchmarks/results_io.py, beside this script)
+
 from clipdex.synthetic.world import COLORS, SHAPES, held_out_pairs, render_scene, sample_scene  # noqa: E402
 from retrieval.algorithms.zeroshot import build_text_classifier, get_templates  # noqa: E402
 from retrieval.encode.encoder import load_encoder  # noqa: E402
@@ -114,9 +116,7 @@ def main(argv=None) -> None:
     scenes, images = draw(a.n, 104, seen, clean=True, style="outline", background="noise")
     result["style_shift"] = evaluate(encoder, scenes, images)
     result["seconds"] = round(time.time() - t0)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "tiny_model.json").write_text(json.dumps(result, indent=1) + "\n")
+    save_result(result, Path(a.out) / "tiny_model.json")
     print(json.dumps(result, indent=1))
 
 

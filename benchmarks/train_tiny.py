@@ -26,7 +26,6 @@ library must not import).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import random
@@ -42,6 +41,8 @@ from safetensors.torch import save_file
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from results_io import save_result  # noqa: E402  (benchmarks/results_io.py, beside this script)
 
 from clipdex.synthetic.world import COLORS, SHAPES, held_out_pairs, render_scene, sample_scene  # noqa: E402
 from clipdex.synthetic.world_text import description, training_text  # noqa: E402
@@ -210,7 +211,7 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     report = train(a.steps, a.batch, a.pool, a.lr, a.seed, a.threads, Path(a.out), aux=a.aux)
-    (ROOT / "benchmarks" / "results" / "tiny_train.json").write_text(json.dumps(report, indent=1) + "\n")
+    save_result(report, name="tiny_train")
 
 
 if __name__ == "__main__":

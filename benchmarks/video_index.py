@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
@@ -26,6 +24,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from results_io import save_result  # benchmarks/results_io.py, beside this script
 
 from clipdex.synthetic.videos import make_video, scene_frame  # noqa: E402
 from indexers.images import ImageIndexOptions, index_images  # noqa: E402
@@ -124,14 +124,11 @@ def main() -> None:
             enc = vit_b32_random(args.device) if name == "ViT-B-32" else load_encoder(name, device=args.device)
             results[name] = {"device": enc.device, **bench(enc, Path(tmp), n, args.batch_size, args.workers)}
             print(name, results[name], flush=True)
-    out = {"benchmark": "video_index", "videos": args.videos, "seconds_each": args.seconds, "source_fps": 25,
+    out = {"videos": args.videos, "seconds_each": args.seconds, "source_fps": 25,
            "size": list(SIZE), "sampled_frames": n, "decoded_frames": n * 25, "batch_size": args.batch_size,
-           "workers": args.workers, "models": results,
-           "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
-           "command": "python benchmarks/video_index.py " + " ".join(sys.argv[1:])}
-    Path(args.out).mkdir(parents=True, exist_ok=True)
+           "workers": args.workers, "models": results}
     name = "video_index" + ("-cuda" if any(r["device"].startswith("cuda") for r in results.values()) else "")
-    (Path(args.out) / f"{name}.json").write_text(json.dumps(out, indent=2))
+    save_result(out, Path(args.out) / f"{name}.json", "video_index")
     print(json.dumps(out, indent=2))
 
 

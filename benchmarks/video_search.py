@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import tempfile
 import time
@@ -28,6 +27,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from results_io import save_result  # benchmarks/results_io.py, beside this script
 
 from retrieval.index.directory import create_index  # noqa: E402
 from retrieval.query.frame_cache import frame_cache  # noqa: E402
@@ -117,16 +118,12 @@ def main() -> None:
             print(pool, results[pool], flush=True)
         ann = {t: ix.store.ann_info(t)["kind"] for t in ("frames", "videos")}
         ix.close()
-    out = {"benchmark": "video_search", "videos": args.videos, "frames_per_video": args.frames,
+    out = {"videos": args.videos, "frames_per_video": args.frames,
            "frames": n_frames, "dim": args.dim, "queries": args.queries, "candidates": args.candidates, "k": 10,
            "ann": ann, "frames_search_p50_ms": round(plain_p50, 1), "frame_cache": cached,
            "frame_cache_read_s": round(cache_s, 2), "build_s": round(build_s, 1), "optimize_s": round(opt_s, 1),
-           "pooling": results,
-           "machine": {"cpus": __import__("os").cpu_count(), "platform": platform.platform(),
-                       "python": platform.python_version()},
-           "command": "python benchmarks/video_search.py " + " ".join(sys.argv[1:])}
-    Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "video_search.json").write_text(json.dumps(out, indent=2))
+           "pooling": results}
+    save_result(out, Path(args.out) / "video_search.json")
     print(json.dumps(out, indent=2))
 
 
