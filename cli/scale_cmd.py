@@ -9,9 +9,9 @@ from cli.options import json_option
 from cli.output import print_json
 from indexers.embeddings import discover_embeddings, index_embeddings
 from retrieval.ann.plan import check_recall, parse_memory
-from retrieval.ann.tuning import optimize_table
 from retrieval.index.directory import open_index
 from retrieval.index.opening import open_for_writing
+from retrieval.index.optimize import OptimizeOptions, optimize_table
 from retrieval.index.query_cache import load_queries, read_query_file, remember_queries
 
 recall_option = click.option("--recall", type=float, default=0.95, show_default=True,
@@ -66,10 +66,10 @@ def optimize(index_path, recall, memory, table, kind, exact_below, rebuild, max_
         if queries_path is not None:
             remember_queries(ix.path, read_query_file(queries_path, ix.dim), "given")
         queries, queries_kind = load_queries(ix.path)
-        record = optimize_table(ix, table, recall=recall, memory=budget, kind=kind, exact_below=exact_below,
-                                rebuild=rebuild, on_plan=on_plan, on_candidate=on_candidate,
-                                select=max_candidates > 0, max_candidates=max(1, max_candidates),
-                                time_budget=time_budget, queries=queries, queries_kind=queries_kind or "given")
+        options = OptimizeOptions(recall=recall, memory=budget, kind=kind, exact_below=exact_below, rebuild=rebuild,
+                                  select=max_candidates > 0, max_candidates=max(1, max_candidates),
+                                  time_budget=time_budget, queries=queries, queries_kind=queries_kind or "given")
+        record = optimize_table(ix, table, options, on_plan=on_plan, on_candidate=on_candidate)
     finally:
         ix.close()
     if as_json:

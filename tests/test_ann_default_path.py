@@ -15,8 +15,9 @@ from clipdex.synthetic.ann_realistic import corpus_stats, make_realistic_corpus
 from clipdex.synthetic.embeddings import clustered, normalize
 from retrieval.ann import tuning
 from retrieval.ann.exact import exact_search, recall_at_k
-from retrieval.ann.tuning import optimize_table
+from retrieval.index import optimize
 from retrieval.index.directory import create_index, open_index
+from retrieval.index.optimize import OptimizeOptions, optimize_table
 from retrieval.index.query_cache import load_queries, remember_queries
 from tests.helpers import brute_force
 
@@ -39,8 +40,8 @@ def near(xb, q, seed, noise=0.3):
 
 def test_lance_measures_candidates_and_keeps_a_faiss_index_beside_the_table(tmp_path):
     ix, xb = lance_index(tmp_path)
-    record = optimize_table(ix, "images", recall=0.9, exact_below=0, n_queries=200, sample_size=N,
-                            queries=near(xb, 200, 1))
+    options = OptimizeOptions(recall=0.9, exact_below=0, n_queries=200, sample_size=N, queries=near(xb, 200, 1))
+    record = optimize_table(ix, "images", options)
     assert record["query_kind"] == "given" and record["n_queries"] == 200
     assert record["engine"] == "faiss" and record["factory"] and record["met"]
     measured = [c for c in record["candidates"] if "skipped" not in c]
@@ -68,11 +69,11 @@ def test_an_import_reaching_the_threshold_builds_by_measurement(tmp_path, monkey
     monkeypatch.setattr(common, "DEFAULT_EXACT_BELOW", 1000)
     ix, xb = lance_index(tmp_path)
     tuning_seen = {}
-    real = tuning.optimize_table
+    real = optimize.optimize_table
 
-    def spy(*args, **kwargs):
-        tuning_seen.update(kwargs)
-        return real(*args, **kwargs)
+    def spy(index, table, options, **kwargs):
+        tuning_seen.update(queries_kind=options.queries_kind)
+        return real(index, table, options, **kwargs)
 
     monkeypatch.setattr(common, "optimize_table", spy)
     record = common.refresh_search(ix, "images")
@@ -90,9 +91,9 @@ def test_an_import_reaching_the_threshold_builds_by_measurement(tmp_path, monkey
 
 def test_an_index_slower_than_exact_search_is_dropped_and_the_record_says_so(tmp_path, monkeypatch):
     ix, xb = lance_index(tmp_path)
-    monkeypatch.setattr(tuning, "_slower_than_exact", lambda *a, **k: True)
-    monkeypatch.setattr(tuning, "SPEED_CHECK_ROWS", 0)
-    record = optimize_table(ix, "images", recall=0.9, exact_below=0, n_queries=60, sample_size=N)
+    monkeypatch.setattr(optimize, "slower_than_exact", lambda *a, **k: True)
+    monkeypatch.setattr(optimize, "SPEED_CHECK_ROWS", 0)
+    record = optimize_table(ix, "images", OptimizeOptions(recall=0.9, exact_below=0, n_queries=60, sample_size=N))
     assert record["kind"] == "flat" and "exact search" in record["note"] and "slower" in record["note"]
     assert "recall_at_10" not in record  # no recall is claimed for an index that is not there
     assert not (tmp_path / "ix" / "lance" / "_ann" / "images.json").exists()
@@ -145,7 +146,7 @@ def test_the_query_cache_keeps_the_newest_and_an_explicit_set_outranks_served_on
 
 def test_info_warns_when_recall_was_measured_on_image_like_queries(tmp_path):
     ix, _ = lance_index(tmp_path)
-    record = optimize_table(ix, "images", recall=0.9, exact_below=0, n_queries=60, sample_size=N)
+    record = optimize_table(ix, "images", OptimizeOptions(recall=0.9, exact_below=0, n_queries=60, sample_size=N))
     assert record["query_kind"] == "image"
     # image-like stand-ins: half the misses
     assert record["target"] == 0.9 and record["tuned_to"] == pytest.approx(0.95)
@@ -181,8 +182,8 @@ def test_tuning_on_image_like_queries_reaches_the_stricter_target_and_text_queri
         old = dict(tuning.STAND_IN_MISS_SHARE)
         tuning.STAND_IN_MISS_SHARE["image"] = share
         try:
-            record = optimize_table(ix, "images", recall=0.9, exact_below=0, n_queries=300, kind="ivf_flat",
-                                    rebuild=True)
+            options = OptimizeOptions(recall=0.9, exact_below=0, n_queries=300, kind="ivf_flat", rebuild=True)
+            record = optimize_table(ix, "images", options)
         finally:
             tuning.STAND_IN_MISS_SHARE.update(old)
         assert record["query_kind"] == "image" and record["met"], record

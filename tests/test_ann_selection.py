@@ -8,8 +8,8 @@ import pytest
 from clipdex.synthetic.embeddings import clustered, normalize
 from retrieval.ann.plan import IndexPlan, choose_index
 from retrieval.ann.selection import Candidate, candidate_plans, measure_candidates, pick_fastest
-from retrieval.ann.tuning import optimize_table
 from retrieval.index.directory import create_index
+from retrieval.index.optimize import OptimizeOptions, optimize_table
 
 
 def cand(kind, recall, qps, memory=1 << 20, skipped=None):
@@ -76,8 +76,8 @@ def test_optimize_chooses_by_measurement_and_records_the_candidates(tmp_path):
     ix = create_index(tmp_path / "ix", dim=16, model="none", backend="faiss")
     ix.add_vectors("images", xb)
     seen = []
-    record = optimize_table(ix, "images", recall=0.9, exact_below=0, n_queries=60, max_candidates=2,
-                            on_candidate=seen.append)
+    options = OptimizeOptions(recall=0.9, exact_below=0, n_queries=60, max_candidates=2)
+    record = optimize_table(ix, "images", options, on_candidate=seen.append)
     cands = record["candidates"]
     measured = [c for c in cands if "skipped" not in c]
     assert len(cands) == 2 and len(seen) == len(measured) >= 1
@@ -87,6 +87,7 @@ def test_optimize_chooses_by_measurement_and_records_the_candidates(tmp_path):
     assert ix.manifest["tables"]["images"]["ann"]["candidates"] == cands
     # a later optimize keeps the measured structure (folds rows in, no new selection)
     ix.add_vectors("images", clustered(50, 16, seed=8))
-    again = optimize_table(ix, "images", recall=0.9, exact_below=0, n_queries=60, on_candidate=seen.append)
+    again = optimize_table(ix, "images", OptimizeOptions(recall=0.9, exact_below=0, n_queries=60),
+                           on_candidate=seen.append)
     assert again["factory"] == record["factory"] and len(seen) == len(measured)
     ix.close()

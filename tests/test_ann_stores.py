@@ -9,8 +9,8 @@ import pytest
 
 from clipdex.synthetic.embeddings import clustered, normalize
 from retrieval.ann.exact import recall_at_k
-from retrieval.ann.tuning import optimize_table
 from retrieval.index.directory import create_index, open_index
+from retrieval.index.optimize import OptimizeOptions, optimize_table
 from tests.helpers import brute_force
 
 D = 16
@@ -24,7 +24,7 @@ def build(tmp_path, backend, kind, n=N, recall=0.9):
     ix = create_index(tmp_path / "ix", dim=D, model="none", backend=backend)
     ix.add_vectors("images", xb[: n // 2])
     ix.add_vectors("images", xb[n // 2:])
-    record = optimize_table(ix, "images", recall=recall, kind=kind, exact_below=0, n_queries=60)
+    record = optimize_table(ix, "images", OptimizeOptions(recall=recall, kind=kind, exact_below=0, n_queries=60))
     return ix, xb, record
 
 
@@ -130,7 +130,7 @@ def test_text_like_queries_are_used_when_the_table_holds_captions(tmp_path):
     cols = {f.name: pa.nulls(N, f.type) for f in schema}
     cols.update(id=pa.array(np.arange(N)), vector=vectors_to_arrow(xb, D), text_vector=vectors_to_arrow(tv, D))
     ix.add_rows("images", pa.table(cols, schema=schema))
-    record = optimize_table(ix, "images", recall=0.9, kind="ivf_flat", exact_below=0, n_queries=60)
+    record = optimize_table(ix, "images", OptimizeOptions(recall=0.9, kind="ivf_flat", exact_below=0, n_queries=60))
     assert record["query_kind"] == "text" and record["met"]
     ix.close()
 

@@ -182,10 +182,10 @@ def test_the_optimize_command_refuses_a_bad_kind_in_one_line_and_changes_nothing
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_a_flat_optimize_says_exact_search_needs_no_tuning(tmp_path, backend):
-    from retrieval.ann.tuning import optimize_table
+    from retrieval.index.optimize import OptimizeOptions, optimize_table
 
     ix, _ = make(tmp_path, backend)
-    record = optimize_table(ix, "images", recall=0.9)
+    record = optimize_table(ix, "images", OptimizeOptions(recall=0.9))
     assert record["kind"] == "flat" and "recall_at_10" not in record
     assert record["note"] == "exact search needs no tuning"
     ix.close()

@@ -152,6 +152,17 @@ class Store(abc.ABC):
     def ann_info(self, name: str) -> dict:
         """The table's search structure: {"kind": "flat"|..., "params": {...}}."""
 
+    @abc.abstractmethod
+    def ann_grid(self, name: str) -> dict[str, list]:
+        """The search knobs tuning may try for the table's ANN index: name -> increasing values, the primary knob
+        (nprobe, efSearch, nprobes) first; {} for a flat table."""
+
+    @abc.abstractmethod
+    def set_search_params(self, name: str, params: dict, record: dict | None = None, persist: bool = True) -> None:
+        """Search the table with ``params`` (knobs of its ``ann_grid``). ``persist`` False: for this process's next
+        searches only (tuning tries settings); ``record``: what was measured (recall_at_10, target, note,
+        candidates...), kept in the ANN record that ``ann_info`` returns."""
+
     def version(self, name: str):
         """A value that changes with every commit that changes ``name``'s rows (for caches of its contents); None
         when the backend cannot tell (then nothing is cached)."""

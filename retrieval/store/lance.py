@@ -355,7 +355,8 @@ class LanceStore(Store):
             done["dropped_index"] = ix.name
         elif not keep and want["kind"] != "flat" and changed:
             if want["kind"] in FAISS_KINDS:
-                _, sample = sample_rows(self, name, int(want["build"].get("train_rows") or 100_000))
+                rows = int(want["build"].get("train_rows") or 100_000)
+                _, sample = sample_rows(self.iter_vectors(name), self.count(name), rows, self.dim)
                 self._sidecars[name] = Sidecar.build(self.root / "_ann", name, want["kind"], want["factory"],
                                                      want["build"], self.dim, sample, self.iter_vectors(name),
                                                      self.max_id(name))
