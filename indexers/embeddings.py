@@ -31,8 +31,9 @@ import pyarrow.parquet as pq
 
 from indexers.common import Failure, error_table, finish_run, scan_tuples, string_literal
 from retrieval.errors import InvalidInput
-from retrieval.index.directory import Index, base_fields
+from retrieval.index.directory import Index
 from retrieval.index.opening import check_writer_model
+from retrieval.index.schemas import base_fields
 from retrieval.io.files import stored_path
 from retrieval.io.workers import Progress
 from retrieval.store.base import vectors_to_arrow

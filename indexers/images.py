@@ -30,7 +30,8 @@ from indexers.common import (
     scan_tuples,
 )
 from retrieval.encode.text import encode_long_texts
-from retrieval.index.directory import Index, base_fields
+from retrieval.index.directory import Index
+from retrieval.index.schemas import base_fields
 from retrieval.io.files import fs_path, stored_path
 from retrieval.io.imageprep import MAX_BYTES, ImagePrep, ImageReadError, content_hash, read_and_prepare, read_image_file
 from retrieval.io.sources import Discovery, Item

@@ -31,7 +31,8 @@ from indexers.text_sources import SPLITS, FileError, Row, TextDiscovery, TextFil
 from indexers.text_state import ROW_STAGE, TABLE, FileLedger, TextState, repair_generations, source_ids
 from retrieval.encode.text import check_strategy, encode_long_texts, long_text_counts
 from retrieval.errors import InvalidInput
-from retrieval.index.directory import Index, base_fields
+from retrieval.index.directory import Index
+from retrieval.index.schemas import base_fields
 from retrieval.io.files import stored_path
 from retrieval.io.sources import under_roots
 from retrieval.io.workers import Committer, Progress

@@ -41,7 +41,8 @@ from indexers.common import (
 )
 from indexers.video_decode import SamplingPlan, import_av, stream_decode
 from retrieval.algorithms.video import mean_pool_vectors
-from retrieval.index.directory import Index, base_fields
+from retrieval.index.directory import Index
+from retrieval.index.schemas import base_fields
 from retrieval.io.files import fs_path, stored_path
 from retrieval.io.sources import Discovery, Item
 from retrieval.io.workers import Committer, Progress, default_workers, plan_work

@@ -27,12 +27,13 @@ import pyarrow as pa
 
 from retrieval.ann.config import AnnConfig
 from retrieval.ann.plan import DEFAULT_RECALL
+from retrieval.ann.tuning import tune_table
 from retrieval.encode.encoder import load_encoder
 from retrieval.errors import IndexExists, IndexFormatError, IndexLocked, IndexNotFound, InvalidInput, ModelMismatch
 from retrieval.index.manifest import BACKENDS, FORMAT_VERSION, MANIFEST, read_manifest
-from retrieval.index.tune import tune_table
+from retrieval.index.schemas import base_fields
 from retrieval.models.factory import parse_model_spec
-from retrieval.store.base import Store, check_queries, vector_type, vectors_to_arrow
+from retrieval.store.base import Store, check_queries, vectors_to_arrow
 from retrieval.store.faiss import FaissStore
 from retrieval.store.lance import LanceStore
 from retrieval.version import __version__
@@ -45,39 +46,6 @@ STORE_ERRORS = (OSError, ValueError, KeyError, RuntimeError, pa.ArrowException)
 
 def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def base_fields(table: str, dim: int) -> list[pa.Field]:
-    """The fixed columns of clipdex's tables (metadata columns may be added after them)."""
-    vec = pa.field("vector", vector_type(dim), nullable=False)
-    if table == "images":
-        return [pa.field("id", pa.int64(), False), pa.field("path", pa.string()), pa.field("width", pa.int32()),
-                pa.field("height", pa.int32()), pa.field("bytes", pa.int64()), pa.field("mtime", pa.float64()),
-                pa.field("hash", pa.string()), pa.field("caption", pa.string()), pa.field("label", pa.string()),
-                vec, pa.field("text_vector", vector_type(dim), nullable=True)]
-    if table == "frames":  # one row per sampled frame; video_id = the id of its row in ``videos``
-        return [pa.field("id", pa.int64(), False), pa.field("video_id", pa.int64()), pa.field("path", pa.string()),
-                pa.field("frame_index", pa.int64()), pa.field("t", pa.float64()), vec]
-    if table == "videos":  # vector = norm(mean of the video's frame vectors); partial: decoding stopped early
-        return [pa.field("id", pa.int64(), False), pa.field("path", pa.string()), pa.field("duration", pa.float64()),
-                pa.field("fps", pa.float64()), pa.field("n_frames", pa.int32()), pa.field("width", pa.int32()),
-                pa.field("height", pa.int32()), pa.field("bytes", pa.int64()), pa.field("mtime", pa.float64()),
-                pa.field("hash", pa.string()), pa.field("sampling", pa.string()), pa.field("partial", pa.bool_()),
-                pa.field("caption", pa.string()), vec]
-    if table == "texts":  # one row per document / paragraph / line / table row; mtime, bytes: of the source file
-        return [pa.field("id", pa.int64(), False), pa.field("source", pa.string()), pa.field("chunk", pa.int64()),
-                pa.field("text", pa.string()), pa.field("n_tokens", pa.int32()), pa.field("n_chunks", pa.int32()),
-                pa.field("strategy", pa.string()), pa.field("hash", pa.string()), pa.field("mtime", pa.float64()),
-                pa.field("bytes", pa.int64()), vec]
-    if table == "shards":  # shards fully indexed: size and mtime as read, samples (failed ones), why the tar broke
-        return [pa.field("id", pa.int64(), False), pa.field("path", pa.string()), pa.field("bytes", pa.int64()),
-                pa.field("mtime", pa.float64()), pa.field("samples", pa.int64()), pa.field("errors", pa.int64()),
-                pa.field("broken", pa.string()), pa.field("when", pa.string())]
-    if table == "errors":
-        return [pa.field("id", pa.int64(), False), pa.field("path", pa.string()), pa.field("stage", pa.string()),
-                pa.field("reason", pa.string()), pa.field("when", pa.string()), pa.field("bytes", pa.int64()),
-                pa.field("mtime", pa.float64()), pa.field("source_table", pa.string())]
-    return [pa.field("id", pa.int64(), False), vec]
 
 
 def _creation_leftovers(path: Path) -> bool:
@@ -315,9 +283,9 @@ class Index:
         return self.store.delete(table, ids)
 
     def optimize(self, table: str, ann: AnnConfig | None = None) -> dict:
-        """Compact the table and build or refresh its search structure (``ann``: what to build; None keeps the one
-        there is); a freshly built ANN index is then tuned to its recall target (unless ``ann.params.tune`` is False:
-        ``optimize.optimize_table`` tunes itself). An unknown kind is refused before anything changes."""
+        """Compact the table and build or refresh its search structure (``ann``: what to build; None keeps the
+        one there is); a freshly built ANN index is then tuned to its recall target (unless ``ann.params.tune``
+        is False: ``optimize_table`` tunes itself). An unknown kind is refused before anything changes."""
         self._require_writable()
         done = self.store.optimize(table, ann)
         if done.get("rebuilt") and (ann is None or ann.params.tune):
