@@ -27,11 +27,11 @@ import pyarrow as pa
 
 from retrieval.ann.config import AnnConfig
 from retrieval.ann.plan import DEFAULT_RECALL
-from retrieval.ann.tuning import tune_table
 from retrieval.encode.encoder import load_encoder
 from retrieval.errors import IndexExists, IndexFormatError, IndexLocked, IndexNotFound, InvalidInput, ModelMismatch
 from retrieval.index.manifest import BACKENDS, FORMAT_VERSION, MANIFEST, read_manifest
 from retrieval.index.schemas import base_fields
+from retrieval.index.tune import tune_table
 from retrieval.models.factory import parse_model_spec
 from retrieval.store.base import Store, check_queries, vectors_to_arrow
 from retrieval.store.faiss import FaissStore
@@ -283,9 +283,9 @@ class Index:
         return self.store.delete(table, ids)
 
     def optimize(self, table: str, ann: AnnConfig | None = None) -> dict:
-        """Compact the table and build or refresh its search structure (``ann``: what to build; None keeps the
-        one there is); a freshly built ANN index is then tuned to its recall target (unless ``ann.params.tune``
-        is False: ``optimize_table`` tunes itself). An unknown kind is refused before anything changes."""
+        """Compact the table and build or refresh its search structure (``ann``: what to build; None keeps the one
+        there is); a freshly built ANN index is then tuned to its recall target (unless ``ann.params.tune`` is False:
+        ``optimize.optimize_table`` tunes itself). An unknown kind is refused before anything changes."""
         self._require_writable()
         done = self.store.optimize(table, ann)
         if done.get("rebuilt") and (ann is None or ann.params.tune):
