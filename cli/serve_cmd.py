@@ -33,6 +33,7 @@ def serve(indexes, host, port, token, no_auth, threads, max_upload_mb, query_tim
 
         from clipdex.serve.app import create_app  # heavy optional dependency: fastapi (the serve extra)
         from clipdex.serve.config import ServeConfig  # heavy optional dependency: part of the serve package
+        from clipdex.serve.server import server_options  # heavy optional dependency: uvicorn (the serve extra)
         from clipdex.serve.service import Service  # heavy optional dependency: part of the serve package
     except ImportError as exc:
         raise InvalidInput(f"clipdex serve needs the serve extra: pip install 'clipdex[serve]' ({exc.name} is "
@@ -47,4 +48,4 @@ def serve(indexes, host, port, token, no_auth, threads, max_upload_mb, query_tim
     service.start()   # open the indexes and load the models now: a bad index is one error line
     app = create_app(config, service)
     click.echo(f"clipdex: serving {len(indexes)} index(es) on http://{host}:{port}/ (API docs at /docs)", err=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.run(app, **server_options(config))

@@ -72,6 +72,16 @@ def test_bad_video_options_are_400s(served):
     assert r.status_code == 400 and "unknown pooling" in r.json()["error"]
 
 
+def test_a_thumbnail_time_past_any_video_is_a_4xx_not_a_500(served):
+    c, _, _ = served
+    hit = c.post("/api/search", json={"like_id": 0, "table": "videos", "k": 1}).json()["results"][0]
+    base = hit["thumbnail"].split("?")[0]
+    for t in ("1e308", "1e10", "inf"):
+        r = c.get(base, params={"t": t})
+        assert r.status_code == 422 and "t: Input should be" in r.json()["error"], (t, r.text)
+    assert c.get(base, params={"t": "1e6"}).content[:2] == b"\xff\xd8"   # past the end: the last frame
+
+
 def test_a_frame_of_a_video_replaced_since_indexing_is_not_served(served, tmp_path):
     c, vids, root = served
     top = upload(c, still(vids[1], 1.2, tmp_path), table="frames", k=1)[0]

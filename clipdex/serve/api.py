@@ -1,21 +1,20 @@
 """clipdex's own JSON API: indexes, search, thumbnails, files, classify, health and metrics."""
 from __future__ import annotations
 
-import json
 from typing import Optional
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
+from clipdex.serve.bodies import read_body
 from clipdex.serve.classify import classify_image
-from clipdex.serve.config import MAX_SIZE
+from clipdex.serve.config import MAX_SIZE, MAX_T
 from clipdex.serve.media import row_file, thumbnail
-from clipdex.serve.queries import SearchRequest, TooLarge, decode_base64_image, decode_image
+from clipdex.serve.queries import SearchRequest, decode_base64_image, decode_image
 from retrieval.errors import InvalidInput
 
 router = APIRouter()
-FORM_LISTS = ("negative", "negative_weights", "vector", "classes")
 SEARCH_BODY = {"requestBody": {"content": {
     "application/json": {"schema": SearchRequest.model_json_schema()},
     "multipart/form-data": {"schema": {"type": "object", "properties": {
@@ -27,39 +26,6 @@ SEARCH_BODY = {"requestBody": {"content": {
 
 def service(request: Request):
     return request.app.state.service
-
-
-async def read_body(request: Request, limit: int) -> tuple[dict, bytes | None]:
-    """JSON (whatever the Content-Type says) or multipart form fields -> (fields, uploaded image bytes)."""
-    ctype = request.headers.get("content-type", "")
-    if ctype.startswith("multipart/form-data") or ctype.startswith("application/x-www-form-urlencoded"):
-        form = await request.form(max_files=1, max_fields=64)
-        fields: dict = {}
-        upload = None
-        for key, value in form.multi_items():
-            if hasattr(value, "read"):
-                if key != "image":
-                    raise InvalidInput(f"unexpected file field {key!r}; upload the query image as 'image'")
-                upload = await value.read(limit + 1)
-                if len(upload) > limit:
-                    raise TooLarge(f"image is larger than the {limit:,}-byte upload limit")
-            elif value == "":
-                continue
-            elif key in FORM_LISTS:
-                fields.setdefault(key, []).append(value)
-            else:
-                fields[key] = value
-        return fields, upload
-    raw = await request.body()
-    if not raw.strip():
-        raise InvalidInput("empty request body: send a JSON object")
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"the body is not JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidInput("the body must be a JSON object")
-    return body, None
 
 
 @router.get("/healthz")
@@ -97,7 +63,7 @@ async def search(request: Request):
 
 @router.get("/api/thumb/{index}/{table}/{row_id}")
 async def thumb(index: str, table: str, row_id: int, request: Request, size: int = Query(256, ge=16, le=MAX_SIZE),
-                t: Optional[float] = Query(None, ge=0)):
+                t: Optional[float] = Query(None, ge=0, le=MAX_T)):
     """A JPEG thumbnail of a row's image (a video's frame at ``t`` seconds), cached; ETag / If-None-Match."""
     svc = service(request)
     served = svc.registry.get(index)
@@ -117,6 +83,7 @@ async def file(index: str, table: str, row_id: int, request: Request):
 
 
 class ClassifyRequest(BaseModel):
+    model_config = ConfigDict(allow_inf_nan=False)
     classes: list[str] = Field(..., min_length=2, description="class names (at least 2)")
     method: str = Field("zeroshot", description="zeroshot, or a retrieval method with a support index: susx, "
                                                   "tipx, xmore, reco")
@@ -137,7 +104,7 @@ async def classify(request: Request):
     if upload is None and not req.image:
         raise InvalidInput("give the image to classify (upload 'image' or base64 'image')")
     data = upload if upload is not None else decode_base64_image(req.image, svc.config.max_upload)
-    image = await svc.run(decode_image, data, svc.config.max_upload)
+    image = await svc.run(decode_image, data, svc.config.max_upload, svc.config.max_pixels)
     served = svc.registry.get(req.index)
     support = svc.registry.get(req.support).index.path if req.support else None
     return JSONResponse(await svc.run(classify_image, served, image, req.classes, req.method, support, req.top_k))

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from clipdex.serve import api, compat
+from clipdex.serve.bodies import body_limit
 from clipdex.serve.config import ServeConfig
 from clipdex.serve.queries import TooLarge
 from clipdex.serve.registry import NotFound
@@ -107,7 +108,7 @@ def validation_message(errors) -> str:
 
 
 def _middleware(app: FastAPI, config: ServeConfig) -> None:
-    limit = int(config.max_upload * 4 / 3) + (1 << 20)   # base64 and form overhead on top of the image limit
+    limit = body_limit(config.max_upload)
 
     @app.middleware("http")
     async def guard(request: Request, call_next):

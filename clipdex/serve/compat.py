@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import re
 import urllib.request
 from urllib.parse import urlsplit
@@ -25,6 +24,7 @@ from urllib.parse import urlsplit
 import numpy as np
 from fastapi import APIRouter, Request
 
+from clipdex.serve.bodies import body_limit, parse_json, read_json
 from clipdex.serve.config import MAX_K, MAX_OFFSET
 from clipdex.serve.media import thumbnail
 from clipdex.serve.queries import SearchRequest, TooLarge
@@ -37,17 +37,6 @@ DEDUP_IP = 0.94
 MAX_IMAGES = 500          # results that carry a base64 thumbnail
 THUMB = 256
 OWN_ROUTE = re.compile(r"^/api/(?:thumb|file)/([^/]+)/(images|frames|videos)/(\d+)$")
-
-
-async def raw_json(request: Request) -> dict:
-    raw = await request.body()
-    try:
-        body = json.loads(raw or b"{}")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput(f"the body is not JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidInput("the body must be a JSON object")
-    return body
 
 
 def text_field(body: dict, name: str) -> str | None:
@@ -64,12 +53,12 @@ def int_field(body: dict, name: str, default: int, lo: int, hi: int) -> int:
     if v is None or v == "":
         return default
     try:
-        n = int(float(v)) if not isinstance(v, bool) else int(v)
-    except (TypeError, ValueError):
-        raise InvalidInput(f"{name} must be a number, got {v!r}") from None
-    if not lo <= n <= hi:
-        raise InvalidInput(f"{name} must be between {lo} and {hi}, got {n}")
-    return n
+        x = float(v)   # numbers written as strings too; "inf" and "1e400" read as inf, refused below
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidInput(f"{name} must be a number, got {str(v)[:40]!r}") from None
+    if not lo <= x <= hi:   # NaN fails this too
+        raise InvalidInput(f"{name} must be between {lo} and {hi}, got {str(v)[:40]}")
+    return int(x)
 
 
 def bool_field(body: dict, name: str, default: bool) -> bool:
@@ -89,7 +78,7 @@ async def indices_list(request: Request):
 @router.post("/knn-service")
 async def knn_service(request: Request):
     svc = request.app.state.service
-    body = await raw_json(request)
+    body = await read_json(request, body_limit(svc.config.max_upload), empty={})
     served = svc.registry.get(text_field(body, "indice_name"))
     num_images = int_field(body, "num_images", 40, 1, MAX_OFFSET)
     k = int_field(body, "num_result_ids", num_images, 1, MAX_OFFSET)
@@ -100,7 +89,7 @@ async def knn_service(request: Request):
     image_bytes = None
     embedding = body.get("embedding_input")
     if isinstance(embedding, str) and embedding.strip():
-        embedding = json.loads(embedding)
+        embedding = parse_json(embedding, "embedding_input")
     if text_field(body, "text"):
         fields["text"] = body["text"]
     elif text_field(body, "image"):
@@ -138,17 +127,14 @@ async def knn_service(request: Request):
 @router.post("/metadata")
 async def metadata_route(request: Request):
     svc = request.app.state.service
-    body = await raw_json(request)
+    body = await read_json(request, body_limit(svc.config.max_upload), empty={})
     served = svc.registry.get(text_field(body, "indice_name"))
     ids = body.get("ids") or []
     if not isinstance(ids, list) or len(ids) > MAX_IMAGES:
         raise InvalidInput(f"ids must be a list of at most {MAX_IMAGES} row ids")
     out = []
     for raw in ids:
-        try:
-            row_id = int(raw)
-        except (TypeError, ValueError):
-            raise InvalidInput(f"ids must be integers, got {raw!r}") from None
+        row_id = row_id_field(raw)
         try:
             row = await svc.run(served.row, "images", row_id)
         except NotFound:
@@ -156,6 +142,17 @@ async def metadata_route(request: Request):
             continue
         out.append({"id": row_id, "metadata": await metadata(svc, served, jsonable(row))})
     return out
+
+
+def row_id_field(raw) -> int:
+    """A row id of ``ids``: an integer (or one written as a string) from 0 to 2^63 - 1."""
+    try:
+        row_id = int(raw)
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidInput(f"ids must be integers, got {str(raw)[:40]!r}") from None
+    if not 0 <= row_id < 1 << 63 or isinstance(raw, bool):
+        raise InvalidInput(f"ids must be row ids from 0 to 2^63-1, got {str(raw)[:40]}")
+    return row_id
 
 
 async def metadata(svc, served: ServedIndex, row: dict) -> dict:

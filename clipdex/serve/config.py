@@ -39,13 +39,13 @@ class ServeConfig:
     threads: int = 4                  # search threads (off the event loop)
     max_upload: int = 20 << 20        # bytes of an uploaded or base64 image
     max_pixels: int = 40_000_000      # pixels of a query image, checked before it is decoded (3-4 bytes each)
+    header_timeout: float = 10.0      # seconds a client has to send a request's headers
     query_timeout: float = 30.0       # seconds a search may take before a 504
     batch_size: int = 32              # queries encoded together at most
     batch_wait_ms: float = 0.0        # how long an idle model waits for more queries (busy: they queue anyway)
     allow_url_fetch: bool = False     # clip-retrieval's image_url: only with this flag, and never to loopback
     cache_dir: Path | None = None
     device: str | None = None
-    refresh_seconds: float = 2.0      # how often the indexes are checked for new commits (0: never)
     refresh_seconds: float = 2.0      # how often the indexes are checked for new commits (0: never)
 
     def check(self) -> "ServeConfig":
@@ -60,7 +60,7 @@ class ServeConfig:
             raise InvalidInput(f"--port must be between 1 and 65535, got {self.port}")
         if self.threads < 1 or self.batch_size < 1:
             raise InvalidInput("--workers-threads and the batch size must be at least 1")
-        if self.max_upload < 1 or self.max_pixels < 1:
-            raise InvalidInput("the upload and pixel limits must be positive")
+        if self.max_upload < 1 or self.max_pixels < 1 or not self.header_timeout > 0:
+            raise InvalidInput("the upload, pixel and header-time limits must be positive")
         self.cache_dir = Path(self.cache_dir) if self.cache_dir else default_cache_dir()
         return self

@@ -17,9 +17,10 @@ from pathlib import Path
 
 from PIL import Image
 
+from clipdex.serve.config import MAX_T
 from clipdex.serve.registry import NotFound, ServedIndex
 from retrieval.errors import InvalidInput
-from retrieval.io.imageprep import ImageReadError, open_image, to_rgb
+from retrieval.io.imageprep import ImageReadError, open_image, read_image_file, to_rgb
 
 log = logging.getLogger(__name__)
 MAX_FILE = 256 << 20      # largest image file a thumbnail is made from (the indexer's limit)
@@ -62,8 +63,8 @@ def thumbnail(served: ServedIndex, table: str, row_id: int, size: int, t: float 
     path, st, row = row_file(served, table, row_id)
     if table == "frames":
         t = row.get("t") or 0.0
-    if t is not None and not (math.isfinite(t) and t >= 0):
-        raise InvalidInput("t must be a non-negative number of seconds")
+    if t is not None and not (math.isfinite(t) and 0 <= t <= MAX_T):
+        raise InvalidInput(f"t must be a number of seconds from 0 to {MAX_T:g}")
     key = thumb_key(served, table, row_id, st, size, t)
     cached = cache_dir / key[:2] / f"{key}.jpg"
     if cached.is_file():
@@ -85,12 +86,8 @@ def thumbnail(served: ServedIndex, table: str, row_id: int, size: int, t: float 
 
 
 def _image(path: Path, size: int) -> Image.Image:
-    with open(path, "rb") as f:
-        data = f.read(MAX_FILE + 1)
-    if len(data) > MAX_FILE:
-        raise InvalidInput(f"{path.name} is too large for a thumbnail")
-    try:
-        return open_image(data, (size, size))
+    try:   # read_image_file reads what the file holds, never allocating the limit up front
+        return open_image(read_image_file(str(path), MAX_FILE), (size, size))
     except ImageReadError as exc:
         raise InvalidInput(f"cannot read {path.name}: {exc.reason}") from exc
 
@@ -114,5 +111,5 @@ def video_frame(path: Path, t: float) -> Image.Image:
             if last is None:
                 raise InvalidInput(f"{path.name} has no decodable frame")
             return last.to_image()
-    except (av.error.FFmpegError, IndexError) as exc:
+    except (av.error.FFmpegError, IndexError, OverflowError) as exc:
         raise InvalidInput(f"cannot decode {path.name}: {exc}") from exc

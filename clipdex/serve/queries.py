@@ -22,29 +22,33 @@ from clipdex.serve.config import MAX_K, MAX_OFFSET
 from clipdex.serve.registry import SEARCHABLE, ServedIndex, jsonable
 from retrieval.encode.text import encode_long_texts, query_strategy
 from retrieval.errors import InvalidInput
-from retrieval.io.imageprep import ImageReadError, open_image
+from retrieval.io.imageprep import ImageReadError, ImageTooLarge, open_image
 from retrieval.query.search import search
 from retrieval.query.video import VideoSearchOptions, search_videos
 from retrieval.store.where import filter_sql
 
 NEGATIVE_WEIGHT = 0.5
 MAX_TEXT = 10_000     # characters of a query text, a negative text or a filter
+MAX_WEIGHT = 1000.0   # |weight| of the query and of each negative text
+MAX_ID = (1 << 63) - 1
 
 
 class SearchRequest(BaseModel):
     """The body of ``POST /api/search`` (JSON, or multipart form fields with ``image`` as a file)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     index: Optional[str] = Field(None, description="served index name; optional when one is served")
     table: str = Field("images", description="images, frames, videos or texts")
     text: Optional[str] = Field(None, max_length=MAX_TEXT)
     image: Optional[str] = Field(None, description="base64 image bytes (a data: URL is accepted); or upload a file")
     vector: Optional[list[float]] = Field(None, max_length=65536)
-    like_id: Optional[int] = Field(None, description="more like this: the id of a row of `table`")
-    weight: float = Field(1.0, description="weight of the query in q = norm(w*e - sum v_i*n_i)")
+    like_id: Optional[int] = Field(None, ge=0, le=MAX_ID, description="more like this: the id of a row of `table`")
+    weight: float = Field(1.0, ge=-MAX_WEIGHT, le=MAX_WEIGHT,
+                          description="weight of the query in q = norm(w*e - sum v_i*n_i)")
     negative: list[Annotated[str, Field(max_length=MAX_TEXT)]] = Field(
         default_factory=list, max_length=16, description="texts to steer away from")
-    negative_weights: Optional[list[float]] = Field(None, description=f"one per negative text (default {NEGATIVE_WEIGHT})")
+    negative_weights: Optional[list[Annotated[float, Field(ge=-MAX_WEIGHT, le=MAX_WEIGHT)]]] = Field(
+        None, description=f"one per negative text (default {NEGATIVE_WEIGHT})")
     column: str = Field("vector", description="vector column to search: vector or text_vector (captions)")
     where: Optional[str] = Field(None, max_length=MAX_TEXT, description="row filter, as clipdex search --where")
     min_score: Optional[float] = Field(None, ge=-1.0, le=1.0)
@@ -71,12 +75,15 @@ class TooLarge(InvalidInput):
     """An upload over the limit (answered with 413)."""
 
 
-def decode_image(data: bytes, limit: int):
-    """Uploaded bytes -> PIL image, with the size limit and Pillow's decompression-bomb guard."""
+def decode_image(data: bytes, limit: int, max_pixels: int):
+    """Uploaded bytes -> PIL image, refused past ``limit`` bytes or ``max_pixels`` pixels (from the header, before
+    decoding: a 656 KB PNG can hold 13000 x 13000 pixels, 1.3 GB once decoded)."""
     if len(data) > limit:
         raise TooLarge(f"image is larger than the {limit:,}-byte upload limit")
     try:
-        return open_image(data)
+        return open_image(data, max_pixels=max_pixels)
+    except ImageTooLarge as exc:
+        raise TooLarge(f"query image: {exc.reason}") from None
     except ImageReadError as exc:
         raise InvalidInput(f"query image: {exc.reason}") from exc
 

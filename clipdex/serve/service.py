@@ -30,6 +30,7 @@ from retrieval.index.query_cache import remember_queries
 
 log = logging.getLogger(__name__)
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT"})
 
 
 class QueryTimeout(ClipdexError):
@@ -45,6 +46,9 @@ class Metrics:
         self.latency: dict[str, list] = {}   # route -> [bucket counts..., sum, count]
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one request; a method outside HTTP's own is counted as "other" (a client can make up any
+        number of them: one series each would grow without bound). ``route`` is a route's template, or "other"."""
+        method = method if method in METHODS else "other"
         with self._lock:
             key = (method, route, status)
             self.counts[key] = self.counts.get(key, 0) + 1
@@ -168,7 +172,7 @@ class Service:
         t0 = time.perf_counter()
         if image is None and (image_bytes is not None or req.image):
             data = image_bytes if image_bytes is not None else decode_base64_image(req.image, self.config.max_upload)
-            image = await self.run(decode_image, data, self.config.max_upload)
+            image = await self.run(decode_image, data, self.config.max_upload, self.config.max_pixels)
         q = await query_vector(served, req, image, self.run)
         results = await self.run(run_search, served, req, q)
         batch = self._take_queries(served.name, q.reshape(1, -1)) if req.table == "images" else None

@@ -15,19 +15,21 @@ import numpy as np
 
 from retrieval.algorithms.augment import augmented_views
 from retrieval.errors import InvalidInput
+from retrieval.io.files import read_limited
 from retrieval.io.imageprep import ImageReadError, read_and_prepare
 from retrieval.io.sources import IMAGE_EXTENSIONS, discover, read_manifest
 from retrieval.io.workers import WorkerCrash, ordered_map
 from retrieval.query.search import load_query_image
 
 log = logging.getLogger(__name__)
+MAX_CLASSES_BYTES = 16 << 20   # a classes file larger than this is refused (22k ImageNet names take 0.3 MB)
 
 
 def read_classes(path: str | os.PathLike) -> list[str]:
-    """Class names from a text file, one per line (blank lines and ``#`` comments skipped); no duplicates."""
-    p = Path(path)
+    """Class names from a text file, one per line (blank lines and ``#`` comments skipped); no duplicates. Only a
+    regular file of at most ``MAX_CLASSES_BYTES`` is read (``/dev/zero`` or a FIFO is refused before a byte)."""
     try:
-        lines = p.read_text(encoding="utf-8").splitlines()
+        lines = read_limited(os.fspath(path), MAX_CLASSES_BYTES).decode("utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise InvalidInput(f"cannot read classes file {path}: {getattr(exc, 'strerror', None) or exc}") from None
     return check_classes([ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")], str(path))

@@ -24,6 +24,8 @@ from retrieval.io.files import FileTooLarge, NotAFile, read_limited
 
 log = logging.getLogger(__name__)
 MAX_BYTES = 256 << 20  # larger image files are refused (indexed: an errors row; queried: InvalidInput)
+MAX_PIXELS = 2 * 89_478_485   # larger images are refused before decoding (Pillow's own error threshold, held here
+#                               whatever Image.MAX_IMAGE_PIXELS is set to)
 
 _RESAMPLE = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST,
              "lanczos": Image.LANCZOS}
@@ -90,18 +92,26 @@ class ImageReadError(Exception):
         self.reason = reason
 
 
+class ImageTooLarge(ImageReadError):
+    """An image with more pixels than the reader accepts (refused from its header, before decoding)."""
+
+    def __init__(self, reason: str):
+        super().__init__("decode", reason)
+
+
 def content_hash(data: bytes) -> str:
     """Content hash of a file's bytes (BLAKE2b, 128 bits, hex): recognises renamed and copied files."""
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-def open_image(data: bytes, target: tuple[int, int] | None = None) -> Image.Image:
-    """Decode image bytes fully (Pillow's decompression-bomb guard stays on).
+def open_image(data: bytes, target: tuple[int, int] | None = None, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Decode image bytes fully, refusing more than ``max_pixels`` pixels.
 
     ``target`` lets JPEG decode at a reduced scale (``draft``) when the image is far larger than needed; the
-    result is never smaller than ``target`` on its short side. Raises ``ImageReadError`` on any failure. A very
-    large image (Pillow's ``DecompressionBombWarning``, up to twice its pixel limit) is decoded and logged as a
-    warning, never printed as a raw Python warning; past twice the limit it is an error.
+    result is never smaller than ``target`` on its short side. Raises ``ImageReadError`` on any failure, and
+    ``ImageTooLarge`` for an image over ``max_pixels`` (read from the header: ``Image.open`` is lazy, so nothing is
+    decoded); the bound holds whatever Pillow's global ``Image.MAX_IMAGE_PIXELS`` says. A very large image within
+    it (Pillow's ``DecompressionBombWarning``) is decoded and logged as a warning, never printed as a raw warning.
     """
     if not data:
         raise ImageReadError("read", "empty file (0 bytes)")
@@ -109,6 +119,7 @@ def open_image(data: bytes, target: tuple[int, int] | None = None) -> Image.Imag
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
+            check_pixels(img.size, max_pixels)
             if getattr(img, "n_frames", 1) > 1:
                 img.seek(0)
             if target is not None and img.format == "JPEG":
@@ -120,12 +131,20 @@ def open_image(data: bytes, target: tuple[int, int] | None = None) -> Image.Imag
             else:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     except Image.DecompressionBombError as exc:
-        raise ImageReadError("decode", f"too large: {exc}") from exc
+        raise ImageTooLarge(f"too large: {exc}") from exc
     except Image.UnidentifiedImageError:
         raise ImageReadError("decode", "not an image (unrecognised format)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageReadError("decode", f"corrupt or truncated image: {exc}") from exc
     return img
+
+
+def check_pixels(size: tuple[int, int], max_pixels: int) -> None:
+    """Refuse (``ImageTooLarge``) an image of ``size`` (width, height) over ``max_pixels`` pixels."""
+    width, height = size
+    if width * height > max_pixels:
+        raise ImageTooLarge(f"too large: {width}x{height} pixels ({width * height / 1e6:.1f} MP); at most "
+                            f"{max_pixels / 1e6:g} MP are decoded")
 
 
 def read_image_file(path: str, max_bytes: int = MAX_BYTES) -> bytes:
