@@ -8,7 +8,7 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Res
 from pydantic import BaseModel, ConfigDict, Field
 
 from clipdex.serve.bodies import read_body
-from clipdex.serve.classify import classify_image
+from clipdex.serve.classify import check_work, classify_image
 from clipdex.serve.config import MAX_SIZE, MAX_T
 from clipdex.serve.media import row_file, thumbnail
 from clipdex.serve.queries import SearchRequest, decode_base64_image, decode_image
@@ -101,11 +101,13 @@ async def classify(request: Request):
     if isinstance(fields.get("classes"), list) and len(fields["classes"]) == 1 and "," in fields["classes"][0]:
         fields["classes"] = [c.strip() for c in fields["classes"][0].split(",") if c.strip()]
     req = ClassifyRequest.model_validate(fields)
+    check_work(req.classes, svc.config)   # 413 before any work: the number and length of classes, prompts
     if upload is None and not req.image:
         raise InvalidInput("give the image to classify (upload 'image' or base64 'image')")
     data = upload if upload is not None else decode_base64_image(req.image, svc.config.max_upload)
     image = await svc.run(decode_image, data, svc.config.max_upload, svc.config.max_pixels)
     served = svc.registry.get(req.index)
     support = svc.registry.get(req.support).index.path if req.support else None
-    return JSONResponse(await svc.run(classify_image, served, image, req.classes, req.method, support, req.top_k))
+    work = svc.run(classify_image, served, image, req.classes, req.method, support, req.top_k)
+    return JSONResponse(await svc.bounded(work, "classification", "give fewer classes"))
 

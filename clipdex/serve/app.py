@@ -25,13 +25,14 @@ from clipdex.serve.config import ServeConfig
 from clipdex.serve.queries import TooLarge
 from clipdex.serve.registry import NotFound
 from clipdex.serve.service import QueryTimeout, Service
+from retrieval.cancel import Cancelled
 from retrieval.errors import ClipdexError, IndexNotFound, InvalidFilter, ModelMismatch, TableNotFound
 from retrieval.version import __version__
 
 log = logging.getLogger(__name__)
 OPEN_PATHS = ("/", "/healthz", "/static/", "/favicon.ico")
 STATUS = [(NotFound, 404), (IndexNotFound, 404), (TableNotFound, 404), (TooLarge, 413), (QueryTimeout, 504),
-          (InvalidFilter, 400), (ModelMismatch, 400), (ClipdexError, 400)]
+          (Cancelled, 503), (InvalidFilter, 400), (ModelMismatch, 400), (ClipdexError, 400)]
 
 
 def error(status: int, message: str, headers: dict | None = None) -> JSONResponse:

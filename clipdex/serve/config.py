@@ -40,7 +40,11 @@ class ServeConfig:
     max_upload: int = 20 << 20        # bytes of an uploaded or base64 image
     max_pixels: int = 40_000_000      # pixels of a query image, checked before it is decoded (3-4 bytes each)
     header_timeout: float = 10.0      # seconds a client has to send a request's headers
-    query_timeout: float = 30.0       # seconds a search may take before a 504
+    query_timeout: float = 30.0       # seconds a search or a classification may take before a 504 (then cancelled)
+    shutdown_timeout: float = 3.0     # seconds a stopping server lets requests in flight finish before cancelling
+    max_classes: int = 1000           # classes one /api/classify request may name
+    max_class_chars: int = 200        # characters of one class name
+    max_prompts: int = 80_000         # prompts encoded for one classifier: classes x templates (long names count more)
     batch_size: int = 32              # queries encoded together at most
     batch_wait_ms: float = 0.0        # how long an idle model waits for more queries (busy: they queue anyway)
     allow_url_fetch: bool = False     # clip-retrieval's image_url: only with this flag, and never to loopback
@@ -62,5 +66,7 @@ class ServeConfig:
             raise InvalidInput("--workers-threads and the batch size must be at least 1")
         if self.max_upload < 1 or self.max_pixels < 1 or not self.header_timeout > 0:
             raise InvalidInput("the upload, pixel and header-time limits must be positive")
+        if min(self.max_classes, self.max_class_chars, self.max_prompts) < 2 or not self.shutdown_timeout >= 0:
+            raise InvalidInput("the classification limits must be at least 2 and the shutdown timeout not negative")
         self.cache_dir = Path(self.cache_dir) if self.cache_dir else default_cache_dir()
         return self

@@ -70,7 +70,9 @@ def late_response(seconds: float) -> bytes:
 
 def server_options(config: ServeConfig) -> dict:
     """The options ``clipdex serve`` gives ``uvicorn.run`` (or ``uvicorn.Config``): host and port, the h11 protocol
-    with the header deadline (``config.header_timeout``), bounded headers and keep-alive."""
+    with the header deadline (``config.header_timeout``), bounded headers and keep-alive; on SIGTERM, requests in
+    flight get ``config.shutdown_timeout`` seconds to finish, then they are cancelled (their work with them)."""
     protocol = type("HeaderTimeoutH11", (HeaderTimeoutH11,), {"header_timeout": config.header_timeout})
     return {"host": config.host, "port": config.port, "log_level": "warning", "http": protocol,
-            "timeout_keep_alive": KEEP_ALIVE, "h11_max_incomplete_event_size": MAX_HEADER_BYTES}
+            "timeout_keep_alive": KEEP_ALIVE, "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
+            "timeout_graceful_shutdown": config.shutdown_timeout}

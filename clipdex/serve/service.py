@@ -1,20 +1,20 @@
 """The running service: the served indexes, one batcher per model, the search threads, metrics.
 
 ``Service.search`` is the one path every search route takes (clipdex's API, the clip-retrieval routes, the page):
-check the request, build the query vector (batched encoding), search off the event loop under a timeout.
+check the request, build the query vector (batched encoding), search off the event loop under a timeout. Past
+the timeout the request's blocking work is cancelled (``clipdex.serve.jobs``), so it stops holding a search thread.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from clipdex.serve.batcher import Batcher
 from clipdex.serve.config import ServeConfig
+from clipdex.serve.jobs import Jobs
 from clipdex.serve.queries import (
     SearchRequest,
     check_request,
@@ -30,6 +30,7 @@ from retrieval.index.query_cache import remember_queries
 
 log = logging.getLogger(__name__)
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+STOP_WAIT = 2.0   # seconds a stopping service waits for its cancelled requests' threads to come back
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT"})
 
 
@@ -85,7 +86,8 @@ class Service:
         self.registry = Registry(config.indexes, device=config.device, grace=2 * config.query_timeout + 5)
         self._stopping = threading.Event()
         self._refresher: threading.Thread | None = None
-        self.pool = ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="clipdex-search")
+        self.jobs = Jobs(config.threads)
+        self.pool = self.jobs.pool
         self.metrics = Metrics()
         self.batchers: list[Batcher] = []
         self._served: dict[str, list] = {}  # index name -> query vectors not yet in its cache
@@ -122,7 +124,9 @@ class Service:
             self._refresher.join(timeout=10)
         for b in self.batchers:
             b.close()
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        if not self.jobs.stop(wait=STOP_WAIT):   # cancels the requests in flight: stopping never waits on them
+            log.warning("search threads still busy after %g s; leaving the indexes open", STOP_WAIT)
+            return
         for name in list(self._served):
             self._keep_queries(name, flush=True)
         self.registry.close()
@@ -154,19 +158,22 @@ class Service:
             pass
 
     async def run(self, fn, *args):
-        """Run blocking work (search, decoding, file reads) on the search threads."""
-        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+        """Run blocking work (search, decoding, file reads) on the search threads, cancelled with its request."""
+        return await self.jobs.run(fn, *args)
+
+    async def bounded(self, coro, what: str, hint: str):
+        """Await a request's work under the query timeout: past it, the work is cancelled and a 504 answers."""
+        timeout = self.config.query_timeout
+        return await self.jobs.within(coro, timeout, lambda: QueryTimeout(
+            f"the {what} took longer than {timeout:g} s; {hint} or try again"))
 
     async def search(self, req: SearchRequest, image=None, image_bytes: bytes | None = None) -> dict:
         """The one search path: -> {index, table, k, offset, results, elapsed_ms}. ``image`` a PIL image, or
         ``image_bytes`` to decode here (size limit, bomb guard)."""
         served = self.registry.get(req.index)
         check_request(served, req, image is not None or image_bytes is not None or bool(req.image))
-        try:
-            return await asyncio.wait_for(self._search(served, req, image, image_bytes), self.config.query_timeout)
-        except asyncio.TimeoutError:
-            raise QueryTimeout(f"the search took longer than {self.config.query_timeout:g} s; narrow it (smaller k, "
-                               "a filter) or try again") from None
+        return await self.bounded(self._search(served, req, image, image_bytes), "search",
+                                  "narrow it (smaller k, a filter)")
 
     async def _search(self, served, req: SearchRequest, image, image_bytes) -> dict:
         t0 = time.perf_counter()

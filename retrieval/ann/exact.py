@@ -12,6 +12,8 @@ from typing import Iterable
 
 import numpy as np
 
+from retrieval.cancel import checkpoint
+
 
 def topk(D: np.ndarray, I: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The k best of each row of candidate lists: scores D (q, m), ids I (q, m) -> D (q, k) float32, I (q, k) int64.
@@ -41,7 +43,8 @@ def exact_search(xq: np.ndarray, xb_blocks: Iterable, k: int, block: int = 65536
 
     xq (q, d) float32; xb_blocks yields (n_i, d) arrays (ids are running row numbers) or (ids (n_i,), x (n_i, d))
     pairs; ``block`` bounds the rows scored at once (memory q x block). Returns D (q, k) float32 decreasing, I (q, k)
-    int64, padded with -inf / -1 when the database holds fewer than k rows; ties as :func:`topk`.
+    int64, padded with -inf / -1 when the database holds fewer than k rows; ties as :func:`topk`. Stops with
+    ``Cancelled`` between blocks once the work's cancellation token is cancelled (``retrieval.cancel``).
     """
     xq = np.ascontiguousarray(xq, dtype=np.float32)
     q = xq.shape[0]
@@ -56,6 +59,7 @@ def exact_search(xq: np.ndarray, xb_blocks: Iterable, k: int, block: int = 65536
             ids = np.arange(offset, offset + len(x), dtype=np.int64)
         offset += len(x)
         for s in range(0, len(x), block):
+            checkpoint()
             S, J = block_topk(xq, np.ascontiguousarray(x[s:s + block], dtype=np.float32), ids[s:s + block], k)
             D, I = topk(np.concatenate([D, S], 1), np.concatenate([I, J], 1), k)
     return D, I

@@ -14,6 +14,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from retrieval.cancel import checkpoint
 from retrieval.encode.text import encode_long_texts
 from retrieval.encode.text_tower import ensure_text_tower
 from retrieval.errors import InvalidInput
@@ -80,6 +81,7 @@ class ClipEncoder:
         """
         import torch  # heavy: imported when a model is loaded, not when the package is
 
+        checkpoint()   # a cancelled request's work stops between batches
         batch = torch.as_tensor(np.ascontiguousarray(pixels))
         if batch.ndim != 4 or batch.shape[-1] != 3:
             raise ValueError(f"expected (B, H, W, 3) uint8 pixels, got {tuple(batch.shape)}")
@@ -112,6 +114,7 @@ class ClipEncoder:
         """
         import torch  # heavy: imported when a model is loaded, not when the package is
 
+        checkpoint()   # a cancelled request's work stops between batches (e.g. a classifier's prompts)
         model = self.model if model is None else model
         with self._lock, torch.inference_mode():
             with self._autocast():
