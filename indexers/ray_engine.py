@@ -61,15 +61,15 @@ def check_ray():
 def _rows(shard: Shard, prep: ImagePrep) -> Iterator[dict]:
     """One shard's rows: a row per sample (pixels, or why not), a row if the tar broke, then the end marker."""
     blank = np.zeros((*prep.size, 3), np.uint8)
-    base = {"shard": shard.path, "key": "", "caption": None, "meta": "{}", "problem": None, "stage": "read",
-            "hash": None, "width": 0, "height": 0, "ok": False, "pixels": blank}
+    base = {"shard": shard.path, "key": "", "copy": 1, "caption": None, "meta": "{}", "dropped": "[]",
+            "problem": None, "stage": "read", "hash": None, "width": 0, "height": 0, "ok": False, "pixels": blank}
     n = 0
     try:
         for s in read_shard(shard):
-            row = {**base, "kind": SAMPLE, "key": s.key, "caption": s.caption, "meta": json.dumps(s.meta),
-                   "problem": s.problem, "stage": s.stage}
+            row = {**base, "kind": SAMPLE, "key": s.key, "copy": s.copy, "caption": s.caption,
+                   "meta": json.dumps(s.meta), "dropped": json.dumps(s.dropped), "problem": s.problem, "stage": s.stage}
             if s.problem is None:
-                d = decode_sample(sample_path(shard.path, s.key), s.image, prep)
+                d = decode_sample(sample_path(shard.path, s.key, s.copy), s.image, prep)
                 if isinstance(d, Failure):
                     row.update(problem=d.reason, stage=d.stage)
                 else:
@@ -139,12 +139,7 @@ def index_shards_ray(index: Index, found: ShardDiscovery, options: ImageIndexOpt
     t0 = time.monotonic()
     summary = ShardSummary()
     run = ShardRun(index, opts, summary)
-    todo = run.todo(found)
-    for sh in [s for s in todo if s.bytes is None]:
-        run.begin(sh)
-        run.broken(sh, "shard not found")
-        run.finish(sh)
-    todo = [s for s in todo if s.bytes is not None]
+    todo = run.record_missing(run.todo(found))
     if todo:
         _start(ray, ropts)
         prep = dataclasses.asdict(run.writer.model().prep)
@@ -208,7 +203,8 @@ def _drain(run: ShardRun, ds, shards: dict[str, Shard], on_progress, t0: float) 
             else:
                 ok = bool(batch["ok"][i])  # else the reason is a failed download, a bad json, an undecodable image
                 sample = ShardSample(str(batch["key"][i]), None, batch["caption"][i], json.loads(batch["meta"][i]),
-                                     None if ok else str(batch["problem"][i]), str(batch["stage"][i]))
+                                     None if ok else str(batch["problem"][i]), str(batch["stage"][i]),
+                                     int(batch["copy"][i]), [tuple(d) for d in json.loads(batch["dropped"][i])])
                 item = run.plan(shard, sample)
                 if item is None:
                     continue

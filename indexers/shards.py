@@ -14,6 +14,13 @@ again, and each of its samples already stored is skipped, so after ``kill -9`` a
 exactly once. A shard that changed (size or mtime) is read again and its samples' rows replaced.
 ``ShardRun`` is that bookkeeping, shared with the Ray engine (``indexers/ray_engine.py``), which runs it on the
 driver.
+
+One row per key: a key's later samples in a shard (``read_shard``: only the first is read) are ``errors`` rows at
+``SHARD#KEY.dupN``. Metadata becomes columns only under names every store takes (``retrieval.io.shard_meta``), never
+a built-in column's name (in any case: ``Width`` beside the image's ``width`` would only mislead), at most
+``MAX_META_COLUMNS`` of them: a sample indexed with keys left out gets an ``errors`` row at ``SHARD#KEY.json``
+(stage ``metadata``, the keys and why), counted in ``metadata_dropped``, not in ``errors``. Missing shards (named by
+a pattern) are ``errors`` rows committed in blocks, recorded once while they stay missing.
 """
 from __future__ import annotations
 
@@ -25,7 +32,7 @@ from typing import Callable, Iterator
 import numpy as np
 import pyarrow as pa
 
-from indexers.common import Failure, refresh_search, scan_tuples
+from indexers.common import Failure, error_table, refresh_search, scan_tuples
 from indexers.images import (
     TABLE,
     Decoded,
@@ -37,14 +44,25 @@ from indexers.images import (
     replace_after_commit,
 )
 from retrieval.index.directory import Index, now
+from retrieval.index.schemas import base_fields
 from retrieval.io.imageprep import ImagePrep, ImageReadError, prepare_bytes
-from retrieval.io.shards import Shard, ShardDiscovery, ShardError, ShardSample, read_shard, sample_path
+from retrieval.io.shard_meta import describe_dropped
+from retrieval.io.shards import (
+    Shard,
+    ShardDiscovery,
+    ShardError,
+    ShardSample,
+    metadata_path,
+    read_shard,
+    sample_path,
+)
 from retrieval.io.sources import Item
 from retrieval.io.workers import Committer, Progress, WorkerCrash, default_workers, ordered_map, plan_work
 
 log = logging.getLogger(__name__)
 SHARDS = "shards"
 _IDENTITY = [pa.field("shard", pa.string()), pa.field("key", pa.string())]
+MAX_META_COLUMNS = 256  # metadata columns a table may gain from shards (a json with ever-new keys stops there)
 
 
 @dataclass
@@ -52,6 +70,7 @@ class ShardSummary(IndexSummary):
     shards: int = 0            # shards read this run
     shards_unchanged: int = 0  # shards skipped whole (recorded as done, same size and mtime)
     bad_shards: int = 0        # shards whose tar is broken (their readable samples are indexed)
+    metadata_dropped: int = 0  # samples indexed with some metadata keys not kept as columns (errors rows say which)
 
 
 def decode_sample(path: str, data: bytes, prep: ImagePrep) -> Decoded | Failure:
@@ -108,12 +127,19 @@ class ShardRun:
         self.writer = ImageRowWriter(index, schema, self.committer, summary, self.replaced)
         self.items: dict[str, Item] = {}
         self.tally: dict[str, _Tally] = {}
+        self.builtin = {f.name.lower() for f in base_fields(TABLE, index.dim) + _IDENTITY}
+        self.columns = set(schema.names)  # the table's columns and those accepted this run
+        self.n_meta = sum(1 for n in schema.names if n.lower() not in self.builtin)
 
     def todo(self, found: ShardDiscovery) -> list[Shard]:
         """The shards to read: those without a record of the same size and mtime (and, with ``retry_errors``,
         those recorded with errors)."""
         out = []
         for sh in found.shards:
+            err = self.state.errors.get(sh.path)
+            if sh.bytes is None and err and err[1:] == (None, None) and not self.opts.retry_errors:
+                self.summary.known_errors += 1  # still missing, and recorded so
+                continue
             rec = self.done.get(sh.path)
             if rec and rec[1:3] == (sh.bytes, sh.mtime) and not (self.opts.retry_errors and (rec[4] or rec[5])):
                 self.summary.shards_unchanged += 1
@@ -122,6 +148,20 @@ class ShardRun:
                 continue
             out.append(sh)
         return out
+
+    def record_missing(self, todo: list[Shard]) -> list[Shard]:
+        """Record the missing shards of ``todo`` (an ``errors`` row each, committed in blocks, not one commit per
+        shard); returns the others."""
+        stale: list[int] = []
+        for sh in todo:
+            if sh.bytes is None:
+                self.begin(sh)
+                self.broken(sh, "shard not found")
+                stale += self.tally.pop(sh.path).stale
+        self.committer.commit()
+        if stale:
+            self.index.delete("errors", stale)
+        return [sh for sh in todo if sh.bytes is not None]
 
     def begin(self, shard: Shard) -> None:
         tally = self.tally[shard.path] = _Tally()
@@ -134,8 +174,7 @@ class ShardRun:
         now)."""
         tally = self.tally[shard.path]
         tally.samples += 1
-        item = Item(sample_path(shard.path, sample.key), shard.bytes, shard.mtime, caption=sample.caption,
-                    meta={"shard": shard.path, "key": sample.key, **sample.meta})
+        item = Item(sample_path(shard.path, sample.key, sample.copy), shard.bytes, shard.mtime, caption=sample.caption)
         plan = plan_work([item], self.state.rows, self.state.errors, self.opts.retry_errors,
                          current=lambda it, old: old[1] == it.mtime and old[2] == it.bytes)
         self.summary.unchanged += plan.unchanged
@@ -148,14 +187,46 @@ class ShardRun:
         if sample.problem:
             self.fail(Failure.of(item, sample.stage, sample.problem))
             return None
+        meta, dropped = self._columns(sample.meta)
+        item.meta = {**meta, "shard": shard.path, "key": sample.key}
+        self._note(shard, item.path, sample.dropped + dropped)
         self.items[item.path] = item
         return item
 
+    def _columns(self, meta: dict) -> tuple[dict, list[tuple[str, str]]]:
+        """A sample's metadata -> (the columns it writes, [(key, why not)]): never a built-in column (in any case),
+        no new column past ``MAX_META_COLUMNS``."""
+        kept, dropped = {}, []
+        for name, value in meta.items():
+            if name.lower() in self.builtin:
+                dropped.append((name, "a built-in column"))
+            elif name in self.columns:
+                kept[name] = value
+            elif self.n_meta >= MAX_META_COLUMNS:
+                dropped.append((name, f"the table has {MAX_META_COLUMNS} metadata columns already"))
+            else:
+                self.columns.add(name)
+                self.n_meta += 1
+                kept[name] = value
+        return kept, dropped
+
+    def _note(self, shard: Shard, path: str, dropped: list[tuple[str, str]]) -> None:
+        """The ``errors`` row of a sample written with metadata keys left out (replacing one from an older read)."""
+        note = metadata_path(path)
+        old = self.state.errors.get(note)
+        if old is not None:
+            self.tally[shard.path].stale.append(old[0])
+        if dropped:
+            self.summary.metadata_dropped += 1
+            failure = Failure(note, "metadata", describe_dropped(dropped), shard.bytes, shard.mtime)
+            self.committer.put("errors", error_table(self.index, TABLE, [failure]))
+
     def fail(self, failure: Failure) -> None:
         """Record a failed sample (path ``SHARD#KEY``) or shard (its path)."""
-        shard, _, key = failure.path.partition("#")
-        if key and shard in self.tally:
-            self.tally[shard].errors += 1
+        for shard, tally in self.tally.items():  # the shards in flight: a few
+            if failure.path.startswith(shard + "#"):
+                tally.errors += 1
+                break
         self.writer.fail([failure])
 
     def broken(self, shard: Shard, reason: str) -> None:
@@ -180,7 +251,7 @@ class ShardRun:
         if tally.stale:
             self.index.delete("errors", tally.stale)
         if shard.bytes is None:
-            return  # a missing shard is only an error row
+            return  # a missing shard is only an error row (``record_missing``)
         old = self.done.get(shard.path)
         row = {"id": self.index.next_ids(SHARDS, 1), "path": [shard.path], "bytes": [shard.bytes],
                "mtime": [shard.mtime], "samples": [tally.samples], "errors": [tally.errors],
@@ -193,9 +264,6 @@ class ShardRun:
     def samples(self, shard: Shard) -> Iterator[tuple[Item, bytes]]:
         """The samples of ``shard`` still to embed, with their image bytes; failures and a broken tar recorded."""
         self.begin(shard)
-        if shard.bytes is None:
-            self.broken(shard, "shard not found")
-            return
         try:
             for sample in read_shard(shard):
                 item = self.plan(shard, sample)
@@ -212,7 +280,7 @@ def index_shards(index: Index, found: ShardDiscovery, options: ImageIndexOptions
     t0 = time.monotonic()
     summary = ShardSummary()
     run = ShardRun(index, opts, summary)
-    todo = run.todo(found)
+    todo = run.record_missing(run.todo(found))
     prep = run.writer.model().prep if todo else None
 
     def chunks() -> Iterator[SampleChunk]:

@@ -4,7 +4,9 @@
 with ``00000.parquet`` beside it (``key``, ``status``, ``error_message``, ``url``, ``caption``, ``width``,
 ``height``, ``original_width``, ``original_height``, ``sha256``); each shard also lists failed downloads, which are
 in the parquet only. ``make_bad_shards`` writes a truncated tar, a tar whose image member is not an image, one
-whose json does not parse, and a file that is no tar at all. Seeded and deterministic.
+whose json does not parse, and a file that is no tar at all; ``make_hostile_shards`` shards a careless or hostile
+producer writes (duplicate keys, json keys no store takes as column names, json too deep or too big). Seeded and
+deterministic.
 """
 from __future__ import annotations
 
@@ -114,4 +116,38 @@ def make_bad_shards(root: str | Path, seed: int = 1) -> dict[str, Path]:
     write_shard(out["bad_json"], js, parquet=False)
     out["not_tar"] = root / "not_tar.tar"
     out["not_tar"].write_bytes(bytes(rng.randrange(256) for _ in range(3000)))
+    return out
+
+
+HOSTILE_KEYS = {"we`ird": "tick", "a.b": "dot", "EXIF Make": "space", "_rowid": "reserved", "Path": "built-in",
+                "ok": "fine"}
+
+
+def make_hostile_shards(root: str | Path, seed: int = 2) -> dict[str, Path]:
+    """Shards a careless or hostile producer writes, each of drawn shapes captioned ``KEY first`` (or ``second``):
+
+    ``duplicates``: keys d0000..d0003 where d0001 comes back after d0002 and d0003 twice in a row (6 samples, 4
+    keys, the second of each repeated key captioned ``second``); ``bad_keys``: b0000's json has ``HOSTILE_KEYS``
+    (a backquote, a dot, a space, a reserved and a built-in name), b0001's a plain one; ``deep_json``: 5 samples,
+    e0001's json nested 100,000 deep, e0003's 1.2 MB."""
+    rng = random.Random(seed)
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+
+    def sample(key: str, which: str = "first", js=None) -> dict:
+        out = {"key": key, "jpg": _jpeg(rng.choice(SHAPES), rng.choice(sorted(COLORS)), 64, rng),
+               "caption": f"{key} {which}"}
+        if js is not None:
+            out["json"] = js
+        return out
+
+    out = {name: root / f"{name}.tar" for name in ("duplicates", "bad_keys", "deep_json")}
+    write_shard(out["duplicates"], [sample("d0000"), sample("d0001"), sample("d0002"), sample("d0001", "second"),
+                                    sample("d0003"), sample("d0003", "second")], parquet=False)
+    write_shard(out["bad_keys"], [sample("b0000", js=HOSTILE_KEYS), sample("b0001", js={"ok": "plain"})],
+                parquet=False)
+    deep = b'{"a":' * 100_000 + b"1" + b"}" * 100_000
+    big = json.dumps({"blob": "x" * 1_200_000}).encode()
+    write_shard(out["deep_json"], [sample("e0000"), sample("e0001", js=deep), sample("e0002"),
+                                   sample("e0003", js=big), sample("e0004")], parquet=False)
     return out

@@ -1,23 +1,28 @@
 """Webdataset tar shards and img2dataset output folders as a source (torch-free, shared by both engines).
 
 **Finding shards.** ``discover_shards`` takes ``.tar`` files, brace patterns (``shards/{00000..00099}.tar``,
-``{a,b}``) and folders holding ``.tar`` files (an img2dataset output folder: ``00000.tar`` with ``00000.parquet``
-beside it). Only ``stat`` is called; a shard a pattern names but that is missing is kept with ``bytes=None`` so
-the indexer records it.
+``{a,b}``; ``retrieval.io.braces``: at most ``MAX_NAMES`` names in one discovery, expanded one at a time) and
+folders holding ``.tar`` files (an img2dataset output folder: ``00000.tar`` with ``00000.parquet`` beside it). Only
+``stat`` is called; a shard a pattern names but that is missing is kept with ``bytes=None`` so the indexer records
+it, but a pattern none of whose names exists is refused.
 
 **Reading one.** ``read_shard`` streams a tar once, front to back, and groups consecutive members by webdataset's
 key rule: the member path up to the first dot of its file name (``a/b/0001.jpg`` -> key ``a/b/0001``, extension
 ``jpg``). The image is the ``jpg``/``jpeg``/``png``/``webp`` member, the caption the ``txt`` member, metadata the
-``json`` member, flattened into string columns (``{"a": {"b": 1}}`` -> ``a_b = "1"``). img2dataset's per-shard
-parquet (``key``, ``status``, ``error_message``, ``url``, ``caption``, sizes, ``sha256``) is joined by key: its
-failed downloads, which are not in the tar, come back as samples with a ``problem``. A broken tar (truncated,
-not a tar at all) raises ``ShardError`` after the samples read before the damage have been yielded.
+``json`` member, flattened into string columns (``retrieval.io.shard_meta``: bounded parsing, names every store
+takes). img2dataset's per-shard parquet (``key``, ``status``, ``error_message``, ``url``, ``caption``, sizes,
+``sha256``) is joined by key: its failed downloads, which are not in the tar, come back as samples with a
+``problem``. A broken tar (truncated, not a tar at all) raises ``ShardError`` after the samples read before the
+damage have been yielded.
+
+**One sample per key.** The first sample of a key, in tar order, is the sample (what a webdataset reader
+yields first); a later group of members with the same key, or a member repeating an extension of the current
+group (``k.jpg k.txt k.jpg``: a second sample of ``k``), is a duplicate: it comes back with ``copy`` > 1 and a
+``problem``, unread, so its row is never written and its caption never mixed into the first one's.
 """
 from __future__ import annotations
 
-import json
 import os
-import re
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,15 +32,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from retrieval.errors import InvalidInput
+from retrieval.io.braces import GROUP, MAX_NAMES, count_braces, iter_braces
+from retrieval.io.shard_meta import MAX_JSON_BYTES, MetadataError, flatten, parse_json, safe_columns
 
 SHARD_EXTENSIONS = (".tar",)
 IMAGE_MEMBERS = ("jpg", "jpeg", "png", "webp")
 # img2dataset parquet columns that are not kept as metadata (the row's own columns or the join's bookkeeping)
-_PARQUET_SKIP = {"key", "status", "error_message", "caption", "width", "height"}
-_BRACE = re.compile(r"\{([^{}]*)\}")
+_PARQUET_SKIP = frozenset({"key", "status", "error_message", "caption", "width", "height"})
 
 
-@dataclass
+@dataclass(slots=True)
 class Shard:
     """One tar shard: absolute path, size and mtime (None when missing), and its img2dataset parquet if any."""
 
@@ -57,7 +63,8 @@ class ShardDiscovery:
 class ShardSample:
     """One sample of a shard: its key, the image member's bytes, caption and flattened metadata; ``problem``
     (with ``stage``) says why it cannot be indexed (a failed download, no image member, a json that does not
-    parse)."""
+    parse, a duplicate key); ``copy``: 1 for the first sample of its key, n for its n-th duplicate; ``dropped``:
+    the metadata keys not kept as columns, with why (``shard_meta.safe_columns``)."""
 
     key: str
     image: bytes | None = None
@@ -65,6 +72,8 @@ class ShardSample:
     meta: dict = field(default_factory=dict)
     problem: str | None = None
     stage: str = "read"
+    copy: int = 1
+    dropped: list[tuple[str, str]] = field(default_factory=list)
 
 
 class ShardError(Exception):
@@ -76,37 +85,27 @@ class ShardError(Exception):
         self.samples = samples
 
 
-def sample_path(shard: str, key: str) -> str:
-    """A sample's identity as stored in ``path``: the shard's path and the key, joined by ``#``."""
-    return f"{shard}#{key}"
+def sample_path(shard: str, key: str, copy: int = 1) -> str:
+    """A sample's identity as stored in ``path``: the shard's path and the key, joined by ``#``; a duplicate's
+    (``copy`` n > 1) ends in ``.dupN``, which no key can (a key has no dot after its last ``/``)."""
+    return f"{shard}#{key}" if copy == 1 else f"{shard}#{key}.dup{copy}"
 
 
-def expand_braces(pattern: str) -> list[str]:
-    """``a/{000..002}.tar`` -> ``a/000.tar a/001.tar a/002.tar`` (numeric ranges keep the zero padding);
-    ``{x,y}`` lists alternatives; several groups multiply. Raises ``InvalidInput`` on a malformed range."""
-    m = _BRACE.search(pattern)
-    if m is None:
-        return [pattern]
-    head, tail, body = pattern[:m.start()], pattern[m.end():], m.group(1)
-    rng = re.fullmatch(r"(\d+)\.\.(\d+)", body)
-    if rng:
-        lo, hi = int(rng.group(1)), int(rng.group(2))
-        if hi < lo:
-            raise InvalidInput(f"brace range {{{body}}} in {pattern} counts down")
-        width = len(rng.group(1)) if rng.group(1).startswith("0") else 0
-        options = [str(i).zfill(width) for i in range(lo, hi + 1)]
-    elif "," in body:
-        options = body.split(",")
-    else:
-        raise InvalidInput(f"cannot expand {{{body}}} in {pattern}: use {{000..099}} or {{a,b}}")
-    return [p for opt in options for p in expand_braces(head + opt + tail)]
+def metadata_path(sample: str) -> str:
+    """Where an indexed sample's metadata keys that were not kept are recorded: its path + ``.json`` (its json
+    member's name)."""
+    return sample + ".json"
+
+
+def _is_pattern(src: str) -> bool:
+    return bool(GROUP.search(src)) and not Path(src).expanduser().exists()
 
 
 def is_shard_source(src: str | Path) -> bool:
     """True for a brace pattern, a ``.tar`` file or a folder holding ``.tar`` files (img2dataset output)."""
     s = str(src)
     p = Path(s).expanduser()
-    if _BRACE.search(s) and not p.exists():  # a folder really named "x {1}" is a folder, not a pattern
+    if _is_pattern(s):  # a folder really named "x {1}" is a folder, not a pattern
         return True
     if p.suffix.lower() in SHARD_EXTENSIONS:
         return True
@@ -124,31 +123,49 @@ def _shard(path: Path) -> Shard:
 
 def discover_shards(sources: Sequence[str | Path]) -> ShardDiscovery:
     """The shards named by ``sources`` (tar files, brace patterns, folders of tars). ``InvalidInput`` when a
-    source is neither, or names no shard at all; a file a pattern names but that is missing is kept (bytes None)."""
+    source is neither, names no shard at all (a pattern: none of its names exists), or the patterns name more than
+    ``MAX_NAMES`` files together (counted before any name is made); a file a pattern names but that is missing is
+    kept (bytes None)."""
+    patterns = [str(s) for s in sources if _is_pattern(str(s))]
+    total = sum(count_braces(s) for s in patterns)
+    if total > MAX_NAMES:
+        raise InvalidInput(f"{', '.join(patterns)} name{'s' if len(patterns) == 1 else ''} {total:,} shards; at most "
+                           f"{MAX_NAMES:,} in one run (check the range, or index the shards in several runs)")
     shards: dict[str, Shard] = {}
     roots: list[str] = []
     for src in sources:
         s = str(src)
-        if _BRACE.search(s) and not Path(s).expanduser().exists():
-            paths = [Path(p).expanduser().absolute() for p in expand_braces(s)]
-            roots.extend(str(p) for p in paths)
+        if _is_pattern(s):
+            if not _pattern_shards(s, shards):
+                raise InvalidInput(f"no shard named by {src} exists ({count_braces(s):,} names looked for)")
+            roots.append(str(Path(s).expanduser().absolute()))
+            continue
+        p = Path(s).expanduser()
+        if not p.exists():
+            raise InvalidInput(f"source not found: {src}")
+        p = p.resolve()
+        roots.append(str(p))
+        if p.is_dir():
+            paths = sorted(q for q in p.iterdir() if q.suffix.lower() in SHARD_EXTENSIONS and q.is_file())
+        elif p.suffix.lower() in SHARD_EXTENSIONS:
+            paths = [p]
         else:
-            p = Path(s).expanduser()
-            if not p.exists():
-                raise InvalidInput(f"source not found: {src}")
-            p = p.resolve()
-            roots.append(str(p))
-            if p.is_dir():
-                paths = sorted(q for q in p.iterdir() if q.suffix.lower() in SHARD_EXTENSIONS and q.is_file())
-            elif p.suffix.lower() in SHARD_EXTENSIONS:
-                paths = [p]
-            else:
-                raise InvalidInput(f"{src} is neither a .tar shard, a brace pattern nor a folder of shards")
+            raise InvalidInput(f"{src} is neither a .tar shard, a brace pattern nor a folder of shards")
         for path in paths:
             shards.setdefault(str(path), _shard(path))
     if not shards:
         raise InvalidInput(f"no shards in {', '.join(map(str, sources))}")
     return ShardDiscovery(sorted(shards.values(), key=lambda sh: sh.path), roots)
+
+
+def _pattern_shards(pattern: str, shards: dict[str, Shard]) -> int:
+    """Add the shards ``pattern`` names to ``shards`` (each name made and stat-ed in turn); returns how many exist."""
+    found = 0
+    for name in iter_braces(pattern):
+        path = Path(name).expanduser().absolute()
+        sh = shards.setdefault(str(path), _shard(path))
+        found += sh.bytes is not None
+    return found
 
 
 def split_key(name: str) -> tuple[str, str]:
@@ -158,22 +175,9 @@ def split_key(name: str) -> tuple[str, str]:
     return (f"{folder}/{stem}" if folder else stem), ext.lower()
 
 
-def flatten(obj: dict, prefix: str = "") -> dict[str, str | None]:
-    """A json object -> one level of string columns (nested keys joined by ``_``, lists as json text)."""
-    out: dict[str, str | None] = {}
-    for k, v in obj.items():
-        name = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, name + "_"))
-        elif v is None:
-            out[name] = None
-        else:
-            out[name] = json.dumps(v) if isinstance(v, list) else str(v)
-    return out
-
-
 def read_downloads(parquet: str | None) -> dict[str, dict]:
-    """img2dataset's per-shard parquet: key -> its row (``{}`` without one). ``ShardError`` if unreadable."""
+    """img2dataset's per-shard parquet: key -> its row, the first one of a key (``{}`` without one). ``ShardError``
+    if unreadable."""
     if not parquet:
         return {}
     try:
@@ -182,10 +186,17 @@ def read_downloads(parquet: str | None) -> dict[str, dict]:
         raise ShardError(f"img2dataset parquet {parquet} unreadable: {str(exc).splitlines()[0][:200]}", 0) from exc
     if "key" not in table.column_names:
         return {}
-    return {str(r["key"]): r for r in table.to_pylist()}
+    out: dict[str, dict] = {}
+    for r in table.to_pylist():
+        out.setdefault(str(r["key"]), r)
+    return out
 
 
-def _sample(key: str, members: dict[str, bytes], download: dict | None) -> ShardSample:
+def _download_meta(row: dict) -> tuple[dict, list[tuple[str, str]]]:
+    return safe_columns(((str(k), None if v is None else str(v)) for k, v in row.items()), _PARQUET_SKIP)
+
+
+def _sample(key: str, members: dict[str, bytes | int], download: dict | None) -> ShardSample:
     sample = ShardSample(key)
     for ext in IMAGE_MEMBERS:
         if ext in members:
@@ -194,29 +205,53 @@ def _sample(key: str, members: dict[str, bytes], download: dict | None) -> Shard
     if "txt" in members:
         sample.caption = members["txt"].decode("utf-8", "replace")
     if download:
-        sample.meta.update({k: (None if v is None else str(v)) for k, v in download.items() if k not in _PARQUET_SKIP})
+        sample.meta, sample.dropped = _download_meta(download)
         if sample.caption is None and download.get("caption") is not None:
             sample.caption = str(download["caption"])
     if "json" in members:
+        data = members["json"]
         try:
-            obj = json.loads(members["json"])
-            if not isinstance(obj, dict):
-                raise ValueError("not a json object")
-        except ValueError as exc:
-            sample.problem = f"metadata json does not parse: {str(exc)[:120]}"
+            if isinstance(data, int):
+                raise MetadataError(f"is {data:,} bytes, over the limit of {MAX_JSON_BYTES:,}")
+            meta, dropped = safe_columns(flatten(parse_json(data)), _PARQUET_SKIP)
+        except MetadataError as exc:
+            sample.problem = f"metadata json {exc}"
             return sample
-        sample.meta.update({k: v for k, v in flatten(obj).items() if k not in _PARQUET_SKIP})
+        sample.meta.update(meta)  # the json's value of a column wins over the parquet's, as before
+        sample.dropped += dropped
     if sample.image is None:
         found = ", ".join(sorted(members)) or "nothing"
         sample.problem = f"no image member ({'/'.join(IMAGE_MEMBERS)}) in the sample, found {found}"
     return sample
 
 
+def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, ext: str) -> bytes | int:
+    """A member's bytes; a json member over ``MAX_JSON_BYTES`` is left unread: its size instead."""
+    if ext == "json" and member.size > MAX_JSON_BYTES:
+        return member.size
+    return tar.extractfile(member).read()
+
+
+class _Keys:
+    """Which keys a shard has had so far: the first sample of a key is read, later ones are duplicates."""
+
+    def __init__(self, downloads: dict[str, dict]):
+        self.copies: dict[str, int] = {}
+        self.downloads = downloads
+
+    def sample(self, key: str, members: dict[str, bytes | int]) -> ShardSample:
+        copy = self.copies[key] = self.copies.get(key, 0) + 1
+        if copy == 1:
+            return _sample(key, members, self.downloads.get(key))
+        return ShardSample(key, copy=copy, problem=f"duplicate key {key!r}: sample {copy} with this key in the "
+                           f"shard (members {', '.join(sorted(members))}); only the first one is read")
+
+
 def read_shard(shard: Shard) -> Iterator[ShardSample]:
-    """The samples of one shard in tar order, then its img2dataset failed downloads (problem set, stage
-    "download"). Raises ``ShardError`` when the tar is broken, after yielding the samples before the damage."""
-    downloads = read_downloads(shard.parquet)
-    seen: set[str] = set()
+    """The samples of one shard in tar order (a duplicate key's later samples with ``copy`` > 1 and a problem),
+    then its img2dataset failed downloads (problem set, stage "download"). Raises ``ShardError`` when the tar is
+    broken, after yielding the samples before the damage."""
+    keys = _Keys(read_downloads(shard.parquet))
     n = 0
     try:
         with open(shard.path, "rb") as f, tarfile.open(fileobj=f, mode="r|") as tar:
@@ -225,25 +260,20 @@ def read_shard(shard: Shard) -> Iterator[ShardSample]:
                 if not member.isfile():
                     continue
                 k, ext = split_key(member.name)
-                if k != key and key is not None:
+                if key is not None and (k != key or ext in members):  # a new sample (perhaps of the same key)
                     n += 1
-                    seen.add(key)
-                    yield _sample(key, members, downloads.get(key))
+                    yield keys.sample(key, members)
                     members = {}
                 key = k
-                members[ext] = tar.extractfile(member).read()
+                members[ext] = _read_member(tar, member, ext)
             if key is not None:
                 n += 1
-                seen.add(key)
-                yield _sample(key, members, downloads.get(key))
+                yield keys.sample(key, members)
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise ShardError(f"broken tar after {n} samples: {type(exc).__name__}: {str(exc)[:160]}", n) from exc
-    for key, row in downloads.items():
-        if key in seen:
+    for key, row in keys.downloads.items():
+        if key in keys.copies:
             continue
         status = row.get("status")
         reason = row.get("error_message") or ("missing from the tar" if status == "success" else f"status {status}")
-        yield ShardSample(key, meta={k: (None if v is None else str(v)) for k, v in row.items()
-                                     if k not in _PARQUET_SKIP}, problem=f"download failed: {reason}",
-                          stage="download")
-
+        yield ShardSample(key, meta=_download_meta(row)[0], problem=f"download failed: {reason}", stage="download")
