@@ -4,12 +4,11 @@ Every ``add`` and ``delete`` is one Lance commit (a new table version), so a cra
 flight. Searches are exact (flat) until ``optimize`` builds a vector index; rows added after that are still found,
 since Lance searches unindexed fragments exactly. Filtered searches pre-filter; if an ANN probe still comes back
 short while at least k rows match, the query is re-run exactly. The vector index is Lance's own or, when it measures
-faster, a FAISS index beside the table (``lance_ann.Sidecar``).
+faster, a FAISS index beside the table (``lance_ann.Sidecar``); which one a table gets is ``lance_plan``'s choice.
 """
 from __future__ import annotations
 
 import logging
-import math
 from datetime import timedelta
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -19,12 +18,11 @@ import pyarrow as pa
 
 from retrieval.ann.config import AnnConfig
 from retrieval.ann.exact import topk
-from retrieval.ann.plan import IndexPlan, choose_index
-from retrieval.ann.selection import search_grid
 from retrieval.ann.tuning import sample_rows
-from retrieval.errors import IndexFormatError, InvalidFilter, InvalidInput, TableNotFound
+from retrieval.errors import IndexFormatError, InvalidFilter, TableNotFound
+from retrieval.store import lance_plan
 from retrieval.store.base import Store, check_queries
-from retrieval.store.lance_ann import BUILD_KEYS, FAISS_KINDS, FAISS_SEARCH_KEYS, Sidecar, btree_config, index_config
+from retrieval.store.lance_ann import FAISS_KINDS, Sidecar, btree_config, index_config
 from retrieval.store.where import filter_sql
 
 log = logging.getLogger(__name__)
@@ -44,6 +42,10 @@ def _read_error(exc: Exception, where: str | None, root: Path) -> Exception:
     if not where:
         return exc
     return InvalidFilter(f"bad --where expression {where!r}: {msg[:200]}")
+
+
+def _has_id_index(table) -> bool:
+    return any(list(getattr(ix, "columns", []))[:1] == ["id"] for ix in table.list_indices())
 
 
 class LanceStore(Store):
@@ -183,7 +185,8 @@ class LanceStore(Store):
 
     def max_id(self, name: str) -> int:
         side = self._sidecar(name)
-        return max(super().max_id(name), side.built_max_id if side is not None else -1)  # never reuse an indexed id
+        indexed = side.built_max_id if side is not None else -1
+        return max(super().max_id(name), indexed)  # never reuse an id the sidecar indexed, even a deleted one
 
     def _query(self, name, xq, k, cond, column, exact):
         table = self._t(name)
@@ -210,7 +213,10 @@ class LanceStore(Store):
             res = query.to_arrow()
         except Exception as exc:  # noqa: BLE001 - a failing filter is the user's to fix; other errors propagate
             raise _read_error(exc, cond, self.root) from exc
-        qi = res.column("query_index").to_numpy() if "query_index" in res.column_names else np.zeros(len(res), np.int64)
+        if "query_index" in res.column_names:
+            qi = res.column("query_index").to_numpy()
+        else:  # one query: Lance adds no query_index column
+            qi = np.zeros(len(res), np.int64)
         ids = res.column("id").to_numpy()
         scores = 1.0 - res.column("_distance").to_numpy().astype(np.float32)
         for j in range(q):
@@ -220,14 +226,10 @@ class LanceStore(Store):
         return D, I
 
     # -- maintenance -------------------------------------------------------------------------------------------
-    _TYPES = {"IvfPq": "IVF_PQ", "IvfFlat": "IVF_FLAT", "IvfSq": "IVF_SQ", "IvfRq": "IVF_RQ",
-              "IvfHnswSq": "IVF_HNSW_SQ", "IvfHnswPq": "IVF_HNSW_PQ", "IvfHnswFlat": "IVF_HNSW_FLAT"}
-    KINDS = ("IVF_PQ", "IVF_FLAT", "IVF_SQ", "IVF_HNSW_SQ", "IVF_HNSW_PQ", "IVF_HNSW_FLAT")
-    _SEARCH_KEYS = ("nprobes", "refine_factor", "ef", *FAISS_SEARCH_KEYS)  # Lance's, the sidecar's
-
     def _vector_index(self, name: str):
         for ix in self._t(name).list_indices():
-            if list(getattr(ix, "columns", []))[:1] == ["vector"] and str(getattr(ix, "index_type", "")) in self._TYPES:
+            on_vector = list(getattr(ix, "columns", []))[:1] == ["vector"]
+            if on_vector and str(getattr(ix, "index_type", "")) in lance_plan.INDEX_TYPES:
                 return ix
         return None
 
@@ -237,12 +239,14 @@ class LanceStore(Store):
         ix = self._vector_index(name)
         record = dict(self._records.get(name, {}))
         side = self._sidecar(name)
+        params = dict(self._params.get(name, {}))
         if side is not None:
-            return {**record, **side.record, "engine": "faiss", "params": dict(self._params.get(name, {})),
+            return {**record, **side.record, "engine": "faiss", "params": params,
                     "pending_rows": self._pending(name, side), "deleted_rows": int(len(side.tomb))}
         if ix is None:
-            return {**{k: v for k, v in record.items() if k in ("note", "candidates")}, "kind": "flat", "params": {}}
-        info = {**record, "kind": self._TYPES[str(ix.index_type)], "params": dict(self._params.get(name, {}))}
+            kept = {k: v for k, v in record.items() if k in ("note", "candidates")}
+            return {**kept, "kind": "flat", "params": {}}
+        info = {**record, "kind": lance_plan.INDEX_TYPES[str(ix.index_type)], "params": params}
         try:
             stats = self._t(name).index_stats(ix.name)
             info["built_rows"] = int(stats.num_indexed_rows)
@@ -259,7 +263,7 @@ class LanceStore(Store):
             self._override[name] = dict(params)
             return
         self._override.pop(name, None)
-        self._params[name] = {k: v for k, v in params.items() if k in self._SEARCH_KEYS}
+        self._params[name] = {k: v for k, v in params.items() if k in lance_plan.SEARCH_KEYS}
         if record is not None:
             keep = {k: v for k, v in record.items() if k not in ("params", "pending_rows")}
             self._records.setdefault(name, {}).update(keep)
@@ -270,57 +274,16 @@ class LanceStore(Store):
 
     def ann_grid(self, name: str) -> dict:
         """Search parameters tuning may try for the table's vector index (name -> increasing values)."""
-        info = self.ann_info(name)
-        kind = info["kind"]
-        if kind == "flat":
-            return {}
-        if info.get("engine") == "faiss":
-            return search_grid(IndexPlan(kind, info["factory"], info.get("build", {})))
-        parts = int(info.get("build", {}).get("num_partitions") or 256)
-        nprobes = [v for v in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048) if v <= parts]
-        if parts not in nprobes:
-            nprobes.append(parts)
-        if kind.startswith("IVF_HNSW"):
-            return {"nprobes": nprobes, "ef": [32, 128, 512]}
-        if kind in ("IVF_PQ", "IVF_SQ", "IVF_RQ"):
-            return {"nprobes": nprobes, "refine_factor": [1, 5, 20, 50]}
-        return {"nprobes": nprobes}
+        return lance_plan.tuning_grid(self.ann_info(name))
 
     def check_kind(self, kind: str) -> str:
         """The Lance index type ``kind`` names ("auto" and "flat" pass); ``InvalidInput`` for any other."""
-        if kind in ("auto", "flat", *FAISS_KINDS) or kind.upper() in self.KINDS:
-            return kind if kind in ("auto", "flat", *FAISS_KINDS) else kind.upper()
-        raise InvalidInput(f"unknown index type {kind!r}; choose one of flat, {', '.join(self.KINDS)} (Lance's) or "
-                           f"{', '.join(FAISS_KINDS)} (a FAISS index beside the table)")
+        return lance_plan.check_kind(kind)
 
     def _wanted(self, name: str, ann: AnnConfig) -> dict:
-        """{"kind": lance index type | FAISS kind | "flat", "build": create_index (or FAISS build) params, "params":
-        search params, "factory" for a FAISS kind}."""
-        kind = self.check_kind(ann.kind)
-        n = self._t(name).count_rows()
-        p = ann.params
-        if kind == "flat" or (kind == "auto" and n < ann.exact_below):
-            return {"kind": "flat", "build": {}, "params": {}}
-        plan = choose_index(n, self.dim, p.memory, p.recall, ann.exact_below,
-                            kind=kind if kind in FAISS_KINDS else None)
-        if kind == "auto":  # the rule's FAISS structure (``optimize`` measures the candidates instead)
-            kind = plan.kind
-        if kind in FAISS_KINDS:
-            search = {**plan.search, **p.search.as_dict()}
-            return {"kind": kind, "factory": p.factory or plan.factory, "build": {**plan.build, **p.build},
-                    "params": {k: v for k, v in search.items() if k in FAISS_SEARCH_KEYS}}
-        parts = max(1, min(int(plan.build.get("nlist", round(math.sqrt(n)))), max(1, n // 40)))
-        build = {"index_type": kind, "num_partitions": parts}
-        if "PQ" in kind:
-            sub = max(1, self.dim // 8)
-            while self.dim % sub:
-                sub -= 1
-            build["num_sub_vectors"] = sub
-        build.update({k: v for k, v in p.build.items() if k in BUILD_KEYS})
-        search = {"nprobes": max(1, min(20, parts)), **({"refine_factor": 10} if kind in ("IVF_PQ", "IVF_SQ") else {}),
-                  **({"ef": 64} if "HNSW" in kind else {})}
-        search.update({k: v for k, v in p.search.as_dict().items() if k in self._SEARCH_KEYS})
-        return {"kind": kind, "build": build, "params": search}
+        """What ``ann`` asks for on this table (``lance_plan.wanted_index``); a bad kind is refused first."""
+        lance_plan.check_kind(ann.kind)
+        return lance_plan.wanted_index(ann, self._t(name).count_rows(), self.dim)
 
     def optimize(self, name: str, ann: AnnConfig | None = None) -> dict:
         """Compact, fold rows added or deleted since the vector index was built into it (Lance's incremental
@@ -329,8 +292,9 @@ class LanceStore(Store):
         side = self._sidecar(name)
         keep = ann is None and (self._vector_index(name) is not None or side is not None)
         if keep and side is not None and side.stale():  # too many deleted rows to keep skipping: rebuild the same
-            ann = AnnConfig(side.kind, 0, {"factory": side.record["factory"], "build": side.record.get("build", {}),
-                                           "rebuild": True, **self._params.get(name, {})})
+            same = {"factory": side.record["factory"], "build": side.record.get("build", {}), "rebuild": True,
+                    **self._params.get(name, {})}
+            ann = AnnConfig(side.kind, 0, same)
             keep = False
         ann = ann or AnnConfig()
         table = self._t(name)
@@ -340,9 +304,10 @@ class LanceStore(Store):
         table.optimize(cleanup_older_than=timedelta(minutes=1))  # we hold the write lock; readers get a minute
         done["compacted"] = True
         if keep and side is not None and (self._pending(name, side) or len(side.tomb)):
-            done["folded"] = side.fold(self.iter_vectors(name, where=f"id > {side.built_max_id}"), self.max_id(name))
-        changed = want["kind"] != current["kind"] or ann.params.rebuild or any(
-            want.get(key) != current.get(key) for key in ("build", "factory"))
+            added = self.iter_vectors(name, where=f"id > {side.built_max_id}")
+            done["folded"] = side.fold(added, self.max_id(name))
+        changed = (want["kind"] != current["kind"] or ann.params.rebuild
+                   or any(want.get(key) != current.get(key) for key in ("build", "factory")))
         if side is not None and not keep and (want["kind"] not in FAISS_KINDS or changed):
             side.drop()
             self._sidecars[name] = None
@@ -367,8 +332,7 @@ class LanceStore(Store):
             self.set_search_params(name, want["params"])
             done["ann"] = want
             done["rebuilt"] = True
-        if table.count_rows() and "id" in table.schema.names and not any(
-                list(getattr(ix, "columns", []))[:1] == ["id"] for ix in table.list_indices()):
+        if table.count_rows() and "id" in table.schema.names and not _has_id_index(table):
             try:
                 table.create_index("id", config=btree_config(), replace=True)
                 done["id_index"] = True
