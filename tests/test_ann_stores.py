@@ -156,3 +156,16 @@ def test_optimize_cli_prints_the_plan_and_rejects_bad_recall(tmp_path):
     assert "plan: IVF" in res.output and "estimated build" in res.output and "recall@10" in res.output
     res = runner.invoke(cli, ["info", str(tmp_path / "ix")])
     assert "search ivf_flat (nprobe=" in res.output and "recall@10" in res.output
+
+
+@pytest.mark.parametrize("first,then", [("IVF_PQ", "ivf_flat"), ("ivf_flat", "IVF_FLAT"), ("IVF_PQ", "flat")])
+def test_a_lance_table_switches_between_lance_and_faiss_indexes(tmp_path, first, then):
+    """From Lance's own index to a FAISS index beside the table (and back, and to exact search), the index asked
+    for is the one built: the old one is dropped and the new one searched, never a table left flat."""
+    ix, xb, _ = build(tmp_path, "lance", first)
+    record = optimize_table(ix, "images", OptimizeOptions(recall=0.9, kind=then, exact_below=0, n_queries=60,
+                                                          rebuild=True))
+    assert record["kind"] == then and ix.store.ann_info("images")["kind"] == then
+    _, I = ix.search_vectors("images", xb[:20], 1)
+    assert I[:, 0].tolist() == list(range(20))
+    ix.close()

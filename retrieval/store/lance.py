@@ -318,7 +318,7 @@ class LanceStore(Store):
             table.drop_index(ix.name)
             self._records[name] = {}
             done["dropped_index"] = ix.name
-        elif not keep and want["kind"] != "flat" and changed:
+        if not keep and want["kind"] != "flat" and changed:  # Lance's index -> a FAISS one: dropped, then built
             if want["kind"] in FAISS_KINDS:
                 rows = int(want["build"].get("train_rows") or 100_000)
                 _, sample = sample_rows(self.iter_vectors(name), self.count(name), rows, self.dim)
