@@ -9,10 +9,9 @@ from cli.output import ProgressBars, print_json
 from retrieval.classify.inputs import find_images, read_classes, read_labels
 from retrieval.classify.pipeline import ClassificationRun, ClassifyOptions
 from retrieval.classify.registry import ALL, METHODS
+from retrieval.classify.support import classifier_model
 from retrieval.classify.train import train_reco_on_index
 from retrieval.encode.encoder import load_encoder
-from retrieval.errors import ModelMismatch
-from retrieval.index.directory import NO_MODEL, open_index
 
 
 class MethodName(click.Choice):
@@ -89,13 +88,7 @@ def classify(images, classes_path, methods, support, shots, labels_path, templat
     paths, labels = find_images(images)
     if labels_path:
         labels = {**labels, **read_labels(labels_path)}
-    if model is None and support:
-        with open_index(support) as ix:
-            model = ix.model
-        if model == NO_MODEL:
-            raise ModelMismatch(f"support index {support} holds vectors of an unknown model; classify needs an index "
-                                f"built with a CLIP model")
-    encoder = load_encoder(model, device=device)
+    encoder = load_encoder(classifier_model(model, support), device=device)
     opts = ClassifyOptions(methods=methods, templates=templates, descriptions=descriptions, support=support,
                            shots=shots, tune=tune, fuser=fuser, top_k=k, batch_size=batch_size, workers=workers,
                            per_class=per_class, use_cache=not no_cache)

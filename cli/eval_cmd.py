@@ -2,18 +2,15 @@
 model finds and classifies, on any data with known answers (CLIP_benchmark-style)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from cli.classify_cmd import _print_summary, method_options
 from cli.options import device_option, json_option
 from cli.output import ProgressBars, print_json
-from retrieval.classify.inputs import load_labelled, read_classes, read_labels
-from retrieval.classify.pipeline import ClassificationRun, ClassifyOptions
-from retrieval.encode.encoder import load_encoder
+from retrieval.classify.evaluate import evaluate_classification
+from retrieval.classify.inputs import read_classes
+from retrieval.classify.prepare import ClassifyOptions
 from retrieval.encode.text import query_strategy
-from retrieval.errors import InvalidInput
 from retrieval.index.directory import open_index
 from retrieval.query.evaluate import evaluate_retrieval, read_queries
 
@@ -61,25 +58,10 @@ def retrieval_cmd(index_path, queries_path, table, depth, long_text, device, as_
 @json_option
 def classify_cmd(source, classes_path, methods, support, shots, templates, model, per_class, device, as_json):
     """Top-1/top-5 accuracy per method on SOURCE: a folder per class, or a manifest with path and label."""
-    classes = read_classes(classes_path)
-    named = ({p.name for p in Path(source).iterdir() if p.is_dir() and not p.name.startswith(".")}
-             if Path(source).is_dir() else set(read_labels(source).values()) if Path(source).is_file() else set())
-    unknown = sorted(named - set(classes) - {c.replace(" ", "_") for c in classes})
-    if unknown:
-        raise InvalidInput(f"{source}: label {unknown[0]!r} names no class in {classes_path}"
-                           f"{f' (and {len(unknown) - 1} more)' if len(unknown) > 1 else ''}")
-    split = load_labelled(source, classes, what="labelled set")
-    if model is None and support:
-        with open_index(support) as ix:
-            model = ix.model
-    encoder = load_encoder(model, device=device)
     opts = ClassifyOptions(methods=methods, templates=templates, support=support, shots=shots, per_class=per_class)
-    labels = {p: classes[i] for p, i in zip(split.paths, split.labels)}
-    with ProgressBars("img") as bars, ClassificationRun(classes, opts, encoder, bars) as run:
-        for _ in run.predict(split.paths, labels):
-            pass
-        summary = run.evaluation.summary()
+    with ProgressBars("img") as bars:
+        result = evaluate_classification(source, read_classes(classes_path), opts, model, device, bars)
     if as_json:
-        print_json({"summary": {"images": len(split.paths), "accuracy": summary}})
+        print_json({"summary": result})
     else:
-        _print_summary(summary, len(split.paths))
+        _print_summary(result["accuracy"], result["images"])

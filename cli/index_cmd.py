@@ -5,12 +5,11 @@ from __future__ import annotations
 import click
 
 from cli.indexing import engine_options, indexing_options, run_indexer
-from indexers.images import ImageIndexOptions, index_images
-from indexers.shards import index_shards
+from indexers.image_sources import discover_image_sources, index_image_sources
+from indexers.images import ImageIndexOptions
 from retrieval.errors import InvalidInput
 from retrieval.index.opening import open_for_writing
-from retrieval.io.shards import discover_shards, is_shard_source
-from retrieval.io.sources import IMAGE_EXTENSIONS, discover
+from retrieval.io.shards import is_shard_source
 
 
 def summary_line(s: dict) -> str:
@@ -35,16 +34,9 @@ def images(sources, index_path, model, backend, batch_size, workers, exclude, pr
            commit_every, engine, ray_address, actors, gpus_per_actor):
     """Index image folders, manifests (CSV/Parquet/JSONL with path, caption, label columns) or webdataset shards
     (.tar files, brace patterns such as shards/{00000..00099}.tar, img2dataset output folders)."""
-    shard_srcs = [s for s in sources if is_shard_source(s)]
-    if shard_srcs and len(shard_srcs) != len(sources):
-        raise InvalidInput("give shard sources (.tar, brace patterns, folders of shards) and image folders or "
-                           "manifests in separate runs")
-    if engine == "ray" and not shard_srcs:
+    if engine == "ray" and not any(is_shard_source(s) for s in sources):
         raise InvalidInput("--engine ray reads webdataset shards; give .tar files, brace patterns or shard folders")
-    if shard_srcs and (prune or exclude):
-        raise InvalidInput("--prune and --exclude do not apply to shard sources")
-    # bad sources fail before the index is touched
-    found = discover_shards(sources) if shard_srcs else discover(sources, IMAGE_EXTENSIONS, exclude)
+    found = discover_image_sources(sources, exclude, prune)  # bad sources fail before the index is touched
     opts = ImageIndexOptions(batch_size=batch_size, workers=workers, prune=prune, retry_errors=retry_errors,
                              commit_rows=commit_every)
     if engine == "ray":
@@ -59,5 +51,5 @@ def images(sources, index_path, model, backend, batch_size, workers, exclude, pr
                     as_json, summary_line)
         return
     ix = open_for_writing(index_path, model, backend, device=device)
-    run = index_shards if shard_srcs else index_images
-    run_indexer(ix, "img", lambda progress: run(ix, found, opts, progress).as_dict(), as_json, summary_line)
+    run_indexer(ix, "img", lambda progress: index_image_sources(ix, found, opts, progress).as_dict(), as_json,
+                summary_line)

@@ -1,50 +1,56 @@
-"""Accuracy of classification runs, accumulated block by block: top-1, top-5 and the most confused class pairs."""
+"""Classification evaluation (CLIP_benchmark-style): top-1/top-5 accuracy of each method on a labelled set.
+
+A labelled set is a folder with one sub-folder per class (named like the class; ``_`` stands for a space) or a
+manifest (CSV, JSONL, Parquet) with ``path`` and ``label`` columns. Every label must name a class: a set whose
+labels and classes disagree is refused rather than scored on the part that happens to match.
+"""
 from __future__ import annotations
 
-from collections import Counter
-from typing import Sequence
+from pathlib import Path
+from typing import Callable, Sequence
 
-import numpy as np
+from retrieval.classify.inputs import check_classes, load_labelled, read_labels
+from retrieval.classify.pipeline import ClassificationRun
+from retrieval.classify.prepare import ClassifyOptions
+from retrieval.classify.support import classifier_model
+from retrieval.encode.encoder import load_encoder
+from retrieval.errors import InvalidInput
+from retrieval.io.workers import Progress
 
 
-class Evaluation:
-    """Per method: labelled count, top-1 and top-5 hits, and a Counter of (true, predicted) errors.
+def check_labels_name_classes(source: str, classes: Sequence[str]) -> None:
+    """Refuse (``InvalidInput``) a labelled set with a class folder or a label that names none of ``classes``."""
+    src = Path(source).expanduser()
+    if src.is_dir():
+        named = {p.name for p in src.iterdir() if p.is_dir() and not p.name.startswith(".")}
+    else:
+        named = set(read_labels(src).values()) if src.is_file() else set()
+    unknown = sorted(named - set(classes) - {c.replace(" ", "_") for c in classes})
+    if unknown:
+        more = f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""
+        shown = ", ".join(list(classes)[:8]) + (", ..." if len(classes) > 8 else "")
+        raise InvalidInput(f"{source}: label {unknown[0]!r} names no class{more}; the classes are {shown}")
 
-    ``update(method, probs (B, C), labels (B,))`` with label -1 for images without a (known) label.
-    Memory is O(errors seen), never C x C.
+
+def evaluate_classification(source: str, classes: Sequence[str], options: ClassifyOptions | None = None,
+                            model: str | None = None, device: str | None = None,
+                            on_progress: Callable[[Progress], None] | None = None) -> dict:
+    """Classify every image of the labelled set ``source`` with the methods of ``options`` and score them.
+
+    ``model``: the model to load (default: the support index's, else the default model); it is loaded once the
+    set and its labels have been checked. Returns ``{"images": n, "accuracy": {method: {n, top1, top5 (percent),
+    confused: [[true, predicted, count], ...]}}}``.
     """
+    classes = check_classes(classes)
+    options = options or ClassifyOptions()
+    check_labels_name_classes(source, classes)
+    split = load_labelled(source, classes, what="labelled set")
+    encoder = load_encoder(classifier_model(model, options.support), device=device)
+    labels = {p: classes[i] for p, i in zip(split.paths, split.labels)}
+    with ClassificationRun(classes, options, encoder, on_progress) as run:
+        for _ in run.predict(split.paths, labels):
+            pass
+        return {"images": len(split.paths), "accuracy": run.evaluation.summary()}
 
-    def __init__(self, classes: Sequence[str], methods: Sequence[str]):
-        self.classes = list(classes)
-        self.n = {m: 0 for m in methods}
-        self.top1 = {m: 0 for m in methods}
-        self.top5 = {m: 0 for m in methods}
-        self.confused = {m: Counter() for m in methods}
 
-    def update(self, method: str, probs: np.ndarray, labels: np.ndarray) -> None:
-        keep = labels >= 0
-        if not keep.any():
-            return
-        p, y = probs[keep], labels[keep]
-        pred = np.argmax(p, axis=1)
-        k = min(5, p.shape[1])
-        top = np.argpartition(-p, k - 1, axis=1)[:, :k]
-        self.n[method] += int(y.size)
-        self.top1[method] += int(np.sum(pred == y))
-        self.top5[method] += int(np.sum(np.any(top == y[:, None], axis=1)))
-        wrong = pred != y
-        self.confused[method].update(zip(y[wrong].tolist(), pred[wrong].tolist()))
-
-    @property
-    def labelled(self) -> int:
-        return max(self.n.values(), default=0)
-
-    def summary(self, pairs: int = 5) -> dict:
-        """``{method: {n, top1, top5 (percent), confused: [[true, predicted, count], ...]}}``."""
-        out = {}
-        for m, n in self.n.items():
-            out[m] = dict(n=n, top1=100.0 * self.top1[m] / n if n else None,
-                          top5=100.0 * self.top5[m] / n if n else None,
-                          confused=[[self.classes[t], self.classes[p], c]
-                                    for (t, p), c in self.confused[m].most_common(pairs)])
-        return out
+__all__ = ["check_labels_name_classes", "evaluate_classification"]

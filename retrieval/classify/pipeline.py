@@ -24,7 +24,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 
 from retrieval.classify import methods as M
-from retrieval.classify.evaluate import Evaluation
+from retrieval.classify.accuracy import Evaluation
 from retrieval.classify.inputs import check_classes, encode_images
 from retrieval.classify.prepare import ClassifyOptions, MethodInputs, load_fusers
 from retrieval.classify.registry import ALL, resolve_methods

@@ -23,8 +23,8 @@ import numpy as np
 
 from retrieval.algorithms.susx import sus_lc_select_from_ranked
 from retrieval.algorithms.xmore import dedup_rerank_captions
-from retrieval.errors import InvalidInput
-from retrieval.index.directory import Index, open_index
+from retrieval.errors import InvalidInput, ModelMismatch
+from retrieval.index.directory import NO_MODEL, Index, open_index
 from retrieval.store.base import arrow_to_vectors
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,19 @@ TABLE = "images"
 CAPTIONED = "text_vector IS NOT NULL"
 CACHE_VERSION = 1
 cache_reads = 0  # SuS-LC cache hits in this process (tests read it)
+
+
+def classifier_model(model: str | None, support: str | None) -> str | None:
+    """The model a classification run loads: ``model`` when given, else the support index's own, else None (the
+    default model). A support index of vectors without a model cannot classify (``ModelMismatch``)."""
+    if model is not None or not support:
+        return model
+    with open_index(support) as ix:
+        model = ix.model
+    if model == NO_MODEL:
+        raise ModelMismatch(f"support index {support} holds vectors of an unknown model; classify needs an index "
+                            f"built with a CLIP model")
+    return model
 
 
 def open_support(path: str, encoder) -> Index:
