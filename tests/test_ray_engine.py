@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from clipdex.synthetic.shards import make_bad_shards, make_shards
+from clipdex.synthetic.shards import make_bad_shards, make_hostile_shards, make_shards
 from indexers.images import ImageIndexOptions
 from indexers.shards import index_shards
 from retrieval.index.directory import create_index, open_index
@@ -43,19 +43,25 @@ def test_ray_and_local_engines_give_the_same_rows_and_vectors(tmp_path, local_ra
 
     make_shards(tmp_path / "shards", n_shards=3, per_shard=8, failed_per_shard=1)
     make_bad_shards(tmp_path / "shards")
+    make_hostile_shards(tmp_path / "shards")  # duplicate keys, json keys no store takes, json too deep or too big
     found = discover_shards([str(tmp_path / "shards")])
     with create_index(tmp_path / "local", model=TINY) as ix:
         local_sum = index_shards(ix, found, OPTS).as_dict()
         local, local_err, local_done = rows(ix), rows(ix, "errors"), rows(ix, "shards")
+        local_n = ix.store.count("images"), ix.store.count("errors")
     with create_index(tmp_path / "ray", model=TINY) as ix:
         ray_sum = index_shards_ray(ix, found, OPTS, RayOptions()).as_dict()
         remote, remote_err, remote_done = rows(ix), rows(ix, "errors"), rows(ix, "shards")
-    for k in ("added", "errors", "shards", "bad_shards"):
+        remote_n = ix.store.count("images"), ix.store.count("errors")
+    for k in ("added", "errors", "shards", "bad_shards", "metadata_dropped"):
         assert local_sum[k] == ray_sum[k], k
-    assert local_sum["added"] == 24 + 3 + 5 + 5 and local.keys() == remote.keys()
+    # one row per key on both engines: 4 of the 6 samples of duplicates.tar, 2 of bad_keys.tar, 3 of deep_json.tar
+    assert local_sum["added"] == 24 + 3 + 5 + 5 + 4 + 2 + 3 and local.keys() == remote.keys()
+    assert local_n == remote_n == (len(local), len(local_err)) and local_sum["metadata_dropped"] == 1
     for path, a in local.items():
         b = remote[path]
-        for col in ("shard", "key", "caption", "url", "width", "height", "hash", "bytes", "mtime", "sha256"):
+        for col in ("shard", "key", "caption", "url", "width", "height", "hash", "bytes", "mtime", "sha256", "we_ird",
+                    "EXIF_Make"):
             assert a[col] == b[col], (path, col)
         np.testing.assert_allclose(a["vector"], b["vector"], atol=1e-5)
         np.testing.assert_allclose(a["text_vector"], b["text_vector"], atol=1e-5)
