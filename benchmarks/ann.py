@@ -287,7 +287,8 @@ def worker_clipdex(work: Path, args, source: str = "emb", name: str = "clipdex")
     import shutil
 
     sys.path.insert(0, str(HERE.parent))
-    from indexers.embeddings import discover_embeddings, index_embeddings
+    from indexers.embedding_sources import discover_embeddings
+    from indexers.embeddings import index_embeddings
     from retrieval.index.directory import open_index
     from retrieval.index.opening import open_for_writing
 

@@ -7,7 +7,8 @@ import click
 from cli.indexing import run_indexer
 from cli.options import json_option
 from cli.output import print_json
-from indexers.embeddings import discover_embeddings, index_embeddings
+from indexers.embedding_sources import discover_embeddings
+from indexers.embeddings import index_embeddings
 from retrieval.ann.plan import check_recall, parse_memory
 from retrieval.index.directory import open_index
 from retrieval.index.opening import open_for_writing

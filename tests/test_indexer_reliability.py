@@ -19,7 +19,8 @@ from PIL import Image
 from clipdex.synthetic import COLORS, draw_shape
 from clipdex.synthetic.embeddings import clustered
 from clipdex.synthetic.videos import make_video, synthetic_video_index
-from indexers.embeddings import discover_embeddings, index_embeddings
+from indexers.embedding_sources import discover_embeddings
+from indexers.embeddings import index_embeddings
 from indexers.images import ImageIndexOptions, index_images
 from indexers.text_sources import discover_texts
 from indexers.texts import TextIndexOptions, index_texts
