@@ -19,7 +19,9 @@ def summary_line(s: dict) -> str:
     line = ", ".join(parts) + f" in {s['elapsed']:.1f}s ({s['images_per_s']:.1f} images/s)"
     if "shards" in s:
         line += (f"; shards: {s['shards']} read, {s['shards_unchanged']} unchanged"
-                 + (f", {s['bad_shards']} broken" if s["bad_shards"] else ""))
+                 + (f", {s['bad_shards']} broken" if s["bad_shards"] else "")
+                 + (f", {s['metadata_dropped']} samples with json keys left out (see errors)"
+                    if s.get("metadata_dropped") else ""))
     if s.get("long_captions"):
         line += f"; {s['long_captions']} captions longer than the context were chunk-pooled"
     return line

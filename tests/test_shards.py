@@ -209,6 +209,9 @@ def test_json_keys_a_store_cannot_take_are_renamed_or_left_out_per_sample_and_th
         assert images.num_rows == 4 and {"we_ird", "a_b", "EXIF_Make", "ok"} <= set(images.column_names)
     r = runner.invoke(cli, ["search", str(ix_dir), "a shape", "--where", "EXIF_Make = 'space'", "--json"])
     assert r.exit_code == 0 and [json.loads(line)["path"] for line in r.output.splitlines()] == [b0["path"]], r.output
+    r = runner.invoke(cli, ["index", "images", str(bad["bad_keys"]), "--index", str(tmp_path / "ix2"), "--model", TINY,
+                            "--workers", "0", "--backend", backend])
+    assert r.exit_code == 0 and "1 samples with json keys left out (see errors)" in r.output, r.output
 
 
 def test_a_json_member_too_deep_or_too_big_is_its_samples_error_and_the_shards_other_samples_are_indexed(
