@@ -4,12 +4,13 @@ huge, non-finite), so that each of these is a 4xx one-line JSON error, never a 5
 from __future__ import annotations
 
 import base64
-import io
 import json
 import socket
+import struct
 import threading
 import time
 import tracemalloc
+import zlib
 from pathlib import Path
 
 import pytest
@@ -31,10 +32,16 @@ def served(tmp_path_factory, shapes_dir):
 
 
 def big_png(side: int) -> bytes:
-    """A PNG of side x side pixels that weighs a few KB (one bit per pixel, all zero)."""
-    buf = io.BytesIO()
-    Image.new("1", (side, side)).save(buf, "PNG")
-    return buf.getvalue()
+    """A valid PNG of side x side black pixels (one bit each) that weighs a few KB, written row by row so that the
+    test never holds the image itself."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    z = zlib.compressobj(9)
+    row = bytes(1 + (side + 7) // 8)   # filter byte 0, then the packed bits
+    idat = b"".join(z.compress(row * min(256, side - i)) for i in range(0, side, 256)) + z.flush()
+    ihdr = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)   # bit depth 1, greyscale
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
 def one_line_error(r, status: int | tuple = (400, 422)) -> str:
