@@ -87,6 +87,40 @@ def test_no_module_grows_past_the_size_a_reader_can_hold():
     assert not big, big
 
 
+def _is_logger(value: ast.expr) -> bool:
+    """``logging.getLogger(...)`` or ``getLogger(...)``."""
+    func = value.func if isinstance(value, ast.Call) else None
+    return (isinstance(func, ast.Attribute) and func.attr == "getLogger") or (
+        isinstance(func, ast.Name) and func.id == "getLogger")
+
+
+def _is_command(decorator: ast.expr) -> bool:
+    """``@click.command(...)``, ``@click.group(...)`` or ``@some_group.command(...)``."""
+    target = decorator.func if isinstance(decorator, ast.Call) else decorator
+    return isinstance(target, ast.Attribute) and target.attr in ("command", "group")
+
+
+def test_one_name_for_module_loggers_and_for_command_modules():
+    """A module's logger is ``log`` (never ``logger``), and a CLI module that defines commands is ``*_cmd.py``
+    (``cli/main.py``, which builds the top-level groups and registers the rest, aside)."""
+    bad = []
+    for path in _modules():
+        rel = path.relative_to(ROOT)
+        tree = ast.parse(path.read_text())
+        for node in tree.body:
+            if isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None and _is_logger(node.value):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                names = [t.id for t in targets if isinstance(t, ast.Name)]
+                if names != ["log"]:
+                    bad.append(f"{rel}:{node.lineno} names its logger {', '.join(names) or '?'}, not log")
+        if rel.parts[0] == "cli" and path.name != "main.py" and not path.name.endswith("_cmd.py"):
+            functions = [n for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+            commands = [f.name for f in functions if any(_is_command(d) for d in f.decorator_list)]
+            if commands:
+                bad.append(f"{rel} defines the commands {', '.join(commands)}: name it *_cmd.py")
+    assert not bad, "\n".join(bad)
+
+
 @pytest.mark.parametrize("layer_break", ["retrieval/algorithms/arrays.py"])
 def test_the_contract_catches_an_upward_import(tmp_path, layer_break):
     """The check can fail: a copy of the tree where the bottom layer imports the CLI is refused."""
