@@ -276,6 +276,18 @@ def test_the_parser_counts_depth_outside_strings_and_bounds_values():
         parse_json("[" + "0," * (MAX_VALUES + 1) + "0]")
 
 
+def test_an_unterminated_string_of_escaped_quotes_is_scanned_once():
+    """The string scanner must not fail once begun: a failed match is retried from every escaped quote inside,
+    quadratic time (a 32 KB body cost 6 s); 20,000 escaped quotes stay bounded even if it ever comes back."""
+    from clipdex.serve.bodies import _STRING, parse_json
+    from retrieval.errors import InvalidInput
+
+    tail = b'"' + b'\\"' * 5
+    assert _STRING.match(tail).end() == len(tail) and _STRING.match(b'"ab\\').end() == 4
+    with pytest.raises(InvalidInput, match="not JSON: Unterminated string"):
+        parse_json(b'{"a": "' + b'\\"' * 20_000)
+
+
 def test_the_service_parses_json_bodies_in_one_place():
     import clipdex.serve as pkg
 

@@ -25,7 +25,9 @@ from retrieval.errors import InvalidInput
 MAX_DEPTH = 32            # brackets open at once; the deepest real body is an object holding a list (2)
 MAX_VALUES = 200_000      # separators (, and :); a vector holds at most 65,536 numbers
 FORM_LISTS = ("negative", "negative_weights", "vector", "classes")
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')   # one JSON string, escapes included
+# One JSON string, escapes included; an unterminated one runs to the end of the input, so that a match never fails
+# once begun (a failed match would be tried again from every escaped quote inside: quadratic time).
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\\?\Z)', re.S)
 _NOT_BRACKET = re.compile(rb"[^\[\]{}]+")
 _CHUNK = 1 << 20
 
