@@ -1,6 +1,6 @@
 """Helpers shared by the tests (imported as ``tests.helpers``; fixtures live in conftest.py, data generators in
-:mod:`clipdex.synthetic`): the exact top-k oracle, top-k comparison up to ties, an "index unchanged" digest, and
-running a notebook."""
+:mod:`clipdex.synthetic`): the exact top-k oracle, top-k comparison up to ties, and an "index unchanged" digest
+(notebooks: tests/notebooks.py)."""
 from __future__ import annotations
 
 import hashlib
@@ -8,7 +8,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,23 +40,6 @@ def tree_digest(path) -> dict:
             with open(p, "rb") as f:
                 out[os.path.relpath(p, path)] = hashlib.sha1(f.read()).hexdigest()
     return out
-
-
-def execute_notebook(name: str, monkeypatch, timeout: int = 300, cwd: Path | None = None) -> list[dict]:
-    """Run notebooks/<name> top to bottom in a python3 kernel (the project on PYTHONPATH, matplotlib's inline
-    backend whatever MPLBACKEND says); returns the outputs of every code cell. A failing cell raises."""
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))
-    monkeypatch.delenv("MPLBACKEND", raising=False)
-    nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
-    nbclient.NotebookClient(nb, kernel_name="python3", timeout=timeout,
-                            resources={"metadata": {"path": str(cwd or ROOT)}}).execute()
-    return [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-
-
-def notebook_text(outputs: list[dict]) -> str:
-    return "".join(o.get("text", "") for o in outputs)
 
 
 _KILL_PRELUDE = """

@@ -1,12 +1,14 @@
-"""notebooks/video_search.ipynb runs top to bottom (its cells assert what they show)."""
+"""notebooks/video_search.ipynb runs top to bottom (its cells assert what they show) and its stored outputs are the
+ones it produces (tests/notebooks.py)."""
 import pytest
 
-from tests.helpers import execute_notebook, notebook_text
+from tests.notebooks import all_text, check_notebook
 
 
 @pytest.mark.slow
-def test_video_search_notebook_executes(monkeypatch):
+def test_video_search_notebook_runs_and_its_stored_outputs_are_current(tmp_path):
     pytest.importorskip("av")
-    outputs = notebook_text(execute_notebook("video_search.ipynb", monkeypatch, timeout=120))
-    assert "found a_clip.mp4 at 3.0 s" in outputs
-    assert "audio only" in outputs and "partial, kept" in outputs
+    pytest.importorskip("nbclient")
+    text = all_text(check_notebook("video_search.ipynb", tmp_path, timeout=180))
+    assert "audio only" in text and "partial, kept" in text
+    assert "'a purple heart'   -> heart.mp4" in text and "'a yellow circle'  -> recolor.mp4" in text
