@@ -16,6 +16,8 @@ from retrieval.errors import InvalidInput
 @click.option("--workers-threads", "threads", default=4, show_default=True, type=int,
               help="Threads that run searches off the event loop.")
 @click.option("--max-upload-mb", default=20.0, show_default=True, type=float, help="Largest query image.")
+@click.option("--max-megapixels", default=40.0, show_default=True, type=float,
+              help="Largest query image in pixels, refused from its header before it is decoded.")
 @click.option("--query-timeout", default=30.0, show_default=True, type=float, help="Seconds a search may take.")
 @click.option("--batch-size", default=32, show_default=True, type=int, help="Queries encoded together at most.")
 @click.option("--allow-url-fetch", is_flag=True, help="Let clip-retrieval's image_url fetch remote images.")
@@ -25,8 +27,8 @@ from retrieval.errors import InvalidInput
 @click.option("--refresh", "refresh_seconds", default=2.0, show_default=True, type=click.FloatRange(0),
               help="Seconds between checks for rows committed to the indexes while serving (0: serve the snapshot "
                    "opened at start).")
-def serve(indexes, host, port, token, no_auth, threads, max_upload_mb, query_timeout, batch_size, allow_url_fetch,
-          cache_dir, device, refresh_seconds) -> None:
+def serve(indexes, host, port, token, no_auth, threads, max_upload_mb, max_megapixels, query_timeout, batch_size,
+          allow_url_fetch, cache_dir, device, refresh_seconds) -> None:
     """Serve INDEX(es) over HTTP: a search page at /, a JSON API (/docs), clip-retrieval's routes."""
     try:
         import uvicorn  # heavy optional dependency: the serve extra
@@ -38,10 +40,11 @@ def serve(indexes, host, port, token, no_auth, threads, max_upload_mb, query_tim
     except ImportError as exc:
         raise InvalidInput(f"clipdex serve needs the serve extra: pip install 'clipdex[serve]' ({exc.name} is "
                            "missing)") from None
-    if max_upload_mb <= 0 or query_timeout <= 0:
-        raise InvalidInput("--max-upload-mb and --query-timeout must be positive")
+    if not min(max_upload_mb, max_megapixels, query_timeout) > 0:
+        raise InvalidInput("--max-upload-mb, --max-megapixels and --query-timeout must be positive")
     config = ServeConfig(indexes=list(indexes), host=host, port=port, token=token, no_auth=no_auth, threads=threads,
-                         max_upload=int(max_upload_mb * (1 << 20)), query_timeout=query_timeout,
+                         max_upload=int(max_upload_mb * (1 << 20)), max_pixels=max(1, int(max_megapixels * 1e6)),
+                         query_timeout=query_timeout,
                          batch_size=batch_size, allow_url_fetch=allow_url_fetch, cache_dir=cache_dir, device=device,
                          refresh_seconds=refresh_seconds)
     service = Service(config.check())

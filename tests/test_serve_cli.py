@@ -21,6 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.mark.parametrize("args, message", [
     (["--host", "0.0.0.0"], "--token TOKEN"),
     (["--port", "0"], "--port must be between"),
+    (["--max-megapixels", "0"], "--max-megapixels"),
 ])
 def test_serve_refuses_bad_options_in_one_line(runner, cli, tmp_path, args, message):
     r = runner.invoke(cli, ["serve", str(tmp_path / "x.clipdex"), *args])
