@@ -1,0 +1,175 @@
+"""Near-duplicate grouping: candidate pairs from k-NN results, groups from verified pairs, kinds, and the file to keep.
+
+The pipeline (``retrieval.query.dedup``) searches a table's vectors for their nearest neighbours, turns the results
+into candidate pairs here (``candidate_pairs``), verifies each pair with a second signal (a perceptual hash over
+alignments for images, ``retrieval.algorithms.dedup_image``; frame sequences with times for videos,
+``retrieval.algorithms.dedup_video``; word shingles for texts), names its kind (``pair_kind``) and groups the
+verified pairs: connected components (``components``) or the stricter clique rule (``clique_groups``: every two
+members of a group are a verified pair). Every function is pure: arrays in, arrays out.
+
+Kinds, strongest first: ``exact`` (same bytes or same decoded pixels), ``near`` (the same picture transformed:
+re-encoded, resized, cropped, turned, recoloured, watermarked, a screenshot of it), ``similar`` (another shot of the
+same scene). ``contained`` (videos only) is a clip cut from a longer video. A pair that is none of them is not a
+duplicate, however close its CLIP vectors.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+KINDS = ("exact", "near", "contained", "similar")  # strongest first
+_RANK = {k: i for i, k in enumerate(KINDS)}
+
+
+@dataclass(frozen=True)
+class ImageThresholds:
+    """When a candidate pair of images is which kind (calibrated by ``benchmarks/dedup.py``).
+
+    ``candidate``: the CLIP cosine from which a pair is checked at all; ``near_bits``: the largest aligned perceptual
+    hash distance (bits of 64, pHash and dHash each) of the same picture; ``similar_bits`` and ``similar_clip``:
+    another shot of the same scene (a looser hash distance, and a CLIP cosine at least this)."""
+
+    candidate: float = 0.80
+    near_bits: int = 10
+    similar_bits: int = 16
+    similar_clip: float = 0.90
+
+
+def candidate_pairs(ids: np.ndarray, D: np.ndarray, I: np.ndarray, min_score: float,
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """k-NN results -> candidate pairs.
+
+    ids (q,) int64: the query rows' ids; D (q, k) float32 scores and I (q, k) int64 neighbour ids (padded with -1).
+    Returns (pairs (m, 2) int64 with pairs[:, 0] < pairs[:, 1], each pair once, sorted; scores (m,) float32, the
+    best score seen for the pair). Self matches, padding and scores below ``min_score`` are dropped."""
+    ids = np.asarray(ids, np.int64)
+    D = np.asarray(D, np.float32)
+    I = np.asarray(I, np.int64)
+    a = np.broadcast_to(ids[:, None], I.shape)
+    keep = (I >= 0) & (I != a) & (D >= min_score) & np.isfinite(D)
+    lo, hi = np.minimum(a[keep], I[keep]), np.maximum(a[keep], I[keep])
+    return merge_pairs(np.stack([lo, hi], 1), D[keep])
+
+
+def merge_pairs(pairs: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """pairs (m, 2) int64 (a < b) with scores (m,) -> the same pairs once each (the best score), sorted by (a, b)."""
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    scores = np.asarray(scores, np.float32).reshape(-1)
+    if len(pairs) == 0:
+        return np.zeros((0, 2), np.int64), np.zeros(0, np.float32)
+    order = np.lexsort((-scores, pairs[:, 1], pairs[:, 0]))
+    pairs, scores = pairs[order], scores[order]
+    first = np.ones(len(pairs), bool)
+    first[1:] = (pairs[1:] != pairs[:-1]).any(1)
+    return np.ascontiguousarray(pairs[first]), np.ascontiguousarray(scores[first])
+
+
+def components(pairs: np.ndarray) -> list[np.ndarray]:
+    """Connected components of the graph whose edges are ``pairs`` (m, 2) int64 ids -> groups (each a sorted
+    int64 array of 2 or more ids), ordered by their smallest id. Union-find with path halving."""
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    if len(pairs) == 0:
+        return []
+    nodes, inv = np.unique(pairs, return_inverse=True)
+    inv = inv.reshape(-1, 2)
+    parent = np.arange(len(nodes))
+
+    def find(x: int) -> int:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for u, v in inv:
+        ru, rv = find(int(u)), find(int(v))
+        if ru != rv:
+            parent[max(ru, rv)] = min(ru, rv)
+    roots = np.array([find(i) for i in range(len(nodes))])
+    order = np.argsort(roots, kind="stable")
+    cuts = np.flatnonzero(np.diff(roots[order])) + 1
+    return [nodes[g] for g in np.split(order, cuts)]
+
+
+def clique_groups(pairs: np.ndarray, scores: np.ndarray) -> list[np.ndarray]:
+    """The stricter rule: groups in which every two members are a verified pair (complete linkage).
+
+    pairs (m, 2) int64, scores (m,) float32 (higher = surer). Pairs are taken best first; two groups merge only when
+    every cross pair is an edge. Returns groups (sorted int64 arrays of 2 or more ids) ordered by smallest id."""
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    edges = {(int(a), int(b)) if a < b else (int(b), int(a)) for a, b in pairs}
+    group: dict[int, frozenset] = {}
+    for r in np.argsort(-np.asarray(scores, np.float32), kind="stable"):
+        a, b = int(pairs[r, 0]), int(pairs[r, 1])
+        ga, gb = group.get(a, frozenset([a])), group.get(b, frozenset([b]))
+        if ga is gb or ga == gb:
+            continue
+        if all((min(x, y), max(x, y)) in edges for x in ga for y in gb):
+            merged = ga | gb
+            for x in merged:
+                group[x] = merged
+    out = {g for g in group.values() if len(g) > 1}
+    return sorted((np.array(sorted(g), np.int64) for g in out), key=lambda g: int(g[0]))
+
+
+def pair_kind(clip: float, hash_bits: float, same_pixels: bool, t: ImageThresholds = ImageThresholds()) -> str:
+    """The kind of a candidate image pair, or "" when it is not a duplicate.
+
+    ``clip``: cosine of the CLIP vectors; ``hash_bits``: the aligned perceptual hash distance (bits of 64; the
+    larger of pHash and dHash at their best alignment); ``same_pixels``: same bytes or same decoded pixels."""
+    if same_pixels:
+        return "exact"
+    if hash_bits <= t.near_bits:
+        return "near"
+    if hash_bits <= t.similar_bits and clip >= t.similar_clip:
+        return "similar"
+    return ""
+
+
+def weakest_kind(kinds) -> str:
+    """The weakest of ``kinds`` (a group is as sure as its weakest pair)."""
+    kinds = [k for k in kinds if k]
+    return max(kinds, key=_RANK.__getitem__) if kinds else ""
+
+
+def choose_keep(sizes: np.ndarray, mtimes: np.ndarray, ids: np.ndarray, policy: str) -> int:
+    """Which member of a group to keep: ``largest`` (most pixels, then bytes: pass sizes as pixels * 2**40 +
+    bytes, or bytes), ``newest`` (latest mtime), ``first`` (smallest id, the first indexed). Ties go to the
+    smallest id. sizes, mtimes, ids (n,) -> the position (0..n-1) of the member kept."""
+    ids = np.asarray(ids, np.int64)
+    if policy == "first":
+        key = -ids.astype(np.float64)
+    elif policy == "largest":
+        key = np.nan_to_num(np.asarray(sizes, np.float64), nan=-1.0)
+    elif policy == "newest":
+        key = np.nan_to_num(np.asarray(mtimes, np.float64), nan=-np.inf)
+    else:
+        raise ValueError(f"unknown keep policy {policy!r}; choose largest, newest or first")
+    best = key == key.max()
+    return int(np.flatnonzero(best)[np.argmin(ids[best])])
+
+
+def shingles(text: str, n: int = 3) -> frozenset:
+    """The word n-grams of a text, case and spacing folded (a text shorter than n words is its one n-gram)."""
+    words = "".join(c if c.isalnum() else " " for c in text.casefold()).split()
+    if len(words) < n:
+        return frozenset([" ".join(words)]) if words else frozenset()
+    return frozenset(" ".join(words[i:i + n]) for i in range(len(words) - n + 1))
+
+
+def jaccard(a: frozenset, b: frozenset) -> float:
+    """|a & b| / |a | b| (0 for two empty sets)."""
+    return len(a & b) / len(a | b) if (a or b) else 0.0
+
+
+def text_kind(same_hash: bool, overlap: float, clip: float, near: float = 0.8, similar: float = 0.5,
+              similar_clip: float = 0.9) -> str:
+    """The kind of a candidate text pair: exact (same text), near (word 3-gram overlap >= ``near``: the same text
+    edited), similar (overlap >= ``similar`` and close vectors), else ""."""
+    if same_hash:
+        return "exact"
+    if overlap >= near:
+        return "near"
+    if overlap >= similar and clip >= similar_clip:
+        return "similar"
+    return ""

@@ -1,0 +1,139 @@
+"""The second signal for image pairs: perceptual hashes (imagehash's pHash and dHash) over a bank of alignments.
+
+A CLIP cosine cannot tell "this red circle, re-saved" from "another drawing of a red circle"; a perceptual hash of
+the pixels can, as long as the two pictures are aligned. So each image gets
+
+- its *views* (``trim_boxes``): the whole picture, and the picture with its uniform borders peeled off one colour at
+  a time (a screenshot's frame and title bar, letterbox padding);
+- its *bank*: the views plus crops (80% and 90% windows at nine positions) and small turns (+-4, 8, 12 degrees) of
+  the whole picture,
+
+each hashed as a (pHash, dHash) pair of 64-bit codes. Two images are as far apart as the best match of one's views
+against the other's bank, both ways (``aligned_distance``): the larger of the pHash and dHash distances, in bits.
+A re-encoded, resized, cropped (up to 20%), turned, recoloured, watermarked or framed copy lands within a few bits;
+another drawing of the same shapes does not. ``imagehash`` is imported lazily (the ``dedup`` extra).
+"""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+from PIL import Image
+
+CROPS = (0.9, 0.8)      # kept fraction of each side
+TURNS = (4, 8, 12)      # degrees, both ways
+SIDE = 512              # images are trimmed and hashed from at most this size (hashes read 32 x 32 anyway)
+
+
+def side_cuts(pixels: np.ndarray, tol: int = 24, max_bands: int = 2) -> list[list[int]]:
+    """Where each side's uniform border bands end: [left, top, right, bottom] lists of pixel offsets from that side.
+
+    pixels (H, W, 3) uint8. A side peels its border line while the line is within ``tol`` (per channel) of the
+    colour of the band it is peeling (the band's first line's mean colour) and records a cut where the colour
+    changes; a side whose line is not uniform waits while the others peel (a title bar on top makes the left column
+    uneven until the top has peeled it). At most ``max_bands`` bands per side."""
+    px = np.asarray(pixels, np.int16)
+    h, w = px.shape[:2]
+    box = [0, 0, w, h]  # left, top, right, bottom
+    colour: list = [None] * 4
+    cuts: list[list[int]] = [[], [], [], []]
+
+    def line(side: int) -> np.ndarray:
+        left, top, right, bottom = box
+        return (px[top:bottom, left], px[top, left:right], px[top:bottom, right - 1], px[bottom - 1, left:right])[side]
+
+    moved = True
+    while moved and box[2] - box[0] > 8 and box[3] - box[1] > 8:
+        moved = False
+        for side in range(4):
+            if len(cuts[side]) >= max_bands:
+                continue
+            values = line(side)
+            if colour[side] is not None and np.abs(values - colour[side]).max() > tol:
+                cuts[side].append(box[side] if side < 2 else (w, h)[side - 2] - box[side])
+                colour[side] = None
+            if colour[side] is None:
+                if len(cuts[side]) >= max_bands or np.ptp(values, axis=0).max() > tol:
+                    continue
+                colour[side] = values.mean(axis=0)
+            box[side] += 1 if side < 2 else -1
+            moved = True
+    return cuts
+
+
+def trim_boxes(pixels: np.ndarray, tol: int = 24) -> list[tuple[int, int, int, int]]:
+    """Boxes (left, top, right, bottom) of the picture without some of its uniform border bands: every combination
+    of each side's cuts (``side_cuts``: none, after its first band, after its second), the whole picture left out,
+    boxes under a tenth of the picture dropped. pixels (H, W, 3) uint8."""
+    h, w = pixels.shape[:2]
+    cuts = side_cuts(pixels, tol)
+    boxes = set()
+    for left, top, right, bottom in itertools.product(*([0, *c] for c in cuts)):
+        box = (left, top, w - right, h - bottom)
+        if box != (0, 0, w, h) and (box[2] - box[0]) * (box[3] - box[1]) >= 0.1 * h * w and min(
+                box[2] - box[0], box[3] - box[1]) >= 8:
+            boxes.add(box)
+    return sorted(boxes)
+
+
+def _codes(images: list[Image.Image]) -> np.ndarray:
+    """Images -> (n, 2) uint64: the pHash and dHash codes (64 bits each) of each."""
+    import imagehash  # optional: the dedup extra (brings scipy)
+
+    out = np.zeros((len(images), 2), np.uint64)
+    for i, img in enumerate(images):
+        for j, fn in enumerate((imagehash.phash, imagehash.dhash)):
+            bits = np.packbits(fn(img).hash.reshape(-1).astype(np.uint8))
+            out[i, j] = np.uint64(int.from_bytes(bits.tobytes(), "big"))
+    return out
+
+
+def _crops(img: Image.Image) -> list[Image.Image]:
+    w, h = img.size
+    out = []
+    for keep in CROPS:
+        cw, ch = max(1, round(w * keep)), max(1, round(h * keep))
+        for fy in (0.0, 0.5, 1.0):
+            for fx in (0.0, 0.5, 1.0):
+                x, y = round((w - cw) * fx), round((h - ch) * fy)
+                out.append(img.crop((x, y, x + cw, y + ch)))
+    return out
+
+
+def hash_bank(img: Image.Image) -> tuple[np.ndarray, np.ndarray]:
+    """An image -> (views (v, 2) uint64, bank (b, 2) uint64) of (pHash, dHash) codes (see the module docstring).
+    Views: the whole picture and its trimmed boxes; bank: the whole picture, its crops and turns (trimmed boxes are
+    never matched against trimmed boxes: two drawings of one shape on plain backgrounds trim to the same box)."""
+    img = img.convert("RGB")
+    if max(img.size) > SIDE:
+        img.thumbnail((SIDE, SIDE), Image.BILINEAR)
+    views = [img] + [img.crop(box) for box in trim_boxes(np.asarray(img))]
+    turned = [img.rotate(sign * deg, Image.BICUBIC) for deg in TURNS for sign in (1, -1)]
+    return _codes(views), _codes([img] + _crops(img) + turned)
+
+
+def popcount(x: np.ndarray) -> np.ndarray:
+    """Set bits of each uint64 -> int64 array of the same shape."""
+    return np.bitwise_count(np.asarray(x, np.uint64)).astype(np.int64)
+
+
+def aligned_distance(views_a: np.ndarray, bank_a: np.ndarray, views_b: np.ndarray, bank_b: np.ndarray) -> int:
+    """Bits between two images at their best alignment: min over (a view of one, an entry of the other's bank), both
+    ways, of max(pHash bits, dHash bits). views (v, 2) uint64, bank (b, 2) uint64 -> an int in 0..64."""
+    best = 64
+    for views, bank in ((views_a, bank_b), (views_b, bank_a)):
+        x = np.bitwise_xor(np.asarray(views, np.uint64)[:, None, :], np.asarray(bank, np.uint64)[None, :, :])
+        best = min(best, int(popcount(x).max(axis=2).min()))
+    return best
+
+
+def plain_distance(codes_a: np.ndarray, codes_b: np.ndarray) -> np.ndarray:
+    """pHash bits between the whole pictures: codes (n, 2), (m, 2) uint64 -> (n, m) int64 (the baseline of a
+    perceptual-hash-only tool)."""
+    x = np.bitwise_xor(np.asarray(codes_a, np.uint64)[:, None, 0], np.asarray(codes_b, np.uint64)[None, :, 0])
+    return popcount(x)
+
+
+def same_pixels(a: np.ndarray, b: np.ndarray) -> bool:
+    """Same decoded pixels: (H, W, C) arrays of the same shape and values."""
+    return a.shape == b.shape and bool(np.array_equal(a, b))
