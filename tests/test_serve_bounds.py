@@ -137,6 +137,19 @@ def test_a_thumbnail_allocates_what_its_file_holds(served):
     assert peak < 64 << 20, f"{peak:,} bytes allocated for the thumbnail of a {os_size(hit['path']):,}-byte file"
 
 
+def test_an_uploaded_image_allocates_what_it_holds_not_the_upload_limit(served):
+    c, _, photos = served
+    data = next(photos.rglob("*.png")).read_bytes() + bytes(2 << 20)   # 2 MB: spooled to disk by the form parser
+    send = {"files": {"image": ("q.png", data, "image/png")}, "data": {"k": "1"}}
+    tracemalloc.start()
+    try:
+        r = c.post("/api/search", **send)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert r.status_code == 200 and peak < 12 << 20, f"{peak:,} bytes allocated for a {len(data):,}-byte upload"
+
+
 def os_size(path: str) -> int:
     return Path(path).stat().st_size
 

@@ -109,7 +109,9 @@ async def read_body(request: Request, limit: int) -> tuple[dict, bytes | None]:
         if hasattr(value, "read"):
             if key != "image":
                 raise InvalidInput(f"unexpected file field {key!r}; upload the query image as 'image'")
-            upload = await value.read(limit + 1)
+            if value.size is not None and value.size > limit:
+                raise TooLarge(f"image is larger than the {limit:,}-byte upload limit")
+            upload = await value.read()   # what the part holds (the body is bounded), never ``limit`` up front
             if len(upload) > limit:
                 raise TooLarge(f"image is larger than the {limit:,}-byte upload limit")
         elif value == "":
