@@ -36,6 +36,7 @@ from retrieval.io.shards import Shard, ShardDiscovery, ShardError, ShardSample, 
 from retrieval.io.workers import Progress
 
 END, BROKEN, SAMPLE = "end", "broken", "sample"
+_TEXT = ("shard", "key", "kind", "caption", "meta", "dropped", "problem", "stage", "hash")  # the string columns
 
 
 @dataclass
@@ -81,6 +82,12 @@ def _rows(shard: Shard, prep: ImagePrep) -> Iterator[dict]:
     yield {**base, "kind": END}
 
 
+def _text(value) -> str | None:
+    """A string cell as Ray hands it back: None when missing (a block whose column is all None comes back as a float
+    NaN column)."""
+    return None if value is None or (isinstance(value, float) and value != value) else str(value)
+
+
 def _decode_shards(batch: dict, prep: dict, rows_per_batch: int = 32) -> Iterator[dict]:
     """Ray task: shards (a batch of their descriptions) -> batches of decoded sample rows."""
     p = ImagePrep(**{**prep, "size": tuple(prep["size"])})
@@ -119,11 +126,13 @@ class Embedder:
         if ok.any():
             vectors[ok] = self.encoder.encode_prepared(batch["pixels"][ok])
         texts = np.zeros((n, dim), np.float32)
-        has_text = np.array([bool(ok[i] and batch["caption"][i]) for i in range(n)])
+        captions = [_text(c) for c in batch["caption"]]
+        has_text = np.array([bool(ok[i] and captions[i]) for i in range(n)])
         if has_text.any():
-            captions = [batch["caption"][i] for i in np.flatnonzero(has_text)]
-            texts[has_text] = encode_long_texts(self.encoder, captions).vectors
+            texts[has_text] = encode_long_texts(self.encoder, [captions[i] for i in np.flatnonzero(has_text)]).vectors
         out = {k: v for k, v in batch.items() if k != "pixels"}
+        # strings (or None) again, so no block has a float column where another has strings
+        out.update({k: np.array([_text(v) for v in batch[k]], dtype=object) for k in _TEXT})
         return {**out, "vector": vectors, "text_vector": texts, "has_text": has_text}
 
 
@@ -202,13 +211,14 @@ def _drain(run: ShardRun, ds, shards: dict[str, Shard], on_progress, t0: float) 
                                          time.monotonic() - t0))
             else:
                 ok = bool(batch["ok"][i])  # else the reason is a failed download, a bad json, an undecodable image
-                sample = ShardSample(str(batch["key"][i]), None, batch["caption"][i], json.loads(batch["meta"][i]),
-                                     None if ok else str(batch["problem"][i]), str(batch["stage"][i]),
-                                     int(batch["copy"][i]), [tuple(d) for d in json.loads(batch["dropped"][i])])
+                sample = ShardSample(str(batch["key"][i]), None, _text(batch["caption"][i]),
+                                     json.loads(batch["meta"][i]), None if ok else str(batch["problem"][i]),
+                                     str(batch["stage"][i]), int(batch["copy"][i]),
+                                     [tuple(d) for d in json.loads(batch["dropped"][i])])
                 item = run.plan(shard, sample)
                 if item is None:
                     continue
-                rows.append(Embedded(item, batch["hash"][i], int(batch["width"][i]), int(batch["height"][i]),
+                rows.append(Embedded(item, _text(batch["hash"][i]), int(batch["width"][i]), int(batch["height"][i]),
                                      batch["vector"][i]))
                 texts.append(batch["text_vector"][i] if batch["has_text"][i] else None)
         _emit(run, rows, texts)
