@@ -274,6 +274,13 @@ def test_numbers_out_of_range_on_search_are_4xx(served, body, message):
     assert message in one_line_error(c.post("/api/search", content=body.encode()))
 
 
+@pytest.mark.parametrize("classes", [[1e300], [None], [["a,b"]], [{"a": "b,c"}]])
+def test_classes_that_are_not_text_are_a_422_on_classify(served, classes):
+    c, _, _ = served
+    r = c.post("/api/classify", json={"classes": classes, "image": "iVBORw0KGgo="})
+    assert "classes" in one_line_error(r, 422)
+
+
 def test_the_parser_counts_depth_outside_strings_and_bounds_values():
     from clipdex.serve.bodies import MAX_DEPTH, MAX_VALUES, parse_json
     from retrieval.errors import InvalidInput

@@ -98,7 +98,8 @@ async def classify(request: Request):
     """Classify one uploaded image into the given classes with one of clipdex's methods."""
     svc = service(request)
     fields, upload = await read_body(request, svc.config.max_upload)
-    if isinstance(fields.get("classes"), list) and len(fields["classes"]) == 1 and "," in fields["classes"][0]:
+    given = fields.get("classes")
+    if isinstance(given, list) and len(given) == 1 and isinstance(given[0], str) and "," in given[0]:
         fields["classes"] = [c.strip() for c in fields["classes"][0].split(",") if c.strip()]
     req = ClassifyRequest.model_validate(fields)
     check_work(req.classes, svc.config)   # 413 before any work: the number and length of classes, prompts
