@@ -112,13 +112,13 @@ def is_shard_source(src: str | Path) -> bool:
     return p.is_dir() and any(q.suffix.lower() in SHARD_EXTENSIONS and q.is_file() for q in p.iterdir())
 
 
-def _shard(path: Path) -> Shard:
-    parquet = path.with_suffix(".parquet")
+def _shard(path: str) -> Shard:
     try:
         st = os.stat(path)
     except OSError:
-        return Shard(str(path), None, None)
-    return Shard(str(path), st.st_size, st.st_mtime, str(parquet) if parquet.is_file() else None)
+        return Shard(path, None, None)
+    parquet = os.path.splitext(path)[0] + ".parquet"
+    return Shard(path, st.st_size, st.st_mtime, parquet if os.path.isfile(parquet) else None)
 
 
 def discover_shards(sources: Sequence[str | Path]) -> ShardDiscovery:
@@ -152,18 +152,26 @@ def discover_shards(sources: Sequence[str | Path]) -> ShardDiscovery:
         else:
             raise InvalidInput(f"{src} is neither a .tar shard, a brace pattern nor a folder of shards")
         for path in paths:
-            shards.setdefault(str(path), _shard(path))
+            shards.setdefault(str(path), _shard(str(path)))
     if not shards:
         raise InvalidInput(f"no shards in {', '.join(map(str, sources))}")
     return ShardDiscovery(sorted(shards.values(), key=lambda sh: sh.path), roots)
 
 
 def _pattern_shards(pattern: str, shards: dict[str, Shard]) -> int:
-    """Add the shards ``pattern`` names to ``shards`` (each name made and stat-ed in turn); returns how many exist."""
+    """Add the shards ``pattern`` names to ``shards`` (each name made and looked up in turn: stat-ed, unless its
+    folder is not there); returns how many exist."""
     found = 0
-    for name in iter_braces(pattern):
-        path = Path(name).expanduser().absolute()
-        sh = shards.setdefault(str(path), _shard(path))
+    folders: dict[str, bool] = {}
+    for name in iter_braces(str(Path(pattern).expanduser().absolute())):
+        if "/." in name or "//" in name:
+            name = str(Path(name))  # the spelling Path gives (no "." parts, no doubled slashes)
+        if name in shards:
+            continue
+        folder = os.path.dirname(name)
+        if folder not in folders:
+            folders[folder] = os.path.isdir(folder)
+        sh = shards[name] = _shard(name) if folders[folder] else Shard(name, None, None)
         found += sh.bytes is not None
     return found
 
