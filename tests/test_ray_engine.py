@@ -34,8 +34,21 @@ def local_ray():
 
 
 def rows(ix, table="images") -> dict:
-    t = pa.Table.from_batches(list(ix.store.scan(table)))
-    return {r["path"]: r for r in t.to_pylist()}
+    """The table's rows by path, once it is checked that each path has one row: the rows read, the paths among
+    them and the store's count agree (keyed by path alone, a sample committed twice would look like one)."""
+    listed = pa.Table.from_batches(list(ix.store.scan(table))).to_pylist()
+    by_path = {r["path"]: r for r in listed}
+    assert len(listed) == len(by_path) == ix.store.count(table), \
+        f"{table}: {len(listed)} rows read, {len(by_path)} distinct paths, {ix.store.count(table)} counted"
+    return by_path
+
+
+def test_rows_refuses_a_path_stored_twice(tmp_path):
+    """The check can fail: a table holding one path twice is refused, though a dict by path would show 2 rows."""
+    with create_index(tmp_path / "ix", dim=4, model="none") as ix:
+        ix.add_vectors("images", np.eye(4, dtype=np.float32)[:3], {"path": ["a.jpg", "b.jpg", "a.jpg"]})
+        with pytest.raises(AssertionError, match="3 rows read, 2 distinct paths"):
+            rows(ix)
 
 
 def test_ray_and_local_engines_give_the_same_rows_and_vectors(tmp_path, local_ray):
@@ -93,11 +106,9 @@ def test_a_killed_driver_rerun_commits_every_sample_exactly_once_and_search_read
                           env={**env, "KILL_AT": ""}, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-2000:]
     s = json.loads(done.stdout.strip().splitlines()[-1])
-    with open_index(idx) as ix:
-        paths = [r for r in rows(ix)]
-        errs = list(rows(ix, "errors"))
-        assert ix.store.count("shards") == 3
-    assert len(paths) == 30 and len(errs) == 3
+    with open_index(idx) as ix:  # every sample, error and shard exactly once: rows(...) checks each path has one row
+        images, errs, done_shards = rows(ix), rows(ix, "errors"), rows(ix, "shards")
+    assert len(images) == 30 and len(errs) == 3 and len(done_shards) == 3
     assert s["added"] + s["unchanged"] == 30
     opt = subprocess.run([sys.executable, "-m", "cli.main", "optimize", str(idx)], env=env, capture_output=True,
                          text=True, timeout=120)
