@@ -50,12 +50,12 @@ def nesting_depth(brackets: bytes) -> int:
 def _finite_float(text: str) -> float:
     x = float(text)
     if not math.isfinite(x):
-        raise _Refused(f"numbers must be finite, got {text[:40]}")
+        raise _Refused(f"a number that is not finite: {text[:40]}")
     return x
 
 
 def _no_constant(name: str):
-    raise _Refused(f"numbers must be finite, got {name}")
+    raise _Refused(f"a number that is not finite: {name}")
 
 
 def parse_json(raw: bytes | str, what: str = "the body"):
@@ -71,7 +71,7 @@ def parse_json(raw: bytes | str, what: str = "the body"):
     try:
         return json.loads(data, parse_float=_finite_float, parse_constant=_no_constant)
     except _Refused as exc:
-        raise InvalidInput(f"{what}: {exc}") from None
+        raise InvalidInput(f"{what} holds {exc} (numbers must be finite)") from None
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidInput(f"{what} is not JSON: {exc}") from None
 
