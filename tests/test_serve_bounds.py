@@ -177,7 +177,8 @@ def test_made_up_http_methods_share_one_metrics_series(served):
 
 def test_a_client_sending_its_headers_slowly_is_cut_off(tmp_path):
     """A real uvicorn server on loopback, run with clipdex serve's options (header deadline 0.5 s): a client that
-    drips its headers is answered 408 and disconnected, while a prompt client is served; bounded: 10 s at most."""
+    drips its headers is answered 408 and disconnected, one that never sends a byte is disconnected, while a prompt
+    client is served; bounded: 10 s at most."""
     import uvicorn
 
     from clipdex.serve.config import ServeConfig
@@ -203,6 +204,7 @@ def test_a_client_sending_its_headers_slowly_is_cut_off(tmp_path):
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:   # prompt: served, kept alive
             s.sendall(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n")
             assert s.recv(4096).startswith(b"HTTP/1.1 200")
+        idle = socket.create_connection(("127.0.0.1", port), timeout=10)   # connects and never says a word
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
             s.sendall(b"GET / HTTP/1.1\r\n")
             received = b""
@@ -220,6 +222,8 @@ def test_a_client_sending_its_headers_slowly_is_cut_off(tmp_path):
                     break
             assert received.startswith(b"HTTP/1.1 408"), received[:100]
             assert b"request headers not received within 0.5 s" in received
+        with idle:
+            assert idle.recv(100) == b""   # closed without an answer: no request was begun
     finally:
         server.should_exit = True
         thread.join(timeout=10)
