@@ -3,10 +3,10 @@
 A CLIP cosine cannot tell "this red circle, re-saved" from "another drawing of a red circle"; a perceptual hash of
 the pixels can, as long as the two pictures are aligned. So each image gets
 
-- its *views* (``trim_boxes``): the whole picture, and the picture with its uniform borders peeled off one colour at
-  a time (a screenshot's frame and title bar, letterbox padding);
-- its *bank*: the views plus crops (80% and 90% windows at nine positions) and small turns (+-4, 8, 12 degrees) of
-  the whole picture,
+- its *views*: the whole picture, its centre, and the picture with some of its uniform border bands peeled off
+  (``trim_boxes``: a screenshot's frame and title bar, letterbox padding);
+- its *bank*: the whole picture, crops (80% and 90% windows at nine positions), and the centres of the picture and
+  of its small turns (+-4, 8, 12 degrees; a turned copy's centre has no filled corners),
 
 each hashed as a (pHash, dHash) pair of 64-bit codes. Two images are as far apart as the best match of one's views
 against the other's bank, both ways (``aligned_distance``): the larger of the pHash and dHash distances, in bits.
@@ -22,6 +22,7 @@ from PIL import Image
 
 CROPS = (0.9, 0.8)      # kept fraction of each side
 TURNS = (4, 8, 12)      # degrees, both ways
+TURN_KEEP = 0.8         # of each side, kept around the centre of a turned picture (its corners are filled)
 SIDE = 512              # images are trimmed and hashed from at most this size (hashes read 32 x 32 anyway)
 
 
@@ -107,9 +108,16 @@ def hash_bank(img: Image.Image) -> tuple[np.ndarray, np.ndarray]:
     img = img.convert("RGB")
     if max(img.size) > SIDE:
         img.thumbnail((SIDE, SIDE), Image.BILINEAR)
-    views = [img] + [img.crop(box) for box in trim_boxes(np.asarray(img))]
-    turned = [img.rotate(sign * deg, Image.BICUBIC) for deg in TURNS for sign in (1, -1)]
+    views = [img, _centre(img)] + [img.crop(box) for box in trim_boxes(np.asarray(img))]
+    turned = [_centre(img.rotate(sign * deg, Image.BICUBIC)) for deg in (0, *TURNS) for sign in (1, -1)]
     return _codes(views), _codes([img] + _crops(img) + turned)
+
+
+def _centre(img: Image.Image) -> Image.Image:
+    """The central ``TURN_KEEP`` of each side: a turned picture without its filled corners (up to 14 degrees)."""
+    w, h = img.size
+    dx, dy = round(w * (1 - TURN_KEEP) / 2), round(h * (1 - TURN_KEEP) / 2)
+    return img.crop((dx, dy, w - dx, h - dy))
 
 
 def popcount(x: np.ndarray) -> np.ndarray:

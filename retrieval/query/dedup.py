@@ -1,0 +1,295 @@
+"""``find_duplicates(index, DedupOptions)``: groups of near-duplicates over a whole table, streamed and resumable.
+
+1. *Candidates*: every row not searched yet (all of them the first time, then only rows added since) asks the
+   table's search structure (the ANN index when there is one) for its ``k`` nearest rows; pairs at or above
+   ``min_score`` are candidates (``retrieval.algorithms.dedup.candidate_pairs``). Saved after every block.
+2. *Verification*: each candidate pair is checked with a second signal and named (exact, near, similar, or not a
+   duplicate): images by content hash, decoded pixels and aligned perceptual hashes
+   (``retrieval.algorithms.dedup_image``); texts by content hash and word 3-gram overlap; videos by their frame
+   sequences (``retrieval.query.dedup_video``). A pair is verified once; re-runs reuse the verdict.
+3. *Groups*: connected components of the verified pairs, or ``rule="clique"`` (every two members verified).
+
+The state lives in ``<index>/cache/dedup/`` (``retrieval.query.dedup_state``); the index's rows are never changed.
+Progress goes to ``on_progress(Progress)``; nothing is printed.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from retrieval.algorithms.dedup import (
+    KINDS,
+    ImageThresholds,
+    candidate_pairs,
+    choose_keep,
+    clique_groups,
+    components,
+    jaccard,
+    pair_kind,
+    shingles,
+    text_kind,
+    weakest_kind,
+)
+from retrieval.algorithms.dedup_image import aligned_distance, hash_bank, same_pixels
+from retrieval.cancel import checkpoint
+from retrieval.errors import InvalidInput
+from retrieval.index.directory import Index, open_index
+from retrieval.io.imageprep import ImageReadError, open_image, read_image_file
+from retrieval.io.workers import Progress
+from retrieval.query.dedup_state import (
+    UNVERIFIED,
+    DedupState,
+    clear_state,
+    kind_code,
+    kind_name,
+    load_state,
+    save_state,
+)
+from retrieval.query.dedup_video import alignment_record, verify_videos, video_candidates
+
+log = logging.getLogger(__name__)
+TABLES = ("images", "videos", "texts")
+RULES = ("components", "clique")
+KEEP = ("largest", "newest", "first")
+SAVE_SECONDS = 20.0
+
+
+@dataclass
+class DedupOptions:
+    """``k`` neighbours per row, candidate pairs from ``min_score`` (CLIP cosine), ``rule`` components | clique,
+    ``keep`` (largest | newest | first, or None) the member of each group to keep, ``fresh`` to forget saved state,
+    ``thresholds`` for images, ``frame_score`` (videos: the cosine at which two frames match)."""
+
+    table: str = "images"
+    k: int = 10
+    min_score: float = 0.5
+    rule: str = "components"
+    keep: str | None = None
+    fresh: bool = False
+    block_rows: int = 4096
+    thresholds: ImageThresholds = field(default_factory=ImageThresholds)
+    frame_score: float = 0.9
+
+    def check(self) -> None:
+        if self.table not in TABLES:
+            raise InvalidInput(f"dedup works on the {', '.join(TABLES)} tables, not {self.table!r}")
+        if self.rule not in RULES:
+            raise InvalidInput(f"unknown rule {self.rule!r}; choose components or clique")
+        if self.keep is not None and self.keep not in KEEP:
+            raise InvalidInput(f"unknown keep policy {self.keep!r}; choose {', '.join(KEEP)}")
+        if not 1 <= self.k <= 1000:
+            raise InvalidInput(f"k must be in 1..1000, not {self.k}")
+        if not -1.0 <= self.min_score <= 1.0 or not -1.0 <= self.frame_score <= 1.0:
+            raise InvalidInput("min_score and frame_score are cosines: between -1 and 1")
+
+    def key(self, index: Index) -> dict:
+        """What the saved state depends on: another key starts afresh."""
+        return {"model": index.model, "table": self.table, "k": self.k, "min_score": round(self.min_score, 6),
+                "thresholds": asdict(self.thresholds), "frame_score": round(self.frame_score, 6), "version": 1}
+
+
+@dataclass
+class DedupResult:
+    """``groups``: one dict per group (kind, ids, members with their columns, pairs with scores and kinds, keep);
+    ``summary``: counts (rows, searched, candidates, verified, groups and members per kind, seconds)."""
+
+    groups: list[dict]
+    summary: dict
+
+    def remove_list(self) -> list[str]:
+        """Paths of the members that are not kept (empty unless ``keep`` was given): nothing is deleted."""
+        return [m["path"] for g in self.groups for m in g["members"] if g.get("keep") is not None
+                and m["id"] != g["keep"] and m.get("path")]
+
+
+def find_duplicates(index: Index | str, options: DedupOptions | None = None,
+                    on_progress: Callable[[Progress], None] | None = None) -> DedupResult:
+    """Near-duplicate groups of ``options.table`` (see the module docstring)."""
+    options = options or DedupOptions()
+    options.check()
+    own = not isinstance(index, Index)
+    ix = open_index(index) if own else index
+    try:
+        return _run(ix, options, on_progress or (lambda p: None))
+    finally:
+        if own:
+            ix.close()
+
+
+def _run(ix: Index, options: DedupOptions, report: Callable[[Progress], None]) -> DedupResult:
+    start = time.monotonic()
+    table = options.table
+    if not ix.store.has_table(table) or ix.store.count(table) == 0:
+        raise InvalidInput(f"{ix.path} has no rows in table {table!r} to deduplicate")
+    if options.fresh:
+        clear_state(ix.path, table)
+    state = load_state(ix.path, table, options.key(ix))
+    live = np.concatenate([b.column(0).to_numpy() for b in ix.store.scan(table, ["id"])]).astype(np.int64)
+    state.keep_rows(live)
+    if table == "videos":
+        searched = video_candidates(ix, state, options, report)
+        verify = verify_videos
+    else:
+        searched = _search(ix, state, options, report)
+        verify = _verify_images if table == "images" else _verify_texts
+    todo = np.flatnonzero(state.kind == UNVERIFIED)
+    verify(ix, state, todo, options, report)
+    save_state(ix.path, table, state)
+    groups = _groups(ix, state, options)
+    return DedupResult(groups, _summary(live, searched, state, groups, time.monotonic() - start))
+
+
+def _search(ix: Index, state: DedupState, options: DedupOptions, report) -> int:
+    """Step 1 for rows not searched yet; returns how many rows were searched now."""
+    done = set(state.done.tolist())
+    total = ix.store.count(options.table)
+    seen, searched, last_save = 0, 0, time.monotonic()
+    for ids, x in ix.store.iter_vectors(options.table, batch_rows=options.block_rows):
+        checkpoint()
+        seen += len(ids)
+        todo = np.array([int(i) not in done for i in ids], bool)
+        if todo.any():
+            D, I = ix.search_vectors(options.table, x[todo], k=options.k + 1)
+            pairs, scores = candidate_pairs(ids[todo], D, I, options.min_score)
+            state.add_pairs(pairs, scores)
+            state.done = np.concatenate([state.done, ids[todo]])
+            searched += int(todo.sum())
+            if time.monotonic() - last_save > SAVE_SECONDS:
+                save_state(ix.path, options.table, state)
+                last_save = time.monotonic()
+        report(Progress("search", seen, total, {"candidates": len(state.pairs)}))
+    return searched
+
+
+def _rows(ix: Index, table: str, ids, columns: list[str]) -> dict[int, dict]:
+    have = set(ix.store.schema(table).names)
+    cols = [c for c in columns if c in have]
+    return {r["id"]: r for r in ix.store.take(table, np.unique(ids), ["id", *cols]).to_pylist()}
+
+
+def _verify_images(ix: Index, state: DedupState, todo: np.ndarray, options: DedupOptions, report) -> None:
+    """Step 2 for images: same hash -> exact; else decode both, same pixels -> exact, else aligned hash bits."""
+    if len(todo) == 0:
+        return
+    rows = _rows(ix, "images", state.pairs[todo].reshape(-1), ["path", "hash"])
+    cache: dict[int, tuple | None] = {}
+
+    def evidence(i: int):
+        if i not in cache:
+            if len(cache) > 4096:  # bounded memory: pairs come sorted by id, so old entries are rarely asked again
+                cache.pop(next(iter(cache)))
+            try:
+                img = open_image(read_image_file(rows[i]["path"])).convert("RGB")
+                cache[i] = (np.asarray(img), *hash_bank(img))
+            except (ImageReadError, KeyError, TypeError) as exc:
+                log.info("dedup: cannot read row %s (%s); its pairs stay unverified", i, exc)
+                cache[i] = None
+        return cache[i]
+
+    last_save = time.monotonic()
+    for n, p in enumerate(todo):
+        checkpoint()
+        a, b = (int(v) for v in state.pairs[p])
+        ra, rb = rows.get(a, {}), rows.get(b, {})
+        if ra.get("hash") and ra.get("hash") == rb.get("hash"):
+            state.kind[p], state.evidence[p, :2] = kind_code("exact"), (0, 1)
+        else:
+            ea, eb = evidence(a), evidence(b)
+            if ea is None or eb is None:
+                continue  # left unverified: tried again next run
+            same = same_pixels(ea[0], eb[0])
+            bits = 0 if same else aligned_distance(ea[1], ea[2], eb[1], eb[2])
+            state.kind[p] = kind_code(pair_kind(float(state.clip[p]), bits, same, options.thresholds))
+            state.evidence[p, :2] = (bits, float(same))
+        if time.monotonic() - last_save > SAVE_SECONDS:
+            save_state(ix.path, "images", state)
+            last_save = time.monotonic()
+        report(Progress("verify", n + 1, len(todo)))
+
+
+def _verify_texts(ix: Index, state: DedupState, todo: np.ndarray, options: DedupOptions, report) -> None:
+    """Step 2 for texts: same hash or same text -> exact; else word 3-gram overlap."""
+    if len(todo) == 0:
+        return
+    rows = _rows(ix, options.table, state.pairs[todo].reshape(-1), ["text", "hash"])
+    grams = {i: shingles(r.get("text") or "") for i, r in rows.items()}
+    for n, p in enumerate(todo):
+        a, b = (int(v) for v in state.pairs[p])
+        ra, rb = rows.get(a, {}), rows.get(b, {})
+        same = (ra.get("text") is not None and ra.get("text") == rb.get("text"))
+        overlap = jaccard(grams.get(a, frozenset()), grams.get(b, frozenset()))
+        state.kind[p] = kind_code(text_kind(same, overlap, float(state.clip[p])))
+        state.evidence[p, :2] = (overlap, float(same))
+        report(Progress("verify", n + 1, len(todo)))
+
+
+MEMBER_COLUMNS = ("path", "source", "text", "width", "height", "bytes", "mtime", "duration", "hash")
+
+
+def _groups(ix: Index, state: DedupState, options: DedupOptions) -> list[dict]:
+    """Step 3: the verified pairs grouped by the rule, with members' columns, pairwise evidence and the keeper."""
+    ok = state.kind > 0
+    pairs, kinds = state.pairs[ok], state.kind[ok]
+    clip, evidence = state.clip[ok], state.evidence[ok]
+    strong = kinds != kind_code("similar")  # the same picture (or video): exact, near, contained
+    if options.rule == "clique":
+        groups = clique_groups(pairs[strong], clip[strong] + (len(KINDS) + 1 - kinds[strong]))  # strongest first
+    else:
+        groups = components(pairs[strong])
+    n_strong = len(groups)
+    # another shot of the same scene never chains groups together: similar groups are cliques of similar pairs
+    groups += clique_groups(pairs[~strong], clip[~strong])
+    if not groups:
+        return []
+    rows = _rows(ix, options.table, np.concatenate(groups), list(MEMBER_COLUMNS))
+    member_of: dict[int, set] = {}
+    for g, members in enumerate(groups):
+        for v in members:
+            member_of.setdefault(int(v), set()).add(g)
+    by_group: list[list[int]] = [[] for _ in groups]
+    for r, (a, b) in enumerate(pairs):
+        for g in member_of.get(int(a), set()) & member_of.get(int(b), set()):
+            by_group[g].append(r)
+    out = []
+    for g, members in enumerate(groups):
+        pair_rows = [_pair_record(pairs[r], clip[r], kinds[r], evidence[r], options.table) for r in by_group[g]]
+        mem = [{"id": int(i), **{k: v for k, v in rows.get(int(i), {}).items() if k != "id"}} for i in members]
+        kind = weakest_kind(p["kind"] for p in pair_rows if p["kind"] != "similar") if g < n_strong else "similar"
+        record = {"group": g + 1, "kind": kind, "size": len(mem),
+                  "ids": [int(i) for i in members], "members": mem, "pairs": pair_rows}
+        if options.keep:
+            sizes = [(m.get("width") or 0) * (m.get("height") or 0) * 2.0 ** 40 + (m.get("bytes") or 0) for m in mem]
+            mtimes = [m.get("mtime") if m.get("mtime") is not None else np.nan for m in mem]
+            record["keep"] = int(members[choose_keep(np.array(sizes), np.array(mtimes, float), members,
+                                                      options.keep)])
+        out.append(record)
+    return out
+
+
+def _pair_record(pair, clip, code, ev, table: str) -> dict:
+    rec = {"a": int(pair[0]), "b": int(pair[1]), "kind": kind_name(int(code)), "clip": round(float(clip), 4)}
+    if table == "images":
+        rec["hash_bits"] = None if np.isnan(ev[0]) else int(ev[0])
+    elif table == "texts":
+        rec["overlap"] = None if np.isnan(ev[0]) else round(float(ev[0]), 4)
+    else:
+        rec.update(alignment_record(pair, ev))
+    return rec
+
+
+def _summary(live: np.ndarray, searched: int, state: DedupState, groups: list[dict], seconds: float) -> dict:
+    verified = state.kind != UNVERIFIED
+    per_kind = {}
+    for g in groups:
+        per_kind.setdefault(g["kind"], {"groups": 0, "members": 0})
+        per_kind[g["kind"]]["groups"] += 1
+        per_kind[g["kind"]]["members"] += g["size"]
+    return {"rows": int(len(live)), "searched": int(searched), "candidates": int(len(state.pairs)),
+            "verified": int(verified.sum()), "unverified": int((~verified).sum()),
+            "duplicate_pairs": int((state.kind > 0).sum()), "rejected_pairs": int((state.kind == 0).sum()),
+            "groups": len(groups), "in_groups": int(sum(g["size"] for g in groups)), "kinds": per_kind,
+            "removable": int(sum(g["size"] - 1 for g in groups)), "seconds": round(seconds, 3)}
