@@ -17,6 +17,7 @@ import click
 
 from cli import (
     classify_cmd,
+    dedup_cmd,
     demo_cmd,
     eval_cmd,
     index_cmd,
@@ -123,7 +124,8 @@ index.add_command(video_cmd.index_videos_cmd)
 index.add_command(text_cmd.texts)
 index.add_command(scale_cmd.embeddings)
 for command in (scale_cmd.optimize, search_cmd.search, info_cmd.info, models_cmd.models, demo_cmd.demo,
-                classify_cmd.classify, classify_cmd.train_reco_cmd, eval_cmd.eval_group, serve_cmd.serve):
+                classify_cmd.classify, classify_cmd.train_reco_cmd, eval_cmd.eval_group, serve_cmd.serve,
+                dedup_cmd.dedup):
     cli.add_command(command)
 
 
