@@ -31,6 +31,7 @@ from retrieval.ann.plan import (
 from retrieval.ann.selection import Candidate, release_freed_memory
 from retrieval.ann.tuning import HeldOut, K, sample_rows, select_structure, speed_check
 from retrieval.index.directory import Index
+from retrieval.index.fulltext import full_text, has_full_text
 from retrieval.index.tune import held_out, tune_table
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,8 @@ def optimize_table(index: Index, table: str, options: OptimizeOptions = Optimize
         index.optimize(table, AnnConfig("flat", o.exact_below, AnnParams(recall=o.recall, tune=False)))
         store.set_search_params(table, {}, record={"note": why, "candidates": candidates or []})
         record = store.ann_info(table)
+    if has_full_text(index, table):
+        full_text(index, table).compact()  # the keyword index too: rows folded in, segments merged
     index.refresh_counts()
     index.save_manifest()
     return record

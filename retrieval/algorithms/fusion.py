@@ -1,0 +1,114 @@
+"""Fusing rankings and combining query vectors: pure functions, arrays in, arrays out.
+
+- Reciprocal-rank fusion (Cormack, Clarke and Buettcher, "Reciprocal Rank Fusion outperforms Condorcet and
+  individual Rank Learning Methods", SIGIR 2009): ``s(d) = sum_i w_i / (k + r_i(d))`` over the rankings ``i`` that
+  hold ``d`` (``r_i`` 1-based), ``k = 60`` as in the paper. Only ranks count, so a cosine and a BM25 score never
+  need a common scale.
+- Weighted score fusion: each ranking's scores min-max scaled to [0, 1] over its own list, then
+  ``s(d) = sum_i w_i * scaled_i(d)`` (a document missing from a list gets 0 there).
+- Query arithmetic (rclip's ``"beach" + "sunset:0.5" - "people"``): ``q = norm(sum_j a_j e_j - sum_j b_j n_j)``
+  over unit vectors ``e`` (added) and ``n`` (subtracted) with weights ``a``, ``b``.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+RRF_K = 60
+
+__all__ = ["RRF_K", "combine_vectors", "rank_positions", "reciprocal_rank_fusion", "weighted_score_fusion"]
+
+
+def _weights(weights: Sequence[float] | None, n: int) -> np.ndarray:
+    w = np.ones(n, np.float64) if weights is None else np.asarray(weights, np.float64)
+    if w.shape != (n,):
+        raise ValueError(f"{n} rankings need {n} weights, got {w.shape}")
+    if not np.isfinite(w).all() or (w < 0).any():
+        raise ValueError("fusion weights must be finite and non-negative")
+    return w
+
+
+def _ordered(ids: dict, scores: np.ndarray, first: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sort by decreasing score, ties by first appearance (the earlier ranking, the better rank)."""
+    keys = np.fromiter(ids.keys(), np.int64, len(ids))
+    order = np.lexsort((first, -scores))
+    return keys[order], scores[order].astype(np.float32)
+
+
+def reciprocal_rank_fusion(rankings: Sequence[np.ndarray], weights: Sequence[float] | None = None,
+                           k: int = RRF_K) -> tuple[np.ndarray, np.ndarray]:
+    """RRF of ``rankings`` (each an (n_i,) int64 id array, best first; ids unique within a ranking) ->
+    (ids (m,) int64, scores (m,) float32), the union of all ids, best first. ``k`` >= 0."""
+    if k < 0:
+        raise ValueError(f"RRF k must be >= 0, got {k}")
+    w = _weights(weights, len(rankings))
+    pos: dict[int, int] = {}
+    score: list[float] = []
+    first: list[int] = []
+    for i, ranking in enumerate(rankings):
+        for r, d in enumerate(np.asarray(ranking, np.int64).tolist()):
+            j = pos.setdefault(d, len(score))
+            if j == len(score):
+                score.append(0.0)
+                first.append(i * 1_000_000_000 + r)
+            score[j] += w[i] / (k + r + 1)
+    return _ordered(pos, np.asarray(score, np.float64), np.asarray(first, np.int64))
+
+
+def weighted_score_fusion(rankings: Sequence[tuple[np.ndarray, np.ndarray]],
+                          weights: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted sum of min-max scaled scores: ``rankings`` = [(ids (n_i,), scores (n_i,)), ...] -> (ids (m,),
+    scores (m,) float32) best first. A list whose scores are all equal scales to 1 for each of its ids."""
+    w = _weights(weights, len(rankings))
+    pos: dict[int, int] = {}
+    score: list[float] = []
+    first: list[int] = []
+    for i, (ids, s) in enumerate(rankings):
+        s = np.asarray(s, np.float64)
+        ids = np.asarray(ids, np.int64)
+        if s.shape != ids.shape:
+            raise ValueError(f"ranking {i}: {ids.shape} ids but {s.shape} scores")
+        if not len(s):
+            continue
+        lo, hi = float(s.min()), float(s.max())
+        scaled = np.ones_like(s) if hi == lo else (s - lo) / (hi - lo)
+        for r, (d, x) in enumerate(zip(ids.tolist(), scaled.tolist())):
+            j = pos.setdefault(d, len(score))
+            if j == len(score):
+                score.append(0.0)
+                first.append(i * 1_000_000_000 + r)
+            score[j] += w[i] * x
+    return _ordered(pos, np.asarray(score, np.float64), np.asarray(first, np.int64))
+
+
+def rank_positions(ranking: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """1-based rank of each of ``ids`` (m,) in ``ranking`` (n,), 0 where absent -> (m,) int64."""
+    where = {d: r + 1 for r, d in enumerate(np.asarray(ranking, np.int64).tolist())}
+    return np.asarray([where.get(d, 0) for d in np.asarray(ids, np.int64).tolist()], np.int64)
+
+
+def combine_vectors(added: np.ndarray, added_w: Sequence[float], subtracted: np.ndarray | None = None,
+                    subtracted_w: Sequence[float] | None = None) -> np.ndarray:
+    """Query arithmetic: added (p, d) and subtracted (n, d) vectors (each normalised here) with weights (p,), (n,)
+    -> (d,) float32 unit vector ``norm(sum a_j e_j - sum b_j n_j)``. ``ValueError`` when nothing is added or
+    the terms cancel out."""
+    e = np.asarray(added, np.float64)
+    if e.ndim != 2 or len(e) == 0:
+        raise ValueError("query arithmetic needs at least one added term")
+    a = np.asarray(added_w, np.float64)
+    parts = [(e, a)]
+    if subtracted is not None and len(subtracted):
+        parts.append((np.asarray(subtracted, np.float64), -np.asarray(subtracted_w, np.float64)))
+    q = np.zeros(e.shape[1], np.float64)
+    for x, w in parts:
+        if x.ndim != 2 or x.shape[1] != e.shape[1] or w.shape != (len(x),):
+            raise ValueError(f"terms {x.shape} and weights {w.shape} do not match")
+        if not np.isfinite(x).all() or not np.isfinite(w).all():
+            raise ValueError("query terms and weights must be finite")
+        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        q += (w[:, None] * x / np.where(norms > 0, norms, 1.0)).sum(0)
+    n = float(np.linalg.norm(q))
+    if n < 1e-9:
+        raise ValueError("the query terms cancel out (the combined vector is zero)")
+    return (q / n).astype(np.float32)
