@@ -43,7 +43,8 @@ def with_changes(cls: type[Options], given: Options | None, changes: dict) -> Op
     return dataclasses.replace(given if given is not None else cls(), **changes)
 
 
-def _check_index_type(index) -> None:
+def check_index(index) -> None:
+    """``TypeError`` unless ``index`` is an :class:`Index` or a path (checked before any source is read)."""
     if not isinstance(index, (Index, str, os.PathLike)):
         raise TypeError(f"index must be an Index or a path, not {type(index).__name__}")
 
@@ -54,7 +55,7 @@ def writable(index: Index | PathLike, model: str | None = None, device: str | No
     """``index`` itself (checked against ``model`` when given), or the index at that path opened for writing and
     closed afterwards: created when absent with ``model`` (default: the default model) or, for ``model="none"``,
     vectors of ``dim``, as ``clipdex index ...`` does. ``device``: load the index's encoder there."""
-    _check_index_type(index)
+    check_index(index)
     if not isinstance(index, Index):
         ix = open_for_writing(index, model, dim=dim, device=device)
         try:
@@ -71,7 +72,7 @@ def writable(index: Index | PathLike, model: str | None = None, device: str | No
 @contextlib.contextmanager
 def readable(index: Index | PathLike) -> Iterator[Index]:
     """``index`` itself, or the index at that path opened read-only and closed afterwards."""
-    _check_index_type(index)
+    check_index(index)
     if isinstance(index, Index):
         yield index
         return

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from clipdex.arguments import OnProgress, PathLike, Sources, path_list, with_changes, writable
-from indexers.embeddings import EmbeddingSummary, discover_embeddings
+from clipdex.arguments import OnProgress, PathLike, Sources, check_index, path_list, with_changes, writable
+from indexers.embedding_sources import discover_embeddings
+from indexers.embeddings import EmbeddingSummary
 from indexers.embeddings import index_embeddings as run_embeddings
 from indexers.image_sources import discover_image_sources, index_image_sources
 from indexers.images import ImageIndexOptions, IndexSummary
@@ -61,6 +62,7 @@ def index_images(index: Index | PathLike, sources: Sources | Discovery | ShardDi
     Returns an :class:`IndexSummary` (added, reused, unchanged, updated, removed, errors, ...; shard runs add
     shard counts).
     """
+    check_index(index)
     opts = with_changes(ImageIndexOptions, options, changes)
     found = sources if isinstance(sources, (Discovery, ShardDiscovery)) else (
         discover_image_sources(path_list(sources), exclude, opts.prune))
@@ -80,6 +82,7 @@ def index_videos(index: Index | PathLike, sources: Sources | Discovery, options:
     ``workers``, ``prune``, ``retry_errors``, ...). Returns a :class:`VideoIndexSummary` (added, updated,
     unchanged, removed, errors, partial, frames, ...).
     """
+    check_index(index)
     if fps is not None or frames is not None or keyframes:
         changes["sampling"] = SamplingPlan.from_options(fps, frames, keyframes)
     opts = with_changes(VideoIndexOptions, options, changes)
@@ -101,6 +104,7 @@ def index_texts(index: Index | PathLike, sources: Sources | TextDiscovery, optio
     Identical texts are embedded once. Returns a :class:`TextIndexSummary` (files, rows, encoded, reused, long,
     chunked, truncated, errors, ...).
     """
+    check_index(index)
     opts = with_changes(TextIndexOptions, options, changes)
     found = sources if isinstance(sources, TextDiscovery) else discover_texts(path_list(sources), opts.text_column,
                                                                               exclude)
@@ -119,6 +123,7 @@ def index_embeddings(index: Index | PathLike, source: PathLike, *, model: str = 
     tune the ANN index on (kept in the index's cache). Bad vectors become ``errors`` rows; a killed run resumes
     where it stopped. Returns an :class:`EmbeddingSummary` (files, added, errors, ...).
     """
+    check_index(index)
     parts = discover_embeddings(source, column)
     xq = read_query_file(queries, parts[0].dim) if queries is not None else None
     with writable(index, model, None, dim=parts[0].dim) as ix:

@@ -48,6 +48,8 @@ def test_index_and_search_take_paths_lists_and_keyword_options(tmp_path, shapes_
     with pytest.raises(clipdex.InvalidInput, match="not found|does not exist"):  # refused before any index exists
         clipdex.index_images(tmp_path / "new.clipdex", tmp_path / "missing", model=TINY)
     assert not (tmp_path / "new.clipdex").exists()
+    with pytest.raises(TypeError, match="index must be an Index or a path, not int"):
+        clipdex.index_images(42, tmp_path / "missing")
     with pytest.raises(TypeError, match="unknown option 'batchsize'.*batch_size"):
         clipdex.index_images(tmp_path / "new.clipdex", circles, model=TINY, batchsize=4)
 
