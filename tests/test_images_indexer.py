@@ -169,3 +169,27 @@ def test_hidden_and_excluded_folders_are_skipped(tmp_path):
     draw_shape("circle", COLORS["red"], 32).save(tmp_path / "keep" / ".dot.png")
     found = discover([str(tmp_path)], IMAGE_EXTENSIONS, exclude=["skip*"])
     assert [os.path.relpath(i.path, tmp_path) for i in found.items] == ["keep/a.png"]
+
+
+def test_manifest_columns_a_store_cannot_name_are_renamed_and_the_table_stays_readable(ix, tmp_path):
+    index = ix
+    """``a.b``, a backquote or a space in a manifest header would poison a Lance schema for every later run: the
+    column is stored under the name shard metadata gets (``a_b``), on both backends, and filters find it."""
+    (tmp_path / "img").mkdir()
+    draw_shape("circle", COLORS["red"]).save(tmp_path / "img" / "a.png")
+    draw_shape("square", COLORS["blue"]).save(tmp_path / "img" / "b.png")
+    with open(tmp_path / "pairs.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "a.b", "we`ird", "EXIF Make", "a_b", "_private"])
+        w.writerows([["img/a.png", "x", "q", "Canon", "dup", "p"], ["img/b.png", "y", "r", "Nikon", "dup", "p"]])
+    s = run(index, tmp_path / "pairs.csv")
+    assert (s.added, s.errors) == (2, 0)
+    names = index.store.schema("images").names
+    assert {"a_b", "we_ird", "EXIF_Make"} <= set(names) and not {"a.b", "we`ird", "EXIF Make", "_private"} & set(names)
+    assert index.store.count("images", where="a_b = 'y' AND EXIF_Make = 'Nikon'") == 1
+    s = run(index, tmp_path / "pairs.csv")  # a later run reads the same table
+    assert (s.added, s.unchanged) == (0, 2)
+    if index.backend == "lance":
+        import lancedb  # heavy: only to show another tool reads the table
+
+        assert lancedb.connect(str(index.path / "lance")).open_table("images").count_rows() == 2

@@ -9,6 +9,7 @@ device) is kept as an item with a ``problem``, which the indexers record in ``er
 from __future__ import annotations
 
 import fnmatch
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,9 @@ import pyarrow.parquet as pq
 
 from retrieval.errors import InvalidInput
 from retrieval.io.files import file_problem
+from retrieval.io.shard_meta import column_name
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
@@ -78,6 +82,29 @@ def read_manifest(path: Path) -> list[dict]:
     return table.to_pylist()
 
 
+def manifest_columns(keys: Sequence[str], path: Path) -> dict[str, str | None]:
+    """A manifest's metadata columns -> the names they are stored under (None: left out), by the rule shard
+    metadata follows (``shard_meta.column_name``): characters a store cannot take in a field name (``.``, a
+    backquote, a space...) become ``_``; a name that still cannot be a column, or that repeats an earlier one, is
+    left out. Each rename and each column left out is logged once per manifest."""
+    out: dict[str, str | None] = {}
+    taken: dict[str, str] = {}
+    for key in keys:
+        if key in ("path", "caption", "label"):
+            continue
+        name, why = column_name(str(key))
+        if name is not None and name in taken:
+            name, why = None, f"it would be stored as {taken[name]!r}'s column"
+        if name is None:
+            log.warning("%s: column %r is left out: %s", path, key, why)
+        elif name != key:
+            log.warning("%s: column %r is stored as %r (a column name holds letters, digits and _)", path, key, name)
+        out[key] = name
+        if name is not None:
+            taken[name] = key
+    return out
+
+
 def _walk(root: Path, extensions: Sequence[str], exclude: Sequence[str]) -> Iterable[str]:
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
@@ -111,7 +138,9 @@ def discover(sources: Sequence[str | Path], extensions: Sequence[str] = IMAGE_EX
                     items[p] = stat_item(p)
         elif src_path.suffix.lower() in MANIFEST_EXTENSIONS:
             roots.append(str(src_path.parent))
-            for row in read_manifest(src_path):
+            rows = read_manifest(src_path)
+            names = manifest_columns(list(rows[0]) if rows else [], src_path)
+            for row in rows:
                 raw = row.pop("path")
                 if not raw:
                     continue
@@ -119,7 +148,7 @@ def discover(sources: Sequence[str | Path], extensions: Sequence[str] = IMAGE_EX
                 if p in items:
                     continue
                 caption, label = row.pop("caption", None), row.pop("label", None)
-                meta = {k: (None if v is None else str(v)) for k, v in row.items()}
+                meta = {names[k]: (None if v is None else str(v)) for k, v in row.items() if names.get(k)}
                 for k in meta:
                     if k not in meta_columns:
                         meta_columns.append(k)
