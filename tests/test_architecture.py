@@ -21,7 +21,7 @@ MAX_LINES = 400
 # cost or absence must not reach every command.
 LAZY_OK = {"torch", "torchvision", "open_clip", "av", "ray", "lancedb", "duckdb", "faiss", "huggingface_hub",
            "safetensors", "matplotlib", "pandas", "fastapi", "uvicorn", "starlette", "webdataset", "onnxruntime",
-           "lance", "pyarrow.dataset"}
+           "lance", "pyarrow.dataset", "imagehash"}
 
 
 def _modules():

@@ -5,8 +5,8 @@ the pixels can, as long as the two pictures are aligned. So each image gets
 
 - its *views*: the whole picture, its centre, and the picture with some of its uniform border bands peeled off
   (``trim_boxes``: a screenshot's frame and title bar, letterbox padding);
-- its *bank*: the whole picture, crops (80% and 90% windows at nine positions), and the centres of the picture and
-  of its small turns (+-4, 8, 12 degrees; a turned copy's centre has no filled corners),
+- its *bank*: the whole picture, crops (90% windows at 3 x 3 positions, 80% at 5 x 5), and the centres of the
+  picture and of its small turns (+-4, 8, 12 degrees; a turned copy's centre has no filled corners),
 
 each hashed as a (pHash, dHash) pair of 64-bit codes. Two images are as far apart as the best match of one's views
 against the other's bank, both ways (``aligned_distance``): the larger of the pHash and dHash distances, in bits.
@@ -20,7 +20,9 @@ import itertools
 import numpy as np
 from PIL import Image
 
-CROPS = (0.9, 0.8)      # kept fraction of each side
+from retrieval.errors import InvalidInput
+
+CROPS = ((0.9, 3), (0.8, 5))  # kept fraction of each side, positions along each axis
 TURNS = (4, 8, 12)      # degrees, both ways
 TURN_KEEP = 0.8         # of each side, kept around the centre of a turned picture (its corners are filled)
 SIDE = 512              # images are trimmed and hashed from at most this size (hashes read 32 x 32 anyway)
@@ -79,7 +81,10 @@ def trim_boxes(pixels: np.ndarray, tol: int = 24) -> list[tuple[int, int, int, i
 
 def _codes(images: list[Image.Image]) -> np.ndarray:
     """Images -> (n, 2) uint64: the pHash and dHash codes (64 bits each) of each."""
-    import imagehash  # optional: the dedup extra (brings scipy)
+    try:
+        import imagehash  # optional: the dedup extra (brings scipy and PyWavelets)
+    except ImportError:
+        raise InvalidInput("comparing images needs imagehash: pip install 'clipdex[dedup]'") from None
 
     out = np.zeros((len(images), 2), np.uint64)
     for i, img in enumerate(images):
@@ -92,10 +97,11 @@ def _codes(images: list[Image.Image]) -> np.ndarray:
 def _crops(img: Image.Image) -> list[Image.Image]:
     w, h = img.size
     out = []
-    for keep in CROPS:
+    for keep, steps in CROPS:
         cw, ch = max(1, round(w * keep)), max(1, round(h * keep))
-        for fy in (0.0, 0.5, 1.0):
-            for fx in (0.0, 0.5, 1.0):
+        grid = np.linspace(0.0, 1.0, steps)
+        for fy in grid:
+            for fx in grid:
                 x, y = round((w - cw) * fx), round((h - ch) * fy)
                 out.append(img.crop((x, y, x + cw, y + ch)))
     return out

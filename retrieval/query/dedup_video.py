@@ -59,7 +59,7 @@ def video_candidates(ix: Index, state: DedupState, options, report) -> int:
         raise InvalidInput(f"{ix.path} has videos but no frames table to compare them by")
     videos = np.concatenate([b.column(0).to_numpy() for b in ix.store.scan("videos", ["id"])]).astype(np.int64)
     todo = videos[~np.isin(videos, state.done)]
-    blanks = blank_vectors(ix)
+    blanks = blank_vectors(ix) if len(todo) else None
     last_save = time.monotonic()
     for start in range(0, len(todo), 64):
         checkpoint()
@@ -147,8 +147,11 @@ def alignment_record(pair, ev: np.ndarray) -> dict:
            "frames": al.frames}
     kind = video_kind(al)
     if kind == "contained":
-        inner, outer, span = (pair[0], pair[1], al.range_b) if al.cover_a >= al.cover_b else (
-            pair[1], pair[0], al.range_a)
+        # the clip's frames mapped through the offset into the longer video (t_b = t_a + offset)
+        if al.cover_a >= al.cover_b:
+            inner, outer, span = pair[0], pair[1], (al.range_a[0] + al.offset, al.range_a[1] + al.offset)
+        else:
+            inner, outer, span = pair[1], pair[0], (al.range_b[0] - al.offset, al.range_b[1] - al.offset)
         rec["contained"] = {"clip": int(inner), "in": int(outer), "start": round(float(span[0]), 3),
                             "end": round(float(span[1]), 3)}
     return rec
