@@ -7,6 +7,7 @@ import click
 from cli.indexing import engine_options, indexing_options, run_indexer
 from indexers.image_sources import discover_image_sources, index_image_sources
 from indexers.images import ImageIndexOptions
+from indexers.ocr import OcrOptions, ocr_engine, ocr_images
 from retrieval.errors import InvalidInput
 from retrieval.index.opening import open_for_writing
 from retrieval.io.shards import is_shard_source
@@ -24,6 +25,12 @@ def summary_line(s: dict) -> str:
                     if s.get("metadata_dropped") else ""))
     if s.get("long_captions"):
         line += f"; {s['long_captions']} captions longer than the context were chunk-pooled"
+    if "ocr" in s:
+        o = s["ocr"]
+        line += (f"; OCR: read {o['read']} ({o['with_text']} with text, {o['lines']} lines), unchanged "
+                 f"{o['unchanged']}, errors {o['errors']}" + (f" (+{o['known_errors']} known)" if o["known_errors"]
+                                                              else "")
+                 + f" in {o['elapsed']:.1f}s ({o['images_per_s']:.1f} images/s)")
     return line
 
 
@@ -32,12 +39,16 @@ def summary_line(s: dict) -> str:
 @click.option("--commit-every", default=2048, show_default=True, type=click.IntRange(1),
               help="Rows per commit: a crash loses at most this many.")
 @engine_options
+@click.option("--ocr", is_flag=True, help="Also read the text in each picture (offline OCR, pip install "
+              "'clipdex[ocr]'), for keyword and hybrid search; pictures read before are skipped.")
 def images(sources, index_path, model, backend, batch_size, workers, exclude, prune, retry_errors, device, as_json,
-           commit_every, engine, ray_address, actors, gpus_per_actor):
+           commit_every, engine, ray_address, actors, gpus_per_actor, ocr):
     """Index image folders, manifests (CSV/Parquet/JSONL with path, caption, label columns) or webdataset shards
     (.tar files, brace patterns such as shards/{00000..00099}.tar, img2dataset output folders)."""
     if engine == "ray" and not any(is_shard_source(s) for s in sources):
         raise InvalidInput("--engine ray reads webdataset shards; give .tar files, brace patterns or shard folders")
+    if ocr and any(is_shard_source(s) for s in sources):
+        raise InvalidInput("--ocr reads image files; webdataset shards are not read by OCR yet")
     found = discover_image_sources(sources, exclude, prune)  # bad sources fail before the index is touched
     opts = ImageIndexOptions(batch_size=batch_size, workers=workers, prune=prune, retry_errors=retry_errors,
                              commit_rows=commit_every)
@@ -52,6 +63,14 @@ def images(sources, index_path, model, backend, batch_size, workers, exclude, pr
         run_indexer(ix, "shard", lambda progress: index_shards_ray(ix, found, opts, ray_opts, progress).as_dict(),
                     as_json, summary_line)
         return
+    if ocr:
+        ocr_engine()  # a missing extra fails before the index is touched
     ix = open_for_writing(index_path, model, backend, device=device)
-    run_indexer(ix, "img", lambda progress: index_image_sources(ix, found, opts, progress).as_dict(), as_json,
-                summary_line)
+
+    def run(progress) -> dict:
+        summary = index_image_sources(ix, found, opts, progress).as_dict()
+        if ocr:
+            summary["ocr"] = ocr_images(ix, OcrOptions(retry_errors=retry_errors), progress).as_dict()
+        return summary
+
+    run_indexer(ix, "img", run, as_json, summary_line)

@@ -81,6 +81,17 @@ def base_fields(table: str, dim: int) -> list[pa.Field]:
             pa.field("broken", pa.string()),  # why the tar broke, if it did
             pa.field("when", pa.string()),
         ]
+    if table == "ocr":  # the text read in a picture (``clipdex index images --ocr``), one row per content hash
+        return [
+            ID,
+            pa.field("hash", pa.string()),  # the content hash of the picture (``images.hash``)
+            pa.field("path", pa.string()),  # the file it was read from
+            pa.field("text", pa.string()),  # the lines read, one per line; "" when the picture holds no text
+            pa.field("confidence", pa.float32()),  # the mean confidence of the lines (null without text)
+            pa.field("boxes", pa.string()),  # JSON: [[x0, y0, x1, y1, x2, y2, x3, y3, line, confidence], ...]
+            pa.field("lines", pa.int32()),
+            pa.field("when", pa.string()),
+        ]
     if table == "errors":  # one row per file (or sample) that could not be indexed
         return [
             ID,
