@@ -33,6 +33,7 @@ from retrieval.errors import (
 from retrieval.version import __version__
 
 if TYPE_CHECKING:  # what the names below are, for type checkers and editors (at run time they load on first use)
+    from clipdex.duplicates import DedupOptions, DedupResult, dedup
     from clipdex.indexing import (
         EmbeddingSummary,
         ImageIndexOptions,
@@ -73,6 +74,7 @@ _INDEXING = ("Index", "create_index", "open_index", "index_images", "index_video
 _QUERYING = ("search", "search_videos", "VideoSearchOptions", "classify", "CLASSIFY_METHODS", "ClassifyOptions",
              "Prediction", "evaluate_retrieval", "EvalQuery", "evaluate_classification", "load_encoder",
              "ClipEncoder", "encode_long_texts", "TextEncoding")
+_DUPLICATES = ("dedup", "DedupOptions", "DedupResult")
 
 __all__ = [
     "__version__",
@@ -84,6 +86,8 @@ __all__ = [
     "search", "search_videos", "VideoSearchOptions", "classify", "CLASSIFY_METHODS", "ClassifyOptions",
     "Prediction", "evaluate_retrieval", "EvalQuery", "evaluate_classification", "load_encoder", "ClipEncoder",
     "encode_long_texts", "TextEncoding",
+    # near-duplicates (clipdex.duplicates)
+    "dedup", "DedupOptions", "DedupResult",
     # errors: every failure a user can act on is a ClipdexError with a one-line message
     "ClipdexError", "IndexExists", "IndexFormatError", "IndexLocked", "IndexNotFound", "InvalidFilter",
     "InvalidInput", "ModelMismatch", "TableNotFound", "UnknownModel", "WeightsUnavailable",
@@ -96,6 +100,8 @@ def __getattr__(name: str):
         from clipdex import indexing as home  # deferred: the indexers bring pyarrow, LanceDB and the encoders' code
     elif name in _QUERYING:
         from clipdex import querying as home  # deferred: search and classification bring the same
+    elif name in _DUPLICATES:
+        from clipdex import duplicates as home  # deferred: the same library, and imagehash when images are compared
     else:
         raise AttributeError(f"module 'clipdex' has no attribute {name!r}")
     value = getattr(home, name)
