@@ -43,6 +43,7 @@ from indexers.images import (
     StoredImages,
     replace_after_commit,
 )
+from indexers.shard_columns import MetaColumns
 from retrieval.index.directory import Index, now
 from retrieval.index.schemas import base_fields
 from retrieval.io.imageprep import ImagePrep, ImageReadError, prepare_bytes
@@ -61,8 +62,7 @@ from retrieval.io.workers import Committer, Progress, WorkerCrash, default_worke
 
 log = logging.getLogger(__name__)
 SHARDS = "shards"
-_IDENTITY = [pa.field("shard", pa.string()), pa.field("key", pa.string())]
-MAX_META_COLUMNS = 256  # metadata columns a table may gain from shards (a json with ever-new keys stops there)
+IDENTITY = [pa.field("shard", pa.string()), pa.field("key", pa.string())]
 
 
 @dataclass
@@ -108,17 +108,26 @@ class _Tally:
     stale: list[int] = field(default_factory=list)
 
 
+def builtin_columns(dim: int) -> list[str]:
+    """The ``images`` table's own columns for shards (no json key may take their names)."""
+    return [f.name for f in base_fields(TABLE, dim) + IDENTITY]
+
+
 class ShardRun:
     """The ``images`` table's bookkeeping for shards: which shards and samples are still to do, their rows and
     error rows (through the image indexer's writer and committer), and a shard's record once it is complete."""
 
-    def __init__(self, index: Index, opts: ImageIndexOptions, summary: ShardSummary):
+    def __init__(self, index: Index, opts: ImageIndexOptions, summary: ShardSummary, state=None):
+        """``state``: what the index holds (``rows`` and ``errors`` by path, as ``StoredImages``); by default every
+        stored row's path (the Ray engine passes only the shards' own error rows: its tasks read their shard's)."""
         self.index, self.opts, self.summary = index, opts, summary
-        schema = index.ensure_table(TABLE, _IDENTITY)
+        schema = index.ensure_table(TABLE, IDENTITY)
         index.ensure_table("errors")
         index.ensure_table(SHARDS)
-        self.state = StoredImages(index)
-        self.state.drop_duplicates(index)
+        if state is None:
+            state = StoredImages(index)
+            state.drop_duplicates(index)
+        self.state = state
         cols = ["id", "path", "bytes", "mtime", "samples", "errors", "broken"]
         self.done = {p: (i, *rest) for i, p, *rest in scan_tuples(index.store, SHARDS, cols)}
         self.replaced: dict[str, int] = {}
@@ -127,9 +136,7 @@ class ShardRun:
         self.writer = ImageRowWriter(index, schema, self.committer, summary, self.replaced)
         self.items: dict[str, Item] = {}
         self.tally: dict[str, _Tally] = {}
-        self.builtin = {f.name.lower() for f in base_fields(TABLE, index.dim) + _IDENTITY}
-        self.columns = set(schema.names)  # the table's columns and those accepted this run
-        self.n_meta = sum(1 for n in schema.names if n.lower() not in self.builtin)
+        self.columns = MetaColumns(schema.names, builtin_columns(index.dim))
 
     def todo(self, found: ShardDiscovery) -> list[Shard]:
         """The shards to read: those without a record of the same size and mtime (and, with ``retry_errors``,
@@ -187,28 +194,11 @@ class ShardRun:
         if sample.problem:
             self.fail(Failure.of(item, sample.stage, sample.problem))
             return None
-        meta, dropped = self._columns(sample.meta)
+        meta, dropped = self.columns.split(sample.meta)
         item.meta = {**meta, "shard": shard.path, "key": sample.key}
         self._note(shard, item.path, sample.dropped + dropped)
         self.items[item.path] = item
         return item
-
-    def _columns(self, meta: dict) -> tuple[dict, list[tuple[str, str]]]:
-        """A sample's metadata -> (the columns it writes, [(key, why not)]): never a built-in column (in any case),
-        no new column past ``MAX_META_COLUMNS``."""
-        kept, dropped = {}, []
-        for name, value in meta.items():
-            if name.lower() in self.builtin:
-                dropped.append((name, "a built-in column"))
-            elif name in self.columns:
-                kept[name] = value
-            elif self.n_meta >= MAX_META_COLUMNS:
-                dropped.append((name, f"the table has {MAX_META_COLUMNS} metadata columns already"))
-            else:
-                self.columns.add(name)
-                self.n_meta += 1
-                kept[name] = value
-        return kept, dropped
 
     def _note(self, shard: Shard, path: str, dropped: list[tuple[str, str]]) -> None:
         """The ``errors`` row of a sample written with metadata keys left out (replacing one from an older read)."""

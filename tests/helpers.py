@@ -63,6 +63,19 @@ def add_rows(self, table, rows):
         if seen[0] == at:
             kill()  # the commit landed; nothing after it did
 directory.Index.add_rows = add_rows
+real_frags = directory.Index.commit_fragments
+def commit_fragments(self, table, fragments):  # the Ray engine's commits: fragments its workers wrote
+    if table == "images":
+        seen[0] += 1
+        if seen[0] == at and when == "before":
+            kill()
+    n = real_frags(self, table, fragments)
+    if table == "images":
+        landed[0] += n
+        if seen[0] == at:
+            kill()
+    return n
+directory.Index.commit_fragments = commit_fragments
 """
 
 CLI_MAIN = """
@@ -73,9 +86,9 @@ main()
 
 
 def kill_at_commit(main_code: str = CLI_MAIN) -> str:
-    """Source for ``python -c``: ``Index.add_rows`` patched to SIGKILL the process at the ``KILL_AT``-th commit of the
-    images table (environment; ``KILL_WHEN=before`` loses that commit, ``after``, the default, keeps it; ``KILL_LOG``
-    names a file that gets the images rows committed when it dies; no ``KILL_AT``: no kill), then ``main_code``
-    (by default the clipdex CLI with the process's arguments). The kill point is an event, not a moment found by
-    polling."""
+    """Source for ``python -c``: ``Index.add_rows`` (and ``Index.commit_fragments``, the Ray engine's) patched to
+    SIGKILL the process at the ``KILL_AT``-th commit of the images table (environment; ``KILL_WHEN=before`` loses
+    that commit, ``after``, the default, keeps it; ``KILL_LOG`` names a file that gets the images rows committed when
+    it dies; no ``KILL_AT``: no kill), then ``main_code`` (by default the clipdex CLI with the process's arguments).
+    The kill point is an event, not a moment found by polling."""
     return _KILL_PRELUDE + main_code

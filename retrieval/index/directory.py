@@ -32,6 +32,7 @@ from retrieval.errors import IndexExists, IndexFormatError, IndexLocked, IndexNo
 from retrieval.index.manifest import BACKENDS, FORMAT_VERSION, MANIFEST, read_manifest
 from retrieval.index.schemas import base_fields
 from retrieval.index.tune import tune_table
+from retrieval.io.shard_meta import column_name
 from retrieval.models.factory import parse_model_spec
 from retrieval.store.base import Store, check_queries, vectors_to_arrow
 from retrieval.store.faiss import FaissStore
@@ -197,8 +198,15 @@ class Index:
 
     # -- tables and rows ---------------------------------------------------------------------------------------
     def ensure_table(self, name: str, extra: Sequence[pa.Field] = ()) -> pa.Schema:
-        """Create ``name`` with clipdex's columns for it (plus ``extra``), or add missing ``extra`` columns."""
+        """Create ``name`` with clipdex's columns for it (plus ``extra``), or add missing ``extra`` columns. A new
+        column a store cannot name (``a.b``, a backquote, a leading ``_``) is refused before anything changes: Lance
+        would otherwise keep refusing the table's schema on every later run."""
         self._require_writable()
+        have = set(self.store.schema(name).names) if self.store.has_table(name) else set()
+        bad = [f.name for f in extra if f.name not in have and column_name(f.name)[0] != f.name]
+        if bad:
+            raise InvalidInput(f"column {bad[0]!r} cannot be stored in table {name!r}: a column name holds letters, "
+                               "digits and _ and does not start with _")
         if not self.store.has_table(name):
             self._changed = True
             fields = base_fields(name, self.dim)
@@ -207,7 +215,6 @@ class Index:
             self.manifest.setdefault("tables", {})[name] = {"rows": 0, "ann": {"kind": "flat", "params": {}}}
             self.save_manifest()
         else:
-            have = set(self.store.schema(name).names)
             new = [f for f in extra if f.name not in have]
             if new:
                 self._changed = True
@@ -227,6 +234,15 @@ class Index:
         self._require_writable()
         self._changed = True
         self.store.add(table, rows)
+
+    def commit_fragments(self, table: str, fragments: Sequence[str]) -> int:
+        """Append rows that other processes wrote as Lance fragments (``retrieval.store.lance_fragments``) in one
+        atomic commit; returns their row count."""
+        self._require_writable()
+        if not isinstance(self.store, LanceStore):
+            raise InvalidInput(f"{self.path} uses the {self.backend} backend: fragments are Lance's")
+        self._changed = True
+        return self.store.commit_fragments(table, fragments)
 
     def add_vectors(self, table: str, vectors: np.ndarray, metadata: dict | pa.Table | None = None,
                     normalize: bool = True) -> np.ndarray:

@@ -20,7 +20,7 @@ from retrieval.ann.config import AnnConfig
 from retrieval.ann.exact import topk
 from retrieval.ann.tuning import sample_rows
 from retrieval.errors import IndexFormatError, InvalidFilter, TableNotFound
-from retrieval.store import lance_plan
+from retrieval.store import lance_fragments, lance_plan
 from retrieval.store.base import Store, check_queries
 from retrieval.store.lance_ann import FAISS_KINDS, Sidecar, btree_config, index_config
 from retrieval.store.where import filter_sql
@@ -97,6 +97,18 @@ class LanceStore(Store):
     def add(self, name: str, rows: pa.Table) -> None:
         if len(rows):
             self._t(name).add(rows.select(self.schema(name).names))
+
+    def commit_fragments(self, name: str, fragments: Sequence[str]) -> int:
+        """Commit fragments written by other processes (``lance_fragments.write_rows``) in one Append; returns
+        their row count. The table (and its schema: workers may have added columns) is read again afterwards."""
+        lance_fragments.commit_fragments(self.root, name, fragments)
+        self.reload(name)
+        return lance_fragments.fragment_rows(fragments)
+
+    def reload(self, name: str) -> None:
+        """Forget the open table and its schema: another process committed to it."""
+        self._tables.pop(name, None)
+        self._schemas.pop(name, None)
 
     def delete(self, name: str, ids: Sequence[int]) -> int:
         ids = np.unique(np.asarray(ids, np.int64))
