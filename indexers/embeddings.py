@@ -25,6 +25,7 @@ from retrieval.index.directory import Index
 from retrieval.index.opening import check_writer_model
 from retrieval.index.schemas import base_fields
 from retrieval.io.files import stored_path
+from retrieval.io.shard_meta import column_name
 from retrieval.io.workers import Progress
 from retrieval.store.base import vectors_to_arrow
 
@@ -106,8 +107,10 @@ def index_embeddings(index: Index, parts: list[Part], batch_rows: int = 65536, o
     for p in parts:
         if p.meta:
             for f in open_parquet(p.meta).schema_arrow:
-                if f.name != p.column and not pa.types.is_list(f.type) and not pa.types.is_fixed_size_list(f.type):
-                    extra.setdefault(f.name, f.type)
+                name = column_name(f.name)[0]  # a.b -> a_b, as for every other metadata; None: left out
+                listed = pa.types.is_list(f.type) or pa.types.is_fixed_size_list(f.type)
+                if f.name != p.column and name and not listed:
+                    extra.setdefault(name, f.type)
     base = {f.name for f in base_fields(TABLE, index.dim)}
     schema = index.ensure_table(TABLE, [pa.field(k, v) for k, v in extra.items() if k not in base])
     index.ensure_table("errors")
@@ -173,7 +176,7 @@ def _commit(index, schema, part, start, x, why, tx, meta, summary) -> None:
     }
     if tx is not None:
         cols["text_vector"] = _caption_vectors(np.array(tx[keep], np.float32), index.dim)
-    meta = meta.take(pa.array(keep)) if meta is not None else None
+    meta = _stored_names(meta.take(pa.array(keep))) if meta is not None else None
     for f in schema:
         if f.name in cols:
             continue
@@ -200,3 +203,15 @@ def _caption_vectors(t: np.ndarray, dim: int) -> pa.FixedSizeListArray:
     norms[tbad] = 1
     t = t / norms[:, None]
     return pa.FixedSizeListArray.from_arrays(pa.array(t.astype(np.float32).reshape(-1)), dim, mask=pa.array(tbad))
+
+
+def _stored_names(meta: pa.Table) -> pa.Table:
+    """Metadata columns under the names they are stored as (``retrieval.io.shard_meta.column_name``); a column that
+    cannot be one, or that repeats an earlier one's name, is left out."""
+    keep, names = [], []
+    for i, n in enumerate(meta.column_names):
+        name = column_name(n)[0]
+        if name and name not in names:
+            keep.append(i)
+            names.append(name)
+    return meta.select(keep).rename_columns(names)

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 
 from retrieval.errors import InvalidInput
 from retrieval.io.files import file_problem, open_regular
+from retrieval.io.shard_meta import column_name
 from retrieval.io.sources import _walk
 
 DOC_EXTENSIONS = (".txt", ".md")
@@ -78,8 +79,11 @@ def _kind(path: str) -> str | None:
     return None
 
 
-def meta_name(name: str) -> str:
-    return f"meta_{name}" if name in RESERVED else str(name)
+def meta_name(name: str) -> str | None:
+    """The column a metadata field is stored in: ``meta_<name>`` when it clashes with the table's own columns,
+    characters a store cannot take in a field name made ``_`` (``a.b`` -> ``a_b``, as for shard and manifest
+    metadata); None when it still cannot be a column (empty, starting with ``_``, too long): the field is left out."""
+    return column_name(f"meta_{name}" if name in RESERVED else str(name))[0]
 
 
 def meta_value(v) -> str | None:
@@ -301,7 +305,7 @@ def _read_jsonl(path: str, column: str) -> Iterator[Row]:
                 yield Row(i, None, error=f"no {column!r} field")
                 continue
             text = obj.pop(column)
-            meta = {meta_name(k): meta_value(v) for k, v in obj.items()}
+            meta = {n: meta_value(v) for k, v in obj.items() if (n := meta_name(k))}
             yield Row(i, text, meta, _check_text(text, column))
 
 
@@ -324,7 +328,8 @@ def _read_csv(path: str, column: str) -> Iterator[Row]:
             if any("\udc80" <= ch <= "\udcff" for v in rec for ch in v):
                 yield Row(i, None, error="invalid UTF-8")
                 continue
-            meta = {names[j]: (v if v != "" else None) for j, v in enumerate(rec[:len(header)]) if j != col}
+            meta = {names[j]: (v if v != "" else None) for j, v in enumerate(rec[:len(header)])
+                    if j != col and names[j]}
             yield Row(i, rec[col], meta, _check_text(rec[col], column))
 
 
@@ -339,7 +344,7 @@ def _read_parquet(path: str, column: str) -> Iterator[Row]:
             texts = data.pop(column)
             names = {k: meta_name(k) for k in data}
             for r, text in enumerate(texts):
-                meta = {names[k]: meta_value(v[r]) for k, v in data.items()}
+                meta = {names[k]: meta_value(v[r]) for k, v in data.items() if names[k]}
                 yield Row(i, text, meta, _check_text(text, column))
                 i += 1
 

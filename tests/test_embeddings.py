@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from cli.main import cli
 from clipdex.synthetic.embeddings import clustered, make_clip_retrieval_dir
+from retrieval.errors import InvalidInput
 from retrieval.index.directory import open_index
 
 D = 16
@@ -130,3 +131,20 @@ def test_a_query_file_with_no_rows_is_one_line(tmp_path, command):
     res = run(*[{"IX": tmp_path / "ix", "Q": tmp_path / "q.npy"}.get(a, a) for a in command])
     assert res.exit_code == 1 and res.output.startswith("error: ") and len(res.output.strip().splitlines()) == 1
     assert "holds no vectors" in res.output
+
+
+def test_metadata_columns_a_store_cannot_name_are_renamed_and_the_index_refuses_them_itself(tmp_path):
+    x = clustered(10, D, seed=5)
+    vec = pa.FixedSizeListArray.from_arrays(pa.array(x.reshape(-1)), D)
+    pq.write_table(pa.table({"embedding": vec, "a.b": [str(j) for j in range(10)], "_x": ["p"] * 10}),
+                   tmp_path / "v.parquet")
+    res = run("index", "embeddings", tmp_path / "v.parquet", "--index", tmp_path / "ix", "--json")
+    assert res.exit_code == 0, res.output
+    ix = open_index(tmp_path / "ix", writable=True)
+    names = ix.store.schema("images").names
+    assert "a_b" in names and "a.b" not in names and "_x" not in names
+    assert ix.store.take("images", [7], ["a_b"]).to_pylist() == [{"a_b": "7"}]
+    with pytest.raises(InvalidInput, match="'we`ird' cannot be stored"):  # the index's own guard, for any writer
+        ix.ensure_table("images", [pa.field("we`ird", pa.string())])
+    assert "we`ird" not in ix.store.schema("images").names
+    ix.close()

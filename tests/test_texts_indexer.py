@@ -262,3 +262,19 @@ def test_discovery_refuses_what_cannot_be_indexed(tmp_path):
         with pytest.raises(InvalidInput, match=msg.replace("(", r"\(").replace(")", r"\)")):
             discover_texts([str(tmp_path / name)])
     assert len(discover_texts([str(tmp_path / "nocol.csv")], text_column="body").files) == 1
+
+
+def test_metadata_fields_a_store_cannot_name_are_renamed_or_left_out(ix, tmp_path):
+    """A CSV header, a JSONL key or a Parquet column named ``a.b`` (or with a backquote) would poison a Lance schema
+    for every later run: stored as ``a_b`` on both backends, and a key that cannot be a column (``_id``) left out."""
+    src = tmp_path / "t"
+    src.mkdir()
+    (src / "a.csv").write_text("text,a.b,we`ird\na red circle,x,y\n")
+    (src / "b.jsonl").write_text(json.dumps({"text": "a blue square", "a.b": "z", "_id": "7"}) + "\n")
+    pq.write_table(pa.table({"text": ["a green star"], "a.b": ["w"]}), src / "c.parquet")
+    s = run(ix, src)
+    assert (s.rows, s.errors) == (3, 0)
+    names = set(ix.store.schema("texts").names)
+    assert {"a_b", "we_ird"} <= names and not {"a.b", "we`ird", "_id"} & names
+    assert sorted(table(ix, cols=["a_b"])["a_b"].to_pylist()) == ["w", "x", "z"]
+    assert run(ix, src).unchanged == 3  # a later run reads the same table
