@@ -2,9 +2,13 @@
 model finds and classifies, on any data with known answers (CLIP_benchmark-style)."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import click
 
 from cli.classify_cmd import _print_summary, method_options
+from cli.hybrid_options import parse_weights
 from cli.options import device_option, json_option
 from cli.output import ProgressBars, print_json
 from retrieval.classify.evaluate import evaluate_classification
@@ -12,7 +16,8 @@ from retrieval.classify.inputs import read_classes
 from retrieval.classify.prepare import ClassifyOptions
 from retrieval.encode.text import query_strategy
 from retrieval.index.directory import open_index
-from retrieval.query.evaluate import evaluate_retrieval, read_queries
+from retrieval.query.evaluate import clip_benchmark_record, evaluate_retrieval, read_queries
+from retrieval.query.hybrid import FUSIONS, MODES, HybridOptions
 
 
 @click.group("eval")
@@ -28,15 +33,30 @@ def eval_group() -> None:
               help="Results per query searched (MRR counts a first relevant item up to this rank).")
 @click.option("--long-text", default=None, help="Long text queries: chunk, longclip or truncate (default: the "
                                                 "table's own).")
+@click.option("--mode", type=click.Choice(MODES), default="vector", show_default=True,
+              help="Rank text queries by vector, by keywords (text), or both fused (hybrid; auto as search does).")
+@click.option("--weights", default=None, metavar="V,T", help="Hybrid mode: vector and keyword weights (1,1).")
+@click.option("--fusion", type=click.Choice(FUSIONS), default="rrf", show_default=True, help="Hybrid fusion.")
+@click.option("--output", "output", type=click.Path(dir_okay=False), default=None,
+              help="Also write the summary as CLIP_benchmark's result JSON (zeroshot_retrieval) to this file.")
+@click.option("--dataset", default=None, help="The dataset name in --output (default: the query file's name).")
 @device_option
 @json_option
-def retrieval_cmd(index_path, queries_path, table, depth, long_text, device, as_json):
-    """Score the ranking of every query in a JSONL/CSV file (query or image, relevant) or COCO captions JSON."""
+def retrieval_cmd(index_path, queries_path, table, depth, long_text, device, as_json, mode, weights, fusion, output,
+                  dataset):
+    """Score the ranking of every query in a JSONL/CSV file (query or image, relevant; optional kind) or COCO
+    captions JSON."""
     queries = read_queries(queries_path)
+    options = HybridOptions(mode=mode, weights=parse_weights(weights), fusion=fusion)
+    options.check()
     with open_index(index_path) as ix, ProgressBars("query") as bars:
         encoder = ix.encoder(device=device)
         result = evaluate_retrieval(ix, queries, table, depth, encoder, query_strategy(ix.manifest, table, long_text),
-                                    on_progress=bars)
+                                    on_progress=bars, options=options)
+        model = ix.model
+    if output is not None:
+        record = clip_benchmark_record(result, model, dataset or Path(queries_path).stem)
+        Path(output).write_text(json.dumps(record, indent=2) + "\n")
     s = result["summary"]
     if as_json:
         for row in result["queries"]:
@@ -46,6 +66,9 @@ def retrieval_cmd(index_path, queries_path, table, depth, long_text, device, as_
     click.echo(f"{s['queries']} queries against {table} of {index_path}")
     for name in ("recall@1", "recall@5", "recall@10", "mrr", "ndcg@10"):
         click.echo(f"  {name:<10} {s[name]:.4f}")
+    for kind, m in s.get("kinds", {}).items():
+        click.echo(f"  {kind}: {m['queries']} queries, recall@1 {m['recall@1']:.4f}, recall@10 {m['recall@10']:.4f}, "
+                   f"ndcg@10 {m['ndcg@10']:.4f}")
 
 
 @eval_group.command("classify")

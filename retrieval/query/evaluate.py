@@ -31,6 +31,7 @@ import numpy as np
 from retrieval.errors import InvalidInput
 from retrieval.index.directory import Index
 from retrieval.io.workers import Progress
+from retrieval.query.hybrid import HybridOptions, hybrid_search
 from retrieval.query.search import query_vectors
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class EvalQuery:
     text: str | None
     image: str | None
     relevant: list = field(default_factory=list)
+    kind: str | None = None  # a label to group the queries' metrics by (summary["kinds"])
 
 
 def _relevant_list(value, where: str) -> list:
@@ -65,7 +67,9 @@ def _query(obj: dict, where: str, base: Path) -> EvalQuery:
         raise InvalidInput(f"{where}: give exactly one of 'query' (a text) or 'image' (a path)")
     if image and not os.path.isabs(image):
         image = str(base / image)
-    return EvalQuery(text or None, image or None, _relevant_list(obj.get("relevant"), where))
+    kind = obj.get("kind")
+    return EvalQuery(text or None, image or None, _relevant_list(obj.get("relevant"), where),
+                     str(kind) if kind not in (None, "") else None)
 
 
 def read_queries(path: str | os.PathLike) -> list[EvalQuery]:
@@ -174,9 +178,12 @@ class _Resolver:
 
 def evaluate_retrieval(index: Index, queries: Sequence[EvalQuery], table: str = "images", depth: int = 100,
                        encoder=None, long_text: str = "chunk", batch: int = 256,
-                       on_progress: Callable[[Progress], None] | None = None) -> dict:
+                       on_progress: Callable[[Progress], None] | None = None,
+                       options: HybridOptions | None = None) -> dict:
     """Search every query and score its ranking. Returns ``{"summary": {metric: mean, "queries": n},
-    "queries": [{"query" | "image", "relevant", "first_relevant_rank", metric: value, ...}]}``."""
+    "queries": [{"query" | "image", "relevant", "first_relevant_rank", metric: value, ...}]}``; when the queries
+    have a ``kind``, ``summary["kinds"]`` holds each kind's means. ``options``: rank text queries with hybrid
+    search (``options.mode`` text, hybrid or auto; vector, the default, is the batched cosine ranking)."""
     if not queries:
         raise InvalidInput("no queries to evaluate")
     depth = max(depth, max(KS))
@@ -186,6 +193,9 @@ def evaluate_retrieval(index: Index, queries: Sequence[EvalQuery], table: str = 
     images = [i for i, q in enumerate(queries) if q.image is not None]
     hits = np.zeros((len(queries), depth), bool)
     done = 0
+    if options is not None and options.mode != "vector":
+        _rank_hybrid(index, queries, texts, table, depth, relevant, hits, encoder, long_text, options, on_progress)
+        texts = []
     for group, kind in ((texts, "text"), (images, "image")):
         for s in range(0, len(group), batch):
             part = group[s:s + batch]
@@ -203,12 +213,43 @@ def evaluate_retrieval(index: Index, queries: Sequence[EvalQuery], table: str = 
     for i, q in enumerate(queries):
         row = {"query": q.text} if q.text is not None else {"image": q.image}
         row["relevant"] = q.relevant
+        if q.kind is not None:
+            row["kind"] = q.kind
         row["first_relevant_rank"] = int(first[i]) or None
         row.update({m: round(float(v[i]), 6) for m, v in per.items()})
         rows.append(row)
     summary = {m: round(float(v.mean()), 6) for m, v in per.items()}
     summary["queries"] = len(queries)
+    kinds = sorted({q.kind for q in queries if q.kind is not None})
+    if kinds:
+        summary["kinds"] = {}
+        for kind in kinds:
+            sel = np.array([q.kind == kind for q in queries])
+            summary["kinds"][kind] = {**{m: round(float(v[sel].mean()), 6) for m, v in per.items()},
+                                      "queries": int(sel.sum())}
     return {"summary": summary, "queries": rows}
 
 
-__all__ = ["EvalQuery", "KS", "evaluate_retrieval", "ranking_metrics", "read_queries"]
+def _rank_hybrid(index: Index, queries, texts: list[int], table: str, depth: int, relevant, hits, encoder,
+                 long_text, options: HybridOptions, on_progress) -> None:
+    """Text queries ranked one by one by :func:`hybrid_search` (vector, keyword or fused)."""
+    for n, i in enumerate(texts, 1):
+        got = hybrid_search(index, queries[i].text, k=depth, table=table, encoder=encoder, long_text=long_text,
+                            options=options).column("id").to_pylist()
+        hits[i, : len(got)] = [int(v) in relevant[i] for v in got]
+        if on_progress is not None:
+            on_progress(Progress("search", n, len(queries)))
+
+
+def clip_benchmark_record(result: dict, model: str, dataset: str, language: str = "en") -> dict:
+    """``evaluate_retrieval``'s summary in CLIP_benchmark's output JSON (``clip_benchmark eval --output``):
+    dataset, model, pretrained, task ``zeroshot_retrieval``, metrics ``image_retrieval_recall@k`` (text queries
+    finding images; also ``image_retrieval_mrr`` and ``image_retrieval_ndcg@10``), language."""
+    arch, _, pretrained = model.partition(":")
+    s = result["summary"]
+    metrics = {f"image_retrieval_{m}": s[m] for m in s if m not in ("queries", "kinds")}
+    return {"dataset": dataset, "model": arch, "pretrained": pretrained, "task": "zeroshot_retrieval",
+            "metrics": metrics, "language": language}
+
+
+__all__ = ["EvalQuery", "KS", "clip_benchmark_record", "evaluate_retrieval", "ranking_metrics", "read_queries"]
