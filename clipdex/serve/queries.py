@@ -20,9 +20,12 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from clipdex.serve.config import MAX_K, MAX_OFFSET
 from clipdex.serve.registry import SEARCHABLE, ServedIndex, jsonable
+from retrieval.algorithms.fusion import combine_vectors
 from retrieval.encode.text import encode_long_texts, query_strategy
 from retrieval.errors import InvalidInput
 from retrieval.io.imageprep import ImageReadError, ImageTooLarge, open_image
+from retrieval.query.arithmetic import parse_query, term_words
+from retrieval.query.hybrid import FUSIONS, MODES, HybridOptions, hybrid_search, resolve_mode
 from retrieval.query.search import search
 from retrieval.query.video import VideoSearchOptions, search_videos
 from retrieval.store.where import filter_sql
@@ -57,6 +60,13 @@ class SearchRequest(BaseModel):
     segments: bool = Field(True, description="videos: add the time segments that match")
     pool: Optional[str] = Field(None, description="videos: frame pooling, max | mean | query-scoring")
     alpha: Optional[float] = Field(None, ge=0.0, le=1.0, description="videos: CLIPRerank weight of the pooled score")
+    mode: str = Field("auto", description="vector, text (keywords: paths, captions, metadata, OCR), hybrid (both, "
+                                          "fused) or auto (hybrid on an index indexed with --ocr)")
+    weights: Optional[list[Annotated[float, Field(ge=0.0, le=MAX_WEIGHT)]]] = Field(
+        None, min_length=2, max_length=2, description="hybrid: [vector, keyword] weights (default [1, 1])")
+    fusion: str = Field("rrf", description="hybrid: rrf (reciprocal-rank fusion, k=60) or score")
+    explain: bool = Field(False, description="add why each hit matched: vector/text score and rank, matched words, "
+                                             "OCR snippet")
 
 
 def decode_base64_image(text: str, limit: int) -> bytes:
@@ -111,6 +121,10 @@ def check_request(served: ServedIndex, req: SearchRequest, has_image: bool) -> N
         raise InvalidInput("weights must be finite numbers")
     if req.column not in schema.names or not pa.types.is_fixed_size_list(schema.field(req.column).type):
         raise InvalidInput(f"table {req.table!r} has no vector column {req.column!r}")
+    if req.mode not in MODES or req.fusion not in FUSIONS:
+        raise InvalidInput(f"mode must be one of {', '.join(MODES)} and fusion one of {', '.join(FUSIONS)}")
+    if req.table in ("videos", "frames") and (req.mode in ("text", "hybrid") or req.explain):
+        raise InvalidInput("mode text/hybrid and explain search the images and texts tables")
     if req.offset + req.k > MAX_OFFSET + MAX_K:
         raise InvalidInput(f"offset + k must be at most {MAX_OFFSET + MAX_K}")
     filter_sql(req.where, schema, "duckdb")   # InvalidFilter (400) before the store sees it
@@ -129,7 +143,10 @@ async def query_vector(served: ServedIndex, req: SearchRequest, image, run) -> n
     """The request's (d,) unit query vector; ``run(fn, *args)`` runs blocking work off the event loop."""
     strategy = query_strategy(served.index.manifest, req.table, None)
     jobs = []
-    if req.text is not None:
+    terms = parse_query(req.text) if req.text is not None else None  # "beach" + "sunset:0.5" - "people"
+    if terms is not None:
+        jobs.append(_arithmetic(served, terms, f"text:{strategy}"))
+    elif req.text is not None:
         jobs.append(served.batcher.encode(f"text:{strategy}", req.text))
     elif image is not None:
         jobs.append(served.batcher.encode("image", image))
@@ -156,6 +173,28 @@ async def query_vector(served: ServedIndex, req: SearchRequest, image, run) -> n
     return (q / norm).astype(np.float32)
 
 
+async def _arithmetic(served: ServedIndex, terms, kind: str) -> np.ndarray:
+    """Query arithmetic's terms -> their combined (d,) unit vector (each term through the batcher)."""
+    vecs = await asyncio.gather(*(served.batcher.encode(kind, t.value) for t in terms))
+    add = [i for i, t in enumerate(terms) if t.sign > 0]
+    sub = [i for i, t in enumerate(terms) if t.sign < 0]
+    if not add:
+        raise InvalidInput("query arithmetic needs at least one added term")
+    try:
+        return combine_vectors(np.stack([vecs[i] for i in add]), [terms[i].weight for i in add],
+                               np.stack([vecs[i] for i in sub]) if sub else None, [terms[i].weight for i in sub])
+    except ValueError as exc:
+        raise InvalidInput(f"query arithmetic: {exc}") from None
+
+
+def words_of(req: SearchRequest) -> str:
+    """The words a keyword ranking looks for: the text, or arithmetic's added text terms."""
+    if req.text is None:
+        return ""
+    terms = parse_query(req.text)
+    return term_words(terms) if terms is not None else req.text
+
+
 def run_search(served: ServedIndex, req: SearchRequest, q: np.ndarray) -> list[dict]:
     """Blocking: one page of results as JSON-ready dicts, with thumbnail and file URLs."""
     n = req.offset + req.k
@@ -165,6 +204,11 @@ def run_search(served: ServedIndex, req: SearchRequest, q: np.ndarray) -> list[d
         opts.alpha = opts.alpha if req.alpha is None else req.alpha
         table = search_videos(served.index, vectors=q[None], k=n, where=req.where, options=opts,
                               min_score=req.min_score)
+    elif req.explain or resolve_mode(served.index, req.mode, words_of(req)) != "vector":
+        options = HybridOptions(mode=req.mode, weights=tuple(req.weights or (1.0, 1.0)), fusion=req.fusion,
+                                explain=req.explain)
+        table = hybrid_search(served.index, vectors=q, words=words_of(req), k=n, table=req.table, where=req.where,
+                              min_score=req.min_score, options=options)
     else:
         table = search(served.index, vectors=q[None], k=n, table=req.table, where=req.where,
                        min_score=req.min_score, column=req.column)

@@ -16,6 +16,7 @@ import fcntl
 import json
 import logging
 import os
+import threading
 import weakref
 from typing import Iterator
 
@@ -32,6 +33,7 @@ FOLDER = "fulltext"
 OCR_TABLE = "ocr"
 SKIP = {"hash", "strategy", "sampling", "when", "stage", "source_table", "broken", "boxes"}
 _open: "weakref.WeakKeyDictionary[Index, dict[str, FullText]]" = weakref.WeakKeyDictionary()
+_opening = threading.Lock()
 
 
 def text_columns(schema: pa.Schema) -> list[str]:
@@ -77,6 +79,7 @@ class FullText:
         else:
             self.engine = SqliteText(self.folder / f"{table}.sqlite")
         self.state_path = self.folder / f"{table}.json"
+        self.lock = threading.RLock()  # a served index answers from several threads
 
     def _versions(self) -> list:
         store = self.index.store
@@ -92,6 +95,10 @@ class FullText:
     def sync(self) -> dict:
         """Bring the documents in step with the table; returns {"added", "changed", "removed"} (all 0 when the
         table did not change since the last sync)."""
+        with self.lock:
+            return self._sync()
+
+    def _sync(self) -> dict:
         done = {"added": 0, "changed": 0, "removed": 0}
         versions = self._versions()
         if versions[0] is not None and self._state() == versions:
@@ -129,26 +136,30 @@ class FullText:
     def search(self, query: str, limit: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """Keyword ranking: (ids (n,) int64, BM25 scores (n,) float32, best first, n <= limit; the query's terms)."""
         terms = query_terms(query)
-        self.sync()
-        ids, scores = self.engine.search(terms, limit)
+        with self.lock:
+            self._sync()
+            ids, scores = self.engine.search(terms, limit)
         return ids, scores, terms
 
     def bodies(self, ids) -> dict[int, str]:
         """The indexed documents of ``ids`` (id -> terms joined by spaces)."""
-        return self.engine.bodies(ids)
+        with self.lock:
+            return self.engine.bodies(ids)
 
     def compact(self) -> dict:
-        done = self.sync()
-        self.engine.compact()
+        with self.lock:
+            done = self._sync()
+            self.engine.compact()
         return done
 
 
 def full_text(index: Index, table: str) -> FullText:
     """The full-text index of ``table`` (opened once per open index)."""
-    per_index = _open.setdefault(index, {})
-    if table not in per_index:
-        per_index[table] = FullText(index, table)
-    return per_index[table]
+    with _opening:
+        per_index = _open.setdefault(index, {})
+        if table not in per_index:
+            per_index[table] = FullText(index, table)
+        return per_index[table]
 
 
 def has_full_text(index: Index, table: str) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -238,9 +239,10 @@ def _explain(index: Index, table: str, out: pa.Table, ids: np.ndarray, v_all, ve
     out = out.append_column("text_rank", pa.array(rank_positions(kw_ids, ids), pa.int32()))
     bodies = {}
     if terms:
-        ft = full_text(index, table)
-        ft.sync()
-        bodies = ft.bodies(ids)
+        try:
+            bodies = full_text(index, table).bodies(ids) if full_text(index, table).sync() is not None else {}
+        except (OSError, sqlite3.Error) as exc:  # an index on a read-only disk: no matched words, still results
+            log.warning("no matched words: the full-text index of %s cannot be written (%s)", table, exc)
     matched = [matched_terms(terms, bodies.get(i, "")) for i in ids.tolist()]
     out = out.append_column("matched", pa.array(matched, pa.list_(pa.string())))
     ocr = ocr_for(index, out.column("hash").to_pylist()) if "hash" in out.column_names and table == "images" else {}

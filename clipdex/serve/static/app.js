@@ -67,6 +67,9 @@
     if (neg.length) body.negative = neg;
     const where = $("where").value.trim();
     if (where) body.where = where;
+    const mode = $("mode").value;
+    if (mode && mode !== "auto") body.mode = mode;
+    if (body.text !== undefined && body.table !== "videos" && body.table !== "frames") body.explain = true;
     const min = parseFloat($("min-score").value);
     if (min > -1) body.min_score = min;
     return body;
@@ -81,6 +84,7 @@
     if (body.like_id !== undefined) p.set("like", body.like_id);
     if (body.negative) p.set("neg", body.negative.join(", "));
     if (body.where) p.set("where", body.where);
+    if (body.mode) p.set("mode", body.mode);
     if (body.min_score !== undefined) p.set("min", body.min_score);
     history.replaceState(null, "", "?" + p.toString());
   }
@@ -183,6 +187,7 @@
     path.className = "path";
     path.textContent = label + (r.caption ? ` — ${r.caption}` : "");
     meta.append(score, path);
+    if (r.matched && r.matched.length) meta.appendChild(matchedWords(r));
     const actions = document.createElement("div");
     actions.className = "actions";
     const like = document.createElement("button");
@@ -211,6 +216,35 @@
     meta.appendChild(actions);
     li.appendChild(meta);
     return li;
+  }
+
+  // "matched words": the query's words this hit carries, and the text read in its picture with them marked
+  function marked(text, words) {
+    const out = document.createElement("span");
+    const esc = words.filter((w) => w.length > 0).map((w) => w.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
+    const parts = esc.length ? text.split(new RegExp(`(${esc.join("|")})`, "gi")) : [text];
+    parts.forEach((part, i) => {
+      if (i % 2) { const m = document.createElement("mark"); m.textContent = part; out.appendChild(m); }
+      else if (part) out.appendChild(document.createTextNode(part));
+    });
+    return out;
+  }
+
+  function matchedWords(r) {
+    const box = document.createElement("div");
+    box.className = "matched";
+    const words = document.createElement("span");
+    words.className = "words";
+    words.textContent = "matched: ";
+    r.matched.forEach((w) => { const m = document.createElement("mark"); m.textContent = w; words.appendChild(m); });
+    box.appendChild(words);
+    if (r.ocr) {
+      const ocr = document.createElement("span");
+      ocr.className = "ocr";
+      ocr.append("in the picture: ", marked(r.ocr, r.matched));
+      box.appendChild(ocr);
+    }
+    return box;
   }
 
   function play(file, t, label) {
@@ -270,6 +304,7 @@
   $("q").value = params.get("q") || "";          // the shared query's fields, before anyone types
   $("negative").value = params.get("neg") || "";
   $("where").value = params.get("where") || "";
+  $("mode").value = params.get("mode") || "auto";
   if (params.get("min")) { $("min-score").value = params.get("min"); $("min-score").dispatchEvent(new Event("input")); }
   ready = loadIndexes().catch((e) => showError("Cannot load the indexes: " + e.message));
   if (params.get("like")) start({ like_id: parseInt(params.get("like"), 10) });
