@@ -29,6 +29,7 @@ from retrieval.errors import (
     TableNotFound,
     UnknownModel,
     WeightsUnavailable,
+    WorkersUnavailable,
 )
 from retrieval.version import __version__
 
@@ -91,6 +92,7 @@ __all__ = [
     # errors: every failure a user can act on is a ClipdexError with a one-line message
     "ClipdexError", "IndexExists", "IndexFormatError", "IndexLocked", "IndexNotFound", "InvalidFilter",
     "InvalidInput", "ModelMismatch", "TableNotFound", "UnknownModel", "WeightsUnavailable",
+    "WorkersUnavailable",
 ]
 
 

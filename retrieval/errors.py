@@ -50,3 +50,7 @@ class InvalidFilter(ClipdexError):
 
 class InvalidInput(ClipdexError):
     """An input file or value cannot be used: missing, unreadable, not an image, empty source, bad option."""
+
+
+class WorkersUnavailable(ClipdexError):
+    """The worker processes that decode files could not start (a script without a ``__main__`` guard, no memory)."""

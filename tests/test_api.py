@@ -122,3 +122,21 @@ def test_the_readme_python_example_finds_what_it_asks_for(tmp_path, monkeypatch)
     assert min(right.values()) >= 22, right  # the tiny model names the shape of nearly every drawing
     accuracy = ns["accuracy"]
     assert accuracy["images"] == 24 and accuracy["accuracy"]["zeroshot"]["top1"] >= 90.0, accuracy
+
+
+def test_a_script_without_a_main_guard_gets_one_error_not_every_file_recorded_as_a_crash(tmp_path):
+    """Spawned decoding workers import the calling script again; without ``if __name__ == "__main__":`` they die
+    while starting. That is one clear error naming the fix, and no file is recorded as an error of its own."""
+    (tmp_path / "img").mkdir()
+    for i, colour in enumerate(("red", "blue", "green")):
+        draw_shape("circle", COLORS[colour]).save(tmp_path / "img" / f"{i}.png")
+    (tmp_path / "noguard.py").write_text(
+        "import clipdex\nclipdex.index_images('ix.clipdex', 'img', model='clipdex-tiny', workers=1)\n")
+    out = subprocess.run([sys.executable, "noguard.py"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    assert "WorkersUnavailable" in out.stderr and '__name__ == "__main__"' in out.stderr
+    ix = clipdex.open_index(tmp_path / "ix.clipdex")
+    try:
+        assert not ix.store.has_table("errors") or ix.store.count("errors") == 0
+    finally:
+        ix.close()

@@ -20,6 +20,8 @@ from typing import Callable, Iterable, Iterator
 
 import pyarrow as pa
 
+from retrieval.errors import WorkersUnavailable
+
 
 def default_workers() -> int:
     """Decoding workers: one per core beyond the one the model's main thread needs, between 1 and 8."""
@@ -44,7 +46,7 @@ def ordered_map(fn: Callable, tasks: Iterable, workers: int, inflight: int | Non
     inflight = inflight or 4 * workers
     it = iter(tasks)
     ctx = mp.get_context("spawn")  # never fork a process that holds torch threads
-    ex = ProcessPoolExecutor(workers, mp_context=ctx)
+    ex = start_pool(workers, ctx)
     pending: deque = deque()
     try:
         for task in it:
@@ -62,7 +64,7 @@ def ordered_map(fn: Callable, tasks: Iterable, workers: int, inflight: int | Non
                     yield WorkerCrash(other)
                 pending.clear()
                 ex.shutdown(wait=False, cancel_futures=True)
-                ex = ProcessPoolExecutor(workers, mp_context=ctx)
+                ex = start_pool(workers, ctx)
                 result = None
             if result is not None:
                 yield result
@@ -72,6 +74,24 @@ def ordered_map(fn: Callable, tasks: Iterable, workers: int, inflight: int | Non
                     break
     finally:
         ex.shutdown(wait=True, cancel_futures=True)
+
+
+def _ready() -> bool:
+    return True
+
+
+def start_pool(workers: int, ctx) -> ProcessPoolExecutor:
+    """A pool of ``workers`` spawned processes that has started: one that cannot (its processes die while they
+    start) raises ``WorkersUnavailable`` instead of failing every task as a crash of its own file."""
+    ex = ProcessPoolExecutor(workers, mp_context=ctx)
+    try:
+        ex.submit(_ready).result()
+    except BrokenProcessPool:
+        ex.shutdown(wait=False, cancel_futures=True)
+        raise WorkersUnavailable(
+            "the worker processes that decode files could not start. Spawned workers import the calling script "
+            "again: call clipdex from a script under `if __name__ == \"__main__\":`, or pass workers=0") from None
+    return ex
 
 
 @dataclass
