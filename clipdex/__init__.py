@@ -67,6 +67,7 @@ if TYPE_CHECKING:  # what the names below are, for type checkers and editors (at
         search,
         search_videos,
     )
+    from clipdex.words import HybridOptions, OcrOptions, OcrSummary, hybrid_search, ocr_images
 
 # where each lazily loaded name lives
 _INDEXING = ("Index", "create_index", "open_index", "index_images", "index_videos", "index_texts",
@@ -76,6 +77,7 @@ _QUERYING = ("search", "search_videos", "VideoSearchOptions", "classify", "CLASS
              "Prediction", "evaluate_retrieval", "EvalQuery", "evaluate_classification", "load_encoder",
              "ClipEncoder", "encode_long_texts", "TextEncoding")
 _DUPLICATES = ("dedup", "DedupOptions", "DedupResult")
+_WORDS = ("hybrid_search", "HybridOptions", "ocr_images", "OcrOptions", "OcrSummary")
 
 __all__ = [
     "__version__",
@@ -89,6 +91,8 @@ __all__ = [
     "encode_long_texts", "TextEncoding",
     # near-duplicates (clipdex.duplicates)
     "dedup", "DedupOptions", "DedupResult",
+    # words and pictures: keyword + OCR + vector search fused, query arithmetic (clipdex.words)
+    "hybrid_search", "HybridOptions", "ocr_images", "OcrOptions", "OcrSummary",
     # errors: every failure a user can act on is a ClipdexError with a one-line message
     "ClipdexError", "IndexExists", "IndexFormatError", "IndexLocked", "IndexNotFound", "InvalidFilter",
     "InvalidInput", "ModelMismatch", "TableNotFound", "UnknownModel", "WeightsUnavailable",
@@ -104,6 +108,8 @@ def __getattr__(name: str):
         from clipdex import querying as home  # deferred: search and classification bring the same
     elif name in _DUPLICATES:
         from clipdex import duplicates as home  # deferred: the same library, and imagehash when images are compared
+    elif name in _WORDS:
+        from clipdex import words as home  # deferred: the same library (OCR's engine loads only when reading)
     else:
         raise AttributeError(f"module 'clipdex' has no attribute {name!r}")
     value = getattr(home, name)

@@ -33,13 +33,13 @@ def test_every_public_name_resolves_and_is_listed():
     assert not missing
     assert set(clipdex.__all__) <= set(dir(clipdex))
     # the lazy table and the modules the names come from agree: nothing public is left out of __all__
-    from clipdex import duplicates, indexing, querying
+    from clipdex import duplicates, indexing, querying, words
 
     assert set(clipdex._INDEXING) == set(indexing.__all__) and set(clipdex._QUERYING) == set(querying.__all__)
-    assert set(clipdex._DUPLICATES) == set(duplicates.__all__)
+    assert set(clipdex._DUPLICATES) == set(duplicates.__all__) and set(clipdex._WORDS) == set(words.__all__)
     errors = {n for n, v in vars(retrieval.errors).items() if isinstance(v, type) and issubclass(v, Exception)}
     assert set(clipdex.__all__) == {"__version__", *indexing.__all__, *querying.__all__, *duplicates.__all__,
-                                    *errors}
+                                    *words.__all__, *errors}
     assert issubclass(clipdex.IndexNotFound, clipdex.ClipdexError) and clipdex.search.__doc__
     with pytest.raises(AttributeError, match="no attribute 'serch'"):
         clipdex.serch  # noqa: B018
