@@ -15,7 +15,9 @@ A filter is a small boolean language over the table's own columns, the same for 
 Columns are bare ASCII names, "double-quoted" or `back-quoted` (case-insensitive when unambiguous); literals must
 suit the column's type (integer, float, string, bool); other columns (vectors, timestamps, binary) allow only
 IS [NOT] NULL. There are no functions, casts, subqueries, arithmetic, comments or second statements, so a filter
-can never reach anything but the table's rows.
+can never reach anything but the table's rows. A column named exactly (quoted or not) is that column, even beside
+one that differs only in case. The tree is then put in normal form (``where_tree``: at most one NOT per predicate,
+AND/OR flattened) and bounded in size before any engine sees it.
 
 ``filter_sql(where, schema, dialect)`` is the one call a store makes: ``"duckdb"`` quotes names as "name",
 ``"lance"`` (DataFusion SQL) as `name`. Every refusal is ``InvalidFilter`` with a one-line reason.
@@ -25,11 +27,12 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Union
+from typing import Mapping, Union
 
 import pyarrow as pa
 
 from retrieval.errors import InvalidFilter
+from retrieval.store.where_tree import Col, Compare, Lit, Logic, Node, Pred, normal_form, size_problem
 
 MAX_CHARS = 262_144   # internal callers send id lists of up to 4,096 ids; anything longer is refused
 MAX_DEPTH = 64        # nesting of parentheses and NOT
@@ -56,52 +59,17 @@ _BAD = [(";", "one expression only: ';' is not allowed"), ("--", "comments are n
         ("`", "a quoted column name is not closed")]
 
 
-# -- the syntax tree ---------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Col:
-    name: str      # the schema's spelling
-
-
-@dataclass(frozen=True)
-class Lit:
-    value: object  # str, int, float, bool
-
-
-@dataclass(frozen=True)
-class Compare:
-    op: str
-    left: Union[Col, Lit]
-    right: Union[Col, Lit]
-
-
-@dataclass(frozen=True)
-class Pred:
-    """``col IN args`` / ``LIKE args[0]`` / ``BETWEEN args[0] AND args[1]`` / ``IS NULL`` / ``= TRUE`` (bool col)."""
-    op: str        # "IN" | "LIKE" | "BETWEEN" | "IS NULL" | "TRUE"
-    col: Col
-    args: tuple = ()
-    negated: bool = False
-
-
-@dataclass(frozen=True)
-class Logic:
-    op: str        # "AND" | "OR" | "NOT" (one arg)
-    args: tuple
-
-
-Node = Union[Compare, Pred, Logic]
-
-
 @dataclass(frozen=True)
 class Filter:
-    """A validated filter: ``node`` is its syntax tree, ``sql(dialect)`` its canonical SQL text."""
+    """A validated filter: ``node`` is its syntax tree in normal form, ``sql(dialect)`` its canonical SQL text;
+    ``names`` renames columns in that text (an engine reading them under other names, see ``faiss_filter``)."""
     text: str
     node: Node
 
-    def sql(self, dialect: str) -> str:
+    def sql(self, dialect: str, names: Mapping[str, str] | None = None) -> str:
         if dialect not in DIALECTS:
             raise ValueError(f"unknown SQL dialect {dialect!r}")
-        return _render(self.node, dialect)
+        return _render(self.node, dialect, names or {})
 
 
 def filter_sql(where: str | None, schema: pa.Schema, dialect: str) -> str | None:
@@ -124,6 +92,10 @@ def parse_filter(text: str, schema: pa.Schema) -> Filter:
     node = parser.expr(0)
     if parser.peek() is not None:
         parser.fail(f"unexpected {parser.peek()[1]!r} after a complete filter")
+    node = normal_form(node)   # at most one NOT per predicate, AND/OR flattened: the same rows
+    too_big = size_problem(node)
+    if too_big:
+        raise InvalidFilter(f"bad --where filter {_short(text)}: {too_big}")
     return Filter(text, node)
 
 
@@ -375,14 +347,14 @@ def _value(v: object) -> str:
     return repr(v)
 
 
-def _render(node: Node, dialect: str) -> str:
+def _render(node: Node, dialect: str, names: Mapping[str, str]) -> str:
     def arg(x) -> str:
-        return _ident(x.name, dialect) if isinstance(x, Col) else _value(x.value)
+        return _ident(names.get(x.name, x.name), dialect) if isinstance(x, Col) else _value(x.value)
 
     if isinstance(node, Logic):
         if node.op == "NOT":
-            return f"(NOT {_render(node.args[0], dialect)})"
-        return "(" + f" {node.op} ".join(_render(a, dialect) for a in node.args) + ")"
+            return f"(NOT {_render(node.args[0], dialect, names)})"
+        return "(" + f" {node.op} ".join(_render(a, dialect, names) for a in node.args) + ")"
     if isinstance(node, Compare):
         return f"({arg(node.left)} {node.op} {arg(node.right)})"
     col, neg = arg(node.col), "NOT " if node.negated else ""
