@@ -80,7 +80,7 @@ def _name(m: dict) -> str:
 
 def _table(groups: list[dict]) -> None:
     if not groups:
-        click.echo("no duplicates", err=True)
+        click.echo("no duplicates")
         return
     for g in groups:
         click.echo(f"group {g['group']}  {g['kind']}  {g['size']} members")

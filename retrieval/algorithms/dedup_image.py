@@ -79,7 +79,7 @@ def trim_boxes(pixels: np.ndarray, tol: int = 24) -> list[tuple[int, int, int, i
     return sorted(boxes)
 
 
-def _codes(images: list[Image.Image]) -> np.ndarray:
+def hash_codes(images: list[Image.Image]) -> np.ndarray:
     """Images -> (n, 2) uint64: the pHash and dHash codes (64 bits each) of each."""
     try:
         import imagehash  # optional: the dedup extra (brings scipy and PyWavelets)
@@ -116,7 +116,7 @@ def hash_bank(img: Image.Image) -> tuple[np.ndarray, np.ndarray]:
         img.thumbnail((SIDE, SIDE), Image.BILINEAR)
     views = [img, _centre(img)] + [img.crop(box) for box in trim_boxes(np.asarray(img))]
     turned = [_centre(img.rotate(sign * deg, Image.BICUBIC)) for deg in (0, *TURNS) for sign in (1, -1)]
-    return _codes(views), _codes([img] + _crops(img) + turned)
+    return hash_codes(views), hash_codes([img] + _crops(img) + turned)
 
 
 def _centre(img: Image.Image) -> Image.Image:
