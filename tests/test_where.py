@@ -6,7 +6,9 @@ import pyarrow as pa
 import pytest
 
 from retrieval.errors import InvalidFilter
-from retrieval.store.where import MAX_CHARS, MAX_DEPTH, Compare, Pred, filter_sql, parse_filter
+from retrieval.store.where import MAX_CHARS, filter_sql, parse_filter
+from retrieval.store.where_parse import MAX_DEPTH
+from retrieval.store.where_tree import Compare, Pred
 
 ROWS = [  # id, path, width, mtime, label, partial, big
     (0, "a/cat.png", 640, 1.5, "cat", True, 5),
