@@ -38,7 +38,7 @@ from retrieval.store.faiss_filter import DuckFilter
 from retrieval.store.faiss_parts import PartGone, atomic_write, new_state, vector_columns
 from retrieval.store.faiss_search import search_table
 from retrieval.store.faiss_table import FaissTable
-from retrieval.store.where import filter_sql
+from retrieval.store.where import parse_filter
 
 log = logging.getLogger(__name__)
 RETRIES = 3  # times a reader re-reads the state when a writer removed the parts it was reading
@@ -162,8 +162,8 @@ class FaissStore(Store):
 
     # -- reads -------------------------------------------------------------------------------------------------
     def _matching_ids(self, t: FaissTable, where: str) -> np.ndarray:
-        sql = filter_sql(where, t.state.schema, "duckdb")  # InvalidFilter unless a plain filter over t's columns
-        return self._filter.matching_ids(t.state.part_paths(), sql)
+        filt = parse_filter(where, t.state.schema)  # InvalidFilter unless a plain filter over t's columns
+        return self._filter.matching_ids(t.state, filt)
 
     def version(self, name: str) -> int:
         return self._read(name, lambda t: t.state.generation)  # bumped by every commit that changes the rows

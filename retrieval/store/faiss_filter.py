@@ -1,52 +1,104 @@
-"""``--where`` filters of the FAISS backend, evaluated by DuckDB over the table's Parquet parts.
+"""``--where`` filters of the FAISS backend, evaluated by DuckDB over the rows of the table's Parquet parts.
 
-The filter arrives already checked and rendered by ``retrieval.store.where``; whatever DuckDB still
-refuses or fails on while evaluating it (a bad cast, a division by zero, an unknown column) becomes one
-``InvalidFilter`` line. A part that a writer removed meanwhile is :class:`PartGone` (the reader re-reads the state).
+The filter arrives already checked by ``retrieval.store.where``. The parts are read by pyarrow (only the columns the
+filter names, plus ``id``) and handed to DuckDB under positional aliases (``c0`` is ``id``, ``c1``... the others):
+DuckDB folds the case of names, so ``Label`` beside ``label`` (or a manifest's ``Width`` beside the built-in
+``width``) would otherwise be one column to it. Each thread queries through its own DuckDB cursor: a connection
+is never shared by two threads at once. Only DuckDB's parse and bind errors (``ParserException``,
+``BinderException``) are the user's filter (``InvalidFilter``); a part that a writer removed meanwhile is
+:class:`PartGone` (the reader re-reads the state); anything else is an internal error, logged and raised as such.
 """
 from __future__ import annotations
 
-from pathlib import Path
+import logging
+import threading
+from typing import Iterator
 
 import numpy as np
+import pyarrow as pa
 
 from retrieval.errors import InvalidFilter
-from retrieval.store.faiss_parts import PartGone
+from retrieval.store.faiss_parts import TableState
+from retrieval.store.where import Filter
+from retrieval.store.where_parse import column_kind  # the column types a filter compares
+from retrieval.store.where_tree import columns
+
+log = logging.getLogger(__name__)
 
 
-def _bad(where: str, exc: Exception) -> InvalidFilter:
-    msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return InvalidFilter(f"bad --where expression {where!r}: {msg[:200]}")
+def _line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
+def _validity(col: pa.ChunkedArray) -> pa.Array:
+    """A column DuckDB only tests for NULL (a vector) as booleans, null where it is: never its values."""
+    valid = col.is_valid().to_numpy(zero_copy_only=False)
+    return pa.array(valid, pa.bool_(), mask=~valid)
+
+
+class FilterEngineError(RuntimeError):
+    """DuckDB failed on a filter for a reason that is not the filter's (an internal error)."""
 
 
 class DuckFilter:
-    """One DuckDB connection per store, opened on first use."""
+    """DuckDB for the filters of one store: one connection, a cursor per thread (opened on first use)."""
 
     def __init__(self):
         self._con = None
+        self._lock = threading.Lock()
+        self._local = threading.local()
 
-    def _duck(self):
-        if self._con is None:
+    def _cursor(self):
+        cur = getattr(self._local, "cursor", None)
+        if cur is None:
             import duckdb  # heavy optional dependency, needed only by filtered reads
 
-            self._con = duckdb.connect()
-        return self._con
+            with self._lock:
+                if self._con is None:
+                    self._con = duckdb.connect()
+                cur = self._local.cursor = self._con.cursor()
+        return cur
 
-    def matching_ids(self, paths: list[str], where: str) -> np.ndarray:
-        """Ids (int64) of the rows of the Parquet files ``paths`` for which ``where`` holds."""
-        if not paths:
+    def matching_ids(self, state: TableState, filt: Filter) -> np.ndarray:
+        """Ids (int64) of the rows of ``state``'s parts for which ``filt`` holds."""
+        if not state.parts:
             return np.zeros(0, np.int64)
-        files = ", ".join("'" + p.replace("'", "''") + "'" for p in paths)
-        sql = f"SELECT id FROM read_parquet([{files}], union_by_name=true) WHERE ({where})"
+        names = list(dict.fromkeys(["id", *columns(filt.node)]))
+        alias = {n: f"c{i}" for i, n in enumerate(names)}
+        nulls_only = {n for n in names if column_kind(state.schema.field(n).type) is None}  # only IS [NOT] NULL
+        schema = pa.schema([pa.field(alias[n], pa.bool_()) if n in nulls_only else
+                            state.schema.field(n).with_name(alias[n]) for n in names])
+        failed: list[BaseException] = []
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            try:
+                for part in state.parts:
+                    rows = state.read_part(part, names)
+                    cols = [_validity(rows.column(n)) if n in nulls_only else rows.column(n) for n in names]
+                    yield from pa.table(cols, schema=schema).to_batches()
+            except Exception as exc:  # noqa: BLE001 - PartGone, a damaged part: raised again below
+                failed.append(exc)
+
+        reader = pa.RecordBatchReader.from_batches(schema, batches())
+        sql = filt.sql("duckdb", alias)
         try:
-            return np.asarray(self._duck().sql(sql).fetchnumpy()["id"], np.int64)
-        except Exception as exc:  # noqa: BLE001 - parse, bind and run-time failures of the user's filter
-            gone = [p for p in paths if not Path(p).is_file()]
-            if gone:
-                raise PartGone(gone[0]) from None
-            raise _bad(where, exc) from None
+            ids = self._cursor().from_arrow(reader).filter(sql).project('"c0"').fetchnumpy()["c0"]
+        except Exception as exc:  # noqa: BLE001 - sorted below: the user's filter, a part, or an internal error
+            if failed:
+                raise failed[0] from None
+            import duckdb  # already loaded by _cursor
+
+            if isinstance(exc, (duckdb.ParserException, duckdb.BinderException)):
+                raise InvalidFilter(f"bad --where expression {filt.text!r}: {_line(exc)}") from None
+            log.error("internal error evaluating the filter %r as %s: %s", filt.text, sql, exc)
+            raise FilterEngineError(f"internal error evaluating a filter: {_line(exc)}") from exc
+        if failed:
+            raise failed[0]
+        return np.asarray(ids, np.int64)
 
     def close(self) -> None:
-        if self._con is not None:
-            self._con.close()
-            self._con = None
+        with self._lock:
+            if self._con is not None:
+                self._con.close()
+                self._con = None
+            self._local = threading.local()
