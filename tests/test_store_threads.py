@@ -19,12 +19,17 @@ FILTERS = [("label = 'cat'", LABELS == "cat"), ("width >= 500 AND label <> 'dog'
            ("NOT (width BETWEEN 200 AND 800)", ~((WIDTH >= 200) & (WIDTH <= 800)))]
 
 
-@pytest.fixture(scope="module")
-def faiss_index(tmp_path_factory):
+@pytest.fixture(scope="module", params=["plain", "case-variant"])
+def faiss_index(request, tmp_path_factory):
+    """A FAISS index in three Parquet parts; "case-variant" adds a ``Label`` column beside ``label`` (so that its
+    parts are read through pyarrow rather than DuckDB's own reader)."""
     ix = create_index(tmp_path_factory.mktemp("threads") / "ix", dim=D, model="none", backend="faiss")
     x = unit_vectors(0, N, D)
-    for s in range(0, N, 200):   # three commits: three Parquet parts to read per filter
-        ix.add_vectors("items", x[s:s + 200], {"label": LABELS[s:s + 200].tolist(), "width": WIDTH[s:s + 200]})
+    for s in range(0, N, 200):
+        meta = {"label": LABELS[s:s + 200].tolist(), "width": WIDTH[s:s + 200]}
+        if request.param == "case-variant":
+            meta["Label"] = LABELS[::-1][s:s + 200].tolist()
+        ix.add_vectors("items", x[s:s + 200], meta)
     yield ix, x
     ix.close()
 
