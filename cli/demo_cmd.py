@@ -9,12 +9,15 @@ import click
 from cli.options import top_k_option
 from cli.output import print_table
 from clipdex.synthetic import make_shapes
+from clipdex.synthetic.words import make_receipts
 from indexers.images import ImageIndexOptions, index_images
+from indexers.ocr import ocr_engine, ocr_images
 from retrieval.encode.encoder import load_encoder
-from retrieval.errors import WeightsUnavailable
+from retrieval.errors import InvalidInput, WeightsUnavailable
 from retrieval.index.directory import create_index, open_index
 from retrieval.io.sources import IMAGE_EXTENSIONS, discover
 from retrieval.models.specs import DEFAULT_MODEL, TINY_MODEL
+from retrieval.query.hybrid import HybridOptions, hybrid_search
 from retrieval.query.search import search
 
 QUERIES = ("a red circle", "a blue square", "a green triangle")
@@ -34,8 +37,11 @@ never switch models on their own.
 @click.option("--out", default="clipdex-demo", show_default=True, help="Folder for the drawn images and the index.")
 @click.option("--model", default=DEFAULT_MODEL, show_default=True, help="Model to try first.")
 @top_k_option(5, maximum=100)
-def demo(out: str, model: str, k: int) -> None:
-    """Draw shapes (images/<shape>/<colour>_<i>.png), index them with LanceDB, run a few searches."""
+@click.option("--receipts/--no-receipts", default=True, show_default=True,
+              help="Also draw receipts, read them with OCR and find one by its total (needs the ocr extra).")
+def demo(out: str, model: str, k: int, receipts: bool) -> None:
+    """Draw shapes (images/<shape>/<colour>_<i>.png), index them with LanceDB, run a few searches; then find a
+    receipt by its total (words read in the pictures, fused with the picture search)."""
     out_dir = Path(out)
     images_dir = out_dir / "images"
     if not images_dir.is_dir():
@@ -65,3 +71,29 @@ def demo(out: str, model: str, k: int) -> None:
     click.echo(f"clipdex search {index_dir} --image {probe} -k {k}")
     print_table(search(ix, image=probe, k=k, encoder=encoder).select(["rank", "score", "path"]))
     ix.close()
+    if receipts:
+        find_a_receipt(out_dir, encoder, k)
+
+
+def find_a_receipt(out_dir: Path, encoder, k: int) -> None:
+    """Receipts indexed with --ocr, then one found by its total, with why it matched."""
+    try:
+        ocr_engine()
+    except InvalidInput as exc:
+        click.echo(f"\n(to find a receipt by its total, install the OCR extra: {exc})", err=True)
+        return
+    drawn = make_receipts(out_dir / "receipts")
+    index_dir = out_dir / "receipts.clipdex"
+    if index_dir.exists():
+        shutil.rmtree(index_dir)  # the demo owns this folder
+    with create_index(index_dir, dim=encoder.dim, model=str(encoder.spec)) as ix:
+        index_images(ix, discover([out_dir / "receipts"], IMAGE_EXTENSIONS), ImageIndexOptions(workers=0))
+        read = ocr_images(ix)
+        query = f"total {drawn[0]['total']}"
+        click.echo(f"\nread the text in {read.read} receipts (clipdex index images ... --ocr)\n")
+        click.echo(f'clipdex search {index_dir} "{query}" --explain -k {k}')
+        hits = hybrid_search(ix, query, k=k, encoder=encoder, options=HybridOptions(mode="hybrid", explain=True))
+        words = [", ".join(m) for m in hits.column("matched").to_pylist()]
+        ocr = [t or "" for t in hits.column("ocr").to_pylist()]
+        print_table(hits.select(["rank", "score", "path"]).append_column("matched", [words])
+                    .append_column("read in the picture", [ocr]))

@@ -75,6 +75,10 @@ def read_text(engine, pixels: np.ndarray) -> tuple[str, float | None, list]:
     found, _ = engine(np.ascontiguousarray(pixels[:, :, ::-1]), use_cls=False)  # RapidOCR wants OpenCV's BGR
     if not found:
         return "", None, []
+    # a lone character read with less than 0.9 confidence is mostly a drawn shape taken for a letter (O, A)
+    found = [r for r in found if sum(c.isalnum() for c in str(r[1])) >= 2 or float(r[2]) >= 0.9]
+    if not found:
+        return "", None, []
     found = sorted(found, key=lambda r: (round(min(p[1] for p in r[0]) / 8), min(p[0] for p in r[0])))
     boxes = [[*(round(float(c), 1) for p in box for c in p), str(line), round(float(conf), 4)]
              for box, line, conf in found]

@@ -167,3 +167,14 @@ def test_eval_modes_and_clip_benchmark_output(receipts, tmp_path):
     record = json.loads((tmp_path / "hybrid.json").read_text())
     assert record["task"] == "zeroshot_retrieval" and record["model"] == TINY and record["dataset"] == "q"
     assert record["metrics"]["image_retrieval_recall@1"] == out["hybrid"]["recall@1"]
+
+
+def test_demo_finds_a_receipt_by_its_total(tmp_path):
+    r = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path / "demo"), "--model", TINY, "-k", "3"],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    block = r.output.split("--explain", 1)[1].splitlines()
+    total = r.output.split('"total ', 1)[1].split('"')[0]
+    first = block[2].split()
+    assert first[0] == "1" and first[2].endswith("receipt_0.png") and total in block[2]  # its total, read by OCR
+    assert "receipt_1.png" in block[3]  # the receipt with the same digits the other way round comes next

@@ -53,7 +53,7 @@ def gallery(tmp_path_factory):
 def test_demo_ranks_every_drawing_of_the_queried_colour_and_shape_above_every_other(runner, cli, tmp_path):
     r = invoke(runner, cli, "demo", "--out", tmp_path / "demo", "--model", TINY, "-k", 5)
     blocks = r.stdout.split("clipdex search ")[1:]
-    text_blocks = [b for b in blocks if "--image" not in b.splitlines()[0]]
+    text_blocks = [b for b in blocks if "--image" not in b.splitlines()[0] and "--explain" not in b.splitlines()[0]]
     assert len(text_blocks) == 3
     for block in text_blocks:
         color, shape = re.search(r'"a (\w+) (\w+)"', block.splitlines()[0]).groups()

@@ -168,3 +168,22 @@ def make_words_set(folder: str | Path, n_queries: int = 12, size: int = 224, see
     qpath = folder / "queries.jsonl"
     qpath.write_text("".join(json.dumps(q) + "\n" for q in queries))
     return {"items": items, "queries": queries, "manifest": str(manifest), "queries_path": str(qpath)}
+
+
+def make_receipts(folder: str | Path, n: int = 6, seed: int = 0) -> list[dict]:
+    """``n`` receipts (a shop, an item count, a total, over a drawn shape) as ``folder/receipt_<i>.png``; two of them
+    share a total's digits in another order. Returns [{"path", "total"}] (the demo finds one by its total)."""
+    rng = random.Random(seed)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    totals = [f"{rng.randint(10, 99)}.{rng.randint(10, 99)}" for _ in range(n)]
+    if n > 1:
+        a, b = totals[0].split(".")
+        totals[1] = f"{b}.{a}"
+    out = []
+    for i, total in enumerate(totals):
+        img, _ = draw_picture(rng.choice(SHAPES), rng.choice(list(COLORS)), _receipt(total, rng), rng, 224, px=18)
+        path = folder / f"receipt_{i}.png"
+        img.save(path)
+        out.append({"path": str(path), "total": total})
+    return out
