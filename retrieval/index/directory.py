@@ -239,8 +239,6 @@ class Index:
         """Append rows that other processes wrote as Lance fragments (``retrieval.store.lance_fragments``) in one
         atomic commit; returns their row count."""
         self._require_writable()
-        if not isinstance(self.store, LanceStore):
-            raise InvalidInput(f"{self.path} uses the {self.backend} backend: fragments are Lance's")
         self._changed = True
         return self.store.commit_fragments(table, fragments)
 

@@ -168,6 +168,12 @@ class Store(abc.ABC):
         when the backend cannot tell (then nothing is cached)."""
         return None
 
+    def commit_fragments(self, name: str, fragments: Sequence[str]) -> int:
+        """Append, in one commit, rows that other processes wrote as fragments of this backend's format (Ray's
+        embedding actors); returns their row count. Only the Lance backend takes them."""
+        raise InvalidInput(f"the {type(self).__name__} backend takes no rows written by other processes; "
+                           "index with the Lance backend")
+
     def flush(self) -> None:  # noqa: B027 - an optional hook, a no-op unless a backend defers work
         """Persist derived structures (no-op for backends whose every commit is complete)."""
 
