@@ -166,3 +166,19 @@ def test_bad_options_are_refused(words_index):
             hybrid_search(ix, vectors=x[0], words="cat", options=opts)
     with pytest.raises(InvalidInput, match="needs words"):
         hybrid_search(ix, vectors=x[0], options=HybridOptions(mode="text"))
+
+
+@pytest.mark.parametrize("backend", ["lance", "faiss"])
+def test_filtered_keyword_search_digs_past_the_first_candidates(tmp_path, backend):
+    # 120 short 'total' rows at home rank above 3 longer ones at work: the engine is asked again, deeper
+    n = 123
+    x = np.random.default_rng(1).normal(size=(n, 8)).astype(np.float32)
+    captions = ["total"] * 120 + ["total of a long receipt with many other words on it"] * 3
+    with create_index(tmp_path / f"d-{backend}.clipdex", dim=8, model="none", backend=backend) as ix:
+        ix.ensure_table("images")
+        ix.add_vectors("images", x, {"path": [f"/p/{i}.png" for i in range(n)], "caption": captions,
+                                     "place": ["home"] * 120 + ["work"] * 3})
+        got = hybrid_search(ix, words="total", k=3, where="place = 'work'", options=HybridOptions("text"))
+        assert sorted(_ids(got)) == [120, 121, 122]
+        first = hybrid_search(ix, words="total", k=3, options=HybridOptions("text"))
+        assert all(i < 120 for i in _ids(first))  # the work rows do rank below the first candidates
