@@ -4,12 +4,13 @@ from __future__ import annotations
 from typing import Optional
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from clipdex.serve.bodies import read_body
 from clipdex.serve.classify import check_work, classify_image
 from clipdex.serve.config import MAX_SIZE, MAX_T
+from clipdex.serve.files import file_response
 from clipdex.serve.media import row_file, thumbnail
 from clipdex.serve.queries import SearchRequest, decode_base64_image, decode_image
 from retrieval.errors import InvalidInput
@@ -76,10 +77,11 @@ async def thumb(index: str, table: str, row_id: int, request: Request, size: int
 
 @router.get("/api/file/{index}/{table}/{row_id}")
 async def file(index: str, table: str, row_id: int, request: Request):
-    """The original file of a row (range requests supported, so a video can seek)."""
+    """The original file of a row (range requests supported, so a video can seek), only while it is the file that
+    was indexed (``clipdex.serve.files``); sent from the file opened and checked, never opened again by path."""
     svc = service(request)
-    path, st, _ = await svc.run(row_file, svc.registry.get(index), table, row_id)
-    return FileResponse(path, stat_result=st, filename=path.name, content_disposition_type="inline")
+    opened, _ = await svc.run(row_file, svc.registry.get(index), table, row_id)
+    return file_response(opened, request)
 
 
 class ClassifyRequest(BaseModel):

@@ -1,9 +1,10 @@
 """Files and thumbnails, only for rows of a served index: the id picks the row, the row names the file.
 
 No path from a request reaches the filesystem. A row's file is served only while it is still the file that was
-indexed: a regular file (no FIFO or device) whose size and mtime match the row (a file swapped since indexing, a
-symlink repointed elsewhere, is refused). Thumbnails are JPEGs cached on disk (never in the index) under a key of
-the row, the file's size and mtime, the size and the time asked for; that key is also the ETag.
+indexed (``clipdex.serve.files``: opened without following a symbolic link, a regular file with the row's size,
+mtime and content hash, all checked on the open file, which is then the one read). Thumbnails are JPEGs cached on
+disk (never in the index) under a key of the row, the file's size and mtime, the size and the time asked for; that
+key is also the ETag. The file is checked before the cache is looked at.
 """
 from __future__ import annotations
 
@@ -12,44 +13,37 @@ import io
 import logging
 import math
 import os
-import stat
 from pathlib import Path
 
 from PIL import Image
 
 from clipdex.serve.config import MAX_T
+from clipdex.serve.files import OpenedFile, open_indexed
 from clipdex.serve.registry import NotFound, ServedIndex
 from retrieval.errors import InvalidInput
-from retrieval.io.imageprep import ImageReadError, open_image, read_image_file, to_rgb
+from retrieval.io.imageprep import ImageReadError, content_hash, open_image, to_rgb
 
 log = logging.getLogger(__name__)
 MAX_FILE = 256 << 20      # largest image file a thumbnail is made from (the indexer's limit)
 MAX_FRAMES = 600          # frames decoded after a seek before giving up on reaching t
 
 
-def row_file(served: ServedIndex, table: str, row_id: int) -> tuple[Path, os.stat_result, dict]:
-    """The file of a row, checked to be the one that was indexed -> (path, stat, row)."""
+def row_file(served: ServedIndex, table: str, row_id: int) -> tuple[OpenedFile, dict]:
+    """The file of a row, opened and checked to be the one that was indexed -> (opened file, row); close it."""
     names = served.schema(table).names
     if "path" not in names:
         raise NotFound(f"table {table!r} has no files to serve")
-    row = served.row(table, row_id, [c for c in ("id", "path", "bytes", "mtime", "t", "video_id") if c in names])
+    wanted = ("id", "path", "bytes", "mtime", "hash", "t", "video_id")
+    row = served.row(table, row_id, [c for c in wanted if c in names])
     path = row.get("path")
     if not isinstance(path, str) or not os.path.isabs(path):
         raise NotFound(f"row {row_id} of {table!r} has no file")
-    try:
-        st = os.stat(path)
-    except OSError:
-        raise NotFound(f"the file of row {row_id} is gone: {path}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise NotFound(f"the file of row {row_id} is not a regular file")
     stamp = row
-    if table == "frames":   # a frame row has no size or mtime: its video's row has
-        stamp = served.row("videos", row["video_id"], ["bytes", "mtime"]) if row.get("video_id") is not None else {}
-    changed = (stamp.get("bytes") is not None and stamp["bytes"] != st.st_size) or (
-        stamp.get("mtime") is not None and abs(stamp["mtime"] - st.st_mtime) > 1e-3)
-    if changed:
-        raise NotFound(f"the file of row {row_id} changed since it was indexed; index it again")
-    return Path(path), st, row
+    if table == "frames":   # a frame row has no size, mtime or hash: its video's row has
+        stamp = served.row("videos", row["video_id"], ["bytes", "mtime", "hash"]) if row.get("video_id") is not None \
+            else {}
+    opened = open_indexed(path, stamp.get("bytes"), stamp.get("mtime"), stamp.get("hash"), f"row {row_id}")
+    return opened, row
 
 
 def thumb_key(served: ServedIndex, table: str, row_id: int, st: os.stat_result, size: int, t: float | None) -> str:
@@ -60,16 +54,17 @@ def thumb_key(served: ServedIndex, table: str, row_id: int, st: os.stat_result, 
 def thumbnail(served: ServedIndex, table: str, row_id: int, size: int, t: float | None,
               cache_dir: Path) -> tuple[bytes, str]:
     """A JPEG thumbnail of a row's image (or a video's frame at ``t`` seconds) -> (bytes, etag); cached."""
-    path, st, row = row_file(served, table, row_id)
-    if table == "frames":
-        t = row.get("t") or 0.0
-    if t is not None and not (math.isfinite(t) and 0 <= t <= MAX_T):
-        raise InvalidInput(f"t must be a number of seconds from 0 to {MAX_T:g}")
-    key = thumb_key(served, table, row_id, st, size, t)
-    cached = cache_dir / key[:2] / f"{key}.jpg"
-    if cached.is_file():
-        return cached.read_bytes(), key
-    img = video_frame(path, t or 0.0) if table in ("videos", "frames") else _image(path, size)
+    opened, row = row_file(served, table, row_id)
+    with opened:
+        if table == "frames":
+            t = row.get("t") or 0.0
+        if t is not None and not (math.isfinite(t) and 0 <= t <= MAX_T):
+            raise InvalidInput(f"t must be a number of seconds from 0 to {MAX_T:g}")
+        key = thumb_key(served, table, row_id, opened.st, size, t)
+        cached = cache_dir / key[:2] / f"{key}.jpg"
+        if cached.is_file():
+            return cached.read_bytes(), key
+        img = video_frame(opened, t or 0.0) if table in ("videos", "frames") else _image(opened, size)
     img = to_rgb(img)
     img.thumbnail((size, size))
     buf = io.BytesIO()
@@ -85,21 +80,28 @@ def thumbnail(served: ServedIndex, table: str, row_id: int, size: int, t: float 
     return data, key
 
 
-def _image(path: Path, size: int) -> Image.Image:
-    try:   # read_image_file reads what the file holds, never allocating the limit up front
-        return open_image(read_image_file(str(path), MAX_FILE), (size, size))
+def _image(opened: OpenedFile, size: int) -> Image.Image:
+    name = opened.path.name
+    if opened.st.st_size > MAX_FILE:
+        raise InvalidInput(f"{name} is too large for a thumbnail")
+    data = opened.read_all()   # what the file holds, never the limit allocated up front
+    if content_hash(data) != opened.digest:   # rewritten in place since it was checked
+        raise NotFound(f"{name} changed since it was indexed; index it again")
+    try:
+        return open_image(data, (size, size))
     except ImageReadError as exc:
-        raise InvalidInput(f"cannot read {path.name}: {exc.reason}") from exc
+        raise InvalidInput(f"cannot read {name}: {exc.reason}") from exc
 
 
-def video_frame(path: Path, t: float) -> Image.Image:
+def video_frame(opened: OpenedFile, t: float) -> Image.Image:
     """The first frame at or after ``t`` seconds (the last one when ``t`` is past the end)."""
+    path = opened.path
     try:
         import av  # heavy optional dependency (the video extra)
     except ImportError:
         raise InvalidInput("video thumbnails need PyAV: pip install 'clipdex[video]'") from None
     try:
-        with av.open(str(path)) as container:
+        with opened.reader() as f, av.open(f) as container:
             stream = container.streams.video[0]
             if t > 0 and stream.time_base:
                 container.seek(int(t / stream.time_base), stream=stream, backward=True)
