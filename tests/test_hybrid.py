@@ -182,3 +182,15 @@ def test_filtered_keyword_search_digs_past_the_first_candidates(tmp_path, backen
         assert sorted(_ids(got)) == [120, 121, 122]
         first = hybrid_search(ix, words="total", k=3, options=HybridOptions("text"))
         assert all(i < 120 for i in _ids(first))  # the work rows do rank below the first candidates
+
+
+def test_a_keyword_hit_past_the_vector_candidates_still_counts_its_picture(words_index):
+    ix, x = words_index
+    q = x[0]
+    cos = x @ q
+    outside = [i for i in np.argsort(-cos)[2:] if i == 3]  # main_street.jpg: not among the 2 vector candidates
+    assert outside, "fixture: row 3 must rank below the top 2"
+    got = hybrid_search(ix, vectors=q, words="main street", k=1, options=HybridOptions("hybrid", candidates=2))
+    # rank 1 in one ranking each: its words, plus its picture ranked below the candidates, beat the best picture
+    # whose words do not match (a tie that went to the vector ranking's row before)
+    assert _ids(got) == [3]

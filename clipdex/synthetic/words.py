@@ -30,6 +30,13 @@ SIGNS = ("BAKERY", "HARBOUR", "PHARMACY", "LIBRARY", "STATION", "MUSEUM", "GARAG
          "MARKET", "DENTIST", "BUTCHER", "GALLERY", "BREWERY", "TAILOR", "BARBER", "CASINO", "POTTERY", "KARAOKE")
 PLACES = ("harbour", "lighthouse", "vineyard", "glacier", "canyon", "meadow", "orchard", "quarry", "lagoon",
           "volcano", "prairie", "marina", "plateau", "estuary", "bayou", "fjord", "tundra", "oasis", "delta", "atoll")
+# words only distractors carry (no query asks for them), and the words of the mixed queries' signs
+DECOYS = ("ANTIQUES", "BOOKSHOP", "CHEMIST", "DINER", "EMPORIUM", "FOUNDRY", "GROCER", "HARDWARE", "INN", "JEWELLER",
+          "KIOSK", "LAUNDRY", "MILLINER", "NURSERY", "OPTICIAN", "PAWNSHOP", "QUILTS", "ROASTERY", "SADDLER", "TOYS")
+MIXED = ("PIZZERIA", "BAZAAR", "SAWMILL", "TANNERY", "CHAPEL", "STUDIO", "ARCADE", "BISTRO", "CLINIC", "DEPOT",
+         "FORGE", "HOSTEL", "KENNEL", "LODGE", "MINT", "OBSERVATORY", "PANTRY", "REFINERY", "SMITHY", "WINERY")
+OTHER_PLACES = ("moor", "savanna", "steppe", "gorge", "cove", "heath", "reef", "dune", "crag", "bog", "mesa",
+                "grotto", "isthmus", "knoll", "spit", "strait", "tarn", "wadi", "butte", "sound")
 FONT_FILES = ("DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf", "LiberationSans-Regular.ttf",
               "LiberationSerif-Regular.ttf", "LiberationMono-Regular.ttf", "DejaVuSans-Bold.ttf")
 FONT_DIRS = ("/usr/share/fonts/truetype/dejavu", "/usr/share/fonts/truetype/liberation")
@@ -135,7 +142,7 @@ def make_words_set(folder: str | Path, n_queries: int = 12, size: int = 224, see
                 if alt != query.split()[1]:
                     add(_receipt(alt, rng))
         else:
-            add([SIGNS[(i + 7) % len(SIGNS)]] if i % 3 == 0 else ["CODE", f"ZZ-{rng.randint(1000, 9999)}"])
+            add([DECOYS[i]] if i % 3 == 0 else ["CODE", f"ZZ-{rng.randint(1000, 9999)}"])
         queries.append({"query": query, "relevant": [target], "kind": "ocr"})
     for i in range(n_word):  # meta: the words are in the file name or the caption only
         place = PLACES[i]
@@ -143,7 +150,7 @@ def make_words_set(folder: str | Path, n_queries: int = 12, size: int = 224, see
             target = add(None, name=f"trip_{place}_{i:02d}")
         else:
             target = add(None, caption=f"holiday photo, the {place} at dusk")
-        add(None, name=f"trip_{PLACES[(i + 5) % len(PLACES)]}_{i + 50:02d}")  # a look-alike with another name
+        add(None, name=f"trip_{OTHER_PLACES[i]}_{i + 50:02d}")  # a look-alike with another name
         queries.append({"query": place, "relevant": [target], "kind": "meta"})
     pairs = [(s, c) for s in SHAPES for c in COLORS]
     rng.shuffle(pairs)
@@ -151,14 +158,14 @@ def make_words_set(folder: str | Path, n_queries: int = 12, size: int = 224, see
         rel = [add(None, shape, color) for _ in range(2)]
         queries.append({"query": f"a {color} {shape}", "relevant": rel, "kind": "visual"})
     for i, (shape, color) in enumerate(pairs[:n_word]):  # mixed: the right words on the right drawing
-        word = SIGNS[(i + 3) % len(SIGNS)]
+        word = MIXED[i]
         target = add([f"{word} {i}"], shape, color)
         other = next(s for s in SHAPES if s != shape)
         add([f"{word} {i}"], other, rng.choice([c for c in COLORS if c != color]))  # right words, wrong drawing
-        add([SIGNS[(i + 11) % len(SIGNS)]], shape, color)  # right drawing, wrong words
+        add([DECOYS[(i + 10) % len(DECOYS)]], shape, color)  # right drawing, wrong words
         queries.append({"query": f"a {color} {shape} {word.lower()} {i}", "relevant": [target], "kind": "mixed"})
     for j in range(n_queries * 2):  # filler: plain drawings and signs nobody asks for
-        add([f"OPEN {j}"] if j % 3 == 0 else None)
+        add(["OPEN"] if j % 3 == 0 else None)
     manifest = folder / "manifest.csv"
     with open(manifest, "w", newline="") as f:
         w = csv.writer(f)

@@ -206,11 +206,14 @@ def _run(index: Index, table: str, xq: np.ndarray, words: str, mode: str, k: int
         ids, scores = vec_ids, vec_scores
     elif mode == "text":
         ids, scores = kw_ids, kw_scores
-    elif opts.fusion == "rrf":
-        ids, scores = reciprocal_rank_fusion([vec_ids, kw_ids], opts.weights, opts.rrf_k)
-    else:
-        ids, scores = weighted_score_fusion([(vec_ids, vec_scores), (kw_ids, kw_scores)], opts.weights)
     vscore = dict(zip(vec_ids.tolist(), vec_scores.tolist()))
+    if mode == "hybrid":
+        full_ids, full_scores = extend_vector_ranking(index, table, xq, vec_ids, vec_scores, kw_ids)
+        vscore.update(zip(full_ids.tolist(), full_scores.tolist()))
+        if opts.fusion == "rrf":
+            ids, scores = reciprocal_rank_fusion([full_ids, kw_ids], opts.weights, opts.rrf_k)
+        else:
+            ids, scores = weighted_score_fusion([(full_ids, full_scores), (kw_ids, kw_scores)], opts.weights)
     missing = np.asarray([i for i in ids.tolist() if i not in vscore], np.int64)
     if xq is not None:
         vscore.update(zip(missing.tolist(), cosines(index, table, xq, missing).tolist()))
@@ -228,6 +231,22 @@ def _run(index: Index, table: str, xq: np.ndarray, words: str, mode: str, k: int
     if opts.explain:
         out = _explain(index, table, out, ids, v_all, vec_ids, kw_ids, terms if words.strip() else [], mode)
     return out
+
+
+def extend_vector_ranking(index: Index, table: str, xq: np.ndarray, vec_ids: np.ndarray, vec_scores: np.ndarray,
+                          kw_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The vector ranking continued over the keyword hits it does not hold, by their cosine: they rank below its
+    candidates (their true rank is past them), so a row both rankings found outranks one only the keyword
+    ranking found, and a keyword hit is never tied with a picture only the vector ranking found. -> (ids (m,),
+    cosines (m,)), best first."""
+    have = set(vec_ids.tolist())
+    rest = np.asarray([i for i in kw_ids.tolist() if i not in have], np.int64)
+    if not len(rest):
+        return vec_ids, vec_scores
+    cos = cosines(index, table, xq, rest)
+    cos = np.where(np.isfinite(cos), cos, -1.0).astype(np.float32)  # a row without a vector: the least cosine
+    order = np.argsort(-cos, kind="stable")
+    return np.concatenate([vec_ids, rest[order]]), np.concatenate([vec_scores, cos[order]]).astype(np.float32)
 
 
 def _explain(index: Index, table: str, out: pa.Table, ids: np.ndarray, v_all, vec_ids, kw_ids, terms, mode):
