@@ -40,6 +40,13 @@ def info(index_path: str, as_json: bool) -> None:
         if ann.get("engine"):
             click.echo(f"          {ann.get('factory')} ({ann['engine']} index beside the table; "
                        f"{ann.get('pending_rows', 0)} rows added since, searched exactly)")
+        if ann.get("memory_bytes") is not None or ann.get("disk_bytes") is not None:
+            click.echo(f"          memory {_size(ann.get('memory_bytes', 0))} in RAM"
+                       + (f" (budget {_size(ann['memory_budget'])})" if ann.get("memory_budget") else "")
+                       + (f", {_size(ann['disk_bytes'])} on disk" if ann.get("disk_bytes") else "")
+                       + (f"; refined from {ann['refine']}" if ann.get("refine") else ""))
+        if ann.get("reason"):
+            click.echo(f"          chosen: {ann['reason']}")
         if ann.get("note"):
             click.echo(f"          {ann['note']}")
         if ann.get("query_kind") == "image":

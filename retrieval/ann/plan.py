@@ -24,6 +24,7 @@ except ImportError:  # pragma: no cover - psutil ships with the dev extra
     psutil = None
 
 KINDS = ("flat", "hnsw", "ivf_flat", "ivf_sq8", "ivf_pq_fs")
+DISK_KIND = "ivf_pq_disk"  # codes in memory, refined from vectors on disk: a store that keeps them (Lance's)
 DEFAULT_RECALL = 0.95
 DEFAULT_EXACT_BELOW = 100_000
 CONFIDENCE_Z = 1.645  # tuning judges a setting by the 95% lower bound of its recall over the held-out queries
@@ -40,6 +41,7 @@ class IndexPlan:
     build: dict = field(default_factory=dict)
     search: dict = field(default_factory=dict)
     memory_bytes: int = 0
+    disk_bytes: int = 0
     build_seconds: float = 0.0
     reason: str = ""
 
@@ -91,7 +93,7 @@ def _gflops() -> float:
 
 
 def choose_index(n: int, d: int, memory_budget: int | None = None, recall_target: float = DEFAULT_RECALL,
-                 exact_below: int = DEFAULT_EXACT_BELOW, kind: str | None = None) -> IndexPlan:
+                 exact_below: int = DEFAULT_EXACT_BELOW, kind: str | None = None, disk: bool = False) -> IndexPlan:
     """Pick an index for n vectors of dimension d (4d bytes each as float32).
 
     - n < exact_below, or everything else fails the budget check last: ``flat`` (exact, 4dn bytes).
@@ -100,6 +102,10 @@ def choose_index(n: int, d: int, memory_budget: int | None = None, recall_target
       about 1e-4 of the float32 ones) rank them; tuned on nprobe, k_factor. Half the memory of refining on float32
       vectors (RFlat) for the same recall: peak memory stays under twice the raw vectors while building.
       With a recall target above 0.99, ``ivf_flat`` (exact scores inside probed lists; tuned on nprobe).
+    - with ``disk`` (the store can keep vectors beside the index), the in-memory float16 copy does not fit but
+      the codes do: ``ivf_pq_disk`` = the same codes, refined by float16 vectors read from a memory-mapped file
+      (m/2 + 8 bytes a vector in memory, 2d + 24 on disk; tuned on nprobe, k_factor). Flat and every in-memory
+      copy of the vectors are then impossible.
     - only d bytes per vector fit: ``ivf_sq8`` (8-bit scalar quantizer, tuned on nprobe).
     - less: IVF-PQ fast scan refined by SQ8 codes, or unrefined when even that does not fit.
     ``kind`` forces one of KINDS (``hnsw`` = HNSW{M},Flat with M by recall target).
@@ -111,7 +117,8 @@ def choose_index(n: int, d: int, memory_budget: int | None = None, recall_target
         m_pq -= 1
     M = 16 if recall_target <= 0.9 else 32 if recall_target <= 0.97 else 48
     per = {"flat": 4 * d, "hnsw": 4 * d + 8 * M + 16, "ivf_flat": 4 * d + 8, "ivf_sq8": d + 8,
-           "ivf_pq_fs": m_pq // 2 + 8 + 2 * d, "ivf_pq_fs_sq8": m_pq // 2 + 8 + d, "ivf_pq_fs_bare": m_pq // 2 + 8}
+           "ivf_pq_fs": m_pq // 2 + 8 + 2 * d, DISK_KIND: m_pq // 2 + 8, "ivf_pq_fs_sq8": m_pq // 2 + 8 + d,
+           "ivf_pq_fs_bare": m_pq // 2 + 8}
     if kind is None:
         if n < exact_below:
             choice, why = "flat", f"{n} rows < {exact_below}: exact search is cheap"
@@ -119,6 +126,9 @@ def choose_index(n: int, d: int, memory_budget: int | None = None, recall_target
             choice, why = "ivf_flat", "recall target above 0.99: exact scores inside the probed lists"
         elif n * per["ivf_pq_fs"] <= budget:
             choice, why = "ivf_pq_fs", "vectors fit in memory: fast-scan PQ candidates refined on float16 vectors"
+        elif disk and n * per[DISK_KIND] <= budget:
+            choice, why = DISK_KIND, (f"the float16 copy ({_gib(n * 2 * d)}) does not fit the {_gib(budget)} budget: "
+                                      "fast-scan PQ codes in memory, refined from float16 vectors on disk")
         elif n * per["ivf_sq8"] <= budget:
             choice, why = "ivf_sq8", "memory-bound: 8-bit scalar quantizer"
         elif n * per["ivf_pq_fs_sq8"] <= budget:
@@ -135,6 +145,10 @@ def choose_index(n: int, d: int, memory_budget: int | None = None, recall_target
     elif choice in ("ivf_flat", "ivf_sq8"):
         code = "Flat" if choice == "ivf_flat" else "SQ8"
         plan = IndexPlan(choice, f"IVF{nlist},{code}", {"nlist": nlist, "train_rows": train}, {"nprobe": 16})
+    elif choice == DISK_KIND:
+        build = {"nlist": nlist, "m": m_pq, "train_rows": train, "refine": "disk"}
+        plan = IndexPlan(DISK_KIND, f"IVF{nlist},PQ{m_pq}x4fs", build, {"nprobe": 16, "k_factor": 8})
+        plan.disk_bytes = int(n * (m_pq // 2 + 8 + 2 * d + 16))
     elif choice.startswith("ivf_pq_fs"):
         refine = {"ivf_pq_fs": ",Refine(SQfp16)", "ivf_pq_fs_sq8": ",Refine(SQ8)"}.get(choice, "")
         build = {"nlist": nlist, "m": m_pq, "train_rows": train, "refine": refine[1:] or None}
@@ -148,6 +162,10 @@ def choose_index(n: int, d: int, memory_budget: int | None = None, recall_target
     plan.build_seconds = round(_estimate_build_seconds(plan.kind, n, d, nlist, train, M), 1)
     plan.reason = why
     return plan
+
+
+def _gib(nbytes: float) -> str:
+    return f"{nbytes / (1 << 30):.2f} GiB"
 
 
 def _estimate_build_seconds(kind: str, n: int, d: int, nlist: int, train: int, M: int) -> float:

@@ -25,7 +25,7 @@ import numpy as np
 
 from retrieval.ann import structures as faiss_ann
 from retrieval.ann.exact import exact_search
-from retrieval.ann.plan import CONFIDENCE_Z, DEFAULT_RECALL, IndexPlan, choose_index, tune_search_params
+from retrieval.ann.plan import CONFIDENCE_Z, DEFAULT_RECALL, DISK_KIND, IndexPlan, choose_index, tune_search_params
 
 log = logging.getLogger(__name__)
 K = 10
@@ -60,14 +60,16 @@ class Candidate:
 
 
 def candidate_plans(n: int, d: int, memory_budget: int, recall_target: float = DEFAULT_RECALL,
-                    max_candidates: int = 5, max_build_ratio: float = 2.5) -> list[IndexPlan]:
+                    max_candidates: int = 5, max_build_ratio: float = 2.5, disk: bool = False) -> list[IndexPlan]:
     """Structures worth measuring for n x d vectors: the rule-based choice (``choose_index``) first, then the other
     SEARCHABLE kinds (and HNSW with half the links) whose full-size memory estimate fits ``memory_budget`` bytes,
     cheapest estimated build first; at most ``max_candidates`` (>= 1). The rule's choice is kept even over budget
     when nothing else fits. A structure whose estimated build takes more than ``max_build_ratio`` times the rule's
-    (and over 30 s) is left out: on a large table HNSW's build alone would cost more than the search saves."""
-    rule = choose_index(n, d, memory_budget, recall_target, exact_below=0)
-    others = [choose_index(n, d, memory_budget, recall_target, exact_below=0, kind=k) for k in SEARCHABLE]
+    (and over 30 s) is left out: on a large table HNSW's build alone would cost more than the search saves. With
+    ``disk`` (the store keeps vectors beside the index) the codes refined from disk (``DISK_KIND``) are one more."""
+    rule = choose_index(n, d, memory_budget, recall_target, exact_below=0, disk=disk)
+    kinds = [*SEARCHABLE, DISK_KIND] if disk else SEARCHABLE
+    others = [choose_index(n, d, memory_budget, recall_target, exact_below=0, kind=k) for k in kinds]
     others.append(_sparser_hnsw(next(p for p in others if p.kind == "hnsw"), n, d))
     others = sorted((p for p in others if p.factory != rule.factory and p.memory_bytes <= memory_budget
                      and p.build_seconds <= max(max_build_ratio * rule.build_seconds, 30.0)),
@@ -106,7 +108,7 @@ def search_grid(plan: IndexPlan) -> dict:
         return {"efSearch": list(EF_GRID)}
     nlist = int(plan.build.get("nlist") or plan.factory.split(",")[0][3:])  # older records: from the factory
     grid = {"nprobe": [v for v in NPROBE_GRID if v <= nlist]}
-    if "RFlat" in plan.factory or "Refine" in plan.factory:
+    if "RFlat" in plan.factory or "Refine" in plan.factory or plan.kind == DISK_KIND:
         grid["k_factor"] = list(K_FACTOR_GRID)
     return grid
 
@@ -172,8 +174,8 @@ def measure_candidates(ids: np.ndarray, x: np.ndarray, xq: np.ndarray, exclude: 
         if j and spent >= time_budget:
             out.append(Candidate(full, skipped=f"time budget ({spent:.0f}s of {time_budget:.0f}s spent)"))
             continue
-        factory = small.factory
-        t0 = time.perf_counter()
+        factory = small.factory + (",Refine(SQfp16)" if full.kind == DISK_KIND else "")  # same ranking as the
+        t0 = time.perf_counter()  # float16 vectors on disk: the sample is measured with them in memory
         train_rows = min(m, int(small.build.get("train_rows", m)))
         sample = x[np.sort(rng.choice(m, train_rows, replace=False))] if train_rows < m else x
         index = faiss_ann.build_index(factory, d, sample, [(ids, x)], small.build)

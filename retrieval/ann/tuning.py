@@ -22,7 +22,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from retrieval.ann.exact import exact_search
-from retrieval.ann.plan import CONFIDENCE_Z, IndexPlan, tune_search_params
+from retrieval.ann.plan import CONFIDENCE_Z, DISK_KIND, IndexPlan, choose_index, tune_search_params
 from retrieval.ann.selection import Candidate, batch_qps, candidate_plans, drop_self, measure_candidates, pick_fastest
 
 log = logging.getLogger(__name__)
@@ -161,19 +161,30 @@ class Selection:
 
 def select_structure(ids: np.ndarray, x: np.ndarray, n: int, recall: float, budget: int, held: HeldOut,
                      max_candidates: int = 5, time_budget: float = 600.0,
-                     on_candidate: Callable[[Candidate], None] | None = None) -> Selection:
+                     on_candidate: Callable[[Candidate], None] | None = None, disk: bool = False) -> Selection:
     """Measure the candidate structures for ``n`` rows (``candidate_plans``) on a sample of them (ids (m,), x (m, d)
     unit float32) against the ``held``-out queries (the first ``CANDIDATE_QUERIES``): the full-size plan of the
     fastest meeting ``recall`` (the stand-in goal for ``held.kind``) within ``budget`` bytes."""
-    plans = candidate_plans(n, x.shape[1], budget, recall, max_candidates)
+    plans = candidate_plans(n, x.shape[1], budget, recall, max_candidates, disk=disk)
     goal = tuning_target(recall, held.kind)
     cands = measure_candidates(ids, x, held.xq[:CANDIDATE_QUERIES], held.exclude[:CANDIDATE_QUERIES], plans, goal,
                                time_budget, on_candidate=on_candidate)
     best = cands[pick_fastest(cands, goal, budget)]
     plan = best.plan
-    plan.reason = (f"fastest of {sum(c.skipped is None for c in cands)} measured on {best.sample_rows} rows: "
-                   f"recall@10 {best.recall:.3f}, {best.qps:.0f} QPS at {best.params}")
+    measured = sum(c.skipped is None for c in cands)
+    plan.reason = over_budget(n, x.shape[1], budget, recall) + (
+        f"fastest of {measured} measured on {best.sample_rows} rows: recall@10 {best.recall:.3f}, {best.qps:.0f} QPS "
+        f"at {best.params}")
     return Selection(plan, cands)
+
+
+def over_budget(n: int, d: int, budget: int, recall: float) -> str:
+    """What cannot be built for n x d vectors within ``budget`` bytes of memory, as the start of a reason ("" when
+    everything fits): each structure with its estimated memory."""
+    kinds = ("flat", "hnsw", "ivf_flat", "ivf_pq_fs", "ivf_sq8", DISK_KIND)
+    plans = [choose_index(n, d, budget, recall, exact_below=0, kind=k) for k in kinds]
+    out = [f"{p.kind} {p.memory_bytes / (1 << 30):.2f} GiB" for p in plans if p.memory_bytes > budget]
+    return f"over the {budget / (1 << 30):.2f} GiB budget: {', '.join(out)}; " if out else ""
 
 
 @dataclass

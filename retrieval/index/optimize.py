@@ -10,6 +10,7 @@ interface and owns the order of the steps and the record.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import time
@@ -22,6 +23,7 @@ from retrieval.ann.config import AnnConfig, AnnParams
 from retrieval.ann.plan import (
     DEFAULT_EXACT_BELOW,
     DEFAULT_RECALL,
+    DISK_KIND,
     KINDS,
     IndexPlan,
     check_recall,
@@ -29,7 +31,9 @@ from retrieval.ann.plan import (
     default_memory_budget,
 )
 from retrieval.ann.selection import Candidate, release_freed_memory
+from retrieval.ann.structures import Fill, filled_by
 from retrieval.ann.tuning import HeldOut, K, sample_rows, select_structure, speed_check
+from retrieval.errors import InvalidInput
 from retrieval.index.directory import Index
 from retrieval.index.fulltext import full_text, has_full_text
 from retrieval.index.tune import held_out, tune_table
@@ -71,12 +75,14 @@ class OptimizeOptions:
 
 def optimize_table(index: Index, table: str, options: OptimizeOptions = OptimizeOptions(), *,
                    on_plan: Callable[[IndexPlan], None] | None = None,
-                   on_candidate: Callable[[Candidate], None] | None = None) -> dict:
+                   on_candidate: Callable[[Candidate], None] | None = None, fill: Fill | None = None) -> dict:
     """Build (or fold pending rows into) the table's ANN index as ``options`` ask, tune its search parameters on
     held-out queries and record the measured recall@10 in the manifest; returns the table's ANN record.
 
     ``on_plan`` receives the plan (with its build time and memory estimate) before the build, ``on_candidate`` each
-    candidate measured during a selection."""
+    candidate measured during a selection. ``fill`` adds the rows to the full-size FAISS structure in this one's
+    stead (``retrieval.ann.structures.build_index``: Ray workers, ``clipdex optimize --engine ray``): the choice,
+    the sample it is trained on, the tuning and the record stay this function's."""
     o = options
     check_recall(o.recall)
     kind = o.kind
@@ -95,7 +101,7 @@ def optimize_table(index: Index, table: str, options: OptimizeOptions = Optimize
         budget = int(o.memory if o.memory is not None else default_memory_budget())
         ids, x = sample_rows(store.iter_vectors(table), store.count(table), o.sample_size, store.dim)
         selection = select_structure(ids, x, store.count(table), o.recall, budget, held(), o.max_candidates,
-                                     o.time_budget, on_candidate)
+                                     o.time_budget, on_candidate, disk=keeps_vectors(store))
         del ids, x
         release_freed_memory()  # the sample and the candidates' indexes: before the full-size build
         kind = selection.plan.kind
@@ -109,7 +115,8 @@ def optimize_table(index: Index, table: str, options: OptimizeOptions = Optimize
         on_plan(choose_index(store.count(table), index.dim, o.memory, o.recall, o.exact_below,
                              kind if kind in KINDS else None))
     t0 = time.perf_counter()
-    index.optimize(table, AnnConfig(kind or "auto", o.exact_below, AnnParams(**params)))
+    with filled_by(fill) if fill is not None else contextlib.nullcontext():
+        index.optimize(table, AnnConfig(kind or "auto", o.exact_below, AnnParams(**params)))
     log.info("%s: built %s in %.0f s", table, params.get("factory") or kind, time.perf_counter() - t0)
     t0 = time.perf_counter()
     record = tune_table(store, table, o.recall, held=held() if store.ann_info(table)["kind"] != "flat" else None)
@@ -117,7 +124,9 @@ def optimize_table(index: Index, table: str, options: OptimizeOptions = Optimize
              time.perf_counter() - t0)
     candidates = selection.records() if selection is not None else None
     if candidates is not None:
-        store.set_search_params(table, record["params"], record={"candidates": candidates})
+        store.set_search_params(table, record["params"], record={
+            "candidates": candidates, "reason": selection.plan.reason, "memory_budget": budget,
+            "planned_memory_bytes": selection.plan.memory_bytes})
         record = store.ann_info(table)
     forced = o.kind is not None
     slower = (record["kind"] != "flat" and not forced and candidates is not None
@@ -134,6 +143,15 @@ def optimize_table(index: Index, table: str, options: OptimizeOptions = Optimize
     index.refresh_counts()
     index.save_manifest()
     return record
+
+
+def keeps_vectors(store) -> bool:
+    """Whether the store can refine from vectors kept on disk beside its index (``DISK_KIND``)."""
+    try:
+        store.check_kind(DISK_KIND)
+    except InvalidInput:
+        return False
+    return True
 
 
 def slower_than_exact(index: Index, table: str, held: HeldOut) -> bool:

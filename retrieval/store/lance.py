@@ -18,11 +18,11 @@ import pyarrow as pa
 
 from retrieval.ann.config import AnnConfig
 from retrieval.ann.exact import topk
-from retrieval.ann.tuning import sample_rows
 from retrieval.errors import IndexFormatError, InvalidFilter, TableNotFound
 from retrieval.store import lance_fragments, lance_plan
 from retrieval.store.base import Store, check_queries
 from retrieval.store.lance_ann import FAISS_KINDS, Sidecar, btree_config, index_config
+from retrieval.store.lance_disk import build_sidecar, iter_ids, open_sidecar
 from retrieval.store.where import filter_sql
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ class LanceStore(Store):
         self._sidecars: dict[str, Sidecar | None] = {}  # table -> its FAISS index (lance_ann), None for none
         self._pending_counts: dict = {}  # (table, version, build) -> rows added since the sidecar was built
         self._schemas: dict[str, pa.Schema] = {}
+        self._last_ids: tuple = (None, None)  # (table, version, filter) -> the ids matching it
 
     # -- tables ------------------------------------------------------------------------------------------------
     def table_names(self) -> list[str]:
@@ -140,8 +141,9 @@ class LanceStore(Store):
             raise _read_error(exc, where, self.root) from exc
 
     def scan(self, name: str, columns: Sequence[str] | None = None, where: str | None = None,
-             batch_rows: int = 65536) -> Iterator[pa.RecordBatch]:
-        where = filter_sql(where, self.schema(name), "lance")  # InvalidFilter unless a plain filter
+             batch_rows: int = 65536, rendered: bool = False) -> Iterator[pa.RecordBatch]:
+        """Batches of the rows matching ``where`` (a user's filter; with ``rendered``, SQL already checked)."""
+        where = where if rendered else filter_sql(where, self.schema(name), "lance")  # InvalidFilter unless plain
         query = self._t(name).search()
         if where:
             query = query.where(where)
@@ -164,8 +166,8 @@ class LanceStore(Store):
             conds.append(f"`{column}` IS NOT NULL")
         cond = " AND ".join(conds) or None
         side = self._sidecar(name)
-        if side is not None and column == "vector" and not exact and not cond:
-            return self._sidecar_search(name, side, xq, k)
+        if side is not None and column == "vector" and not exact and (not cond or side.filters):
+            return self._sidecar_search(name, side, xq, k, cond)
         D, I = self._query(name, xq, k, cond, column, exact)
         short = (I < 0).any(axis=1)
         if short.any() and not exact and self.ann_info(name)["kind"] != "flat":
@@ -177,16 +179,26 @@ class LanceStore(Store):
 
     def _sidecar(self, name: str) -> Sidecar | None:
         if name not in self._sidecars:
-            self._sidecars[name] = Sidecar.open(self.root / "_ann", name)
+            self._sidecars[name] = open_sidecar(self.root / "_ann", name)
         return self._sidecars[name]
 
-    def _sidecar_search(self, name: str, side: Sidecar, xq: np.ndarray, k: int):
-        """The FAISS index's top-k merged with an exact Lance search of the rows added since it was built."""
-        D, I = side.search(xq, k, self._search_params(name))
+    def _sidecar_search(self, name: str, side: Sidecar, xq: np.ndarray, k: int, cond: str | None = None):
+        """The FAISS index's top-k merged with an exact Lance search of the rows added since it was built; with
+        ``cond`` (a sidecar that ``filters``) among the rows matching it, given to the index as their ids."""
+        D, I = side.search(xq, k, self._search_params(name), *([self._ids_where(name, cond)] if cond else []))
         if self._pending(name, side):
-            Dp, Ip = self._query(name, xq, k, f"id > {side.built_max_id}", "vector", exact=True)
+            new = f"id > {side.built_max_id}"
+            Dp, Ip = self._query(name, xq, k, f"({cond}) AND {new}" if cond else new, "vector", exact=True)
             D, I = np.concatenate([D, Dp], 1), np.concatenate([I, Ip], 1)
         return topk(D, I, k)
+
+    def _ids_where(self, name: str, sql: str) -> np.ndarray:
+        """Ids of the rows matching ``sql`` (rendered by ``retrieval.store.where``), (m,) int64, kept for the last
+        filter of each table version."""
+        key = (name, self.version(name), sql)
+        if self._last_ids[0] != key:
+            self._last_ids = (key, iter_ids(self.scan(name, ["id"], where=sql, batch_rows=262144, rendered=True)))
+        return self._last_ids[1]
 
     def _pending(self, name: str, side: Sidecar) -> int:
         """Rows added since the sidecar was built (counted once per table version)."""
@@ -332,11 +344,7 @@ class LanceStore(Store):
             done["dropped_index"] = ix.name
         if not keep and want["kind"] != "flat" and changed:  # Lance's index -> a FAISS one: dropped, then built
             if want["kind"] in FAISS_KINDS:
-                rows = int(want["build"].get("train_rows") or 100_000)
-                _, sample = sample_rows(self.iter_vectors(name), self.count(name), rows, self.dim)
-                self._sidecars[name] = Sidecar.build(self.root / "_ann", name, want["kind"], want["factory"],
-                                                     want["build"], self.dim, sample, self.iter_vectors(name),
-                                                     self.max_id(name))
+                self._sidecars[name] = build_sidecar(self, name, want, self.root / "_ann")
                 self._pending_counts.clear()
             else:
                 table.create_index("vector", config=index_config(want["build"]), replace=True)

@@ -30,7 +30,7 @@ from retrieval.errors import IndexFormatError
 from retrieval.store.faiss_search import clean
 
 log = logging.getLogger(__name__)
-FAISS_KINDS = ("ivf_pq_fs", "ivf_flat", "ivf_sq8", "hnsw")
+FAISS_KINDS = ("ivf_pq_fs", "ivf_flat", "ivf_sq8", "hnsw", "ivf_pq_disk")  # the last: lance_disk
 FAISS_SEARCH_KEYS = ("nprobe", "k_factor", "efSearch")  # the sidecar's knobs (``retrieval.ann.config.SearchKnobs``)
 
 
@@ -42,6 +42,8 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 class Sidecar:
     """The FAISS index of one Lance table (loaded on first search)."""
+
+    filters = False  # whether ``search_filtered`` answers filtered searches (``lance_disk``); else Lance does
 
     def __init__(self, folder: Path, table: str, record: dict):
         self.folder = Path(folder)
@@ -156,6 +158,7 @@ class Sidecar:
         tmp = path.with_name(path.name + ".tmp")
         faiss.write_index(index, str(tmp))
         os.replace(tmp, path)
+        self.record["memory_bytes"] = self.record["disk_bytes"] = int(path.stat().st_size)  # read whole on search
         _write_atomic(self.folder / f"{self.table}.json", json.dumps(self.record).encode())
 
     def drop(self) -> None:
