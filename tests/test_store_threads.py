@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from clipdex.synthetic.embeddings import unit_vectors
-from retrieval.errors import InvalidFilter
-from retrieval.index.directory import create_index
+from retrieval.errors import IndexFormatError, InvalidFilter
+from retrieval.index.directory import create_index, open_index
 
 N, D, K = 600, 16, 5
 LABELS = np.array(["cat", "dog", "bird"])[np.arange(N) % 3]
@@ -78,3 +78,13 @@ def test_an_engine_failure_is_an_internal_error_not_the_users_filter(faiss_index
     assert not isinstance(err.value, InvalidFilter) and "--where" not in str(err.value)
     with pytest.raises(InvalidFilter, match="unknown column"):   # the user's own mistakes still are theirs
         store.count("items", "colour = 'red'")
+
+
+def test_a_part_damaged_under_a_filter_is_reported_as_damage_not_as_the_filter(tmp_path):
+    with create_index(tmp_path / "ix", dim=D, model="none", backend="faiss") as ix:
+        ix.add_vectors("items", unit_vectors(0, 8, D), {"label": ["cat"] * 8})
+    with open_index(tmp_path / "ix") as ix:   # opened (and checked) while the part was whole
+        assert ix.store.count("items", "label = 'cat'") == 8
+        next((tmp_path / "ix").rglob("part-*.parquet")).write_bytes(b"not parquet" * 64)
+        with pytest.raises(IndexFormatError, match="is damaged"):
+            ix.store.count("items", "label = 'cat'")

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
 
 from retrieval.errors import InvalidFilter
-from retrieval.store.faiss_parts import PartGone, TableState
+from retrieval.store.faiss_parts import TableState
 from retrieval.store.where import Filter
 from retrieval.store.where_parse import column_kind  # the column types a filter compares
 from retrieval.store.where_tree import columns
@@ -99,9 +98,10 @@ class DuckFilter:
                 rel = cur.from_arrow(_aliased(state, names, alias, failed)).filter(sql).project('"c0"')
             ids = next(iter(rel.fetchnumpy().values()))
         except Exception as exc:  # noqa: BLE001 - sorted below: the user's filter, a part, or an internal error
-            gone = [p for p in state.part_paths() if not Path(p).is_file()]
-            if failed or gone:
-                raise failed[0] if failed else PartGone(gone[0]) from None
+            if failed:
+                raise failed[0] from None
+            for part in state.parts:   # a part removed meanwhile (PartGone) or damaged (IndexFormatError)
+                state.part_rows(part)
             import duckdb  # already loaded by _cursor
 
             if isinstance(exc, (duckdb.ParserException, duckdb.BinderException)):
