@@ -88,3 +88,22 @@ def test_a_part_damaged_under_a_filter_is_reported_as_damage_not_as_the_filter(t
         next((tmp_path / "ix").rglob("part-*.parquet")).write_bytes(b"not parquet" * 64)
         with pytest.raises(IndexFormatError, match="is damaged"):
             ix.store.count("items", "label = 'cat'")
+
+
+def test_a_lance_failure_that_is_not_the_filters_is_not_blamed_on_it(tmp_path, monkeypatch):
+    with create_index(tmp_path / "ix", dim=D, model="none", backend="lance") as ix:
+        ix.add_vectors("items", unit_vectors(0, 8, D), {"label": ["cat"] * 8})
+        store, table = ix.store, ix.store._t("items")
+
+        class Failing:   # the table, failing inside Lance's executor
+            def __getattr__(self, name):
+                return getattr(table, name)
+
+            def count_rows(self, where=None):
+                raise RuntimeError("Execution error: a task panicked while reading a batch")
+
+        with monkeypatch.context() as m:
+            m.setattr(store, "_t", lambda name: Failing())
+            with pytest.raises(RuntimeError, match="Execution error") as err:
+                store.count("items", "label = 'cat'")
+        assert not isinstance(err.value, InvalidFilter)

@@ -29,19 +29,23 @@ log = logging.getLogger(__name__)
 
 
 _DAMAGE = ("LanceError(IO)", "Not found", "No such file", "corrupt", "Corrupt")
+_FILTER_REFUSED = ("Error parsing", "Error during planning", "Schema error", "Invalid user input", "Invalid input")
 
 
 def _read_error(exc: Exception, where: str | None, root: Path) -> Exception:
-    """What Lance raised while reading, as one line: a missing or damaged data file is ``IndexFormatError``, any
-    other failure while a filter was evaluated is ``InvalidFilter``; the rest is passed on unchanged."""
+    """What Lance raised while reading, as one line: a missing or damaged data file is ``IndexFormatError``, a
+    filter Lance could not parse or plan is ``InvalidFilter``; anything else (an internal error) is logged and
+    passed on unchanged, never blamed on the filter."""
     msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     msg = msg.split(", /")[0]  # drop the Rust source location Lance appends
     if isinstance(exc, OSError) or any(m in msg for m in _DAMAGE):
         return IndexFormatError(f"{root}: a Lance data file is missing or damaged ({msg[:200]}); restore the index "
                                 f"from a backup or re-index")
-    if not where:
-        return exc
-    return InvalidFilter(f"bad --where expression {where!r}: {msg[:200]}")
+    if where and any(m in msg for m in _FILTER_REFUSED):
+        return InvalidFilter(f"bad --where expression {where!r}: {msg[:200]}")
+    if where:
+        log.error("internal error reading %s with the filter %s: %s", root, where, msg)
+    return exc
 
 
 def _has_id_index(table) -> bool:
