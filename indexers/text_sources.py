@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from retrieval.errors import InvalidInput
 from retrieval.io.files import file_problem, open_regular
 from retrieval.io.shard_meta import column_name
-from retrieval.io.sources import _walk
+from retrieval.io.sources import resolve_sources
 
 DOC_EXTENSIONS = (".txt", ".md")
 TABLE_EXTENSIONS = (".jsonl", ".ndjson", ".csv", ".parquet")
@@ -184,25 +184,16 @@ def _doc_has_text(path: str) -> bool:
 def discover_texts(sources: Sequence[str | Path], text_column: str = "text",
                    exclude: Sequence[str] = ()) -> TextDiscovery:
     """Find the text files and tables of every source; ``InvalidInput`` for anything that cannot be indexed at all."""
-    if not sources:
-        raise InvalidInput("no source given")
     files: dict[str, TextFile] = {}
     roots: list[str] = []
     named: set[str] = set()
-    for src in sources:
-        p = Path(src).expanduser()
-        if not p.exists():
-            raise InvalidInput(f"source not found: {src}")
-        p = p.resolve()
-        roots.append(str(p))
-        if p.is_dir():
-            paths = list(_walk(p, DOC_EXTENSIONS + TABLE_EXTENSIONS, exclude))
-        elif _kind(str(p)) is None:
-            raise InvalidInput(f"{src} is not a text file (.txt, .md), a table (.jsonl, .csv, .parquet) or a folder")
-        else:
-            paths = [str(p)]
-            named.add(str(p))
-        for path in paths:
+    refuse = "{src} is not a text file (.txt, .md), a table (.jsonl, .csv, .parquet) or a folder"
+    for source in resolve_sources(sources, DOC_EXTENSIONS + TABLE_EXTENSIONS, refuse, exclude,
+                                  accept=lambda q: _kind(str(q)) is not None):
+        roots.append(str(source.path))
+        if not source.path.is_dir():
+            named.add(str(source.path))
+        for path in source.files:
             if path not in files:
                 st = os.stat(path)
                 files[path] = TextFile(path, st.st_size, st.st_mtime, _kind(path), file_problem(st))

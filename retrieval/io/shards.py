@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from retrieval.errors import InvalidInput
 from retrieval.io.braces import GROUP, MAX_NAMES, count_braces, iter_braces
 from retrieval.io.shard_meta import MAX_JSON_BYTES, MetadataError, flatten, parse_json, safe_columns
+from retrieval.io.sources import resolve_sources
 
 SHARD_EXTENSIONS = (".tar",)
 IMAGE_MEMBERS = ("jpg", "jpeg", "png", "webp")
@@ -133,26 +134,17 @@ def discover_shards(sources: Sequence[str | Path]) -> ShardDiscovery:
                            f"{MAX_NAMES:,} in one run (check the range, or index the shards in several runs)")
     shards: dict[str, Shard] = {}
     roots: list[str] = []
-    for src in sources:
-        s = str(src)
-        if _is_pattern(s):
-            if not _pattern_shards(s, shards):
-                raise InvalidInput(f"no shard named by {src} exists ({count_braces(s):,} names looked for)")
-            roots.append(str(Path(s).expanduser().absolute()))
-            continue
-        p = Path(s).expanduser()
-        if not p.exists():
-            raise InvalidInput(f"source not found: {src}")
-        p = p.resolve()
-        roots.append(str(p))
-        if p.is_dir():
-            paths = sorted(q for q in p.iterdir() if q.suffix.lower() in SHARD_EXTENSIONS and q.is_file())
-        elif p.suffix.lower() in SHARD_EXTENSIONS:
-            paths = [p]
-        else:
-            raise InvalidInput(f"{src} is neither a .tar shard, a brace pattern nor a folder of shards")
-        for path in paths:
-            shards.setdefault(str(path), _shard(str(path)))
+    for src in patterns:
+        if not _pattern_shards(src, shards):
+            raise InvalidInput(f"no shard named by {src} exists ({count_braces(src):,} names looked for)")
+        roots.append(str(Path(src).expanduser().absolute()))
+    others = [s for s in sources if str(s) not in patterns]
+    refuse = "{src} is neither a .tar shard, a brace pattern nor a folder of shards"
+    resolved = resolve_sources(others, SHARD_EXTENSIONS, refuse, recursive=False) if others or not patterns else ()
+    for source in resolved:  # (no source at all is resolve_sources' "no source given")
+        roots.append(str(source.path))
+        for path in source.files:
+            shards.setdefault(path, _shard(path))
     if not shards:
         raise InvalidInput(f"no shards in {', '.join(map(str, sources))}")
     return ShardDiscovery(sorted(shards.values(), key=lambda sh: sh.path), roots)

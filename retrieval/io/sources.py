@@ -13,7 +13,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import pyarrow as pa
 import pyarrow.csv as pcsv
@@ -118,22 +118,55 @@ def _walk(root: Path, extensions: Sequence[str], exclude: Sequence[str]) -> Iter
             yield os.path.join(dirpath, name)
 
 
+@dataclass
+class Source:
+    """One source as given, made absolute, and the files it names: a folder's (walked, sorted) or the file."""
+
+    given: str
+    path: Path
+    files: list[str]
+
+
+def resolve_sources(sources: Sequence[str | Path], extensions: Sequence[str], refuse: str,
+                    exclude: Sequence[str] = (), recursive: bool = True,
+                    accept: Callable[[Path], bool] | None = None) -> Iterator[Source]:
+    """The one way every indexer resolves its sources (images and manifests, shards, text corpora): each source
+    checked to exist and made absolute; a folder yields its files with ``extensions`` (walked recursively, hidden
+    and ``exclude``-matching names skipped; with ``recursive=False`` its own files only); a file yields itself when
+    ``accept(path)`` (default: its suffix is one of ``extensions``). ``InvalidInput`` for no source at all, a
+    missing source, or a file of another kind (``refuse`` with ``{src}`` replaced by the source as given)."""
+    if not sources:
+        raise InvalidInput("no source given")
+    exts = tuple(e.lower() for e in extensions)
+    for src in sources:
+        path = Path(src).expanduser()
+        if not path.exists():
+            raise InvalidInput(f"source not found: {src}")
+        path = path.resolve()
+        if path.is_dir():
+            files = (list(_walk(path, exts, exclude)) if recursive else
+                     sorted(str(q) for q in path.iterdir() if q.suffix.lower() in exts and q.is_file()))
+        elif accept(path) if accept is not None else path.suffix.lower() in exts:
+            files = [str(path)]
+        else:
+            raise InvalidInput(refuse.format(src=src))
+        yield Source(str(src), path, files)
+
+
 def discover(sources: Sequence[str | Path], extensions: Sequence[str] = IMAGE_EXTENSIONS,
              exclude: Sequence[str] = ()) -> Discovery:
     """Find the files of every source. Raises ``InvalidInput`` for a missing source or when nothing is found."""
-    if not sources:
-        raise InvalidInput("no source given")
     items: dict[str, Item] = {}
     roots: list[str] = []
     meta_columns: list[str] = []
-    for src in sources:
-        src_path = Path(src).expanduser()
-        if not src_path.exists():
-            raise InvalidInput(f"source not found: {src}")
-        src_path = src_path.resolve()
+    kinds = "/".join(e.lstrip(".") for e in extensions)
+    refuse = f"{{src}} is neither a folder, a manifest (csv/parquet/jsonl) nor a {kinds} file"
+    wanted = tuple(e.lower() for e in (*extensions, *MANIFEST_EXTENSIONS))
+    for source in resolve_sources(sources, extensions, refuse, exclude, accept=lambda q: q.suffix.lower() in wanted):
+        src_path = source.path
         if src_path.is_dir():
             roots.append(str(src_path))
-            for p in _walk(src_path, tuple(extensions), exclude):
+            for p in source.files:
                 if p not in items:
                     items[p] = stat_item(p)
         elif src_path.suffix.lower() in MANIFEST_EXTENSIONS:
@@ -154,12 +187,9 @@ def discover(sources: Sequence[str | Path], extensions: Sequence[str] = IMAGE_EX
                         meta_columns.append(k)
                 items[p] = stat_item(p, caption=None if caption is None else str(caption),
                                      label=None if label is None else str(label), meta=meta)
-        elif src_path.suffix.lower() in extensions:
+        else:
             roots.append(str(src_path))
             items[str(src_path)] = stat_item(str(src_path))
-        else:
-            kinds = "/".join(e.lstrip(".") for e in extensions)
-            raise InvalidInput(f"{src} is neither a folder, a manifest (csv/parquet/jsonl) nor a {kinds} file")
     if not items:
         raise InvalidInput(f"no files to index in {', '.join(map(str, sources))} "
                            f"(looked for {', '.join(e.lstrip('.') for e in extensions)})")
