@@ -41,9 +41,9 @@ class IndexPlan:
     build: dict = field(default_factory=dict)
     search: dict = field(default_factory=dict)
     memory_bytes: int = 0
-    disk_bytes: int = 0
     build_seconds: float = 0.0
     reason: str = ""
+    disk_bytes: int = 0
 
     def as_dict(self) -> dict:
         return asdict(self)
