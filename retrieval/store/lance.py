@@ -18,34 +18,15 @@ import pyarrow as pa
 
 from retrieval.ann.config import AnnConfig
 from retrieval.ann.exact import topk
-from retrieval.errors import IndexFormatError, InvalidFilter, TableNotFound
+from retrieval.errors import TableNotFound
 from retrieval.store import lance_fragments, lance_plan
 from retrieval.store.base import Store, check_queries
 from retrieval.store.lance_ann import FAISS_KINDS, Sidecar, btree_config, index_config
 from retrieval.store.lance_disk import build_sidecar, iter_ids, open_sidecar
+from retrieval.store.lance_errors import read_error
 from retrieval.store.where import filter_sql
 
 log = logging.getLogger(__name__)
-
-
-_DAMAGE = ("LanceError(IO)", "Not found", "No such file", "corrupt", "Corrupt")
-_FILTER_REFUSED = ("Error parsing", "Error during planning", "Schema error", "Invalid user input", "Invalid input")
-
-
-def _read_error(exc: Exception, where: str | None, root: Path) -> Exception:
-    """What Lance raised while reading, as one line: a missing or damaged data file is ``IndexFormatError``, a
-    filter Lance could not parse or plan is ``InvalidFilter``; anything else (an internal error) is logged and
-    passed on unchanged, never blamed on the filter."""
-    msg = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    msg = msg.split(", /")[0]  # drop the Rust source location Lance appends
-    if isinstance(exc, OSError) or any(m in msg for m in _DAMAGE):
-        return IndexFormatError(f"{root}: a Lance data file is missing or damaged ({msg[:200]}); restore the index "
-                                f"from a backup or re-index")
-    if where and any(m in msg for m in _FILTER_REFUSED):
-        return InvalidFilter(f"bad --where expression {where!r}: {msg[:200]}")
-    if where:
-        log.error("internal error reading %s with the filter %s: %s", root, where, msg)
-    return exc
 
 
 def _has_id_index(table) -> bool:
@@ -142,7 +123,7 @@ class LanceStore(Store):
         try:
             return table.count_rows(where)
         except Exception as exc:  # noqa: BLE001 - any failure of the user's filter is theirs to fix
-            raise _read_error(exc, where, self.root) from exc
+            raise read_error(exc, where, self.root) from exc
 
     def scan(self, name: str, columns: Sequence[str] | None = None, where: str | None = None,
              batch_rows: int = 65536, rendered: bool = False) -> Iterator[pa.RecordBatch]:
@@ -158,7 +139,7 @@ class LanceStore(Store):
                 if len(batch):
                     yield batch
         except Exception as exc:  # noqa: BLE001 - the filter is evaluated while batches are read
-            raise _read_error(exc, where, self.root) from exc
+            raise read_error(exc, where, self.root) from exc
 
     # -- search ------------------------------------------------------------------------------------------------
     def search(self, name: str, xq: np.ndarray, k: int, where: str | None = None, column: str = "vector",
@@ -240,7 +221,7 @@ class LanceStore(Store):
         try:
             res = query.to_arrow()
         except Exception as exc:  # noqa: BLE001 - a failing filter is the user's to fix; other errors propagate
-            raise _read_error(exc, cond, self.root) from exc
+            raise read_error(exc, cond, self.root) from exc
         if "query_index" in res.column_names:
             qi = res.column("query_index").to_numpy()
         else:  # one query: Lance adds no query_index column
