@@ -1,7 +1,12 @@
 """Shared by the serve tests: an image index of the drawn shapes built with the tiny model, and app clients."""
 from __future__ import annotations
 
+import os
 import shutil
+import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -35,3 +40,28 @@ def served_photos(root: Path, shapes_dir: Path, **options):
     idx, photos = build_photo_index(root, shapes_dir)
     with client(idx, root / "cache", **options) as c:
         yield c, idx, photos
+
+
+def start_server(idx: Path, cache: Path, *options: str, stdout=subprocess.PIPE) -> tuple[subprocess.Popen, str]:
+    """``clipdex serve IDX OPTIONS`` in a process of its own on a free loopback port, waited for (bounded) until
+    ``/healthz`` answers -> (the process, its base URL). The caller terminates it."""
+    import httpx
+
+    root = str(Path(__file__).resolve().parents[1])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": root, "XDG_CACHE_HOME": str(cache)}
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", str(idx), "--port", str(port), *options],
+                            env=env, cwd=root, stdout=stdout, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(600):  # bounded: the model loads, then uvicorn binds
+        if proc.poll() is not None:
+            break
+        try:
+            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    assert proc.poll() is None, proc.communicate()[1]
+    return proc, base

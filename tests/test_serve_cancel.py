@@ -10,9 +10,7 @@ from __future__ import annotations
 import base64
 import os
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 
@@ -25,7 +23,7 @@ pytest.importorskip("httpx")
 from retrieval.ann.exact import exact_search  # noqa: E402
 from retrieval.cancel import current  # noqa: E402
 from retrieval.store.base import arrow_to_vectors  # noqa: E402
-from tests.serve_helpers import build_photo_index, client  # noqa: E402
+from tests.serve_helpers import build_photo_index, client, start_server  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -161,25 +159,9 @@ def test_sigterm_stops_the_server_with_a_long_classification_in_flight(photos_in
     import httpx
 
     idx, photos = photos_index
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": ROOT, "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", str(idx), "--port", str(port),
-                             "--query-timeout", "600"], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
+    proc, base = start_server(idx, tmp_path / "cache", "--query-timeout", "600", stdout=subprocess.DEVNULL)
     answered: list = []
     try:
-        for _ in range(600):                       # bounded: the model loads, then uvicorn binds
-            if proc.poll() is not None:
-                break
-            try:
-                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        assert proc.poll() is None, proc.communicate()[1]
         body = {"classes": [f"thing number {i}" for i in range(1000)], "image": image_b64(photos)}  # the limit
 
         def classify():

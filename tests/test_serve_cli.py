@@ -3,17 +3,13 @@ with its token."""
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 
 import pytest
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from tests.serve_helpers import build_photo_index  # noqa: E402
+from tests.serve_helpers import build_photo_index, start_server  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -38,23 +34,8 @@ def test_serve_starts_a_server_on_loopback_that_wants_its_token(tmp_path, shapes
     import httpx
 
     idx, _ = build_photo_index(tmp_path, shapes_dir)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "PYTHONPATH": ROOT, "XDG_CACHE_HOME": str(tmp_path / "cache")}
-    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", str(idx), "--port", str(port), "--token",
-                             "t0k"], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
+    proc, base = start_server(idx, tmp_path / "cache", "--token", "t0k")
     try:
-        for _ in range(600):                       # bounded: the model loads, then uvicorn binds
-            if proc.poll() is not None:
-                break
-            try:
-                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        assert proc.poll() is None, proc.communicate()[1]
         assert httpx.get(base + "/api/indexes").status_code == 401
         r = httpx.get(base + "/api/indexes", headers={"Authorization": "Bearer t0k"})
         assert r.status_code == 200 and r.json()["indexes"][0]["tables"]["images"]["rows"] == 48
