@@ -8,7 +8,6 @@ cancelled and that a later request got the thread, never a duration.
 from __future__ import annotations
 
 import base64
-import os
 import signal
 import subprocess
 import threading
@@ -24,8 +23,6 @@ from retrieval.ann.exact import exact_search  # noqa: E402
 from retrieval.cancel import current  # noqa: E402
 from retrieval.store.base import arrow_to_vectors  # noqa: E402
 from tests.serve_helpers import build_photo_index, client, start_server  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")

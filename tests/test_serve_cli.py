@@ -2,16 +2,12 @@
 with its token."""
 from __future__ import annotations
 
-import os
-
 import pytest
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 from tests.serve_helpers import build_photo_index, start_server  # noqa: E402
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.parametrize("args, message", [
