@@ -44,9 +44,13 @@ def _gib(n: float) -> str:
 @click.option("--time-budget", default=600.0, show_default=True, type=click.FloatRange(0),
               help="Seconds to spend measuring candidates (the first is always measured).")
 @queries_option
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: the chosen FAISS structure trained here once, filled by Ray tasks (a partition of the "
+                   "table each) and merged (the [ray] extra; Lance tables).")
+@click.option("--ray-address", default=None, help="Ray cluster to join with --engine ray (default: a local Ray).")
 @json_option
 def optimize(index_path, recall, memory, table, kind, exact_below, rebuild, max_candidates, time_budget, queries_path,
-             as_json):
+             engine, ray_address, as_json):
     """Build or re-tune a table's ANN index for a recall target; record the measured recall@10.
 
     Tuning queries: --queries, else the index's cached queries (given earlier, or sampled by `clipdex serve`),
@@ -70,7 +74,17 @@ def optimize(index_path, recall, memory, table, kind, exact_below, rebuild, max_
         options = OptimizeOptions(recall=recall, memory=budget, kind=kind, exact_below=exact_below, rebuild=rebuild,
                                   select=max_candidates > 0, max_candidates=max(1, max_candidates),
                                   time_budget=time_budget, queries=queries, queries_kind=queries_kind or "given")
-        record = optimize_table(ix, table, options, on_plan=on_plan, on_candidate=on_candidate)
+        if engine == "ray":
+            from indexers.ray_engine import RayOptions  # deferred: Ray is an optional extra
+            from indexers.ray_optimize import optimize_table_ray  # deferred: Ray is an optional extra
+
+            record, built = optimize_table_ray(ix, table, options, RayOptions(address=ray_address), on_plan=on_plan,
+                                               on_candidate=on_candidate)
+            click.echo(built.note or f"built in parallel: {built.tasks} Ray tasks added {built.rows} rows "
+                                     f"({built.encode_s:.1f} s of tasks, merged in {built.merge_s:.1f} s)", err=True)
+            record = {**record, "parallel": built.as_dict()}
+        else:
+            record = optimize_table(ix, table, options, on_plan=on_plan, on_candidate=on_candidate)
     finally:
         ix.close()
     if as_json:

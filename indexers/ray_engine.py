@@ -75,7 +75,7 @@ def index_shards_ray(index: Index, found: ShardDiscovery, options: ImageIndexOpt
     run = ShardRun(index, opts, summary, state=started)
     todo = run.record_missing(run.todo(found))
     if todo:
-        _start(ray, ropts)
+        start_ray(ray, ropts)
         commits = ShardCommits(run, {s.path: s for s in todo}, len(todo), on_progress, t0)
         _drain(commits, _dataset(ray, index, run, todo, started, opts, ropts))
         commits.commit()
@@ -86,7 +86,8 @@ def index_shards_ray(index: Index, found: ShardDiscovery, options: ImageIndexOpt
     return summary
 
 
-def _start(ray, ropts: RayOptions) -> None:
+def start_ray(ray, ropts: RayOptions) -> None:
+    """Join the cluster ``ropts`` names, or start a local Ray (nothing when Ray is running in this process)."""
     if ray.is_initialized():
         return
     if ropts.address:

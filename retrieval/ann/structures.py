@@ -10,12 +10,28 @@ IVF-flat/SQ8 indexes move to the GPU too. Every GPU step falls back to the CPU o
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
-from typing import Iterable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 log = logging.getLogger(__name__)
+Fill = Callable[[object], object]  # a trained empty IndexIDMap2 -> it holding every row, or None (build_index)
+_FILL: contextvars.ContextVar[Fill | None] = contextvars.ContextVar("clipdex_ann_fill", default=None)
+
+
+@contextlib.contextmanager
+def filled_by(fill: Fill) -> Iterator[None]:
+    """Within the block, the full-size builds of this context (``build_index``) let ``fill`` add the rows: how
+    ``clipdex optimize --engine ray`` reaches the store's build without every layer between passing it on. Set only
+    around the full-size build (the candidates measured on a sample are filled here, from their blocks)."""
+    token = _FILL.set(fill)
+    try:
+        yield
+    finally:
+        _FILL.reset(token)
 
 
 def num_gpus() -> int:
@@ -72,14 +88,21 @@ def train(index, x: np.ndarray) -> None:
 
 
 def build_index(factory: str, dim: int, sample: np.ndarray, blocks: Iterable[tuple[np.ndarray, np.ndarray]],
-                build: dict | None = None):
-    """IndexIDMap2 over a trained index holding every (ids, x) block: the ids are the row ids."""
+                build: dict | None = None, fill: Fill | None = None):
+    """IndexIDMap2 over a trained index holding every (ids, x) block: the ids are the row ids. ``fill`` (else the
+    one :func:`filled_by` set), when given, receives the trained empty IndexIDMap2 and returns it filled elsewhere
+    (Ray workers adding partitions of the table to copies, merged: ``retrieval.ann.merge``), or None to have
+    ``blocks`` added here."""
     import faiss  # heavy optional dependency, loaded on first use
 
     index = new_index(factory, dim, build)
     if not index.is_trained:
         train(index, sample)
     idmap = faiss.IndexIDMap2(index)
+    fill = fill or _FILL.get()
+    filled = fill(idmap) if fill is not None else None
+    if filled is not None:
+        return filled
     for ids, x in blocks:
         idmap.add_with_ids(np.ascontiguousarray(x, dtype=np.float32), np.asarray(ids, np.int64))
     return idmap

@@ -87,3 +87,16 @@ def add_null_columns(root: str | Path, table: str, fields: Sequence[pa.Field], a
             if attempt == attempts - 1:
                 raise
             time.sleep(0.05 * (attempt + 1))
+
+
+def fragment_counts(root: str | Path, table: str) -> list[tuple[int, int]]:
+    """[(fragment id, live rows)] of ``table`` as committed now (deleted rows not counted), in scan order."""
+    ds = _lance().dataset(table_uri(root, table))
+    return [(f.fragment_id, f.count_rows()) for f in ds.get_fragments()]
+
+
+def read_fragment(root: str | Path, table: str, fragment: int, columns: Sequence[str], offset: int = 0,
+                  limit: int | None = None) -> pa.Table:
+    """Live rows ``offset`` to ``offset + limit`` of one fragment of ``table`` (deleted rows skipped), in order."""
+    frag = _lance().dataset(table_uri(root, table)).get_fragment(fragment)
+    return frag.to_table(columns=list(columns), offset=offset, limit=limit)
