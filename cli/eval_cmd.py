@@ -77,11 +77,18 @@ def retrieval_cmd(index_path, queries_path, table, depth, long_text, device, as_
 @click.option("--templates", default="openai80", show_default=True, help="openai80, simple7, single or a file.")
 @click.option("--model", default=None, help="Model spec (default: the support index's model, else the default).")
 @click.option("--per-class", default=100, show_default=True, type=click.IntRange(1), help="SuS-LC images per class.")
+@click.option("--tune", default=None, help="A labelled split (folder per class or manifest) to grid-search on; "
+                                           "never the evaluated set.")
+@click.option("--fuser", default=None, type=click.Path(dir_okay=False), help="RECO fusers from clipdex train-reco.")
 @device_option
 @json_option
-def classify_cmd(source, classes_path, methods, support, shots, templates, model, per_class, device, as_json):
+def classify_cmd(source, classes_path, methods, support, shots, templates, model, per_class, tune, fuser, device,
+                 as_json):
     """Top-1/top-5 accuracy per method on SOURCE: a folder per class, or a manifest with path and label."""
-    opts = ClassifyOptions(methods=methods, templates=templates, support=support, shots=shots, per_class=per_class)
+    if tune and Path(tune).expanduser().resolve() == Path(source).expanduser().resolve():
+        raise click.BadParameter("the tuning split must not be the evaluated set", param_hint="--tune")
+    opts = ClassifyOptions(methods=methods, templates=templates, support=support, shots=shots, per_class=per_class,
+                           tune=tune, fuser=fuser)
     with ProgressBars("img") as bars:
         result = evaluate_classification(source, read_classes(classes_path), opts, model, device, bars)
     if as_json:

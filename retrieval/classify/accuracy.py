@@ -49,3 +49,18 @@ class Evaluation:
                           confused=[[self.classes[t], self.classes[p], c]
                                     for (t, p), c in self.confused[m].most_common(pairs)])
         return out
+
+
+def wilson_interval(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a proportion ``hits / n`` (95% for z = 1.96): -> (low, high) in [0, 1].
+
+    Unlike the normal approximation it stays inside [0, 1] and is sensible at 0 or n hits; n = 0 gives (0, 1)."""
+    if n <= 0:
+        return 0.0, 1.0
+    if not 0 <= hits <= n:
+        raise ValueError(f"hits {hits} must be between 0 and n = {n}")
+    p = hits / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
