@@ -42,6 +42,7 @@ SUBSTITUTIONS = [
     (" [--resume]", ""),  # "[...]" marks an optional argument; it is not shell
     ("width >= 1024", "width >= 64"),  # the generated photos are 64 pixels wide
     ("--min-score 0.2", "--min-score -1"),  # clipdex-tiny knows only drawings: "sunset" may score them all below 0.2
+    ('"main street" --mode text', '"circle" --mode text'),  # keywords only: the drawn photos' names carry no streets
 ]
 
 # Commands that name no model and have no index to take one from would load the default model: they get

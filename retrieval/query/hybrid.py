@@ -2,7 +2,8 @@
 
 Modes: ``vector`` (cosine, as ``search``), ``text`` (BM25 over the full-text index: paths, captions, metadata,
 texts, OCR), ``hybrid`` (both fused: reciprocal-rank fusion with ``k = 60`` by default, or ``fusion="score"``
-for weighted min-max scores), ``auto`` (hybrid for a query with words on an index that ran OCR, else vector).
+for weighted min-max scores; keyword hits past the vector candidates join the vector ranking below them, by
+cosine), ``auto`` (hybrid for a query with words on an index that ran OCR, else vector). docs/ALGORITHMS.md 12.
 
 ``where`` filters both rankings, so a filtered query keeps its k results whenever k rows match. ``min_score``
 keeps its meaning in every mode: the least cosine a hit's picture must reach (its ``vector_score``), computed for
