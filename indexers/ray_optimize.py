@@ -7,8 +7,10 @@ full-size index filled by Ray tasks instead of one process:
     driver: merge the copies in partition order (``retrieval.ann.merge``: faiss's ``merge_from`` on the lists)
 
 so the index is the one the local build makes: the same structure, training and rows (a search returns the same
-results). Structures that cannot be merged (an HNSW graph), the disk-refined structure (its vectors file is written
-in list order as it is built) and Lance's own indexes are built by the local path, and the report says so. Lance
+results). The structure refined from disk (``ivf_pq_disk``) is filled the same way, its rows labelled by their ids'
+ranks; its float16 vectors file is then written by the driver in list order (a second pass over the table).
+Structures that cannot be merged (an HNSW graph) and Lance's own indexes are built by the local path, and the report
+says so. Lance
 tables only: the tasks read the table's fragments (``retrieval.store.lance_fragments``).
 """
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Callable
 import numpy as np
 
 from indexers.ray_engine import RayOptions, check_ray, start_ray
-from retrieval.ann.merge import from_bytes, merge_into, to_bytes, unmergeable
+from retrieval.ann.merge import from_bytes, merge_into, merge_lists, to_bytes, unmergeable
 from retrieval.ann.plan import IndexPlan
 from retrieval.ann.selection import Candidate
 from retrieval.errors import InvalidInput
@@ -65,9 +67,11 @@ def partitions(counts: list[tuple[int, int]], tasks: int, min_rows: int = MIN_RO
     return out
 
 
-def add_partition(index_bytes: np.ndarray, root: str, table: str, dim: int, part: tuple) -> tuple:
+def add_partition(index_bytes: np.ndarray, root: str, table: str, dim: int, part: tuple,
+                  ranks: np.ndarray | None = None) -> tuple:
     """Ray task: a copy of the trained empty index holding the live rows of one fragment range ``part`` =
-    (fragment, offset, limit) -> (the copy serialised, rows added, seconds spent reading and adding)."""
+    (fragment, offset, limit), labelled by their ids (or by their ids' ranks in ``ranks``, sorted: the structure
+    refined from disk) -> (the copy serialised, rows added, seconds spent reading and adding)."""
     t0 = time.perf_counter()
     index = from_bytes(index_bytes)
     frag, offset, limit = part
@@ -75,7 +79,7 @@ def add_partition(index_bytes: np.ndarray, root: str, table: str, dim: int, part
     x, valid = arrow_to_vectors(rows.column(1), dim)
     ids = rows.column(0).to_numpy().astype(np.int64)[valid]
     if len(ids):
-        index.add_with_ids(np.ascontiguousarray(x, np.float32), ids)
+        index.add_with_ids(np.ascontiguousarray(x, np.float32), ids if ranks is None else np.searchsorted(ranks, ids))
     return to_bytes(index), int(len(ids)), time.perf_counter() - t0
 
 
@@ -87,7 +91,7 @@ class RayFill:
         self.ray_options, self.tasks = ray_options, tasks
         self.report = ParallelBuild()
 
-    def __call__(self, empty):
+    def __call__(self, empty, ranks: np.ndarray | None = None):
         why = unmergeable(empty)
         if why is not None:
             self.report.note = f"built in this process: {why}"
@@ -98,9 +102,10 @@ class RayFill:
         t0 = time.perf_counter()
         tasks = self.tasks or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
         parts = partitions(fragment_counts(self.root, self.table), tasks)
-        data = ray.put(to_bytes(empty))
+        data, ranked = ray.put(to_bytes(empty)), None if ranks is None else ray.put(ranks)
         task = ray.remote(num_cpus=1, max_retries=3)(add_partition)
-        refs = [task.remote(data, self.root, self.table, self.dim, p) for p in parts]
+        refs = [task.remote(data, self.root, self.table, self.dim, p, ranked) for p in parts]
+        merge = merge_into if ranks is None else merge_lists
         merged, r = None, self.report
         for ref in refs:  # in partition order: the merged lists hold the rows in the table's order
             blob, n, spent = ray.get(ref)
@@ -110,7 +115,7 @@ class RayFill:
             if merged is None:
                 merged = part
             else:
-                merge_into(merged, part)
+                merge(merged, part)
             r.merge_s += time.perf_counter() - t1
             r.rows, r.encode_s = r.rows + n, r.encode_s + spent
         r.tasks, r.wall_s = len(parts), time.perf_counter() - t0

@@ -26,11 +26,10 @@ def _faiss():
 
 
 def unmergeable(index) -> str | None:
-    """Why copies of ``index`` (an ``IndexIDMap2`` over a trained structure) cannot be merged; None when they can."""
+    """Why copies of ``index`` (an ``IndexIDMap2`` over a trained structure, or a bare IVF whose labels the caller
+    chooses) cannot be merged; None when they can."""
     faiss = _faiss()
-    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else None
-    if inner is None:
-        return "not an index of row ids (IndexIDMap2)"
+    inner = faiss.downcast_index(index.index) if isinstance(index, faiss.IndexIDMap2) else faiss.downcast_index(index)
     if isinstance(inner, faiss.IndexRefine):
         inner = faiss.downcast_index(inner.base_index)
     if isinstance(inner, faiss.IndexHNSW):
@@ -60,6 +59,13 @@ def merge_into(dst, src) -> None:
     src.id_map.clear()
     src.ntotal = 0
     src.construct_rev_map()
+
+
+def merge_lists(dst, src) -> None:
+    """Move the rows of bare IVF ``src`` into ``dst`` (copies of one trained index, labels chosen by the caller and
+    kept); ``src`` is left empty."""
+    faiss = _faiss()
+    _merge_ivf(faiss.downcast_index(dst), faiss.downcast_index(src), 0)
 
 
 def _merge_ivf(dst, src, shift: int) -> None:

@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 log = logging.getLogger(__name__)
-Fill = Callable[[object], object]  # a trained empty IndexIDMap2 -> it holding every row, or None (build_index)
+Fill = Callable[..., object]  # (a trained empty index[, ranks]) -> it holding every row, or None (build_index)
 _FILL: contextvars.ContextVar[Fill | None] = contextvars.ContextVar("clipdex_ann_fill", default=None)
 
 
@@ -85,6 +85,19 @@ def train(index, x: np.ndarray) -> None:
     index.train(np.ascontiguousarray(x, dtype=np.float32))
     if ivf is not None:
         ivf.clustering_index = None
+
+
+def fill_by_rank(index, ranks_of: np.ndarray, blocks: Iterable[tuple[np.ndarray, np.ndarray]]):
+    """``index`` (a trained, empty IVF without an id map) holding every row of the (ids, x) ``blocks``, each
+    labelled by the rank of its id in ``ranks_of`` (sorted ids): filled by the fill :func:`filled_by` set
+    (``fill(index, ranks_of)``) when it takes it, else here."""
+    fill = _FILL.get()
+    filled = fill(index, ranks_of) if fill is not None else None
+    if filled is not None:
+        return filled
+    for ids, x in blocks:
+        index.add_with_ids(np.ascontiguousarray(x, np.float32), np.searchsorted(ranks_of, ids))
+    return index
 
 
 def build_index(factory: str, dim: int, sample: np.ndarray, blocks: Iterable[tuple[np.ndarray, np.ndarray]],

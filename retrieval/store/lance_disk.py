@@ -215,8 +215,7 @@ class DiskSidecar(Sidecar):
         ids = np.unique(np.asarray(ids, np.int64))
         index = faiss_ann.new_index(factory, dim, build)
         faiss_ann.train(index, sample)
-        for b_ids, x in blocks():
-            index.add_with_ids(np.ascontiguousarray(x, np.float32), np.searchsorted(ids, b_ids))
+        index = faiss_ann.fill_by_rank(index, ids, blocks())  # here, or by Ray tasks (optimize --engine ray)
         order = list_order(index)  # row r of the vector file holds ordinal order[r]
         pos = np.empty(len(ids), np.int64)
         pos[order] = np.arange(len(order))
