@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -97,7 +98,8 @@ def optimize_table(index: Index, table: str, options: OptimizeOptions = Optimize
         return held_out(store, table, o.n_queries, 0, o.queries, o.queries_kind)
 
     if (o.select and kind is None and store.count(table) >= max(o.exact_below, 1)
-            and (o.rebuild or current["kind"] == "flat")):
+            and (o.rebuild or current["kind"] == "flat" or current.get("memory_bytes", 0) > (o.memory or math.inf))):
+        # a structure over a budget given now is measured again: what fits may be another one
         budget = int(o.memory if o.memory is not None else default_memory_budget())
         ids, x = sample_rows(store.iter_vectors(table), store.count(table), o.sample_size, store.dim)
         selection = select_structure(ids, x, store.count(table), o.recall, budget, held(), o.max_candidates,
