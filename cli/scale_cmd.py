@@ -105,8 +105,12 @@ def optimize(index_path, recall, memory, table, kind, exact_below, rebuild, max_
 @click.option("--backend", type=click.Choice(["lance", "faiss"]), default=None, help="Store for a new index (lance).")
 @click.option("--column", default=None, help="Vector column of Parquet sources (default: vector, embedding, emb).")
 @queries_option
+@click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="ray: a Ray task per source file writes its rows as Lance fragments, committed here "
+                   "(the [ray] extra; Lance tables).")
+@click.option("--ray-address", default=None, help="Ray cluster to join with --engine ray (default: a local Ray).")
 @json_option
-def embeddings(source, index_path, model, backend, column, queries_path, as_json):
+def embeddings(source, index_path, model, backend, column, queries_path, engine, ray_address, as_json):
     """Index precomputed embeddings: .npy folders (clip-retrieval's img_emb/ text_emb/ metadata/) or Parquet.
 
     A table reaching 100,000 rows gets an ANN index chosen by measurement, tuned on --queries, else text_emb/'s
@@ -118,6 +122,12 @@ def embeddings(source, index_path, model, backend, column, queries_path, as_json
     def run(on_progress) -> dict:
         if queries is not None:
             remember_queries(ix.path, queries, "given")
+        if engine == "ray":
+            from indexers.ray_embeddings import index_embeddings_ray  # deferred: Ray is an optional extra
+            from indexers.ray_engine import RayOptions  # deferred: Ray is an optional extra
+
+            return index_embeddings_ray(ix, parts, RayOptions(address=ray_address), model=model,
+                                        on_progress=on_progress).as_dict()
         return index_embeddings(ix, parts, model=model, on_progress=on_progress).as_dict()
 
     run_indexer(ix, "vec", run, as_json, _embeddings_line)

@@ -4,10 +4,11 @@ The sources (clip-retrieval's layout, folders of ``.npy`` files, Parquet files w
 checked whole by ``embedding_sources.discover_embeddings`` before the index is touched; ``index_embeddings`` then
 streams them in blocks. Vectors with NaN/inf values or zero norm are rejected into the ``errors`` table (path
 ``FILE#ROW``, stage ``vector``), never normalised into noise, and so are the rows of a Parquet vector column that are
-null or of another length; the others are L2-normalised. Progress is kept per source file (rows done, in the
-manifest, after every committed block): a file is done only when all its blocks are, so a re-run skips finished
-files and resumes a half-written one where its last block ended. The model that made the vectors must be the one
-the index is pinned to (``ModelMismatch``).
+null or of another length; the others are L2-normalised (``embedding_rows``). Progress is kept per source file
+(rows done, in the manifest, after every committed block): a file is done only when all its blocks are, so a re-run
+skips finished files and resumes a half-written one where its last block ended. The model that made the vectors
+must be the one the index is pinned to (``ModelMismatch``). ``--engine ray`` (``ray_embeddings``) shares the
+table, the rows and the progress records.
 """
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ import logging
 import time
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
 import pyarrow as pa
 
 from indexers.common import Failure, error_table, finish_run, scan_tuples, string_literal
+from indexers.embedding_rows import TABLE, bad_vectors, block_rows, from_row
 from indexers.embedding_sources import Part, blocks, open_parquet
 from retrieval.errors import InvalidInput
 from retrieval.index.directory import Index
@@ -27,12 +28,9 @@ from retrieval.index.schemas import base_fields
 from retrieval.io.files import stored_path
 from retrieval.io.shard_meta import column_name
 from retrieval.io.workers import Progress
-from retrieval.store.base import vectors_to_arrow
 
 log = logging.getLogger(__name__)
-TABLE = "images"
-PATH_NAMES = ("path", "image_path", "url", "filepath", "file")
-_REASONS = {0: None, 1: "vector has NaN or infinite values", 2: "vector is all zeros"}  # bad_vectors' codes
+__all__ = ["EmbeddingSummary", "FileProgress", "bad_vectors", "index_embeddings", "prepare_table"]
 
 
 @dataclass
@@ -49,14 +47,7 @@ class EmbeddingSummary:
         return asdict(self)
 
 
-def bad_vectors(x: np.ndarray) -> np.ndarray:
-    """(n, d) -> (n,) reason codes: 0 fine, 1 NaN/inf, 2 zero norm."""
-    finite = np.isfinite(x).all(1)
-    norms = np.linalg.norm(np.where(np.isfinite(x), x, 0), axis=1)
-    return np.where(~finite, 1, np.where(norms == 0, 2, 0))
-
-
-class _Progress:
+class FileProgress:
     """Rows done per source file, in the manifest (``tables.images.embedding_files``): a file is done only when
     all its blocks are. Resuming a file first deletes what an interrupted block left past its last checkpoint."""
 
@@ -93,13 +84,29 @@ class _Progress:
         self.files[stored_path(part.path)] = int(rows_done)
         self.index.save_manifest()
 
+    def todo(self, parts: list[Part], summary: EmbeddingSummary) -> tuple[list[tuple[Part, int]], int]:
+        """[(part, first row to index)] of the parts not done yet, each resumed (what an interrupted block left
+        past its checkpoint deleted), and the rows of the parts already done; empty and done parts counted in
+        ``summary``."""
+        out, done_rows = [], 0
+        for p in parts:
+            start = self.done(p)
+            if p.rows == 0:  # nothing to index, on the first run as on later ones: not "already indexed"
+                summary.empty_files += 1
+            elif start >= p.rows:
+                summary.skipped_files += 1
+                done_rows += p.rows
+            else:
+                summary.files += 1
+                if start > 0:
+                    self.resume(p, start)
+                out.append((p, start))
+        return out, done_rows
 
-def index_embeddings(index: Index, parts: list[Part], batch_rows: int = 65536, on_progress=None,
-                     model: str | None = None) -> EmbeddingSummary:
-    """Add every part not indexed yet (resuming a part an interrupted run left half done); returns the summary.
-    ``model``: the model that made the vectors ("none": unknown), refused unless the index is pinned to it."""
-    t0 = time.monotonic()
-    summary = EmbeddingSummary()
+
+def prepare_table(index: Index, parts: list[Part], model: str | None) -> pa.Schema:
+    """Check the model and dimension, and make the ``images`` table hold every metadata column of the parts
+    (stored names) and the ``errors`` table; returns the table's schema."""
     check_writer_model(index, model)
     if parts[0].dim != index.dim:
         raise InvalidInput(f"the embeddings are {parts[0].dim}-dimensional; this index holds {index.dim}-d vectors")
@@ -114,30 +121,25 @@ def index_embeddings(index: Index, parts: list[Part], batch_rows: int = 65536, o
     base = {f.name for f in base_fields(TABLE, index.dim)}
     schema = index.ensure_table(TABLE, [pa.field(k, v) for k, v in extra.items() if k not in base])
     index.ensure_table("errors")
-    progress = _Progress(index)
-    total, rows_done = sum(p.rows for p in parts), 0
-    for p in parts:
-        start = progress.done(p)
-        if p.rows == 0:  # nothing to index, on the first run as on later ones: not "already indexed"
-            summary.empty_files += 1
-            continue
-        if start >= p.rows:
-            summary.skipped_files += 1
-            rows_done += p.rows
-            continue
-        summary.files += 1
-        if start > 0:
-            progress.resume(p, start)
-        for s, x, why, tx, meta in blocks(p, batch_rows):
-            if s + len(x) <= start:
+    return schema
+
+
+def index_embeddings(index: Index, parts: list[Part], batch_rows: int = 65536, on_progress=None,
+                     model: str | None = None) -> EmbeddingSummary:
+    """Add every part not indexed yet (resuming a part an interrupted run left half done); returns the summary.
+    ``model``: the model that made the vectors ("none": unknown), refused unless the index is pinned to it."""
+    t0 = time.monotonic()
+    summary = EmbeddingSummary()
+    schema = prepare_table(index, parts, model)
+    progress = FileProgress(index)
+    total = sum(p.rows for p in parts)
+    todo, rows_done = progress.todo(parts, summary)
+    for p, start in todo:
+        for block in blocks(p, batch_rows):
+            block = from_row(block, start)  # a block straddling the checkpoint (another block size) cut
+            if block is None:
                 continue
-            if s < start:  # a block straddling the checkpoint (another block size than the interrupted run's)
-                cut = start - s
-                x = x[cut:]
-                why = why[cut:] if why is not None else None
-                tx = tx[cut:] if tx is not None else None
-                meta = meta.slice(cut) if meta is not None else None
-                s = start
+            s, x, why, tx, meta = block
             _commit(index, schema, p, s, x, why, tx, meta, summary)
             progress.record(p, s + len(x))
             if on_progress is not None:
@@ -151,67 +153,18 @@ def index_embeddings(index: Index, parts: list[Part], batch_rows: int = 65536, o
 def _commit(index, schema, part, start, x, why, tx, meta, summary) -> None:
     """One block of ``part`` from row ``start``: bad vectors to ``errors``, the others (normalised, with their
     caption vectors and metadata) to the table."""
-    m_all = len(x)
-    reasons = [_REASONS[c] for c in bad_vectors(x).tolist()]
-    if why is not None:
-        reasons = [w or r for w, r in zip(why, reasons)]
-    ok = np.array([r is None for r in reasons], bool) if m_all else np.zeros(0, bool)
-    if (~ok).any():
-        bad = np.nonzero(~ok)[0]
-        for i in bad:
-            summary.error_reasons[reasons[i]] = summary.error_reasons.get(reasons[i], 0) + 1
-        failures = [Failure(f"{part.path}#{start + i}", "vector", reasons[i]) for i in bad]
+    rows, failures = block_rows(schema, index.dim, part, start, x, why, tx, meta,
+                                lambda kept: index.next_ids(TABLE, len(kept)))
+    count_block(summary, len(rows) if rows is not None else 0, failures)
+    if failures:
         index.add_rows("errors", error_table(index, TABLE, failures))
-        summary.errors += len(bad)
-    if not ok.any():
-        return
-    keep = np.nonzero(ok)[0]
-    xv = x[keep] / np.linalg.norm(x[keep], axis=1, keepdims=True)
-    m = len(keep)
-    cols = {
-        "id": pa.array(index.next_ids(TABLE, m)),
-        "vector": vectors_to_arrow(xv, index.dim),
-        "source_file": pa.array([stored_path(part.path)] * m),
-        "source_row": pa.array(start + keep, pa.int64()),
-    }
-    if tx is not None:
-        cols["text_vector"] = _caption_vectors(np.array(tx[keep], np.float32), index.dim)
-    meta = _stored_names(meta.take(pa.array(keep))) if meta is not None else None
-    for f in schema:
-        if f.name in cols:
-            continue
-        src = None
-        if meta is not None and f.name in meta.column_names:
-            src = meta.column(f.name)
-        elif f.name == "path" and meta is not None:
-            src = next((meta.column(c) for c in PATH_NAMES if c in meta.column_names), None)
-        if f.name == "path" and src is None:
-            src = pa.array([stored_path(f"{part.path}#{start + i}") for i in keep])
-        try:
-            cols[f.name] = src.cast(f.type) if src is not None else pa.nulls(m, f.type)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            cols[f.name] = pa.nulls(m, f.type)
-    index.add_rows(TABLE, pa.table({f.name: cols[f.name] for f in schema}, schema=schema))
-    summary.added += m
+    if rows is not None:
+        index.add_rows(TABLE, rows)
 
 
-def _caption_vectors(t: np.ndarray, dim: int) -> pa.FixedSizeListArray:
-    """(m, dim) caption vectors -> the ``text_vector`` column: normalised, null where a vector is bad."""
-    tbad = bad_vectors(t) != 0
-    t[tbad] = 0
-    norms = np.linalg.norm(t, axis=1)
-    norms[tbad] = 1
-    t = t / norms[:, None]
-    return pa.FixedSizeListArray.from_arrays(pa.array(t.astype(np.float32).reshape(-1)), dim, mask=pa.array(tbad))
-
-
-def _stored_names(meta: pa.Table) -> pa.Table:
-    """Metadata columns under the names they are stored as (``retrieval.io.shard_meta.column_name``); a column that
-    cannot be one, or that repeats an earlier one's name, is left out."""
-    keep, names = [], []
-    for i, n in enumerate(meta.column_names):
-        name = column_name(n)[0]
-        if name and name not in names:
-            keep.append(i)
-            names.append(name)
-    return meta.select(keep).rename_columns(names)
+def count_block(summary: EmbeddingSummary, added: int, failures: list[Failure]) -> None:
+    """A block's rows added and failures counted in ``summary``."""
+    for f in failures:
+        summary.error_reasons[f.reason] = summary.error_reasons.get(f.reason, 0) + 1
+    summary.errors += len(failures)
+    summary.added += added

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import pyarrow as pa
 
@@ -51,6 +51,16 @@ def write_rows(root: str | Path, table: str, rows: pa.Table, rows_per_file: int 
         return []
     lance = _lance()
     frags = lance.fragment.write_fragments(rows, table_uri(root, table), schema=rows.schema,
+                                           max_rows_per_file=rows_per_file)
+    return [json.dumps(f.to_json()) for f in frags]
+
+
+def write_batches(root: str | Path, table: str, schema: pa.Schema, batches: Iterable[pa.RecordBatch],
+                  rows_per_file: int = 1 << 20) -> list[str]:
+    """:func:`write_rows` for a stream of record batches in ``schema`` (one block in memory at a time)."""
+    lance = _lance()
+    reader = pa.RecordBatchReader.from_batches(schema, iter(batches))
+    frags = lance.fragment.write_fragments(reader, table_uri(root, table), schema=schema,
                                            max_rows_per_file=rows_per_file)
     return [json.dumps(f.to_json()) for f in frags]
 
