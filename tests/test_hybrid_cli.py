@@ -169,6 +169,7 @@ def test_eval_modes_and_clip_benchmark_output(receipts, tmp_path):
     assert record["metrics"]["image_retrieval_recall@1"] == out["hybrid"]["recall@1"]
 
 
+@pytest.mark.slow  # the whole demo: 48 drawings, six receipts read by OCR (about 10 s)
 def test_demo_finds_a_receipt_by_its_total(tmp_path):
     r = CliRunner().invoke(cli, ["demo", "--out", str(tmp_path / "demo"), "--model", TINY, "-k", "3"],
                            catch_exceptions=False)
