@@ -28,12 +28,18 @@ class ImageThresholds:
 
     ``candidate``: the CLIP cosine from which a pair is checked at all; ``near_bits``: the largest aligned perceptual
     hash distance (bits of 64, pHash and dHash each) of the same picture; ``similar_bits`` and ``similar_clip``:
-    another shot of the same scene (a looser hash distance, and a CLIP cosine at least this)."""
+    another shot of the same scene (a looser hash distance, and a CLIP cosine at least this). A pair within
+    ``near_bits`` is near only when its pixels, aligned (``retrieval.algorithms.dedup_pixels``), agree: correlation
+    at least ``pixel_ncc``, no tile differing by more than ``pixel_tile``, and one picture covering at least
+    ``overlap`` of the other."""
 
     candidate: float = 0.80
     near_bits: int = 10
     similar_bits: int = 16
     similar_clip: float = 0.90
+    pixel_ncc: float = 0.97
+    pixel_tile: float = 1.0
+    overlap: float = 0.9
 
 
 def candidate_pairs(ids: np.ndarray, D: np.ndarray, I: np.ndarray, min_score: float,
@@ -112,18 +118,26 @@ def clique_groups(pairs: np.ndarray, scores: np.ndarray) -> list[np.ndarray]:
     return sorted((np.array(sorted(g), np.int64) for g in out), key=lambda g: int(g[0]))
 
 
-def pair_kind(clip: float, hash_bits: float, same_pixels: bool, t: ImageThresholds = ImageThresholds()) -> str:
+def pair_kind(clip: float, hash_bits: float, same_pixels: bool, t: ImageThresholds = ImageThresholds(),
+              pixels: tuple[float, float, float] | None = None) -> str:
     """The kind of a candidate image pair, or "" when it is not a duplicate.
 
     ``clip``: cosine of the CLIP vectors; ``hash_bits``: the aligned perceptual hash distance (bits of 64; the
-    larger of pHash and dHash at their best alignment); ``same_pixels``: same bytes or same decoded pixels."""
+    larger of pHash and dHash at their best alignment); ``same_pixels``: same bytes or same decoded pixels;
+    ``pixels``: the pixel check (ncc, worst tile, overlap; ``dedup_pixels.PixelCheck``), None when not made."""
     if same_pixels:
         return "exact"
-    if hash_bits <= t.near_bits:
+    if hash_bits <= t.near_bits and (pixels is None or pixels_agree(pixels, t)):
         return "near"
     if hash_bits <= t.similar_bits and clip >= t.similar_clip:
         return "similar"
     return ""
+
+
+def pixels_agree(pixels: tuple[float, float, float], t: ImageThresholds = ImageThresholds()) -> bool:
+    """Whether a pixel check (ncc, worst tile, overlap) says the same picture."""
+    ncc, worst_tile, overlap = pixels
+    return ncc >= t.pixel_ncc and worst_tile <= t.pixel_tile and overlap >= t.overlap
 
 
 def weakest_kind(kinds) -> str:

@@ -7,6 +7,7 @@ the pixels can, as long as the two pictures are aligned. So each image gets
   (``trim_boxes``: a screenshot's frame and title bar, letterbox padding);
 - its *bank*: the whole picture, crops (90% windows at 3 x 3 positions, 80% at 5 x 5), and the centres of the
   picture and of its small turns (+-4, 8, 12 degrees; a turned copy's centre has no filled corners),
+  with where each was taken (``hash_bank_geometry``: the pixel check, ``dedup_pixels``, starts from it),
 
 each hashed as a (pHash, dHash) pair of 64-bit codes. Two images are as far apart as the best match of one's views
 against the other's bank, both ways (``aligned_distance``): the larger of the pHash and dHash distances, in bits.
@@ -94,8 +95,7 @@ def hash_codes(images: list[Image.Image]) -> np.ndarray:
     return out
 
 
-def _crops(img: Image.Image) -> list[Image.Image]:
-    w, h = img.size
+def _crop_boxes(w: int, h: int) -> list[tuple[int, int, int, int]]:
     out = []
     for keep, steps in CROPS:
         cw, ch = max(1, round(w * keep)), max(1, round(h * keep))
@@ -103,7 +103,7 @@ def _crops(img: Image.Image) -> list[Image.Image]:
         for fy in grid:
             for fx in grid:
                 x, y = round((w - cw) * fx), round((h - ch) * fy)
-                out.append(img.crop((x, y, x + cw, y + ch)))
+                out.append((x, y, x + cw, y + ch))
     return out
 
 
@@ -111,19 +111,31 @@ def hash_bank(img: Image.Image) -> tuple[np.ndarray, np.ndarray]:
     """An image -> (views (v, 2) uint64, bank (b, 2) uint64) of (pHash, dHash) codes (see the module docstring).
     Views: the whole picture and its trimmed boxes; bank: the whole picture, its crops and turns (trimmed boxes are
     never matched against trimmed boxes: two drawings of one shape on plain backgrounds trim to the same box)."""
+    return hash_bank_geometry(img)[:2]
+
+
+def hash_bank_geometry(img: Image.Image) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Image.Image]:
+    """``hash_bank`` with where each code was taken: (views (v, 2), bank (b, 2) uint64, view_geometry (v, 5),
+    bank_geometry (b, 5) float64, the RGB picture the geometry refers to (at most ``SIDE`` px)). A geometry row is
+    (angle, left, top, right, bottom): the box of the picture turned by ``angle`` degrees (PIL's rotate)."""
     img = img.convert("RGB")
     if max(img.size) > SIDE:
         img.thumbnail((SIDE, SIDE), Image.BILINEAR)
-    views = [img, _centre(img)] + [img.crop(box) for box in trim_boxes(np.asarray(img))]
-    turned = [_centre(img.rotate(sign * deg, Image.BICUBIC)) for deg in (0, *TURNS) for sign in (1, -1)]
-    return hash_codes(views), hash_codes([img] + _crops(img) + turned)
-
-
-def _centre(img: Image.Image) -> Image.Image:
-    """The central ``TURN_KEEP`` of each side: a turned picture without its filled corners (up to 14 degrees)."""
     w, h = img.size
+    centre = _centre_box(w, h)
+    view_geo = [(0, 0, 0, w, h), (0, *centre)] + [(0, *box) for box in trim_boxes(np.asarray(img))]
+    bank_geo = [(0, 0, 0, w, h)] + [(0, *box) for box in _crop_boxes(w, h)]
+    bank_geo += [(sign * deg, *centre) for deg in (0, *TURNS) for sign in (1, -1)]
+    turned = {a: img.rotate(a, Image.BICUBIC) if a else img for a, *_ in bank_geo}
+    views = hash_codes([img.crop(tuple(g[1:])) for g in view_geo])
+    bank = hash_codes([turned[g[0]].crop(tuple(g[1:])) for g in bank_geo])
+    return views, bank, np.array(view_geo, np.float64), np.array(bank_geo, np.float64), img
+
+
+def _centre_box(w: int, h: int) -> tuple[int, int, int, int]:
+    """The central ``TURN_KEEP`` of each side: a turned picture without its filled corners (up to 14 degrees)."""
     dx, dy = round(w * (1 - TURN_KEEP) / 2), round(h * (1 - TURN_KEEP) / 2)
-    return img.crop((dx, dy, w - dx, h - dy))
+    return dx, dy, w - dx, h - dy
 
 
 def popcount(x: np.ndarray) -> np.ndarray:
@@ -134,11 +146,23 @@ def popcount(x: np.ndarray) -> np.ndarray:
 def aligned_distance(views_a: np.ndarray, bank_a: np.ndarray, views_b: np.ndarray, bank_b: np.ndarray) -> int:
     """Bits between two images at their best alignment: min over (a view of one, an entry of the other's bank), both
     ways, of max(pHash bits, dHash bits). views (v, 2) uint64, bank (b, 2) uint64 -> an int in 0..64."""
-    best = 64
-    for views, bank in ((views_a, bank_b), (views_b, bank_a)):
+    return int(best_alignments(views_a, bank_a, views_b, bank_b, top=1)[0, 0])
+
+
+def best_alignments(views_a: np.ndarray, bank_a: np.ndarray, views_b: np.ndarray, bank_b: np.ndarray,
+                    slack: int = 2, top: int = 3) -> np.ndarray:
+    """The closest alignments of two images: (n, 4) int64 rows (bits, way, view, entry), fewest bits first, at most
+    ``top``, within ``slack`` bits of the best. way 0: a view of A against an entry of B's bank; way 1: the reverse.
+    views (v, 2) uint64, bank (b, 2) uint64 (from ``hash_bank``)."""
+    rows = []
+    for way, (views, bank) in enumerate(((views_a, bank_b), (views_b, bank_a))):
         x = np.bitwise_xor(np.asarray(views, np.uint64)[:, None, :], np.asarray(bank, np.uint64)[None, :, :])
-        best = min(best, int(popcount(x).max(axis=2).min()))
-    return best
+        bits = popcount(x).max(axis=2)
+        i, j = np.nonzero(bits <= bits.min() + slack)
+        rows.append(np.stack([bits[i, j], np.full(len(i), way), i, j], 1))
+    out = np.concatenate(rows).astype(np.int64)
+    out = out[np.lexsort((out[:, 1], out[:, 0]))]
+    return out[out[:, 0] <= out[0, 0] + slack][:top]
 
 
 def plain_distance(codes_a: np.ndarray, codes_b: np.ndarray) -> np.ndarray:

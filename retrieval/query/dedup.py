@@ -5,8 +5,10 @@
    ``min_score`` are candidates (``retrieval.algorithms.dedup.candidate_pairs``). Saved after every block.
 2. *Verification*: each candidate pair is checked with a second signal and named (exact, near, similar, or not a
    duplicate): images by content hash, decoded pixels and aligned perceptual hashes
-   (``retrieval.algorithms.dedup_image``); texts by content hash and word 3-gram overlap; videos by their frame
-   sequences (``retrieval.query.dedup_video``). A pair is verified once; re-runs reuse the verdict.
+   (``retrieval.algorithms.dedup_image``), then, for a close hash, their pixels aligned and compared
+   (``retrieval.algorithms.dedup_pixels``: another shot, or one shape at another place, is not near); texts
+   by content hash and word 3-gram overlap; videos by their frame sequences (``retrieval.query.dedup_video``).
+   A pair is verified once; re-runs reuse the verdict.
 3. *Groups*: connected components of the verified pairs, or ``rule="clique"`` (every two members verified).
 
 The state lives in ``<index>/cache/dedup/`` (``retrieval.query.dedup_state``); the index's rows are never changed.
@@ -30,11 +32,13 @@ from retrieval.algorithms.dedup import (
     components,
     jaccard,
     pair_kind,
+    pixels_agree,
     shingles,
     text_kind,
     weakest_kind,
 )
-from retrieval.algorithms.dedup_image import aligned_distance, hash_bank, same_pixels
+from retrieval.algorithms.dedup_image import best_alignments, hash_bank_geometry, same_pixels
+from retrieval.algorithms.dedup_pixels import FAILED, check_pair
 from retrieval.cancel import checkpoint
 from retrieval.errors import InvalidInput
 from retrieval.index.directory import Index, open_index
@@ -89,7 +93,7 @@ class DedupOptions:
     def key(self, index: Index) -> dict:
         """What the saved state depends on: another key starts afresh."""
         return {"model": index.model, "table": self.table, "k": self.k, "min_score": round(self.min_score, 6),
-                "thresholds": asdict(self.thresholds), "frame_score": round(self.frame_score, 6), "version": 1}
+                "thresholds": asdict(self.thresholds), "frame_score": round(self.frame_score, 6), "version": 2}
 
 
 @dataclass
@@ -172,7 +176,8 @@ def _rows(ix: Index, table: str, ids, columns: list[str]) -> dict[int, dict]:
 
 
 def _verify_images(ix: Index, state: DedupState, todo: np.ndarray, options: DedupOptions, report) -> None:
-    """Step 2 for images: same hash -> exact; else decode both, same pixels -> exact, else aligned hash bits."""
+    """Step 2 for images: same hash -> exact; else decode both, same pixels -> exact, else aligned hash bits and,
+    when they are close, the pixel check at the closest alignments."""
     if len(todo) == 0:
         return
     rows = _rows(ix, "images", state.pairs[todo].reshape(-1), ["path", "hash"])
@@ -183,8 +188,9 @@ def _verify_images(ix: Index, state: DedupState, todo: np.ndarray, options: Dedu
             if len(cache) > 4096:  # bounded memory: pairs come sorted by id, so old entries are rarely asked again
                 cache.pop(next(iter(cache)))
             try:
-                img = open_image(read_image_file(rows[i]["path"])).convert("RGB")
-                cache[i] = (np.asarray(img), *hash_bank(img))
+                views, bank, view_geo, bank_geo, img = hash_bank_geometry(
+                    open_image(read_image_file(rows[i]["path"])).convert("RGB"))
+                cache[i] = (np.asarray(img), views, bank, view_geo, bank_geo)
             except (ImageReadError, KeyError, TypeError) as exc:
                 log.info("dedup: cannot read row %s (%s); its pairs stay unverified", i, exc)
                 cache[i] = None
@@ -202,13 +208,30 @@ def _verify_images(ix: Index, state: DedupState, todo: np.ndarray, options: Dedu
             if ea is None or eb is None:
                 continue  # left unverified: tried again next run
             same = same_pixels(ea[0], eb[0])
-            bits = 0 if same else aligned_distance(ea[1], ea[2], eb[1], eb[2])
-            state.kind[p] = kind_code(pair_kind(float(state.clip[p]), bits, same, options.thresholds))
-            state.evidence[p, :2] = (bits, float(same))
+            bits, pixels = (0, None) if same else _image_evidence(ea, eb, options.thresholds)
+            state.kind[p] = kind_code(pair_kind(float(state.clip[p]), bits, same, options.thresholds, pixels))
+            state.evidence[p, :5] = (bits, float(same), *(pixels or (np.nan,) * 3))
         if time.monotonic() - last_save > SAVE_SECONDS:
             save_state(ix.path, "images", state)
             last_save = time.monotonic()
         report(Progress("verify", n + 1, len(todo)))
+
+
+def _image_evidence(ea: tuple, eb: tuple, t) -> tuple[int, tuple | None]:
+    """Aligned hash bits of two decoded images and, when within ``t.near_bits``, the pixel check: the first of the
+    closest alignments whose pixels agree, else the one that came nearest (fewest differing tiles)."""
+    aligned = best_alignments(ea[1], ea[2], eb[1], eb[2])
+    bits = int(aligned[0, 0])
+    if bits > t.near_bits:
+        return bits, None
+    best = FAILED
+    for _, way, i, j in aligned:
+        x, y = (ea, eb) if way == 0 else (eb, ea)
+        check = check_pair(x[0], x[3][i], y[0], y[4][j])
+        if pixels_agree(check, t):
+            return bits, tuple(check)
+        best = min(best, check, key=lambda c: c.worst_tile)
+    return bits, tuple(best)
 
 
 def _verify_texts(ix: Index, state: DedupState, todo: np.ndarray, options: DedupOptions, report) -> None:
@@ -274,6 +297,9 @@ def _pair_record(pair, clip, code, ev, table: str) -> dict:
     rec = {"a": int(pair[0]), "b": int(pair[1]), "kind": kind_name(int(code)), "clip": round(float(clip), 4)}
     if table == "images":
         rec["hash_bits"] = None if np.isnan(ev[0]) else int(ev[0])
+        if not np.isnan(ev[2]):
+            rec["pixels"] = {"ncc": round(float(ev[2]), 4), "worst_tile": round(float(ev[3]), 4),
+                             "overlap": round(float(ev[4]), 4)}
     elif table == "texts":
         rec["overlap"] = None if np.isnan(ev[0]) else round(float(ev[0]), 4)
     else:

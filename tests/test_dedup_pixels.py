@@ -1,0 +1,100 @@
+"""The pixel check of image pairs (retrieval/algorithms/dedup_pixels.py): transformed copies pass it, another shot
+of the scene (objects moved) and one small shape aligned by crops do not."""
+from __future__ import annotations
+
+import copy
+import random
+
+import numpy as np
+import pytest
+
+pytest.importorskip("imagehash")
+pytest.importorskip("cv2")
+
+from retrieval.algorithms.dedup import ImageThresholds, pair_kind, pixels_agree  # noqa: E402
+from retrieval.algorithms.dedup_image import best_alignments, hash_bank, hash_bank_geometry  # noqa: E402
+from retrieval.algorithms.dedup_pixels import check_pair, frame_overlap  # noqa: E402
+
+
+def _check(img_a, img_b):
+    """The best pixel check over the closest hash alignments (what verification does)."""
+    a, b = hash_bank_geometry(img_a), hash_bank_geometry(img_b)
+    checks = []
+    for _, way, i, j in best_alignments(a[0], a[1], b[0], b[1]):
+        x, y = (a, b) if way == 0 else (b, a)
+        checks.append(check_pair(np.asarray(x[4]), x[2][i], np.asarray(y[4]), y[3][j]))
+    return max(checks, key=lambda c: (pixels_agree(c), -c.worst_tile))
+
+
+def _scene(n_objects=3, background="stripes", seed=3):
+    from clipdex.synthetic.world import sample_scene
+
+    return sample_scene(random.Random(seed), n_objects=n_objects, background=background)
+
+
+def test_every_transformed_copy_passes_the_pixel_check():
+    from clipdex.synthetic.dedup import TRANSFORMS
+    from clipdex.synthetic.world import render_scene
+
+    rng = random.Random(3)
+    img = render_scene(_scene(2), 128, seed=1)
+    for strength in (0, 1, 2):
+        for name, fn in TRANSFORMS.items():
+            check = _check(img, fn(img, strength, rng))
+            if (name, strength) == ("watermark", 2):  # three opaque marks: a known miss (ncc 0.966 < 0.97)
+                assert not pixels_agree(check) and check.ncc > 0.95, check
+                continue
+            assert pixels_agree(check), (name, strength, check)
+
+
+def test_another_shot_with_its_objects_moved_fails_the_pixel_check():
+    from clipdex.synthetic.world import render_scene
+
+    scene = _scene(3)
+    shot = copy.deepcopy(scene)
+    for k, o in enumerate(shot["objects"]):  # each object moved its own way by 4% (the background stays)
+        o["cx"] += (-0.04, 0.04, 0.0)[k]
+        o["cy"] += (0.0, 0.04, -0.04)[k]
+    a, b = render_scene(scene, 128, seed=1), render_scene(shot, 128, seed=1)
+    check = _check(a, b)
+    assert not pixels_agree(check), check
+
+
+def test_one_shape_at_another_place_fails_on_the_frames_overlap():
+    from PIL import Image, ImageDraw
+
+    def star_at(x, y):
+        img = Image.new("RGB", (128, 128), (235, 235, 225))
+        ImageDraw.Draw(img).regular_polygon((x, y, 12), 5, fill=(40, 60, 200))
+        return img
+
+    a, b = star_at(70, 40), star_at(50, 70)
+    check = _check(a, b)
+    assert check.overlap < ImageThresholds().overlap and not pixels_agree(check), check
+
+
+def test_frame_overlap_is_the_larger_share_either_frame_covers():
+    eye = np.eye(3)
+    assert frame_overlap(eye, (100, 100), (100, 100)) == pytest.approx(1.0)
+    shifted = np.array([[1, 0, 50], [0, 1, 0], [0, 0, 1.0]])
+    assert frame_overlap(shifted, (100, 100), (100, 100)) == pytest.approx(0.5)
+    inner = np.array([[1, 0, 10], [0, 1, 10], [0, 0, 1.0]])  # an 80-px crop placed inside a 100-px picture
+    assert frame_overlap(inner, (80, 80), (100, 100)) == pytest.approx(1.0)
+
+
+def test_a_close_hash_is_near_only_when_the_pixels_agree():
+    t = ImageThresholds()
+    assert pair_kind(0.5, 4, False, t, (0.99, 0.1, 1.0)) == "near"
+    assert pair_kind(0.95, 4, False, t, (0.99, 2.5, 1.0)) == "similar"   # something moved: another shot
+    assert pair_kind(0.95, 4, False, t, (0.99, 0.1, 0.6)) == "similar"   # only a part of each frame agrees
+    assert pair_kind(0.5, 4, False, t, (0.99, 0.1, 0.6)) == ""
+
+
+def test_the_geometry_bank_hashes_as_before():
+    from PIL import Image
+
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (90, 120, 3), np.uint8))
+    views, bank, view_geo, bank_geo, _ = hash_bank_geometry(img)
+    assert [c.tolist() for c in hash_bank(img)] == [views.tolist(), bank.tolist()]
+    assert view_geo.shape == (len(views), 5) and bank_geo.shape == (len(bank), 5)
+    assert view_geo[0].tolist() == [0, 0, 0, 120, 90]
