@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from cli.indexing import indexing_options, run_indexer
+from cli.indexing import engine_options, indexing_options, run_indexer
 from indexers.text_sources import SPLITS, discover_texts
 from indexers.texts import TextIndexOptions, index_texts
 from retrieval.encode.text import check_strategy
@@ -27,8 +27,9 @@ def summary_line(s: dict) -> str:
               help="Texts past the context: chunk (pool windows), longclip (stretch to 248), truncate (counted).")
 @click.option("--split", default="none", show_default=True, help=".txt/.md files: none, paragraphs or lines.")
 @click.option("--text-column", default="text", show_default=True, help="JSONL/CSV/Parquet column holding the text.")
+@engine_options
 def texts(sources, index_path, model, backend, batch_size, exclude, prune, retry_errors, device, as_json, long_text,
-          split, text_column):
+          split, text_column, engine, ray_address, actors, gpus_per_actor):
     """Index text files (one text each, or per paragraph / line) and JSONL/CSV/Parquet tables (one per row)."""
     check_strategy(long_text)
     if split not in SPLITS:
@@ -37,4 +38,12 @@ def texts(sources, index_path, model, backend, batch_size, exclude, prune, retry
     ix = open_for_writing(index_path, model, backend, device=device)
     opts = TextIndexOptions(long_text=long_text, split=split, text_column=text_column, batch_size=batch_size,
                             prune=prune, retry_errors=retry_errors)
+    if engine == "ray":
+        from indexers.ray_engine import RayOptions  # deferred: Ray is an optional extra
+        from indexers.ray_texts import index_texts_ray  # deferred: Ray is an optional extra
+
+        ropts = RayOptions(address=ray_address, actors=actors, gpus_per_actor=gpus_per_actor)
+        run_indexer(ix, "file", lambda progress: index_texts_ray(ix, found, opts, ropts, progress).as_dict(), as_json,
+                    summary_line)
+        return
     run_indexer(ix, "file", lambda progress: index_texts(ix, found, opts, progress).as_dict(), as_json, summary_line)

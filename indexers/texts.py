@@ -27,16 +27,15 @@ import numpy as np
 import pyarrow as pa
 
 from indexers.common import Failure, error_table, finish_run, per_second, scan_tuples
+from indexers.text_rows import text_rows
 from indexers.text_sources import SPLITS, FileError, Row, TextDiscovery, TextFile, read_rows
 from indexers.text_state import ROW_STAGE, TABLE, FileLedger, TextState, repair_generations, source_ids
 from retrieval.encode.text import check_strategy, encode_long_texts, long_text_counts
 from retrieval.errors import InvalidInput
 from retrieval.index.directory import Index
-from retrieval.index.schemas import base_fields
-from retrieval.io.files import stored_path
 from retrieval.io.sources import under_roots
 from retrieval.io.workers import Committer, Progress
-from retrieval.store.base import arrow_to_vectors, vectors_to_arrow
+from retrieval.store.base import arrow_to_vectors
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +80,20 @@ class TextIndexSummary:
 
 def text_hash(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def prune_gone(index: Index, state: TextState, ledger: FileLedger, found: TextDiscovery) -> int:
+    """Delete the rows and error rows of files gone from the sources (under its roots); returns rows deleted."""
+    seen = {f.path for f in found.files}
+    known = set(state.gens) | set(state.row_errors) | set(state.file_errors)
+    gone = {s for s in known if s not in seen and under_roots(s, found.roots)}
+    if not gone:
+        return 0
+    ids = [i for i, s in scan_tuples(index.store, TABLE, ["id", "source"], paths=["source"]) if s in gone]
+    removed = index.delete(TABLE, ids)
+    for s in gone:
+        ledger.drop_old_errors(s)
+    return removed
 
 
 def check_long_text(index: Index, long_text: str) -> None:
@@ -262,21 +275,13 @@ class _Run:
         n_tokens = np.array([g[1] for g in got], np.int64)
         n_chunks = np.array([g[2] for g in got], np.int64)
         self.ledger.new_ids([f.path for f, _, _ in rows], ids)
-        cols = {"id": pa.array(ids), "source": [stored_path(f.path) for f, _, _ in rows],
-                "chunk": [r.chunk for _, r, _ in rows], "text": [r.text for _, r, _ in rows],
-                "n_tokens": n_tokens.astype(np.int32), "n_chunks": n_chunks.astype(np.int32),
-                "strategy": [self.opts.long_text] * n, "hash": [h for _, _, h in rows],
-                "mtime": [f.mtime for f, _, _ in rows], "bytes": [f.bytes for f, _, _ in rows],
-                "vector": vectors_to_arrow(np.stack([g[0] for g in got]), self.index.dim)}
-        base = {f.name for f in base_fields(TABLE, self.index.dim)}
-        for name in self.schema.names:
-            if name not in base:
-                cols[name] = [r.meta.get(name) for _, r, _ in rows]
+        table = text_rows(self.schema, self.index.dim, self.opts.long_text, rows, ids, np.stack([g[0] for g in got]),
+                          n_tokens, n_chunks)
         window = self.vectors.window if self.opts.long_text == "truncate" else 0  # only truncation needs it
         for k, v in long_text_counts(n_tokens, n_chunks, self.opts.long_text, window).items():
             setattr(self.summary, k, getattr(self.summary, k) + v)
         self.summary.rows += n
-        self.committer.put(TABLE, pa.table(cols, schema=self.schema))
+        self.committer.put(TABLE, table)
 
     # -- end of run --------------------------------------------------------------------------------------------
     def finish(self) -> None:
@@ -286,15 +291,7 @@ class _Run:
         self.summary.replaced += self.ledger.replaced
 
     def prune(self, found: TextDiscovery) -> None:
-        seen = {f.path for f in found.files}
-        known = set(self.state.gens) | set(self.state.row_errors) | set(self.state.file_errors)
-        gone = {s for s in known if s not in seen and under_roots(s, found.roots)}
-        if not gone:
-            return
-        ids = [i for i, s in scan_tuples(self.index.store, TABLE, ["id", "source"], paths=["source"]) if s in gone]
-        self.summary.removed += self.index.delete(TABLE, ids)
-        for s in gone:
-            self.ledger.drop_old_errors(s)
+        self.summary.removed += prune_gone(self.index, self.state, self.ledger, found)
 
     def progress(self, done: int, total: int) -> None:
         if self.on_progress is not None:
