@@ -97,3 +97,30 @@ def test_eval_classify_tunes_on_a_split_and_takes_fusers(classify_corpus, runner
     assert r.exit_code != 0  # the fuser is read: a missing file is refused
     r = runner.invoke(cli, [*base, "--method", "reco", "--fuser", str(fuser)])
     assert r.exit_code == 0, r.output
+
+
+def test_reco_weight_search_keeps_zero_shot_unless_retrieval_helps():
+    from retrieval.algorithms.reco import reco_search_weight  # torch: only this test needs it
+
+    rng = np.random.default_rng(0)
+    C, D, n, k = 4, 16, 200, 5
+    T = rng.normal(size=(C, D)).astype(np.float32)
+    T /= np.linalg.norm(T, axis=1, keepdims=True)
+    y = rng.integers(0, C, n)
+    f = T[y] + 1.2 * rng.normal(size=(n, D)).astype(np.float32)  # a weak zero-shot signal
+    f /= np.linalg.norm(f, axis=1, keepdims=True)
+    noise = rng.normal(size=(n, k, D)).astype(np.float32)
+    w, acc = reco_search_weight(f, y, noise, T, rng.normal(size=(C, k, D)).astype(np.float32))
+    useful = T[y][:, None, :] + 0.3 * noise  # the neighbours' texts name the right class
+    w2, acc2 = reco_search_weight(f, y, useful, T, T[:, None, :].repeat(k, 1))
+    assert w2 > 0 and acc2 > acc
+    zero_shot = float(np.mean(np.argmax(f @ T.T, 1) == y))
+    assert acc >= zero_shot and (w == 0 or acc > zero_shot)  # 0 is in the grid: never below zero-shot on val
+
+
+def test_classify_reco_tunes_its_weight_on_the_split(classify_corpus, runner, cli):
+    c = classify_corpus
+    r = runner.invoke(cli, ["classify", c["test"], "--classes", c["classes"], "--method", "reco", "--support",
+                            c["support"], "--tune", c["support_csv"]])
+    assert r.exit_code == 0, r.output
+    assert "reco: mean-fusion weight" in r.stderr and "searched on" in r.stderr

@@ -47,6 +47,25 @@ def reco_mean_fuse(query, retrieved, weight: float) -> np.ndarray:
     return l2_normalize(q + weight * mean).astype(np.float32)
 
 
+RECO_WEIGHTS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+def reco_search_weight(val_feats, val_labels, val_retrieved, class_text, class_retrieved,
+                       weights=RECO_WEIGHTS) -> tuple[float, float]:
+    """The mean-fusion weight with the best accuracy on a labelled split: val_feats (n, D), val_labels (n,),
+    val_retrieved (n, k, D) texts of their image neighbours, class_text (C, D), class_retrieved (C, k, D) images of
+    their text neighbours -> (weight, accuracy). 0 (zero-shot) is in the grid; ties keep the smaller weight."""
+    y = as_i64(val_labels, "val_labels")
+    best = (float(weights[0]), -1.0)
+    for w in weights:
+        v = reco_mean_fuse(val_feats, val_retrieved, w)
+        t = reco_mean_fuse(class_text, class_retrieved, w)
+        acc = float(np.mean(np.argmax(v @ t.T, axis=1) == y))
+        if acc > best[1]:
+            best = (float(w), acc)
+    return best
+
+
 def knn_ids(xq, xb, k: int, exclude_self: bool = False) -> np.ndarray:
     """Exact inner-product k-NN: xq (N, D), xb (M, D) -> ids (N, k) int64, best first (ties by lower id).
 

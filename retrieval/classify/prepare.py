@@ -29,7 +29,7 @@ from retrieval.algorithms.zeroshot import (
 )
 from retrieval.classify import methods as M
 from retrieval.classify.inputs import encode_images, encode_views, load_labelled
-from retrieval.classify.support import captioned_count, open_support, sus_lc_support
+from retrieval.classify.support import captioned_count, image_to_texts, open_support, sus_lc_support, text_to_images
 from retrieval.errors import InvalidInput
 from retrieval.index.directory import Index
 from retrieval.io.workers import Progress
@@ -203,7 +203,13 @@ def build_reco(inp: MethodInputs) -> M.Runner | None:
         return None
     ix = inp.support()
     fusers = load_fusers(o.fuser, ix.model) if o.fuser else None
-    return M.Reco(ix, inp.W, min(o.reco_k, n), o.reco_weight, fusers)
+    k, weight = min(o.reco_k, n), o.reco_weight
+    if fusers is None and inp.val is not None:  # the mean-fusion weight, searched like the other methods' values
+        vf, vl = inp.val
+        T = np.ascontiguousarray(inp.W.T)
+        weight, acc = algorithms.reco_search_weight(vf, vl, image_to_texts(ix, vf, k), T, text_to_images(ix, T, k))
+        inp.notes.append(f"reco: mean-fusion weight {weight:g} searched on {o.tune} (val accuracy {100 * acc:.1f}%)")
+    return M.Reco(ix, inp.W, k, weight, fusers)
 
 
 def load_fusers(path: str, model: str):
