@@ -43,7 +43,8 @@ def indexing_options(workers: bool):
 
 
 def engine_options(fn):
-    """``--engine local|ray`` and the Ray engine's options (``index images`` over shards, ``index texts``)."""
+    """``--engine local|ray`` and the Ray engine's options (``index images`` over shards, ``index texts``,
+    ``index videos``)."""
     opts = [
         click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
                      help="local: this process and its decoding workers; ray: Ray Data tasks and an actor pool "

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from cli.indexing import indexing_options, run_indexer
+from cli.indexing import engine_options, indexing_options, run_indexer
 from indexers.video_decode import SamplingPlan, import_av
 from indexers.videos import VideoIndexOptions, index_videos
 from retrieval.errors import InvalidInput
@@ -28,8 +28,9 @@ def _summary_line(s: dict) -> str:
 @click.option("--fps", type=float, default=None, help="Frames sampled per second (default 1).")
 @click.option("--frames", "n_frames", type=int, default=None, help="Sample N frames: the middle of N equal chunks.")
 @click.option("--keyframes", is_flag=True, help="Sample every keyframe (decodes keyframes only: fastest).")
+@engine_options
 def index_videos_cmd(sources, index_path, model, backend, batch_size, workers, exclude, prune, retry_errors, device,
-                     as_json, fps, n_frames, keyframes):
+                     as_json, fps, n_frames, keyframes, engine, ray_address, actors, gpus_per_actor):
     """Index video files (mp4, mov, mkv, webm, avi, m4v) or manifests with a path column: sampled frames with
     their times go to the `frames` table, one mean-pooled vector per video to `videos`."""
     plan = SamplingPlan.from_options(fps, n_frames, keyframes)  # bad options fail before the index is touched
@@ -38,6 +39,14 @@ def index_videos_cmd(sources, index_path, model, backend, batch_size, workers, e
     ix = open_for_writing(index_path, model, backend, device=device)
     opts = VideoIndexOptions(sampling=plan, batch_size=batch_size, workers=workers, prune=prune,
                              retry_errors=retry_errors)
+    if engine == "ray":
+        from indexers.ray_engine import RayOptions  # deferred: Ray is an optional extra
+        from indexers.ray_videos import index_videos_ray  # deferred: Ray is an optional extra
+
+        ropts = RayOptions(address=ray_address, actors=actors, gpus_per_actor=gpus_per_actor)
+        run_indexer(ix, "video", lambda progress: index_videos_ray(ix, found, opts, ropts, progress).as_dict(),
+                    as_json, _summary_line)
+        return
     run_indexer(ix, "video", lambda progress: index_videos(ix, found, opts, progress).as_dict(), as_json,
                 _summary_line)
 

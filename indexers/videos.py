@@ -40,7 +40,7 @@ from indexers.common import (
     scan_tuples,
 )
 from indexers.video_decode import SamplingPlan, import_av, stream_decode
-from retrieval.algorithms.video import mean_pool_vectors
+from indexers.video_rows import video_outcome
 from retrieval.index.directory import Index
 from retrieval.index.schemas import base_fields
 from retrieval.io.files import fs_path, stored_path
@@ -118,13 +118,23 @@ def delete_videos(index: Index, video_ids) -> int:
     return index.delete(VIDEOS, ids)
 
 
-def index_videos(index: Index, found: Discovery, options: VideoIndexOptions | None = None,
-                 on_progress: Callable[[Progress], None] | None = None) -> VideoIndexSummary:
-    """Bring the ``frames`` and ``videos`` tables of ``index`` up to date with the files in ``found``."""
-    opts = options or VideoIndexOptions()
-    import_av()  # fail early, naming the extra, when PyAV is missing
-    t0 = time.monotonic()
-    summary = VideoIndexSummary()
+@dataclass
+class VideoPlan:
+    """What a run does, decided before any video is read: the tables' schemas, what the index holds, the videos to
+    read, the stored rows they replace (path -> id), the failures known now and the error rows made stale."""
+
+    vschema: pa.Schema
+    fschema: pa.Schema
+    state: _State
+    todo: list[Item]
+    replaced: dict[str, int]
+    errs: list[tuple]
+    stale_errors: list[int]
+
+
+def plan_videos(index: Index, found: Discovery, opts: VideoIndexOptions, summary: VideoIndexSummary) -> VideoPlan:
+    """The tables made, what an interrupted run left repaired (duplicate rows, orphan frames), and the plan
+    (unchanged and known-bad videos counted in ``summary``)."""
     vschema = index.ensure_table(VIDEOS, [pa.field(c, pa.string()) for c in found.meta_columns])
     fschema = index.ensure_table(FRAMES)
     index.ensure_table("errors")
@@ -135,7 +145,6 @@ def index_videos(index: Index, found: Discovery, options: VideoIndexOptions | No
     if state.orphans:
         index.delete(FRAMES, state.orphans)
         log.info("removed %d frames of videos an interrupted run did not finish", len(state.orphans))
-
     sampling = opts.sampling.describe()
 
     def current(item, old) -> bool:  # partial videos are tried again only with retry_errors
@@ -145,8 +154,38 @@ def index_videos(index: Index, found: Discovery, options: VideoIndexOptions | No
     # a partial video has both a row and an error: its recorded failure alone does not make it skippable
     plan = plan_work(found.items, state.rows, state.errors, opts.retry_errors, current,
                      skip_known=lambda item: item.path not in state.rows)
-    todo, replaced, errs, stale_errors = plan.todo, plan.replaced, plan.errs, plan.stale_errors
     summary.unchanged, summary.known_errors = plan.unchanged, plan.known_errors
+    return VideoPlan(vschema, fschema, state, plan.todo, plan.replaced, plan.errs, plan.stale_errors)
+
+
+def finish_videos(index: Index, found: Discovery, opts: VideoIndexOptions, summary: VideoIndexSummary,
+                  planned: VideoPlan, ok_paths: set[str], failed_paths: list[str], t0: float) -> None:
+    """The end of a run: changed files that now fail entirely lose their old rows, stale error rows go, --prune
+    removes videos gone from the sources; then the search structures and the summary's rates."""
+    failed = [planned.replaced[p] for p in failed_paths if p in planned.replaced]
+    if failed:  # changed files that now fail entirely: their old rows describe a file that is gone
+        delete_videos(index, failed)
+    if planned.stale_errors:
+        index.delete("errors", planned.stale_errors)
+    if opts.prune:
+        gone, gone_err = gone_from_sources(found, planned.state.rows, planned.state.errors, ok_paths)
+        summary.removed += delete_videos(index, gone)
+        if gone_err:
+            index.delete("errors", gone_err)
+    changed = bool(summary.added or summary.updated or summary.removed)
+    summary.elapsed = finish_run(index, (FRAMES, VIDEOS), changed, opts.optimize, t0)
+    summary.frames_per_s = per_second(summary.frames, summary.elapsed)
+
+
+def index_videos(index: Index, found: Discovery, options: VideoIndexOptions | None = None,
+                 on_progress: Callable[[Progress], None] | None = None) -> VideoIndexSummary:
+    """Bring the ``frames`` and ``videos`` tables of ``index`` up to date with the files in ``found``."""
+    opts = options or VideoIndexOptions()
+    import_av()  # fail early, naming the extra, when PyAV is missing
+    t0 = time.monotonic()
+    summary = VideoIndexSummary()
+    planned = plan_videos(index, found, opts, summary)
+    todo, replaced, errs = planned.todo, planned.replaced, planned.errs
     ok_paths: set[str] = set()
     failed_paths: list[str] = []
 
@@ -168,25 +207,13 @@ def index_videos(index: Index, found: Discovery, options: VideoIndexOptions | No
         videos_out.put("errors", error_table(index, VIDEOS, [Failure.of(it, st, r) for it, st, r in errs]))
         summary.errors += len(errs)
     if todo:
-        run = _Run(_Sinks(index, vschema, fschema, frames_out, videos_out, summary, replaced), todo, opts,
-                   on_progress, t0)
+        run = _Run(_Sinks(index, planned.vschema, planned.fschema, frames_out, videos_out, summary, replaced), todo,
+                   opts, on_progress, t0)
         run.go()
         failed_paths = run.failed
     frames_out.commit()
     videos_out.commit()
-    failed = [replaced[p] for p in failed_paths if p in replaced]
-    if failed:  # changed files that now fail entirely: their old rows describe a file that is gone
-        delete_videos(index, failed)
-    if stale_errors:
-        index.delete("errors", stale_errors)
-    if opts.prune:
-        gone, gone_err = gone_from_sources(found, state.rows, state.errors, ok_paths)
-        summary.removed += delete_videos(index, gone)
-        if gone_err:
-            index.delete("errors", gone_err)
-    changed = bool(summary.added or summary.updated or summary.removed)
-    summary.elapsed = finish_run(index, (FRAMES, VIDEOS), changed, opts.optimize, t0)
-    summary.frames_per_s = per_second(summary.frames, summary.elapsed)
+    finish_videos(index, found, opts, summary, planned, ok_paths, failed_paths, t0)
     return summary
 
 
@@ -283,33 +310,19 @@ class _Run:
 
     def _finish(self, vid: int) -> None:
         acc = self.accs.pop(vid)
-        item, info, s = acc.item, acc.info, self.summary
+        s = self.summary
         self.done += 1
-        if acc.n == 0:
-            stage, reason = acc.error or ("decode", "no frames sampled")
-            self.videos_out.put("errors", error_table(self.index, VIDEOS, [Failure.of(item, stage, reason)]))
-            self.failed.append(item.path)
-            s.errors += 1
+        row, failures = video_outcome(self.vschema, self.index.dim, self.meta_cols, self.opts.sampling.describe(),
+                                      vid, acc.item, acc.info, acc.n, acc.sum, acc.last_t, acc.error)
+        if failures:
+            self.videos_out.put("errors", error_table(self.index, VIDEOS, failures))
+            s.errors += len(failures)
+        if row is None:
+            self.failed.append(acc.item.path)
         else:
-            if acc.error is not None:
-                stage, reason = acc.error
-                reason = f"partial, kept {acc.n} frames: {reason}"
-                self.videos_out.put("errors", error_table(self.index, VIDEOS, [Failure.of(item, stage, reason)]))
-                s.errors += 1
-                s.partial += 1
-            pooled = mean_pool_vectors(acc.sum[None, :])  # the running sum is n x the mean: same direction
-            duration = info.duration
-            if duration is None:
-                duration = acc.last_t + (1.0 / info.fps if info.fps else 0.0)
-            cols = {"id": [vid], "path": [stored_path(item.path)], "duration": [duration], "fps": [info.fps],
-                    "n_frames": [acc.n], "width": [info.width], "height": [info.height], "bytes": [item.bytes],
-                    "mtime": [item.mtime], "hash": [info.hash], "sampling": [self.opts.sampling.describe()],
-                    "partial": [acc.error is not None], "caption": [item.caption],
-                    "vector": vectors_to_arrow(pooled[None, :], self.index.dim)}
-            for c in self.meta_cols:
-                cols[c] = [item.meta.get(c)]
-            self.videos_out.put(VIDEOS, pa.table(cols, schema=self.vschema))
-            if item.path in self.replaced:
+            s.partial += bool(failures)
+            self.videos_out.put(VIDEOS, row)
+            if acc.item.path in self.replaced:
                 s.updated += 1
             else:
                 s.added += 1
