@@ -27,8 +27,7 @@ from indexers.common import Failure, error_table, finish_run
 from indexers.embedding_rows import TABLE, block_rows, from_row
 from indexers.embedding_sources import Part, blocks
 from indexers.embeddings import EmbeddingSummary, FileProgress, count_block, prepare_table
-from indexers.ray_engine import RayOptions, check_ray, start_ray
-from retrieval.errors import InvalidInput
+from indexers.ray_engine import RayOptions, check_ray_index, start_ray
 from retrieval.index.directory import Index
 from retrieval.io.workers import Progress
 from retrieval.store.lance_fragments import write_batches
@@ -64,10 +63,7 @@ def index_embeddings_ray(index: Index, parts: list[Part], ray_options: RayOption
                          model: str | None = None, max_in_flight: int | None = None) -> EmbeddingSummary:
     """``index_embeddings`` with a Ray task per file not done (at most ``max_in_flight`` at once; default two per
     CPU of the cluster): the same rows, errors and progress records."""
-    ray = check_ray()
-    if index.backend != "lance":
-        raise InvalidInput(f"--engine ray writes Lance fragments; {index.path} uses the {index.backend} backend "
-                           f"(index it with the local engine)")
+    ray = check_ray_index(index)
     t0 = time.monotonic()
     summary = EmbeddingSummary()
     schema = prepare_table(index, parts, model)

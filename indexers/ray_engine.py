@@ -57,15 +57,22 @@ def check_ray():
     return ray
 
 
+def check_ray_index(index: Index):
+    """``check_ray``, and ``InvalidInput`` unless ``index`` is a Lance index: the Ray engines' workers write Lance
+    fragments."""
+    ray = check_ray()
+    if index.backend != "lance":
+        raise InvalidInput(f"--engine ray writes Lance fragments; {index.path} uses the {index.backend} backend "
+                           f"(index it with the local engine)")
+    return ray
+
+
 def index_shards_ray(index: Index, found: ShardDiscovery, options: ImageIndexOptions | None = None,
                      ray_options: RayOptions | None = None,
                      on_progress: Callable[[Progress], None] | None = None) -> ShardSummary:
     """The Ray engine's ``index_shards``: same rows, errors and records in the ``images``, ``errors`` and
     ``shards`` tables, with planning and decoding in Ray tasks and embedding and writing in an actor pool."""
-    ray = check_ray()
-    if index.backend != "lance":
-        raise InvalidInput(f"--engine ray writes Lance fragments; {index.path} uses the {index.backend} backend "
-                           f"(index it with the local engine)")
+    ray = check_ray_index(index)
     opts, ropts = options or ImageIndexOptions(), ray_options or RayOptions()
     t0 = time.monotonic()
     summary = ShardSummary()

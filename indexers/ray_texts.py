@@ -28,14 +28,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from indexers.common import Failure, error_table, finish_run, per_second
-from indexers.ray_engine import RayOptions, check_ray, start_ray
+from indexers.ray_engine import RayOptions, check_ray_index, start_ray
 from indexers.text_rows import text_rows
-from indexers.text_sources import SPLITS, FileError, TextDiscovery, TextFile, read_rows
+from indexers.text_sources import FileError, TextDiscovery, TextFile, read_rows
 from indexers.text_state import ROW_STAGE, TABLE, FileLedger, TextState, repair_generations, source_ids
-from indexers.texts import TextIndexOptions, TextIndexSummary, check_long_text, prune_gone, text_hash
+from indexers.texts import TextIndexOptions, TextIndexSummary, prune_gone, start_text_run, text_hash
 from retrieval.encode.encoder import load_encoder
-from retrieval.encode.text import check_strategy, encode_long_texts, long_text_counts
-from retrieval.errors import InvalidInput
+from retrieval.encode.text import encode_long_texts, long_text_counts
 from retrieval.index.directory import Index
 from retrieval.io.workers import Progress
 from retrieval.store.lance_fragments import add_null_columns, table_schema, write_rows
@@ -119,19 +118,9 @@ def index_texts_ray(index: Index, found: TextDiscovery, options: TextIndexOption
                     ray_options: RayOptions | None = None,
                     on_progress: Callable[[Progress], None] | None = None) -> TextIndexSummary:
     """``index_texts`` with a file per task in a pool of embedding actors: the same rows, errors and marks."""
-    ray = check_ray()
-    if index.backend != "lance":
-        raise InvalidInput(f"--engine ray writes Lance fragments; {index.path} uses the {index.backend} backend "
-                           f"(index it with the local engine)")
+    ray = check_ray_index(index)
     opts, ropts = options or TextIndexOptions(), ray_options or RayOptions()
-    check_strategy(opts.long_text)
-    if opts.split not in SPLITS:
-        raise InvalidInput(f"unknown split {opts.split!r}; choose one of {', '.join(SPLITS)}")
-    check_long_text(index, opts.long_text)
-    t0 = time.monotonic()
-    index.ensure_table(TABLE)
-    index.ensure_table("errors")
-    index.manifest["tables"][TABLE]["long_text"] = opts.long_text
+    t0 = start_text_run(index, opts)
     s = TextIndexSummary(long_text=opts.long_text)
     state = TextState(index)
     ledger = FileLedger(index, state)

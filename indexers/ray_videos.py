@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from indexers.common import Failure, error_table
-from indexers.ray_engine import RayOptions, check_ray, start_ray
+from indexers.ray_engine import RayOptions, check_ray_index, start_ray
 from indexers.video_decode import import_av, iter_video
 from indexers.video_rows import video_outcome
 from indexers.videos import (
@@ -37,7 +37,6 @@ from indexers.videos import (
     plan_videos,
 )
 from retrieval.encode.encoder import load_encoder
-from retrieval.errors import InvalidInput
 from retrieval.index.directory import Index
 from retrieval.index.schemas import base_fields
 from retrieval.io.files import stored_path
@@ -103,10 +102,7 @@ def index_videos_ray(index: Index, found: Discovery, options: VideoIndexOptions 
                      ray_options: RayOptions | None = None,
                      on_progress: Callable[[Progress], None] | None = None) -> VideoIndexSummary:
     """``index_videos`` with a video per task in a pool of embedding actors: the same frames, videos and errors."""
-    ray = check_ray()
-    if index.backend != "lance":
-        raise InvalidInput(f"--engine ray writes Lance fragments; {index.path} uses the {index.backend} backend "
-                           f"(index it with the local engine)")
+    ray = check_ray_index(index)
     opts, ropts = options or VideoIndexOptions(), ray_options or RayOptions()
     import_av()  # fail early, naming the extra, when PyAV is missing
     t0 = time.monotonic()

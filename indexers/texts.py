@@ -106,10 +106,9 @@ def check_long_text(index: Index, long_text: str) -> None:
                            f"--long-text {built} or into a new index")
 
 
-def index_texts(index: Index, found: TextDiscovery, options: TextIndexOptions | None = None,
-                on_progress: Callable[[Progress], None] | None = None) -> TextIndexSummary:
-    """Bring the ``texts`` table of ``index`` up to date with the files in ``found``; returns the run's summary."""
-    opts = options or TextIndexOptions()
+def start_text_run(index: Index, opts: TextIndexOptions) -> float:
+    """What every text indexing run (either engine) does first: check the options against the index, make its
+    tables and pin the long-text strategy; returns the run's start (``time.monotonic``)."""
     check_strategy(opts.long_text)
     if opts.split not in SPLITS:
         raise InvalidInput(f"unknown split {opts.split!r}; choose one of {', '.join(SPLITS)}")
@@ -118,6 +117,14 @@ def index_texts(index: Index, found: TextDiscovery, options: TextIndexOptions | 
     index.ensure_table(TABLE)
     index.ensure_table("errors")
     index.manifest["tables"][TABLE]["long_text"] = opts.long_text
+    return t0
+
+
+def index_texts(index: Index, found: TextDiscovery, options: TextIndexOptions | None = None,
+                on_progress: Callable[[Progress], None] | None = None) -> TextIndexSummary:
+    """Bring the ``texts`` table of ``index`` up to date with the files in ``found``; returns the run's summary."""
+    opts = options or TextIndexOptions()
+    t0 = start_text_run(index, opts)
     index.save_manifest()
     run = _Run(index, opts, TextIndexSummary(long_text=opts.long_text), on_progress, t0)
     repair_generations(index, run.state, run.ledger.partial)
