@@ -40,7 +40,8 @@ from retrieval.algorithms.zeroshot import (
 )
 
 _RECO = ("RecoFuser", "fusers_from_checkpoint", "knn_ids", "load_reco_checkpoint", "reco_loss", "reco_mean_fuse",
-         "reco_refine", "reco_search_weight", "save_reco_checkpoint", "train_reco", "train_reco_step")
+         "reco_blend_logits", "reco_refine", "reco_search_blend", "reco_search_weight", "save_reco_checkpoint",
+         "train_reco", "train_reco_step")
 
 
 def __getattr__(name):

@@ -99,3 +99,19 @@ def grid_accuracy(base: np.ndarray, terms: np.ndarray, coefs: np.ndarray, labels
             logits = b[None] + np.einsum("gt,tnc->gnc", coefs[g0 : g0 + gs], t, optimize=True)
             correct[g0 : g0 + gs] += (logits.argmax(axis=2) == y[None]).sum(axis=1)
     return correct / max(n, 1)
+
+
+def one_se_pick(accs, n: int, complexity) -> int:
+    """The one-standard-error rule over a grid: the simplest grid point whose accuracy is within one standard error
+    of the best, ``acc_g >= best - sqrt(best (1 - best) / n)`` (binomial SE of the best accuracy on ``n`` labelled
+    items). accs (G,) in [0, 1], complexity (G,) (lower = simpler: closer to zero-shot) -> grid position; among
+    equally simple points the more accurate, then the first. With a small tuning split the best grid point is often
+    best by chance; the rule keeps the augmentation only as strong as the split can justify."""
+    a = np.asarray(accs, dtype=np.float64).ravel()
+    c = np.asarray(complexity, dtype=np.float64).ravel()
+    if a.shape != c.shape or not a.size:
+        raise ValueError(f"accs {a.shape} and complexity {c.shape} must be the same non-empty shape")
+    best = float(a.max())
+    se = float(np.sqrt(best * (1.0 - best) / max(int(n), 1)))
+    ok = np.nonzero(a >= best - se - 1e-12)[0]
+    return int(ok[np.lexsort((ok, -a[ok], c[ok]))[0]])

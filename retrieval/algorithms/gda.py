@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from retrieval.algorithms.arrays import as_f32, as_i64, grid_accuracy
+from retrieval.algorithms.arrays import as_f32, as_i64, grid_accuracy, one_se_pick
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +62,16 @@ def gda_logits(test_feats, clip_weights, W, b, alpha: float) -> np.ndarray:
 
 
 def gda_search_alpha(val_feats, val_labels, clip_weights, W, b,
-                     alphas: Sequence[float] = DEFAULT_ALPHAS) -> tuple[float, float]:
-    """Pick alpha by validation accuracy: returns ``(best_alpha, best_acc)``; ties keep the first (smallest) alpha."""
+                     alphas: Sequence[float] = DEFAULT_ALPHAS, rule: str = "best") -> tuple[float, float]:
+    """Pick alpha by validation accuracy: returns ``(best_alpha, best_acc)``; ties keep the first (smallest) alpha.
+    ``rule="1se"``: the smallest alpha within one standard error of the best (``arrays.one_se_pick``)."""
     f = as_f32(val_feats, "val_feats", ndim=2)
     y = as_i64(val_labels, "val_labels")
     zs = 100.0 * f @ as_f32(clip_weights, "clip_weights", ndim=2)
     gda = f @ as_f32(W, "W", ndim=2) + as_f32(b, "b", ndim=1)
     a = np.asarray(alphas, dtype=np.float64)
     accs = grid_accuracy(zs, gda[None], a[:, None], y)
-    j = int(np.argmax(accs))
+    if rule not in ("best", "1se"):
+        raise ValueError(f"rule must be 'best' or '1se', not {rule!r}")
+    j = int(np.argmax(accs)) if rule == "best" else one_se_pick(accs, y.shape[0], a)
     return float(a[j]), float(accs[j])

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from retrieval.algorithms.arrays import as_f32, as_i64, l2_normalize
+from retrieval.algorithms.arrays import as_f32, as_i64, l2_normalize, one_se_pick
 from retrieval.errors import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -51,19 +51,49 @@ RECO_WEIGHTS = (0.0, 0.1, 0.25, 0.5, 1.0, 2.0, 4.0)
 
 
 def reco_search_weight(val_feats, val_labels, val_retrieved, class_text, class_retrieved,
-                       weights=RECO_WEIGHTS) -> tuple[float, float]:
+                       weights=RECO_WEIGHTS, rule: str = "best") -> tuple[float, float]:
     """The mean-fusion weight with the best accuracy on a labelled split: val_feats (n, D), val_labels (n,),
     val_retrieved (n, k, D) texts of their image neighbours, class_text (C, D), class_retrieved (C, k, D) images of
-    their text neighbours -> (weight, accuracy). 0 (zero-shot) is in the grid; ties keep the smaller weight."""
+    their text neighbours -> (weight, accuracy). 0 (zero-shot) is in the grid; ties keep the smaller weight.
+    ``rule="1se"``: the smallest weight within one standard error of the best (``arrays.one_se_pick``)."""
     y = as_i64(val_labels, "val_labels")
-    best = (float(weights[0]), -1.0)
+    accs = []
     for w in weights:
         v = reco_mean_fuse(val_feats, val_retrieved, w)
         t = reco_mean_fuse(class_text, class_retrieved, w)
-        acc = float(np.mean(np.argmax(v @ t.T, axis=1) == y))
-        if acc > best[1]:
-            best = (float(w), acc)
-    return best
+        accs.append(float(np.mean(np.argmax(v @ t.T, axis=1) == y)))
+    j = _pick(accs, y.shape[0], weights, rule)
+    return float(weights[j]), accs[j]
+
+
+RECO_BLENDS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def reco_blend_logits(zs_cos, fused_cos, blend: float) -> np.ndarray:
+    """Zero-shot and RECO cosines mixed: ``(1 − blend) · v·t + blend · v̄·t̄``; zs_cos, fused_cos (N, C) -> (N, C).
+    blend = 1 is RECO as trained, 0 is zero-shot CLIP."""
+    z = as_f32(zs_cos, "zs_cos", ndim=2)
+    f = as_f32(fused_cos, "fused_cos", ndim=2)
+    if z.shape != f.shape:
+        raise ValueError(f"zs_cos {z.shape} and fused_cos {f.shape} differ")
+    return ((1.0 - blend) * z + blend * f).astype(np.float32)
+
+
+def reco_search_blend(zs_cos, fused_cos, labels, blends=RECO_BLENDS, rule: str = "1se") -> tuple[float, float]:
+    """The blend of :func:`reco_blend_logits` chosen on a labelled split: zs_cos, fused_cos (n, C), labels (n,) ->
+    (blend, accuracy); ``rule`` as :func:`reco_search_weight` (complexity = blend, 0 = zero-shot)."""
+    y = as_i64(labels, "labels")
+    accs = [float(np.mean(np.argmax(reco_blend_logits(zs_cos, fused_cos, b), axis=1) == y)) for b in blends]
+    j = _pick(accs, y.shape[0], blends, rule)
+    return float(blends[j]), accs[j]
+
+
+def _pick(accs, n: int, values, rule: str) -> int:
+    if rule == "best":
+        return int(np.argmax(accs))  # first of the best: values ascend, so the smaller
+    if rule == "1se":
+        return one_se_pick(accs, n, values)
+    raise ValueError(f"rule must be 'best' or '1se', not {rule!r}")
 
 
 def knn_ids(xq, xb, k: int, exclude_self: bool = False) -> np.ndarray:

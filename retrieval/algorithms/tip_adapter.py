@@ -14,7 +14,7 @@ import logging
 
 import numpy as np
 
-from retrieval.algorithms.arrays import as_f32, as_i64, grid_accuracy, l2_normalize, one_hot
+from retrieval.algorithms.arrays import as_f32, as_i64, grid_accuracy, l2_normalize, one_hot, one_se_pick
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +79,15 @@ def paper_grid(scale: float, steps: int, start: float = 0.1) -> np.ndarray:
 
 def tip_adapter_search(val_feats, val_labels, cache_keys, cache_values, clip_weights,
                        search_scale: tuple[float, float] = (7, 3),
-                       search_step: tuple[int, int] = (200, 20)) -> tuple[float, float, float]:
+                       search_step: tuple[int, int] = (200, 20), rule: str = "best",
+                       with_zero: bool = False) -> tuple[float, float, float]:
     """Grid-search (alpha, beta) on a labelled split, as the reference ``search_hp``.
 
     beta_i = 0.1 + i (s_b − 0.1)/n_b (i < n_b), alpha_j = 0.1 + j (s_a − 0.1)/n_a (j < n_a), with
     ``search_scale = (s_b, s_a)`` and ``search_step = (n_b, n_a)`` (ImageNet: (7, 3), (200, 20)).
     Vectorised over alpha. Ties keep the first (beta ascending, then alpha ascending), like the reference loop.
+    ``with_zero`` adds alpha = 0 (zero-shot CLIP); ``rule="1se"`` picks the smallest alpha within one standard error
+    of the best (:func:`~retrieval.algorithms.arrays.one_se_pick`) instead of the best (the reference's ``"best"``).
     Returns ``(best_alpha, best_beta, best_acc)`` with acc in [0, 1].
     """
     f, k, v, w = check_cache_inputs(val_feats, cache_keys, cache_values, clip_weights)
@@ -93,14 +96,23 @@ def tip_adapter_search(val_feats, val_labels, cache_keys, cache_values, clip_wei
         raise ValueError(f"{f.shape[0]} val feats but {y.shape[0]} labels")
     betas = paper_grid(search_scale[0], int(search_step[0]))
     alphas = paper_grid(search_scale[1], int(search_step[1]))
+    if with_zero:
+        alphas = np.concatenate([[0.0], alphas])
     zs = (100.0 * f @ w).astype(np.float32)
     aff = f @ k.T
     best = (float(alphas[0]), float(betas[0]), -1.0)
+    all_accs = []
     for beta in betas:
         cache = cache_logits(aff, v, float(beta))
         accs = grid_accuracy(zs, cache[None], alphas[:, None], y)  # (n_a,)
+        all_accs.append(accs)
         j = int(np.argmax(accs))
         if accs[j] > best[2]:
             best = (float(alphas[j]), float(beta), float(accs[j]))
+    if rule == "1se":
+        i, j = divmod(one_se_pick(np.concatenate(all_accs), y.shape[0], np.tile(alphas, len(betas))), len(alphas))
+        best = (float(alphas[j]), float(betas[i]), float(all_accs[i][j]))
+    elif rule != "best":
+        raise ValueError(f"rule must be 'best' or '1se', not {rule!r}")
     log.debug("tip_adapter_search: alpha=%.3f beta=%.3f acc=%.4f", *best)
     return best

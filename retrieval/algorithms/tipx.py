@@ -17,7 +17,7 @@ import logging
 
 import numpy as np
 
-from retrieval.algorithms.arrays import as_f32, as_i64, grid_accuracy, log_softmax, softmax
+from retrieval.algorithms.arrays import as_f32, as_i64, grid_accuracy, log_softmax, one_se_pick, softmax
 from retrieval.algorithms.tip_adapter import cache_logits, check_cache_inputs
 
 log = logging.getLogger(__name__)
@@ -151,7 +151,8 @@ def tipx_logits(test_feats, support_feats, support_onehot, clip_weights, alpha: 
 def tipx_search(val_feats, val_labels, support_feats, support_onehot, clip_weights,
                 temperature: float = DEFAULT_TEMPERATURE,
                 search_scale: tuple[float, float, float] = (50, 50, 30),
-                search_step: tuple[int, int, int] = (20, 200, 50)) -> dict:
+                search_step: tuple[int, int, int] = (20, 200, 50), rule: str = "best",
+                with_zero: bool = False) -> dict:
     """Grid-search TIP-X's (alpha, beta, gamma) on a labelled split (SuS-X's ``search_hp``).
 
     Grids (``search_scale = (s_a, s_b, s_g)``, ``search_step = (n_a, n_b, n_g)``, paper: (50, 50, 30),
@@ -159,6 +160,9 @@ def tipx_search(val_feats, val_labels, support_feats, support_onehot, clip_weigh
     For each beta the cache term is computed once and all (alpha, gamma) pairs are scored in one vectorised pass;
     the KL term does not depend on the grid and is computed once (R = the validation affinity, as the reference).
     Pass a smaller ``search_step`` for a coarser, faster search. Ties keep the first in (beta, alpha, gamma) order.
+    ``with_zero`` adds alpha = 0 and gamma = 0 to the grids (their meeting point is zero-shot CLIP); ``rule="1se"``
+    picks by :func:`~retrieval.algorithms.arrays.one_se_pick` with complexity alpha/s_a + gamma/s_g (the weakest
+    augmentation within one standard error of the best) instead of the best (the paper's ``"best"``).
     Returns ``dict(alpha, beta, gamma, acc)``.
     """
     f, s, l, w = _prepare(val_feats, support_feats, support_onehot, clip_weights)
@@ -168,16 +172,28 @@ def tipx_search(val_feats, val_labels, support_feats, support_onehot, clip_weigh
     alphas = 0.1 + np.arange(search_step[0]) * (search_scale[0] - 0.1) / search_step[0]
     betas = 1.0 + np.arange(search_step[1]) * (search_scale[1] - 1.0) / search_step[1]
     gammas = 0.1 + np.arange(search_step[2]) * (search_scale[2] - 0.1) / search_step[2]
+    if with_zero:
+        alphas, gammas = np.concatenate([[0.0], alphas]), np.concatenate([[0.0], gammas])
     zs = (100.0 * f @ w).astype(np.float32)
     aff = f @ s.T
     kl_term = tipx_kl_term(f, s, l, w, temperature, aff)
     coefs = np.stack(np.meshgrid(alphas, -gammas, indexing="ij"), axis=-1).reshape(-1, 2)  # (n_a*n_g, 2)
     best = dict(alpha=float(alphas[0]), beta=float(betas[0]), gamma=float(gammas[0]), acc=-1.0)
+    all_accs = []
     for beta in betas:
         cache = cache_logits(aff, l, float(beta))
         accs = grid_accuracy(zs, np.stack([cache, kl_term]), coefs, y)
+        all_accs.append(accs)
         g = int(np.argmax(accs))
         if accs[g] > best["acc"]:
             best = dict(alpha=float(coefs[g, 0]), beta=float(beta), gamma=float(-coefs[g, 1]), acc=float(accs[g]))
+    if rule == "1se":
+        strength = coefs[:, 0] / search_scale[0] - coefs[:, 1] / search_scale[2]  # (n_a*n_g,), beta-independent
+        pos = one_se_pick(np.concatenate(all_accs), y.shape[0], np.tile(strength, len(betas)))
+        b, g = divmod(pos, coefs.shape[0])
+        best = dict(alpha=float(coefs[g, 0]), beta=float(betas[b]), gamma=float(-coefs[g, 1]),
+                    acc=float(all_accs[b][g]))
+    elif rule != "best":
+        raise ValueError(f"rule must be 'best' or '1se', not {rule!r}")
     log.debug("tipx_search: %s", best)
     return best

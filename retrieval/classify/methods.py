@@ -199,10 +199,11 @@ class XMoRe(Runner):
 class Reco(Runner):
     """RECO: refine images by their neighbours' captions and classes by their neighbours' images; score v̄ · t̄."""
 
-    def __init__(self, ix, W, k, weight=1.0, fusers=None):
+    def __init__(self, ix, W, k, weight=1.0, fusers=None, blend=1.0):
         self.name = "reco"
-        self.ix, self.k, self.weight, self.fusers = ix, k, weight, fusers
-        self.params = dict(k=k, fusion="trained fuser" if fusers else "mean", **({} if fusers else {"weight": weight}))
+        self.ix, self.k, self.weight, self.fusers, self.blend, self.W = ix, k, weight, fusers, blend, W
+        self.params = dict(k=k, fusion="trained fuser" if fusers else "mean",
+                           **({"blend": blend} if fusers else {"weight": weight}))
         self.width = W.shape[1]
         T = np.ascontiguousarray(W.T)
         self.t_bar = self._fuse(1, T, text_to_images(ix, T, k))  # (C, D)
@@ -212,9 +213,16 @@ class Reco(Runner):
             return algorithms.reco_mean_fuse(query, retrieved, self.weight)
         return algorithms.reco_refine(self.fusers[which], query, retrieved)
 
-    def probs(self, fb, sl):
+    def cosines(self, fb) -> tuple[np.ndarray, np.ndarray]:
+        """Zero-shot f·W and RECO v̄·t̄ cosines of image features fb (n, D): two (n, C)."""
         v_bar = self._fuse(0, fb, image_to_texts(self.ix, fb, self.k))
-        return softmax(LOGIT_SCALE * v_bar @ self.t_bar.T, axis=1)
+        return fb @ self.W, v_bar @ self.t_bar.T
+
+    def probs(self, fb, sl):
+        zs, fused = self.cosines(fb)
+        if self.blend == 1.0:  # RECO as trained
+            return softmax(LOGIT_SCALE * fused, axis=1)
+        return softmax(LOGIT_SCALE * algorithms.reco_blend_logits(zs, fused, self.blend), axis=1)
 
 
 def gda_samples(views: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -38,6 +38,10 @@ log = logging.getLogger(__name__)
 
 SUSX_QUERY = "A photo of a {}."
 GDA_ALPHA = 10.0  # no paper default (the paper searches); chosen on clipdex/synthetic/embeddings.py — use --tune
+# --tune: every grid holds its zero-shot end (augmentation weight 0), and the weakest augmentation within one
+# standard error of the best tuning accuracy is kept (the one-standard-error rule): a tuning split of a few hundred
+# images cannot tell apart settings a point apart, and the papers' "best on validation" then overfits it
+TUNE_RULE = "1se"
 
 
 @dataclass
@@ -141,7 +145,7 @@ class MethodInputs:
         if self.val is None or not len(keys):
             return dict(DEFAULT_TIPX), None, None
         vf, vl = self.val
-        hp = tipx_search(vf, vl, keys, labels_1hot, self.W)
+        hp = tipx_search(vf, vl, keys, labels_1hot, self.W, rule=TUNE_RULE, with_zero=True)
         aff = vf @ keys.T
         ref = np.array([aff.min(), aff.max()], np.float32)
         return {k: hp[k] for k in ("alpha", "beta", "gamma")}, ref, hp["acc"]
@@ -207,9 +211,17 @@ def build_reco(inp: MethodInputs) -> M.Runner | None:
     if fusers is None and inp.val is not None:  # the mean-fusion weight, searched like the other methods' values
         vf, vl = inp.val
         T = np.ascontiguousarray(inp.W.T)
-        weight, acc = algorithms.reco_search_weight(vf, vl, image_to_texts(ix, vf, k), T, text_to_images(ix, T, k))
+        weight, acc = algorithms.reco_search_weight(vf, vl, image_to_texts(ix, vf, k), T, text_to_images(ix, T, k),
+                                                    rule=TUNE_RULE)
         inp.notes.append(f"reco: mean-fusion weight {weight:g} searched on {o.tune} (val accuracy {100 * acc:.1f}%)")
-    return M.Reco(ix, inp.W, k, weight, fusers)
+    runner = M.Reco(ix, inp.W, k, weight, fusers)
+    if fusers is not None and inp.val is not None:  # how much of the trained fuser's scores to use: 0 = zero-shot
+        vf, vl = inp.val
+        runner.blend, acc = algorithms.reco_search_blend(*runner.cosines(vf), vl, rule=TUNE_RULE)
+        runner.params["blend"] = runner.blend
+        inp.notes.append(f"reco: trained-fuser blend {runner.blend:g} searched on {o.tune} "
+                         f"(val accuracy {100 * acc:.1f}%)")
+    return runner
 
 
 def load_fusers(path: str, model: str):
@@ -231,7 +243,7 @@ def build_tip(inp: MethodInputs) -> M.Runner:
     _, _, keys, values = _cache(inp)
     a, b = DEFAULT_ALPHA, DEFAULT_BETA
     if inp.val is not None:
-        a, b, _ = tip_adapter_search(*inp.val, keys, values, inp.W)
+        a, b, _ = tip_adapter_search(*inp.val, keys, values, inp.W, rule=TUNE_RULE, with_zero=True)
     return M.TipAdapter(inp.W, keys, values, a, b)
 
 
@@ -248,7 +260,7 @@ def build_gda(inp: MethodInputs) -> M.Runner | None:
         return None
     x, y = M.gda_samples(views, split.labels)
     Wg, b = gda_fit(x, y, len(inp.classes))
-    alpha = gda_search_alpha(*inp.val, inp.W, Wg, b)[0] if inp.val is not None else GDA_ALPHA
+    alpha = gda_search_alpha(*inp.val, inp.W, Wg, b, rule=TUNE_RULE)[0] if inp.val is not None else GDA_ALPHA
     return M.GDA(inp.W, Wg, b, alpha)
 
 
