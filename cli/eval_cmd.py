@@ -17,7 +17,7 @@ from retrieval.classify.prepare import ClassifyOptions
 from retrieval.encode.text import query_strategy
 from retrieval.index.directory import open_index
 from retrieval.query.evaluate import clip_benchmark_record, evaluate_retrieval, read_queries
-from retrieval.query.hybrid import FUSIONS, MODES, HybridOptions
+from retrieval.query.hybrid import DEFAULT_FUSION, FUSIONS, MODES, HybridOptions
 
 
 @click.group("eval")
@@ -36,7 +36,8 @@ def eval_group() -> None:
 @click.option("--mode", type=click.Choice(MODES), default="vector", show_default=True,
               help="Rank text queries by vector, by keywords (text), or both fused (hybrid; auto as search does).")
 @click.option("--weights", default=None, metavar="V,T", help="Hybrid mode: vector and keyword weights (1,1).")
-@click.option("--fusion", type=click.Choice(FUSIONS), default="rrf", show_default=True, help="Hybrid fusion.")
+@click.option("--fusion", type=click.Choice(FUSIONS), default=DEFAULT_FUSION, show_default=True,
+              help="Hybrid fusion (see clipdex search --help).")
 @click.option("--output", "output", type=click.Path(dir_okay=False), default=None,
               help="Also write the summary as CLIP_benchmark's result JSON (zeroshot_retrieval) to this file.")
 @click.option("--dataset", default=None, help="The dataset name in --output (default: the query file's name).")

@@ -11,7 +11,7 @@ import pyarrow as pa
 from retrieval.errors import InvalidInput
 from retrieval.index.fulltext import OCR_TABLE
 from retrieval.query.arithmetic import parse_parts
-from retrieval.query.hybrid import FUSIONS, MODES, HybridOptions, hybrid_search
+from retrieval.query.hybrid import DEFAULT_FUSION, FUSIONS, MODES, HybridOptions, hybrid_search
 
 
 def parse_weights(value: str | None) -> tuple[float, float]:
@@ -36,8 +36,10 @@ def hybrid_options(f):
                           "metadata, OCR); hybrid: both, fused. auto: hybrid on an index indexed with --ocr."),
         click.option("--weights", default=None, metavar="V,T",
                      help="Weights of the vector and the keyword ranking in hybrid mode (default 1,1)."),
-        click.option("--fusion", type=click.Choice(FUSIONS), default="rrf", show_default=True,
-                     help="rrf: reciprocal-rank fusion (k=60); score: weighted min-max scaled scores."),
+        click.option("--fusion", type=click.Choice(FUSIONS), default=DEFAULT_FUSION, show_default=True,
+                     help="complete: reciprocal-rank fusion (k=60) with the keyword hits that carry every query "
+                          "word first (when only some do); rrf: plain reciprocal-rank fusion; score: weighted "
+                          "min-max scaled scores."),
         click.option("--explain", is_flag=True,
                      help="Say why each hit matched: vector score and rank, keyword score, rank and matched "
                           "words, OCR snippet."),
@@ -73,7 +75,7 @@ def query_string(parts: tuple[str, ...]) -> str | None:
 
 def run_hybrid(ix, parts, image, k, table, where, min_score, encoder, long_text, mode, weights, fusion, explain,
                add, subtract) -> pa.Table:
-    if mode == "auto" and (weights is not None or fusion != "rrf"):
+    if mode == "auto" and (weights is not None or fusion != DEFAULT_FUSION):
         mode = "hybrid"  # weights and a fusion only mean something for a fused ranking
     options = HybridOptions(mode=mode, weights=parse_weights(weights), fusion=fusion, explain=explain)
     return hybrid_search(ix, query_string(parts), image=image, add=add, subtract=subtract, k=k, table=table,

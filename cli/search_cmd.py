@@ -12,6 +12,7 @@ from cli.video_cmd import run_video_search, video_search_options
 from retrieval.errors import InvalidInput
 from retrieval.index.directory import open_index
 from retrieval.index.query_cache import read_vectors_file
+from retrieval.query.hybrid import DEFAULT_FUSION
 from retrieval.query.search import search as run_search
 from retrieval.query.search import text_query_encoder
 
@@ -51,7 +52,8 @@ def search(index_path, text, image, vectors, k, where, min_score, table, model, 
             if model is not None:
                 ix.check_model(model)
             videos = table in ("videos", "frames") or any(v not in (None, False) for v in video.values())
-            hybrid = wants_hybrid(ix, parts, mode, explain, add, subtract, weights is not None or fusion != "rrf")
+            tuned = weights is not None or fusion != DEFAULT_FUSION
+            hybrid = wants_hybrid(ix, parts, mode, explain, add, subtract, tuned)
             if videos and hybrid and (mode != "auto" or explain or add or subtract or len(parts) > 1):
                 raise InvalidInput("--mode, --explain and query arithmetic search the images and texts tables")
             if text is not None:  # a text query may run on the exported text tower, without importing torch

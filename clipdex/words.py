@@ -17,7 +17,7 @@ from clipdex.arguments import OnProgress, PathLike, readable, with_changes, writ
 from indexers.ocr import OcrOptions, OcrSummary
 from indexers.ocr import ocr_images as run_ocr
 from retrieval.index.directory import Index
-from retrieval.query.hybrid import HybridOptions
+from retrieval.query.hybrid import DEFAULT_FUSION, HybridOptions
 from retrieval.query.hybrid import hybrid_search as run_hybrid
 
 __all__ = ["HybridOptions", "OcrOptions", "OcrSummary", "hybrid_search", "ocr_images"]
@@ -26,11 +26,12 @@ __all__ = ["HybridOptions", "OcrOptions", "OcrSummary", "hybrid_search", "ocr_im
 def hybrid_search(index: Index | PathLike, text: str | None = None, *, image=None, vectors=None,
                   words: str | None = None, add: Sequence = (), subtract: Sequence = (), k: int = 10,
                   table: str = "images", where: str | None = None, min_score: float | None = None,
-                  mode: str = "auto", weights: tuple[float, float] = (1.0, 1.0), fusion: str = "rrf",
+                  mode: str = "auto", weights: tuple[float, float] = (1.0, 1.0), fusion: str = DEFAULT_FUSION,
                   explain: bool = False, long_text: str | None = None, encoder=None) -> pa.Table:
     """Search ``table`` by what its pictures show and by the words they carry (paths, captions, metadata, texts,
     OCR): ``mode`` vector | text | hybrid | auto (hybrid when the index ran OCR); ``weights`` (vector, keyword)
-    and ``fusion`` (``rrf``: reciprocal-rank fusion, k=60; ``score``) for hybrid. ``text`` may be query arithmetic
+    and ``fusion`` (``complete``: reciprocal-rank fusion, k=60, with the keyword hits that carry every query
+    word first when only some do; ``rrf``: plain; ``score``) for hybrid. ``text`` may be query arithmetic
     (``'"beach" + "sunset:0.5" - "people"'``); ``add`` / ``subtract``: more terms (texts, image paths or PIL
     images). ``where`` and ``min_score`` (the least cosine) as in :func:`clipdex.search`. ``explain`` adds
     ``vector_rank``, ``text_rank``, ``matched`` and ``ocr``. ``vectors`` + ``words``: a query vector and the

@@ -25,7 +25,7 @@ from retrieval.encode.text import encode_long_texts, query_strategy
 from retrieval.errors import InvalidInput
 from retrieval.io.imageprep import ImageReadError, ImageTooLarge, open_image
 from retrieval.query.arithmetic import parse_query, term_words
-from retrieval.query.hybrid import FUSIONS, MODES, HybridOptions, hybrid_search, resolve_mode
+from retrieval.query.hybrid import DEFAULT_FUSION, FUSIONS, MODES, HybridOptions, hybrid_search, resolve_mode
 from retrieval.query.search import search
 from retrieval.query.video import VideoSearchOptions, search_videos
 from retrieval.store.where import filter_sql
@@ -64,7 +64,8 @@ class SearchRequest(BaseModel):
                                           "fused) or auto (hybrid on an index indexed with --ocr)")
     weights: Optional[list[Annotated[float, Field(ge=0.0, le=MAX_WEIGHT)]]] = Field(
         None, min_length=2, max_length=2, description="hybrid: [vector, keyword] weights (default [1, 1])")
-    fusion: str = Field("rrf", description="hybrid: rrf (reciprocal-rank fusion, k=60) or score")
+    fusion: str = Field(DEFAULT_FUSION, description="hybrid: complete (reciprocal-rank fusion, k=60, with the keyword "
+                        "hits carrying every query word first), rrf (plain) or score")
     explain: bool = Field(False, description="add why each hit matched: vector/text score and rank, matched words, "
                                              "OCR snippet")
 

@@ -6,7 +6,8 @@ sizes (12 to 28 px), small rotations and noise. File names and captions share th
 kinds of query, each with its relevant pictures:
 
 - ``ocr``: words only in the picture (``bakery``, ``total 42.17``, ``qx-2041``); the look-alikes carry other
-  words in the same kind of sign (a receipt with ``TOTAL 17.42``), so only reading finds the answer;
+  words in the same kind of sign (a receipt with ``TOTAL 17.42``, a code ``QX-0412``), so only reading finds the
+  answer;
 - ``meta``: words only in the file name or the caption (``harbour``), on a plain drawing;
 - ``visual``: what the drawing shows (``a red circle``), no words anywhere;
 - ``mixed``: both (``a red circle bakery``): the BAKERY sign on a red circle, among BAKERY signs on other shapes
@@ -141,8 +142,12 @@ def make_words_set(folder: str | Path, n_queries: int = 12, size: int = 224, see
             for alt in (f"{b}.{a}", f"{a}.{b[::-1]}"):  # the same digits in another order
                 if alt != query.split()[1]:
                     add(_receipt(alt, rng))
-        else:
-            add([DECOYS[i]] if i % 3 == 0 else ["CODE", f"ZZ-{rng.randint(1000, 9999)}"])
+        elif i % 3 == 0:
+            add([DECOYS[i]])
+        else:  # the same letters, the same digits in another order (XV-8807 -> XV-8078)
+            letters, digits = query.upper().split("-")
+            turned = digits[1:] + digits[0] if len(set(digits)) > 1 else str(int(digits) % 9000 + 1000)
+            add(["CODE", f"{letters}-{turned}"])
         queries.append({"query": query, "relevant": [target], "kind": "ocr"})
     for i in range(n_word):  # meta: the words are in the file name or the caption only
         place = PLACES[i]

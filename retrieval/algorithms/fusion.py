@@ -4,6 +4,15 @@
   individual Rank Learning Methods", SIGIR 2009): ``s(d) = sum_i w_i / (k + r_i(d))`` over the rankings ``i`` that
   hold ``d`` (``r_i`` 1-based), ``k = 60`` as in the paper. Only ranks count, so a cosine and a BM25 score never
   need a common scale.
+- Complete-match RRF (the default of hybrid search): RRF, plus a bonus ``B = sum_i w_i / (k + 1)`` (the largest
+  RRF score a row can have) for each keyword hit that carries every word of the query, applied only when the
+  keyword ranking tells hits apart that way (some of its hits carry every word, some do not). Those rows then
+  rank first, in RRF order, then the rest in RRF order. Ranks alone cannot see that the receipt reading
+  ``TOTAL 42.17`` answers "total 42.17" and the look-alike reading ``TOTAL 17.42`` does not (both hold most of
+  the terms, one rank apart); a picture search that cannot read reorders them. Full-text engines draw the same
+  line with an all-terms match (Elasticsearch's ``operator: and`` / ``minimum_should_match``, Azure AI Search's
+  ``searchMode=all``); when every hit or no hit is complete (a one-word query, a query about what the picture
+  shows) it changes nothing and the fusion is Cormack's RRF, as LanceDB's and Elastic's hybrid search default to.
 - Weighted score fusion: each ranking's scores min-max scaled to [0, 1] over its own list, then
   ``s(d) = sum_i w_i * scaled_i(d)`` (a document missing from a list gets 0 there).
 - Query arithmetic (rclip's ``"beach" + "sunset:0.5" - "people"``): ``q = norm(sum_j a_j e_j - sum_j b_j n_j)``
@@ -17,7 +26,8 @@ import numpy as np
 
 RRF_K = 60
 
-__all__ = ["RRF_K", "combine_vectors", "rank_positions", "reciprocal_rank_fusion", "weighted_score_fusion"]
+__all__ = ["RRF_K", "combine_vectors", "complete_match_fusion", "rank_positions", "reciprocal_rank_fusion",
+           "weighted_score_fusion"]
 
 
 def _weights(weights: Sequence[float] | None, n: int) -> np.ndarray:
@@ -54,6 +64,27 @@ def reciprocal_rank_fusion(rankings: Sequence[np.ndarray], weights: Sequence[flo
                 first.append(i * 1_000_000_000 + r)
             score[j] += w[i] / (k + r + 1)
     return _ordered(pos, np.asarray(score, np.float64), np.asarray(first, np.int64))
+
+
+def complete_match_fusion(vector_ids: np.ndarray, keyword_ids: np.ndarray, complete: np.ndarray,
+                          weights: Sequence[float] | None = None, k: int = RRF_K) -> tuple[np.ndarray, np.ndarray]:
+    """Complete-match RRF (see the module's docstring) of a vector ranking ``vector_ids`` (n_v,) and a keyword
+    ranking ``keyword_ids`` (n_k,) int64, best first, with ``complete`` (n_k,) bool: whether each keyword hit
+    carries every query word -> (ids (m,) int64, scores (m,) float32), best first. ``weights``: (vector, keyword).
+    The bonus needs a keyword weight > 0 and a mixed ``complete``; else this is :func:`reciprocal_rank_fusion`."""
+    kw = np.asarray(keyword_ids, np.int64)
+    full = np.asarray(complete, bool)
+    if full.shape != kw.shape:
+        raise ValueError(f"{kw.shape} keyword hits but {full.shape} complete flags")
+    w = _weights(weights, 2)
+    ids, scores = reciprocal_rank_fusion([vector_ids, kw], w, k)
+    if w[1] == 0 or full.all() or not full.any():
+        return ids, scores
+    bonus = float(w.sum()) / (k + 1)
+    lifted = np.isin(ids, kw[full])
+    fused = scores.astype(np.float64) + bonus * lifted
+    order = np.argsort(-fused, kind="stable")  # RRF's order within each tier (ties keep its tie-break)
+    return ids[order], fused[order].astype(np.float32)
 
 
 def weighted_score_fusion(rankings: Sequence[tuple[np.ndarray, np.ndarray]],

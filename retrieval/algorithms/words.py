@@ -18,7 +18,7 @@ import re
 import unicodedata
 from typing import Iterable
 
-__all__ = ["document_terms", "matched_terms", "query_terms", "snippet", "terms"]
+__all__ = ["complete_matches", "document_terms", "matched_terms", "query_terms", "query_words", "snippet", "terms"]
 
 _RUN = re.compile(r"[^\W_]+")
 _PARTS = re.compile(r"[^\W\d_]+|\d+")
@@ -67,6 +67,33 @@ def query_terms(text: str, max_join: int = 3) -> list[str]:
             joined = "".join(words[i:i + n])
             if len(joined) <= MAX_TERM and joined not in out:
                 out.append(joined)
+    return out
+
+
+def query_words(text: str, max_join: int = 3) -> list[set[str]]:
+    """A query -> one set per word it holds (a whitespace piece with letters or digits): the terms any of which
+    means a row carries that word, in the order written: the word whole (its runs joined: ``42.17`` -> ``4217``,
+    ``XV-8807`` -> ``xv8807``, so ``17.42`` is not ``42.17``) and each join of up to ``max_join`` neighbouring
+    words that holds it (``main street`` -> ``mainstreet``, as :func:`query_terms` looks for)."""
+    words = ["".join(_RUN.findall(w)).lower() for w in unicodedata.normalize("NFKC", text).split()]
+    words = [w for w in words if w]
+    out = [{w} if len(w) <= MAX_TERM else set() for w in words]
+    for n in range(2, max_join + 1):
+        for i in range(len(words) - n + 1):
+            joined = "".join(words[i:i + n])
+            if len(joined) <= MAX_TERM:
+                for j in range(i, i + n):
+                    out[j].add(joined)
+    return out
+
+
+def complete_matches(words: list[set[str]], documents: list[str]) -> list[bool]:
+    """Which of ``documents`` (n :func:`document_terms` strings) carry every one of the query's ``words`` (from
+    :func:`query_words`) -> (n,) bools; all False when the query has no words."""
+    out = []
+    for doc in documents:
+        have = set(doc.split())
+        out.append(bool(words) and all(alts & have for alts in words))
     return out
 
 

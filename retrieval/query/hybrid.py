@@ -1,9 +1,11 @@
 """Hybrid search: the vector ranking and the keyword ranking of a query, fused; and why each hit matched.
 
 Modes: ``vector`` (cosine, as ``search``), ``text`` (BM25 over the full-text index: paths, captions, metadata,
-texts, OCR), ``hybrid`` (both fused: reciprocal-rank fusion with ``k = 60`` by default, or ``fusion="score"``
-for weighted min-max scores; keyword hits past the vector candidates join the vector ranking below them, by
-cosine), ``auto`` (hybrid for a query with words on an index that ran OCR, else vector). docs/ALGORITHMS.md 12.
+texts, OCR), ``hybrid`` (both fused: by default complete-match RRF, reciprocal-rank fusion with ``k = 60`` in
+which the keyword hits carrying every word of the query come first when only some hits do; ``fusion="rrf"`` for
+plain RRF, ``"score"`` for weighted min-max scores; keyword hits past the vector candidates join the vector
+ranking below them, by cosine), ``auto`` (hybrid for a query with words on an index that ran OCR, else vector).
+docs/ALGORITHMS.md 12.
 
 ``where`` filters both rankings, so a filtered query keeps its k results whenever k rows match. ``min_score``
 keeps its meaning in every mode: the least cosine a hit's picture must reach (its ``vector_score``), computed for
@@ -23,8 +25,14 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
-from retrieval.algorithms.fusion import RRF_K, rank_positions, reciprocal_rank_fusion, weighted_score_fusion
-from retrieval.algorithms.words import matched_terms, query_terms, snippet
+from retrieval.algorithms.fusion import (
+    RRF_K,
+    complete_match_fusion,
+    rank_positions,
+    reciprocal_rank_fusion,
+    weighted_score_fusion,
+)
+from retrieval.algorithms.words import complete_matches, matched_terms, query_terms, query_words, snippet
 from retrieval.encode.text import encode_long_texts, query_strategy
 from retrieval.errors import InvalidInput
 from retrieval.index.directory import Index, open_index
@@ -35,7 +43,8 @@ from retrieval.store.base import arrow_to_vectors
 
 log = logging.getLogger(__name__)
 MODES = ("auto", "vector", "text", "hybrid")
-FUSIONS = ("rrf", "score")
+FUSIONS = ("complete", "rrf", "score")
+DEFAULT_FUSION = "complete"
 _ID_BLOCK = 4096
 
 
@@ -46,7 +55,7 @@ class HybridOptions:
 
     mode: str = "auto"
     weights: tuple[float, float] = (1.0, 1.0)
-    fusion: str = "rrf"
+    fusion: str = DEFAULT_FUSION
     rrf_k: int = RRF_K
     candidates: int = 100
     explain: bool = False
@@ -211,7 +220,11 @@ def _run(index: Index, table: str, xq: np.ndarray, words: str, mode: str, k: int
     if mode == "hybrid":
         full_ids, full_scores = extend_vector_ranking(index, table, xq, vec_ids, vec_scores, kw_ids)
         vscore.update(zip(full_ids.tolist(), full_scores.tolist()))
-        if opts.fusion == "rrf":
+        if opts.fusion == "complete":
+            bodies = full_text(index, table).bodies(kw_ids) if len(kw_ids) else {}
+            complete = complete_matches(query_words(words), [bodies.get(i, "") for i in kw_ids.tolist()])
+            ids, scores = complete_match_fusion(full_ids, kw_ids, np.asarray(complete, bool), opts.weights, opts.rrf_k)
+        elif opts.fusion == "rrf":
             ids, scores = reciprocal_rank_fusion([full_ids, kw_ids], opts.weights, opts.rrf_k)
         else:
             ids, scores = weighted_score_fusion([(full_ids, full_scores), (kw_ids, kw_scores)], opts.weights)
