@@ -228,6 +228,18 @@ class NpyRows:
         return np.frombuffer(data, self.dtype).reshape(-1, self.shape[1])
 
 
+def half_precision(parts: list[Part]) -> bool:
+    """Whether every part holds float16 vectors (clip-retrieval writes its ``.npy`` files so): stored as they are."""
+    for p in parts:
+        if p.npy:
+            kind = np.load(p.npy, mmap_mode="r").dtype  # the header only
+        else:
+            kind = open_parquet(p.meta).schema_arrow.field(p.column).type.value_type.to_pandas_dtype()
+        if np.dtype(kind) != np.float16:
+            return False
+    return bool(parts)
+
+
 def open_parquet(path: str) -> pq.ParquetFile:
     """A Parquet file; one whose name is not UTF-8 is opened by us (pyarrow cannot open such a name)."""
     try:

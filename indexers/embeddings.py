@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from indexers.common import Failure, error_table, finish_run, scan_tuples, string_literal
 from indexers.embedding_rows import TABLE, bad_vectors, block_rows, from_row
-from indexers.embedding_sources import Part, blocks, open_parquet
+from indexers.embedding_sources import Part, blocks, half_precision, open_parquet
 from retrieval.errors import InvalidInput
 from retrieval.index.directory import Index
 from retrieval.index.opening import check_writer_model
@@ -106,7 +106,8 @@ class FileProgress:
 
 def prepare_table(index: Index, parts: list[Part], model: str | None) -> pa.Schema:
     """Check the model and dimension, and make the ``images`` table hold every metadata column of the parts
-    (stored names) and the ``errors`` table; returns the table's schema."""
+    (stored names) and the ``errors`` table; returns the table's schema. A new table of float16 sources stores
+    float16 vectors (half the disk; scores within float16 rounding, see benchmarks/ANN.md)."""
     check_writer_model(index, model)
     if parts[0].dim != index.dim:
         raise InvalidInput(f"the embeddings are {parts[0].dim}-dimensional; this index holds {index.dim}-d vectors")
@@ -119,7 +120,8 @@ def prepare_table(index: Index, parts: list[Part], model: str | None) -> pa.Sche
                 if f.name != p.column and name and not listed:
                     extra.setdefault(name, f.type)
     base = {f.name for f in base_fields(TABLE, index.dim)}
-    schema = index.ensure_table(TABLE, [pa.field(k, v) for k, v in extra.items() if k not in base])
+    fields = [pa.field(k, v) for k, v in extra.items() if k not in base]
+    schema = index.ensure_table(TABLE, fields, half_precision(parts))
     index.ensure_table("errors")
     return schema
 

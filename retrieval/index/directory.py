@@ -197,8 +197,9 @@ class Index:
         return self._encoder
 
     # -- tables and rows ---------------------------------------------------------------------------------------
-    def ensure_table(self, name: str, extra: Sequence[pa.Field] = ()) -> pa.Schema:
-        """Create ``name`` with clipdex's columns for it (plus ``extra``), or add missing ``extra`` columns. A new
+    def ensure_table(self, name: str, extra: Sequence[pa.Field] = (), half: bool = False) -> pa.Schema:
+        """Create ``name`` with clipdex's columns for it (plus ``extra``; float16 vectors with ``half`` where the store
+        keeps them: ``Store.half_vectors``), or add missing ``extra`` columns. A new
         column a store cannot name (``a.b``, a backquote, a leading ``_``) is refused before anything changes: Lance
         would otherwise keep refusing the table's schema on every later run."""
         self._require_writable()
@@ -209,7 +210,7 @@ class Index:
                                "digits and _ and does not start with _")
         if not self.store.has_table(name):
             self._changed = True
-            fields = base_fields(name, self.dim)
+            fields = base_fields(name, self.dim, half and self.store.half_vectors)
             names = {f.name for f in fields}
             self.store.create_table(name, pa.schema(fields + [f for f in extra if f.name not in names]))
             self.manifest.setdefault("tables", {})[name] = {"rows": 0, "ann": {"kind": "flat", "params": {}}}

@@ -13,9 +13,10 @@ from retrieval.store.base import vector_type
 ID = pa.field("id", pa.int64(), nullable=False)
 
 
-def base_fields(table: str, dim: int) -> list[pa.Field]:
-    """The fixed columns of ``table`` for ``dim``-dimensional vectors, in their stored order."""
-    vector = pa.field("vector", vector_type(dim), nullable=False)
+def base_fields(table: str, dim: int, half: bool = False) -> list[pa.Field]:
+    """The fixed columns of ``table`` for ``dim``-dimensional vectors, in their stored order; ``half``: the vector
+    columns hold float16 (an import of float16 embeddings, as clip-retrieval writes them)."""
+    vector = pa.field("vector", vector_type(dim, half), nullable=False)
     if table == "images":
         return [
             ID,
@@ -28,7 +29,7 @@ def base_fields(table: str, dim: int) -> list[pa.Field]:
             pa.field("caption", pa.string()),
             pa.field("label", pa.string()),
             vector,
-            pa.field("text_vector", vector_type(dim), nullable=True),  # the caption's embedding, when there is one
+            pa.field("text_vector", vector_type(dim, half), nullable=True),  # the caption's embedding, if any
         ]
     if table == "frames":  # one row per sampled frame
         return [

@@ -18,8 +18,9 @@ from retrieval.errors import InvalidInput
 VECTOR_COLUMNS = ("vector", "text_vector")
 
 
-def vector_type(dim: int) -> pa.DataType:
-    return pa.list_(pa.float32(), dim)
+def vector_type(dim: int, half: bool = False) -> pa.DataType:
+    """The stored vector column: float32, or float16 (``half``) for sources that are float16 already."""
+    return pa.list_(pa.float16() if half else pa.float32(), dim)
 
 
 def vectors_to_arrow(x: np.ndarray, dim: int) -> pa.Array:
@@ -58,6 +59,7 @@ class Store(abc.ABC):
     """Tables of rows keyed by ``id``. One writer at a time (the index directory holds the lock)."""
 
     dim: int
+    half_vectors = False  # whether a table may store float16 vectors (``Index.ensure_table(half=True)``)
 
     @abc.abstractmethod
     def table_names(self) -> list[str]: ...

@@ -22,6 +22,7 @@ from retrieval.errors import TableNotFound
 from retrieval.store import lance_fragments, lance_plan
 from retrieval.store.base import Store, check_queries
 from retrieval.store.lance_ann import FAISS_KINDS, Sidecar, btree_config, index_config
+from retrieval.store.lance_compact import compact
 from retrieval.store.lance_disk import build_sidecar, iter_ids, open_sidecar
 from retrieval.store.lance_errors import read_error
 from retrieval.store.where import filter_sql
@@ -34,6 +35,8 @@ def _has_id_index(table) -> bool:
 
 
 class LanceStore(Store):
+    half_vectors = True  # float16 sources are stored as float16 (Index.ensure_table)
+
     def __init__(self, root: str | Path, dim: int):
         import lancedb  # heavy optional dependency, loaded when a Lance index is opened
 
@@ -310,7 +313,7 @@ class LanceStore(Store):
         current = self.ann_info(name)
         want = {"kind": current["kind"]} if keep else self._wanted(name, ann)  # refuses a bad kind: nothing done yet
         done: dict = {}
-        table.optimize(cleanup_older_than=timedelta(minutes=1))  # we hold the write lock; readers get a minute
+        compact(table, timedelta(minutes=1))  # we hold the write lock; readers get a minute
         done["compacted"] = True
         if keep and side is not None and (self._pending(name, side) or len(side.tomb)):
             added = self.iter_vectors(name, where=f"id > {side.built_max_id}")
