@@ -9,6 +9,7 @@ import pytest
 from clipdex.synthetic.classify import CLASSES
 from retrieval.algorithms import DEFAULT_TIPX, sus_lc_select, tipx_logits, xmore_predict_batch
 from retrieval.algorithms.arrays import softmax
+from retrieval.algorithms.tip_adapter import DEFAULT_ALPHA
 from retrieval.classify import support as support_mod
 from retrieval.classify.inputs import find_images, read_labels
 from retrieval.classify.pipeline import ClassificationRun, ClassifyOptions
@@ -213,7 +214,8 @@ def test_tune_reports_searched_values(tiny, data):
     run = make_run(tiny, data, methods=["tip", "gda"], shots=data["shots"], tune=data["shots"])
     run.close()
     tip, gda = run.runners
-    j = (tip.params["alpha"] - 0.1) / (2.9 / 20)  # on Tip-Adapter's grid, not its defaults
+    j = (tip.params["alpha"] - 0.1) / (2.9 / 20)  # on Tip-Adapter's grid (with its zero-shot end), not its defaults
     i = (tip.params["beta"] - 0.1) / (6.9 / 200)
-    assert abs(j - round(j)) < 1e-6 and abs(i - round(i)) < 1e-6
+    assert (tip.params["alpha"] == 0 or abs(j - round(j)) < 1e-6) and abs(i - round(i)) < 1e-6
+    assert tip.params["alpha"] != DEFAULT_ALPHA
     assert gda.params["alpha"] in tuple(10.0 ** i for i in range(-4, 3))
