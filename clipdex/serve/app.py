@@ -19,7 +19,7 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from clipdex.serve import api, compat
+from clipdex.serve import api, compat, dedup
 from clipdex.serve.bodies import body_limit
 from clipdex.serve.config import ServeConfig
 from clipdex.serve.queries import TooLarge
@@ -30,7 +30,7 @@ from retrieval.errors import ClipdexError, IndexNotFound, InvalidFilter, ModelMi
 from retrieval.version import __version__
 
 log = logging.getLogger(__name__)
-OPEN_PATHS = ("/", "/healthz", "/static/", "/favicon.ico")
+OPEN_PATHS = ("/", "/dedup", "/healthz", "/static/", "/favicon.ico")
 STATUS = [(NotFound, 404), (IndexNotFound, 404), (TableNotFound, 404), (TooLarge, 413), (QueryTimeout, 504),
           (Cancelled, 503), (InvalidFilter, 400), (ModelMismatch, 400), (ClipdexError, 400)]
 
@@ -64,12 +64,18 @@ def create_app(config: ServeConfig, service: Service | None = None) -> FastAPI:
     _middleware(app, config)
     app.include_router(api.router)
     app.include_router(compat.router)
+    app.include_router(dedup.router)
     static = resources.files("clipdex.serve") / "static"
     app.mount("/static", StaticFiles(directory=str(static)), name="static")
 
     @app.get("/", include_in_schema=False)
     async def page():
         return Response((static / "index.html").read_bytes(), media_type="text/html; charset=utf-8",
+                        headers={"Cache-Control": "no-cache"})
+
+    @app.get("/dedup", include_in_schema=False)
+    async def dedup_page():
+        return Response((static / "dedup.html").read_bytes(), media_type="text/html; charset=utf-8",
                         headers={"Cache-Control": "no-cache"})
 
     return app
