@@ -10,8 +10,9 @@ words, with ``clipdex eval``; how much OCR reads; what OCR costs beside the imag
    look-alike distractors.
 2. ``clipdex index images MANIFEST --ocr`` with ``clipdex-tiny`` (it knows drawn shapes and colours, no words:
    vector-only search is weak on words by design, which is what this measures), then ``clipdex eval retrieval
-   --mode vector|text|hybrid`` (and hybrid with ``--fusion score``): recall@1, recall@10 and nDCG@10 per kind,
-   CLIP_benchmark JSON beside.
+   --mode vector|text|hybrid`` (hybrid's default complete-match fusion, and ``--fusion rrf`` and ``score``):
+   recall@1, recall@10 and nDCG@10 per kind, CLIP_benchmark JSON beside; how hard the look-alikes are (how many
+   share the query's words, how often the picture search prefers one to the answer).
 3. OCR recall: the share of rendered words (letter height >= 12 px, measured after fitting the panel in the
    picture) whose terms the OCR text holds.
 4. Cost: ``clipdex index images`` images/s with ViT-B-32 (random weights, CPU) on the same pictures, against the
@@ -35,8 +36,10 @@ from results_io import RESULTS, save_result  # noqa: E402 - benchmarks/results_i
 
 from clipdex.synthetic.words import make_words_set  # noqa: E402
 from retrieval.index.directory import open_index  # noqa: E402
+from retrieval.query.hybrid import HybridOptions, hybrid_search  # noqa: E402
 
-MODES = (("vector", []), ("text", []), ("hybrid", []), ("hybrid-score", ["--fusion", "score"]))
+MODES = (("vector", []), ("text", []), ("hybrid", []), ("hybrid-rrf", ["--fusion", "rrf"]),
+         ("hybrid-score", ["--fusion", "score"]))
 KINDS = ("ocr", "meta", "visual", "mixed")
 METRICS = ("recall@1", "recall@10", "ndcg@10")
 
@@ -64,6 +67,31 @@ def evaluate(ix: Path, queries: str, out: Path) -> dict:
         res[name] = {"all": {m: s[m] for m in METRICS},
                      **{k: {m: s["kinds"][k][m] for m in METRICS} for k in KINDS}}
     return res
+
+
+def hardness(ix: Path, queries: list[dict]) -> dict:
+    """Per kind: the share of queries whose keyword top 10 holds a wrong picture carrying some of the query's terms
+    (a look-alike sharing its words), and the share where the vector ranking puts such a look-alike above the
+    answer (what fusion by ranks alone falls for)."""
+    out = {}
+    with open_index(ix) as opened:
+        for kind in ("ocr", "meta", "mixed"):
+            shares = prefers = n = 0
+            for q in (q for q in queries if q["kind"] == kind):
+                n += 1
+                text = hybrid_search(opened, q["query"], k=10, options=HybridOptions("text", explain=True))
+                rel = {p.split("/")[-1] for p in q["relevant"]}
+                lookalikes = [(r["id"], len(r["matched"])) for r in text.to_pylist()
+                              if r["path"].split("/")[-1] not in rel]
+                near = {i for i, m in lookalikes if m}
+                shares += bool(near)
+                vec = hybrid_search(opened, q["query"], k=len(queries) * 8, options=HybridOptions("vector"))
+                order = [(r["id"], r["path"].split("/")[-1] in rel) for r in vec.to_pylist()]
+                first_rel = next((j for j, (_, hit) in enumerate(order) if hit), len(order))
+                prefers += any(i in near for i, _ in order[:first_rel])
+            out[kind] = {"queries": n, "lookalike_shares_words": round(shares / n, 3) if n else None,
+                         "vector_prefers_lookalike": round(prefers / n, 3) if n else None}
+    return out
 
 
 def ocr_recall(ix: Path, items: list[dict], folder: Path) -> dict:
@@ -132,18 +160,19 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         data = make_words_set(work / "set", n_queries=args.queries, seed=args.seed)
-        results, indexing, recall = {}, {}, None
+        results, indexing, recall, hard = {}, {}, None, None
         for backend in args.backends.split(","):
             ix = work / f"words-{backend}.clipdex"
             indexing[backend] = index(data["manifest"], ix, "clipdex-tiny", backend, ocr=True)
             results[backend] = evaluate(ix, data["queries_path"], work)
             if recall is None:
                 recall = ocr_recall(ix, data["items"], work / "set")
+                hard = hardness(ix, data["queries"])
                 clip_benchmark = json.loads((work / "clip_benchmark_hybrid.json").read_text())
             print(backend, json.dumps(results[backend]["hybrid"]["all"]), file=sys.stderr)
         cost = throughput(data["items"], work / "set", args.throughput_images, work) if args.throughput_images else None
     result = {"model": "clipdex-tiny", "queries_per_kind": args.queries, "pictures": len(data["items"]),
-              "seed": args.seed, "results": results, "ocr_recall": recall, "cost": cost,
+              "seed": args.seed, "results": results, "distractors": hard, "ocr_recall": recall, "cost": cost,
               "indexing": {b: {"images_per_s": round(s["images_per_s"], 2), "ocr": s["ocr"]}
                            for b, s in indexing.items()},
               "clip_benchmark_hybrid": clip_benchmark,

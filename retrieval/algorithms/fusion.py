@@ -12,8 +12,9 @@
   the terms, one rank apart); a picture search that cannot read reorders them. Full-text engines draw the same
   line with an all-terms match (Elasticsearch's ``operator: and`` / ``minimum_should_match``, Azure AI Search's
   ``searchMode=all``); when every hit or no hit is complete (a one-word query, a query about what the picture
-  shows) it changes nothing and the fusion is Cormack's RRF, as LanceDB's and Elastic's hybrid search default to.
-- Weighted score fusion: each ranking's scores min-max scaled to [0, 1] over its own list, then
+  shows) it changes nothing and the fusion is Cormack's RRF (LanceDB's hybrid default, its ``RRFReranker``).
+- Weighted score fusion (as Weaviate's ``relativeScoreFusion``): each ranking's scores min-max scaled to [0, 1]
+  over its own list, then
   ``s(d) = sum_i w_i * scaled_i(d)`` (a document missing from a list gets 0 there).
 - Query arithmetic (rclip's ``"beach" + "sunset:0.5" - "people"``): ``q = norm(sum_j a_j e_j - sum_j b_j n_j)``
   over unit vectors ``e`` (added) and ``n`` (subtracted) with weights ``a``, ``b``.
