@@ -84,6 +84,14 @@ class FileProgress:
         self.files[stored_path(part.path)] = int(rows_done)
         self.index.save_manifest()
 
+    def begin(self, todo: list[tuple[Part, int]]) -> None:
+        """Record the parts about to be read at their first row (one manifest save) before any of their rows is
+        committed: a run killed after committing a part's rows, before recording it, resumes the part from there
+        (its rows and error rows past that row deleted) rather than taking its stored rows for done."""
+        for p, start in todo:
+            self.files[stored_path(p.path)] = int(start)
+        self.index.save_manifest()
+
     def todo(self, parts: list[Part], summary: EmbeddingSummary) -> tuple[list[tuple[Part, int]], int]:
         """[(part, first row to index)] of the parts not done yet, each resumed (what an interrupted block left
         past its checkpoint deleted), and the rows of the parts already done; empty and done parts counted in
@@ -98,7 +106,7 @@ class FileProgress:
                 done_rows += p.rows
             else:
                 summary.files += 1
-                if start > 0:
+                if start > 0 or stored_path(p.path) in self.files:  # recorded at 0 by ``begin``: rows may be in
                     self.resume(p, start)
                 out.append((p, start))
         return out, done_rows

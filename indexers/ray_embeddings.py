@@ -10,11 +10,11 @@ the driver commits them and keeps the local engine's progress records.
             file's record (all its rows done)
 
 The rows are the local engine's (same columns, values and errors; ids from the file's block, one per row, so they
-never collide). A file is recorded only after its rows and errors are committed: a killed driver loses the files in
-flight, and the next run starts them again where the records say (a file committed but not recorded is found by
-its stored ``source_row``s, as the local engine finds it). A killed task is retried by Ray; the fragments its first
-attempt wrote are never committed. The driver holds no rows: per file in flight, its fragments' JSON and its error
-rows (a few per file of refused vectors). Lance tables only.
+never collide). Every file to read is recorded at its first row before any task starts, and at its end only after
+its rows and errors are committed: a killed driver loses the files in flight, and the next run starts them again
+where the records say, deleting first what the killed run committed of them (rows and error rows). A killed task
+is retried by Ray; the fragments its first attempt wrote are never committed. The driver holds no rows: per file in
+flight, its fragments' JSON and its error rows (a few per file of refused vectors). Lance tables only.
 """
 from __future__ import annotations
 
@@ -71,6 +71,7 @@ def index_embeddings_ray(index: Index, parts: list[Part], ray_options: RayOption
     total = sum(p.rows for p in parts)
     todo, rows_done = progress.todo(parts, summary)
     if todo:
+        progress.begin(todo)  # a killed run's committed, unrecorded files are resumed, not taken for done
         start_ray(ray, ray_options or RayOptions())
         limit = max_in_flight or max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
         task = ray.remote(num_cpus=1, max_retries=3)(write_part)

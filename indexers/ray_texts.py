@@ -2,8 +2,9 @@
 actor) that read the file, embed its distinct texts with the run's long-text strategy and write its rows as Lance
 fragments; the driver commits them and finishes each file as the local engine does.
 
-    driver: which files to read (``TextState``, the local rules: unchanged and known-bad files skipped), every one
-            of them marked partial in the manifest before any row lands, an id block per file
+    driver: which files to read (``SourceState``: per file, never per row; the local rules: unchanged and known-bad
+            files skipped), every one of them marked partial in the manifest before any row lands, an id block
+            per file
     actors: read the file (``read_rows``: documents split as asked, tables' text column, metadata columns), hash,
             embed each distinct text once, write the rows (``text_rows``) as fragments; hand back their metadata,
             the row errors (or the file's error) and the counts
@@ -31,7 +32,7 @@ from indexers.common import Failure, error_table, finish_run, per_second
 from indexers.ray_engine import RayOptions, check_ray_index, start_ray
 from indexers.text_rows import text_rows
 from indexers.text_sources import FileError, TextDiscovery, TextFile, read_rows
-from indexers.text_state import ROW_STAGE, TABLE, FileLedger, TextState, repair_generations, source_ids
+from indexers.text_state import ROW_STAGE, TABLE, FileLedger, SourceState, TextState, repair_generations, source_ids
 from indexers.texts import TextIndexOptions, TextIndexSummary, prune_gone, start_text_run, text_hash
 from retrieval.encode.encoder import load_encoder
 from retrieval.encode.text import encode_long_texts, long_text_counts
@@ -122,7 +123,7 @@ def index_texts_ray(index: Index, found: TextDiscovery, options: TextIndexOption
     opts, ropts = options or TextIndexOptions(), ray_options or RayOptions()
     t0 = start_text_run(index, opts)
     s = TextIndexSummary(long_text=opts.long_text)
-    state = TextState(index)
+    state = SourceState(index)  # per source, never per row: the driver's memory is bounded by the files
     ledger = FileLedger(index, state)
     repair_generations(index, state, ledger.partial)
     todo = [f for f in found.files if _needs_reading(f, state, ledger, opts, s)]

@@ -2,6 +2,8 @@
 
 - ``TextState``: the row generations of each source file ((mtime, bytes) -> newest id), text hashes with the id of
   a row holding that text, and the recorded errors (whole files, and single rows).
+- ``SourceState``: the same per source, without a row's worth of anything (no hashes, row errors as versions):
+  what the Ray engine's driver plans from, its memory bounded by the sources, not the rows.
 - ``repair_generations``: a source left with two generations of rows (a crash between committing a changed file's
   rows and deleting its old ones) keeps the newest.
 - ``FileLedger``: rows emitted and committed per file in this run. A file that has rows committed but is not
@@ -55,6 +57,63 @@ class TextState:
 
     def versions(self, source: str) -> set:
         return set(self.gens.get(source, {})) | {(m, n) for _, m, n in self.row_errors.get(source, [])}
+
+    def sources(self) -> set[str]:
+        """Every source with rows or error rows."""
+        return set(self.gens) | set(self.row_errors) | set(self.file_errors)
+
+    def pop_error_ids(self, source: str) -> list[int]:
+        """The ids of the source's error rows (file and row errors), forgotten here."""
+        ids = [i for i, _, _ in self.row_errors.pop(source, [])]
+        if source in self.file_errors:
+            ids.append(self.file_errors.pop(source)[0])
+        return ids
+
+
+class SourceState(TextState):
+    """``TextState`` per source only: generations ((mtime, bytes) -> newest id), the file's own error and the
+    versions its row errors were recorded for; ``by_hash`` stays empty. Two streamed passes (``texts``: id, source,
+    mtime, bytes; ``errors``: the texts indexer's), each batch folded per (source, mtime, bytes) before it is kept:
+    memory bounded by sources x generations, never by rows. A row error's id is looked up when it is dropped."""
+
+    def __init__(self, index: Index):  # noqa: D107 - no TextState.__init__: it would load every row's state
+        self.index = index
+        self.gens, self.by_hash, self.file_errors = {}, {}, {}
+        self.row_errors: dict[str, set] = {}  # source -> {(mtime, bytes)}
+        store = index.store
+        if store.has_table(TABLE):
+            for s, m, n, i in _folded(store, TABLE, ["source", "mtime", "bytes"]):
+                g = self.gens.setdefault(fs_path(s), {})
+                g[(m, n)] = max(g.get((m, n), -1), i)
+        if store.has_table(ERRORS):
+            where = f"source_table = {string_literal(TABLE)}"
+            for p, m, n, stage, i in _folded(store, ERRORS, ["path", "mtime", "bytes", "stage"], where):
+                if stage == ROW_STAGE:
+                    self.row_errors.setdefault(fs_path(p), set()).add((m, n))
+                else:
+                    self.file_errors[fs_path(p)] = (i, m, n)
+
+    def versions(self, source: str) -> set:
+        return set(self.gens.get(source, {})) | self.row_errors.get(source, set())
+
+    def pop_error_ids(self, source: str) -> list[int]:
+        ids = []
+        if self.row_errors.pop(source, None):
+            key = stored_path(source)
+            where = f"source_table = {string_literal(TABLE)} AND stage = {string_literal(ROW_STAGE)}"
+            where += "" if ";" in key else f" AND path = {string_literal(key)}"  # a filter may not hold ";"
+            ids = [i for i, p in scan_tuples(self.index.store, ERRORS, ["id", "path"], where=where, paths=())
+                   if p == key]
+        if source in self.file_errors:
+            ids.append(self.file_errors.pop(source)[0])
+        return ids
+
+
+def _folded(store, table: str, keys: list[str], where: str | None = None):
+    """(*keys, max id) per distinct ``keys`` of each scanned batch: a batch's rows never outlive it."""
+    for b in store.scan(table, ["id", *keys], where=where):
+        g = pa.Table.from_batches([b]).group_by(keys, use_threads=False).aggregate([("id", "max")])
+        yield from zip(*(g.column(k).to_pylist() for k in keys), g.column("id_max").to_pylist())
 
 
 def source_rows(store, source: str, columns: list[str]):
@@ -163,9 +222,7 @@ class FileLedger:
         return self.emitted.pop(source, 0) > 0
 
     def drop_old_errors(self, source: str) -> None:
-        ids = [i for i, _, _ in self.state.row_errors.pop(source, [])]
-        if source in self.state.file_errors:
-            ids.append(self.state.file_errors.pop(source)[0])
+        ids = self.state.pop_error_ids(source)
         if ids:
             self.index.delete(ERRORS, ids)
 

@@ -85,7 +85,7 @@ def text_hash(text: str) -> str:
 def prune_gone(index: Index, state: TextState, ledger: FileLedger, found: TextDiscovery) -> int:
     """Delete the rows and error rows of files gone from the sources (under its roots); returns rows deleted."""
     seen = {f.path for f in found.files}
-    known = set(state.gens) | set(state.row_errors) | set(state.file_errors)
+    known = state.sources()
     gone = {s for s in known if s not in seen and under_roots(s, found.roots)}
     if not gone:
         return 0

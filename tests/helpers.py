@@ -47,30 +47,31 @@ import os, signal, sys
 from retrieval.index import directory
 real, seen, landed = directory.Index.add_rows, [0], [0]
 at, when = int(os.environ.get("KILL_AT") or 0), os.environ.get("KILL_WHEN", "after")
+watched = os.environ.get("KILL_TABLE") or "images"
 def kill():
     if os.environ.get("KILL_LOG"):
         with open(os.environ["KILL_LOG"], "w") as f:
-            f.write(str(landed[0]))  # the images rows committed when the process dies
+            f.write(str(landed[0]))  # the watched table's rows committed when the process dies
     os.kill(os.getpid(), signal.SIGKILL)
 def add_rows(self, table, rows):
-    if table == "images":
+    if table == watched:
         seen[0] += 1
         if seen[0] == at and when == "before":
             kill()  # the commit in flight is lost
     real(self, table, rows)
-    if table == "images":
+    if table == watched:
         landed[0] += rows.num_rows
         if seen[0] == at:
             kill()  # the commit landed; nothing after it did
 directory.Index.add_rows = add_rows
 real_frags = directory.Index.commit_fragments
 def commit_fragments(self, table, fragments):  # the Ray engine's commits: fragments its workers wrote
-    if table == "images":
+    if table == watched:
         seen[0] += 1
         if seen[0] == at and when == "before":
             kill()
     n = real_frags(self, table, fragments)
-    if table == "images":
+    if table == watched:
         landed[0] += n
         if seen[0] == at:
             kill()
@@ -87,8 +88,8 @@ main()
 
 def kill_at_commit(main_code: str = CLI_MAIN) -> str:
     """Source for ``python -c``: ``Index.add_rows`` (and ``Index.commit_fragments``, the Ray engine's) patched to
-    SIGKILL the process at the ``KILL_AT``-th commit of the images table (environment; ``KILL_WHEN=before`` loses
-    that commit, ``after``, the default, keeps it; ``KILL_LOG`` names a file that gets the images rows committed when
-    it dies; no ``KILL_AT``: no kill), then ``main_code`` (by default the clipdex CLI with the process's arguments).
-    The kill point is an event, not a moment found by polling."""
+    SIGKILL the process at the ``KILL_AT``-th commit of the ``KILL_TABLE`` table (environment, default ``images``;
+    ``KILL_WHEN=before`` loses that commit, ``after``, the default, keeps it; ``KILL_LOG`` names a file that gets
+    the rows of that table committed when it dies; no ``KILL_AT``: no kill), then ``main_code`` (by default the
+    clipdex CLI with the process's arguments). The kill point is an event, not a moment found by polling."""
     return _KILL_PRELUDE + main_code

@@ -4,8 +4,9 @@ chosen events. Steered by the environment the workers inherit from the driver:
 
 - ``CLIPDEX_RAY_LOG``: a folder; each worker appends the content hash of every image it decodes to
   ``decode.<pid>`` and the row count of every batch it embeds to ``embed.<pid>``.
-- ``CLIPDEX_RAY_KILL``: a folder; the first worker to write a Lance fragment SIGKILLs itself right after writing it
-  (the fragment stays on disk, never committed), and the first worker to decode its third image SIGKILLs itself
+- ``CLIPDEX_RAY_KILL``: a folder; the first worker to write Lance fragments (``write_rows``: images and texts
+  actors; ``write_batches``: videos actors and embeddings tasks) SIGKILLs itself right after writing them
+  (the fragments stay on disk, never committed), and the first worker to decode its third image SIGKILLs itself
   before decoding it. Each happens once per folder (a marker file made with O_EXCL).
 """
 from __future__ import annotations
@@ -37,6 +38,7 @@ def setup() -> None:
 
     log, kill = os.environ.get("CLIPDEX_RAY_LOG"), os.environ.get("CLIPDEX_RAY_KILL")
     prepare, encode, write = shards.prepare_bytes, encoder.ClipEncoder.encode_prepared, lance_fragments.write_rows
+    write_stream = lance_fragments.write_batches
 
     def prepare_bytes(data, prep):
         _counts["decode"] += 1
@@ -57,7 +59,14 @@ def setup() -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         return out
 
+    def write_batches(*args, **kwargs):
+        out = write_stream(*args, **kwargs)
+        if kill and _once(kill, "write"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return out
+
     shards.prepare_bytes = prepare_bytes
+    lance_fragments.write_batches = write_batches
     encoder.ClipEncoder.encode_prepared = encode_prepared
     lance_fragments.write_rows = write_rows
 

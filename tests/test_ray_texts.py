@@ -12,7 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from indexers import text_state
 from indexers.text_sources import discover_texts
+from indexers.text_state import SourceState, TextState
 from indexers.texts import TextIndexOptions, index_texts
 from retrieval.errors import InvalidInput
 from retrieval.index.directory import create_index
@@ -87,13 +89,42 @@ def test_ray_and_local_engines_store_the_same_texts(tmp_path, local_ray):
     assert (again["files"], again["unchanged"], again["known_errors"], again["rows"]) == (0, 4, 2, 0)
 
 
+def test_the_per_source_state_matches_the_per_row_one_without_holding_a_row(tmp_path, monkeypatch):
+    """``SourceState`` (the Ray driver's) gives each source the generations, file errors and versions that
+    ``TextState`` (per row) gives, and finds the same error ids to drop; what it keeps grows with the files only."""
+    root = corpus(tmp_path / "c")
+    with create_index(tmp_path / "ix", model="clipdex-tiny") as ix:
+        index_texts(ix, discover_texts([str(root)]), OPTS)
+        (root / "a.txt").write_text("changed\n")  # a second generation of a.txt's rows, as a killed run leaves
+        index_texts(ix, discover_texts([str(root)]), TextIndexOptions(split="paragraphs", optimize=False))
+        ix.add_vectors("texts", np.ones((1, ix.dim), np.float32), {"source": [str(root / "a.txt")], "chunk": [9],
+                                                                    "mtime": [1.0], "bytes": [5], "hash": ["x"]})
+        full, lean = TextState(ix), SourceState(ix)
+        assert lean.gens == full.gens and len(lean.gens[str(root / "a.txt")]) == 2
+        assert lean.file_errors == full.file_errors and len(lean.file_errors) == 2  # bin.txt, latin1.md
+        assert lean.sources() == full.sources() and lean.by_hash == {} and len(full.by_hash) > 5
+        for src in full.sources():
+            assert lean.versions(src) == full.versions(src), src
+            assert sorted(lean.pop_error_ids(src)) == sorted(full.pop_error_ids(src)), src
+        assert sum(map(len, lean.gens.values())) + len(lean.row_errors) < ix.store.count("texts")
+
+        def whole_rows(*args, **kwargs):
+            raise AssertionError("the per-row state was loaded")
+        monkeypatch.setattr(text_state, "scan_tuples", whole_rows)  # only a dropped row error's lookup may scan
+        SourceState(ix)
+
+
 @pytest.mark.slow
-def test_a_changed_file_replaces_its_rows_and_prune_removes_a_gone_one(tmp_path, local_ray):
+def test_a_changed_file_replaces_its_rows_and_prune_removes_a_gone_one(tmp_path, local_ray, monkeypatch):
     from indexers.ray_texts import index_texts_ray
 
     root = corpus(tmp_path / "c")
     with create_index(tmp_path / "ray", model="clipdex-tiny") as ix:
         index_texts_ray(ix, discover_texts([str(root)]), OPTS)
+
+        def every_row(*args, **kwargs):
+            raise AssertionError("the driver loaded every row's state")
+        monkeypatch.setattr(TextState, "__init__", every_row)  # the re-run plans per file (SourceState)
         (root / "a.txt").write_text("a new first paragraph\n\nand a second\n")
         (root / "latin1.md").write_text("café au lait")
         (root / "e.parquet").unlink()
