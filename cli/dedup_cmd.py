@@ -34,11 +34,12 @@ from retrieval.query.dedup import KEEP, RULES, TABLES, DedupOptions, find_duplic
               help="Images: the largest aligned perceptual-hash distance of the same picture.")
 @click.option("--fresh", is_flag=True, help="Forget what earlier runs saved and compare everything again.")
 def dedup(index_path, table, k, min_score, rule, fmt, as_json, keep, remove_list, kinds, near_bits, fresh):
-    """Find near-duplicate images, videos or texts in an index (read-only).
+    """Find near-duplicate images, videos, video frames or texts in an index (read-only).
 
     Candidates come from the index's vectors; every pair is then verified with a second signal (images: content
-    hash, pixels and aligned perceptual hashes; videos: frame sequences in time; texts: word overlap). Re-runs
-    compare only rows added since. Kinds: exact, near (same picture transformed), similar (another shot),
+    hash, pixels and aligned perceptual hashes; videos: frame sequences in time; frames: the same moment of two
+    videos, matched in time; texts: word overlap). Re-runs compare only rows added since.
+    Kinds: exact, near (same picture transformed), similar (another shot),
     contained (a clip cut from a longer video)."""
     wanted = {s.strip() for s in kinds.split(",") if s.strip()}
     if not wanted <= {"exact", "near", "contained", "similar"}:
@@ -75,7 +76,8 @@ def dedup(index_path, table, k, min_score, rule, fmt, as_json, keep, remove_list
 
 
 def _name(m: dict) -> str:
-    return str(m.get("path") or m.get("source") or (m.get("text") or "")[:60] or m["id"])
+    name = str(m.get("path") or m.get("source") or (m.get("text") or "")[:60] or m["id"])
+    return f"{name} @ {m['t']:.1f}s" if m.get("t") is not None else name   # a frame: its video at its time
 
 
 def _table(groups: list[dict]) -> None:

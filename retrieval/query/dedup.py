@@ -44,6 +44,7 @@ from retrieval.errors import InvalidInput
 from retrieval.index.directory import Index, open_index
 from retrieval.io.imageprep import ImageReadError, open_image, read_image_file
 from retrieval.io.workers import Progress
+from retrieval.query.dedup_frames import frame_candidates, frame_record, verify_frames
 from retrieval.query.dedup_state import (
     UNVERIFIED,
     DedupState,
@@ -56,7 +57,7 @@ from retrieval.query.dedup_state import (
 from retrieval.query.dedup_video import alignment_record, verify_videos, video_candidates
 
 log = logging.getLogger(__name__)
-TABLES = ("images", "videos", "texts")
+TABLES = ("images", "videos", "frames", "texts")
 RULES = ("components", "clique")
 KEEP = ("largest", "newest", "first")
 SAVE_SECONDS = 20.0
@@ -137,6 +138,9 @@ def _run(ix: Index, options: DedupOptions, report: Callable[[Progress], None]) -
     if table == "videos":
         searched = video_candidates(ix, state, options, report)
         verify = verify_videos
+    elif table == "frames":
+        searched = frame_candidates(ix, state, options, report)
+        verify = verify_frames
     else:
         searched = _search(ix, state, options, report)
         verify = _verify_images if table == "images" else _verify_texts
@@ -250,7 +254,7 @@ def _verify_texts(ix: Index, state: DedupState, todo: np.ndarray, options: Dedup
         report(Progress("verify", n + 1, len(todo)))
 
 
-MEMBER_COLUMNS = ("path", "source", "text", "width", "height", "bytes", "mtime", "duration", "hash")
+MEMBER_COLUMNS = ("path", "video_id", "t", "source", "text", "width", "height", "bytes", "mtime", "duration", "hash")
 
 
 def _groups(ix: Index, state: DedupState, options: DedupOptions) -> list[dict]:
@@ -302,6 +306,8 @@ def _pair_record(pair, clip, code, ev, table: str) -> dict:
                              "overlap": round(float(ev[4]), 4)}
     elif table == "texts":
         rec["overlap"] = None if np.isnan(ev[0]) else round(float(ev[0]), 4)
+    elif table == "frames":
+        rec.update(frame_record(ev))
     else:
         rec.update(alignment_record(pair, ev))
     return rec
