@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.algorithms.dedup import KINDS, merge_pairs
+from retrieval.algorithms.dedup import KINDS
 
 log = logging.getLogger(__name__)
 EVIDENCE = 8
@@ -48,26 +48,29 @@ class DedupState:
     evidence: np.ndarray = field(default_factory=lambda: np.zeros((0, EVIDENCE), np.float64))
 
     def add_pairs(self, pairs: np.ndarray, clip: np.ndarray) -> int:
-        """Merge new candidate pairs (already known pairs keep their verification); returns how many are new."""
+        """Merge new candidate pairs (already known pairs keep their verification and score, a new pair found twice
+        keeps its best score); returns how many are new. Vectorised (one sort of all pairs): it runs after every
+        block of a large table's search."""
+        new = np.asarray(pairs, np.int64).reshape(-1, 2)
+        clip = np.asarray(clip, np.float32).reshape(-1)
         before = len(self.pairs)
-        allp = np.concatenate([self.pairs, np.asarray(pairs, np.int64).reshape(-1, 2)])
-        # known pairs first with a higher score, so that merge_pairs keeps their row (and its verification)
-        tag = np.concatenate([np.full(before, 2.0, np.float32), np.asarray(clip, np.float32)])
-        merged, _ = merge_pairs(allp, tag)
+        allp = np.concatenate([self.pairs, new])
+        # known pairs first (a tag above any cosine), so that they keep their row (and its verification)
+        tag = np.concatenate([np.full(before, 2.0, np.float32), clip])
+        src = np.concatenate([np.arange(before), -1 - np.arange(len(new))])   # >= 0: a known row, < 0: a new one
+        order = np.lexsort((-tag, allp[:, 1], allp[:, 0]))
+        allp, src = allp[order], src[order]
+        first = np.ones(len(allp), bool)
+        first[1:] = (allp[1:] != allp[:-1]).any(1)
+        merged, src = np.ascontiguousarray(allp[first]), src[first]
         if len(merged) == before:
             return 0
-        pos = {(int(a), int(b)): i for i, (a, b) in enumerate(self.pairs)}
-        new_clip = {(int(a), int(b)): float(s) for (a, b), s in zip(np.asarray(pairs).reshape(-1, 2), clip)}
-        n = len(merged)
+        n, old = len(merged), src >= 0
         kind = np.full(n, UNVERIFIED, np.int8)
         evidence = np.full((n, EVIDENCE), np.nan)
         scores = np.zeros(n, np.float32)
-        for i, (a, b) in enumerate(merged):
-            j = pos.get((int(a), int(b)))
-            if j is None:
-                scores[i] = new_clip[(int(a), int(b))]
-            else:
-                scores[i], kind[i], evidence[i] = self.clip[j], self.kind[j], self.evidence[j]
+        kind[old], evidence[old], scores[old] = self.kind[src[old]], self.evidence[src[old]], self.clip[src[old]]
+        scores[~old] = clip[-1 - src[~old]]
         self.pairs, self.clip, self.kind, self.evidence = merged, scores, kind, evidence
         return n - before
 
