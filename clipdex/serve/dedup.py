@@ -53,7 +53,8 @@ def page_group(name: str, table: str, group: dict) -> dict:
 
 @router.get("/api/dedup")
 async def dedup(request: Request, index: Optional[str] = Query(None, description="served index (default: first)"),
-                table: str = Query("images"), rule: str = Query("components"),
+                table: str = Query("images"),
+                rule: Optional[str] = Query(None, description="how pairs form groups (default: clipdex dedup's)"),
                 keep: Optional[str] = Query(None, description="largest | newest | first: name the member to keep"),
                 kinds: str = Query(",".join(KINDS), description="kinds of groups to list, comma-separated"),
                 k: int = Query(10, ge=1, le=1000), min_score: float = Query(0.5, ge=-1, le=1),
@@ -64,18 +65,19 @@ async def dedup(request: Request, index: Optional[str] = Query(None, description
     wanted = [s.strip() for s in kinds.split(",") if s.strip()]
     if not wanted or not set(wanted) <= set(KINDS):
         raise InvalidInput(f"unknown kind in {kinds!r}; kinds: {', '.join(KINDS)}")
-    if rule not in RULES:
+    if rule is not None and rule not in RULES:
         raise InvalidInput(f"unknown rule {rule!r}; choose {', '.join(RULES)}")
     if keep is not None and keep not in KEEP:
         raise InvalidInput(f"unknown keep policy {keep!r}; choose {', '.join(KEEP)}")
     served = svc.registry.get(index)
     served.schema(table)   # 404 for a table the index does not have
-    options = DedupOptions(table=table, k=k, min_score=min_score, rule=rule, keep=keep)
+    options = DedupOptions(table=table, k=k, min_score=min_score, keep=keep)
+    options.rule = rule or options.rule
     options.check()        # 400 for a table dedup does not work on
     work = svc.run(run_dedup, served, options)
     groups, summary = await svc.bounded(work, "dedup run", "run `clipdex dedup` on the index first (its saved "
                                                            "state makes this page fast)")
     chosen = [g for g in groups if g["kind"] in wanted]
-    return {"index": served.name, "table": table, "rule": rule, "keep": keep, "summary": summary,
+    return {"index": served.name, "table": table, "rule": options.rule, "keep": keep, "summary": summary,
             "total": len(chosen), "offset": offset, "limit": limit,
             "groups": [page_group(served.name, table, g) for g in chosen[offset:offset + limit]]}

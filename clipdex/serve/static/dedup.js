@@ -90,9 +90,10 @@
   async function load() {
     $("error").hidden = true;
     $("status").textContent = "Finding duplicates...";
-    const q = new URLSearchParams({ index: $("index").value, table: $("table").value, rule: $("rule").value,
+    const q = new URLSearchParams({ index: $("index").value, table: $("table").value,
       kinds: $("kinds").value, k: $("k").value, min_score: $("min-score").value, offset: offset, limit: LIMIT });
     if ($("keep").value) q.set("keep", $("keep").value);
+    if ($("rule").value) q.set("rule", $("rule").value);
     let body;
     try {
       body = await api("/api/dedup?" + q.toString());
