@@ -89,3 +89,19 @@ def test_the_import_streams_a_block_at_a_time(tmp_path):
     block32 = BLOCK * D * 4
     assert peak < 0.4 * x.size * 4 and peak < 6 * block32, (peak, block32)
     index.close()
+
+
+def test_the_index_an_import_builds_is_chosen_within_the_import_budget(tmp_path, monkeypatch):
+    """On a 64 GiB machine the automatic build after an import still plans within ``IMPORT_MEMORY`` (at 10M the
+    in-memory float16 copy, 10 GB, would otherwise be chosen and the import's peak follow it)."""
+    from indexers import common
+
+    seen = []
+    monkeypatch.setattr(common, "DEFAULT_EXACT_BELOW", 1_000)
+    monkeypatch.setattr(common, "default_memory_budget", lambda: 64 << 30)
+    monkeypatch.setattr(common, "optimize_table", lambda index, table, options: seen.append(options.memory) or {})
+    _source(tmp_path / "src", rows=300)
+    index = create_index(tmp_path / "ix", dim=D, model="none")
+    index_embeddings(index, discover_embeddings(tmp_path / "src"), model="none")
+    assert seen == [common.IMPORT_MEMORY] and common.IMPORT_MEMORY <= 6 << 30
+    index.close()
