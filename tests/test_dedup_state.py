@@ -1,5 +1,6 @@
 """``DedupState.add_pairs``: merging a block's candidate pairs into the saved ones (known pairs keep their verdict,
-new ones their best score, the result sorted and each pair once), checked against a plain dict reference."""
+new ones their best score, the result sorted and each pair once), checked against a plain dict reference; and the
+search setting of a dedup run (``dedup_probes``)."""
 from __future__ import annotations
 
 import numpy as np
@@ -40,3 +41,40 @@ def test_many_blocks_merge_like_a_dict_of_pairs():
     assert [tuple(p) for p in st.pairs.tolist()] == keys
     np.testing.assert_allclose(st.clip, [ref[k] for k in keys], rtol=1e-6)
     assert st.kind.tolist() == [1 if k in known else UNVERIFIED for k in keys]
+
+
+class _Store:
+    """A store's search-settings surface only: what ``dedup_probes`` reads and sets."""
+
+    def __init__(self, info):
+        self.info, self.calls = info, []
+
+    def has_table(self, name):
+        return True
+
+    def ann_info(self, name):
+        return self.info
+
+    def set_search_params(self, name, params, persist=True):
+        assert persist is False          # never written to the index's manifest
+        self.calls.append(dict(params))
+
+
+def test_a_dedup_run_probes_few_lists_and_restores_the_tuned_setting():
+    from types import SimpleNamespace
+
+    from retrieval.query.dedup_probe import dedup_nprobe, dedup_probes
+
+    assert dedup_nprobe(512, 256) == 8 and dedup_nprobe(4096, 256) == 64 and dedup_nprobe(65536, 256) == 256
+    assert dedup_nprobe(512, 4) == 4                                   # never more than tuned
+    store = _Store({"kind": "ivf_pq_disk", "build": {"nlist": 512}, "params": {"nprobe": 256, "k_factor": 64}})
+    with dedup_probes(SimpleNamespace(store=store), "images"):
+        assert store.calls == [{"nprobe": 8, "k_factor": 64}]
+    assert store.calls[-1] == {"nprobe": 256, "k_factor": 64}
+    lance = _Store({"kind": "IVF_PQ", "build": {"num_partitions": 1024}, "params": {"nprobes": 40}})
+    with dedup_probes(SimpleNamespace(store=lance), "images"):
+        assert lance.calls == [{"nprobes": 16}]
+    flat = _Store({"kind": "flat", "params": {}})
+    with dedup_probes(SimpleNamespace(store=flat), "images"):
+        pass
+    assert flat.calls == []

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -45,6 +46,7 @@ from retrieval.index.directory import Index, open_index
 from retrieval.io.imageprep import ImageReadError, open_image, read_image_file
 from retrieval.io.workers import Progress
 from retrieval.query.dedup_frames import frame_candidates, frame_record, verify_frames
+from retrieval.query.dedup_probe import dedup_probes
 from retrieval.query.dedup_state import (
     UNVERIFIED,
     DedupState,
@@ -119,7 +121,8 @@ def find_duplicates(index: Index | str, options: DedupOptions | None = None,
     own = not isinstance(index, Index)
     ix = open_index(index) if own else index
     try:
-        return _run(ix, options, on_progress or (lambda p: None))
+        with dedup_probes(ix, options.table) if own else nullcontext():   # a shared index keeps its settings
+            return _run(ix, options, on_progress or (lambda p: None))
     finally:
         if own:
             ix.close()
