@@ -213,7 +213,7 @@ def plot(res: dict, path: Path) -> None:
         if series:
             b.plot([t for t, _ in series], [m / 2**30 for _, m in series], label=name)
     for step in ("import", "optimize"):
-        series = res["clipdex_cli"].get(step, {}).get("memory_series") or []
+        series = res.get("clipdex_cli", {}).get(step, {}).get("memory_series") or []
         b.plot([t for t, _ in series], [m / 2**30 for _, m in series], "--", label=f"clipdex {step}")
     a.set(xlabel="recall@10 (fresh text-like queries)", ylabel="batch QPS", yscale="log",
           title=f"{res['rows']:,} x 512, memory {res['memory_bytes'] / 2**30:.2f} GiB")

@@ -145,7 +145,8 @@ def autofaiss(work: Path, xq, gt, gtf, memory: int) -> dict:
     try:
         import autofaiss as af  # noqa: F401
     except ImportError:
-        return {"absent": "autofaiss is not installed here (pip install autofaiss)"}
+        return {"absent": "autofaiss is not installed here: autofaiss 2.18.0 requires numpy<2 (pip would downgrade "
+                           "the project's numpy 2.x)"}
     return {"absent": "autofaiss installed but its run is not wired yet"}
 
 
@@ -153,7 +154,8 @@ def diskann(work: Path, xq, gt, gtf, memory: int) -> dict:
     try:
         import diskannpy  # noqa: F401
     except ImportError:
-        return {"absent": "diskannpy is not installed here (did not try to build it in this session)"}
+        return {"absent": "diskannpy is not installed here: diskannpy 0.7.0 requires numpy<2 (pip would downgrade "
+                           "the project's numpy 2.x)"}
     return {"absent": "diskannpy installed but its run is not wired yet"}
 
 
