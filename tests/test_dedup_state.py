@@ -69,11 +69,12 @@ def test_a_dedup_run_probes_few_lists_and_restores_the_tuned_setting():
     assert dedup_nprobe(512, 4) == 4                                   # never more than tuned
     store = _Store({"kind": "ivf_pq_disk", "build": {"nlist": 512}, "params": {"nprobe": 256, "k_factor": 64}})
     with dedup_probes(SimpleNamespace(store=store), "images"):
-        assert store.calls == [{"nprobe": 8, "k_factor": 64}]
+        assert store.calls == [{"nprobe": 8, "k_factor": 8}]
     assert store.calls[-1] == {"nprobe": 256, "k_factor": 64}
-    lance = _Store({"kind": "IVF_PQ", "build": {"num_partitions": 1024}, "params": {"nprobes": 40}})
+    lance = _Store({"kind": "IVF_PQ", "build": {"num_partitions": 1024}, "params": {"nprobes": 40,
+                                                                                    "refine_factor": 4}})
     with dedup_probes(SimpleNamespace(store=lance), "images"):
-        assert lance.calls == [{"nprobes": 16}]
+        assert lance.calls == [{"nprobes": 16, "refine_factor": 4}]
     flat = _Store({"kind": "flat", "params": {}})
     with dedup_probes(SimpleNamespace(store=flat), "images"):
         pass
