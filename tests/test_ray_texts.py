@@ -89,6 +89,7 @@ def test_ray_and_local_engines_store_the_same_texts(tmp_path, local_ray):
     assert (again["files"], again["unchanged"], again["known_errors"], again["rows"]) == (0, 4, 2, 0)
 
 
+@pytest.mark.slow
 def test_the_per_source_state_matches_the_per_row_one_without_holding_a_row(tmp_path, monkeypatch):
     """``SourceState`` (the Ray driver's) gives each source the generations, file errors and versions that
     ``TextState`` (per row) gives, and finds the same error ids to drop; what it keeps grows with the files only."""
