@@ -113,7 +113,7 @@ def main() -> None:
         known = work / "planted.json"   # else the same seeded sources are written again to find them
         planted = json.loads(known.read_text()) if known.exists() else write_sources(work / "src", args.rows,
                                                                                        clusters, args.noise)
-        gen_s, imp_s, imp_rss = float("nan"), float("nan"), 0
+        gen_s = imp_s = imp_rss = None   # not measured by a --reuse run
         shutil.rmtree(ix / "cache" / "dedup", ignore_errors=True)
     else:
         shutil.rmtree(work, ignore_errors=True)
@@ -137,7 +137,8 @@ def main() -> None:
     summary = _summary_line(text)
     result = {"rows": args.rows, "backend": args.backend, "k": args.k, "min_score": args.min_score,
               "planted_clusters": len(planted), "planted_rows": sum(len(c) for c in planted),
-              "generate_s": round(gen_s, 1), "import_s": round(imp_s, 1), "import_peak_rss_mb": imp_rss >> 20,
+              "generate_s": gen_s and round(gen_s, 1), "import_s": imp_s and round(imp_s, 1),
+              "import_peak_rss_mb": imp_rss and imp_rss >> 20,
               "dedup_s": round(dd_s, 1), "dedup_cpu_s": _cpu(text), "dedup_peak_rss_mb": dd_rss >> 20,
               "rerun_s": round(again_s, 1),              "rerun_peak_rss_mb": again_rss >> 20,
               "vectors_mb": args.rows * 512 * 4 >> 20, "index_dir_mb": folder_bytes(ix) >> 20,
