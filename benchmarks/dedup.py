@@ -3,7 +3,9 @@
     python benchmarks/dedup.py [--originals 40] [--out benchmarks/results]
 
 Methods, all in the same run on the same files and vectors:
-- ``clipdex dedup`` (k-NN candidates, verified by content hash, pixels and aligned perceptual hashes; kinds);
+- ``clipdex dedup`` (k-NN candidates, verified by content hash, pixels and aligned perceptual hashes; kinds), with
+  its default rule ``linked`` (every member verified with most members it was checked against) and, on the same
+  verdicts, ``--rule components`` (any verified pair links) and ``--rule clique``;
 - CLIP threshold only, connected components at clip-retrieval's 0.94 and at Immich's default (maxDistance 0.01
   cosine distance: similarity >= 0.99);
 - perceptual hash only (imagehash pHash of the whole picture, Hamming <= 10, imagededup's default for PHash).
@@ -103,9 +105,14 @@ def main() -> None:
     ap.add_argument("--min-score", type=float, default=0.2)
     ap.add_argument("--work", default="/tmp/clipdex-dedup-bench")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    ap.add_argument("--keep-work", action="store_true", help="Leave the generated files and index in --work.")
+    ap.add_argument("--reuse", action="store_true",
+                    help="Reuse --work from a --keep-work run: the same files, the index and the saved verdicts "
+                         "(re-verified when the thresholds changed).")
     a = ap.parse_args()
     work = Path(a.work)
-    shutil.rmtree(work, ignore_errors=True)
+    if not a.reuse:
+        shutil.rmtree(work, ignore_errors=True)
     items = make_dedup_images(work / "img", n_originals=a.originals, seed=a.seed)
     ix_path = work / "ix.clipdex"
     t0 = time.perf_counter()
@@ -116,7 +123,7 @@ def main() -> None:
     same, exact, similar = truth(items)
 
     t0 = time.perf_counter()
-    found = find_duplicates(ix_path, DedupOptions(k=a.k, min_score=a.min_score, fresh=True))
+    found = find_duplicates(ix_path, DedupOptions(k=a.k, min_score=a.min_score, fresh=not a.reuse))
     t_ours = time.perf_counter() - t0
     ours = [[pos[m["path"]] for m in g["members"]] for g in found.groups]
     pred_exact = {frozenset((pos[p], pos[q])) for g in found.groups for pr in g["pairs"] if pr["kind"] == "exact"
@@ -124,10 +131,11 @@ def main() -> None:
                                 next(m["path"] for m in g["members"] if m["id"] == pr["b"]))]}
     results = {"clipdex dedup": {**evaluate(items, ours, same, exact, similar, [g["kind"] for g in found.groups]),
                                  "exact": score(pred_exact, exact), "seconds": round(t_ours, 2)}}
-    strict = find_duplicates(ix_path, DedupOptions(k=a.k, min_score=a.min_score, rule="clique"))  # verdicts reused
-    results["clipdex dedup --rule clique"] = evaluate(items, [[pos[m["path"]] for m in g["members"]]
-                                                              for g in strict.groups], same, exact, similar,
-                                                      [g["kind"] for g in strict.groups])
+    for rule in ("components", "clique"):  # the same verdicts, reused
+        other = find_duplicates(ix_path, DedupOptions(k=a.k, min_score=a.min_score, rule=rule))
+        results[f"clipdex dedup --rule {rule}"] = evaluate(items, [[pos[m["path"]] for m in g["members"]]
+                                                                   for g in other.groups], same, exact, similar,
+                                                           [g["kind"] for g in other.groups])
 
     with open_index(ix_path) as ix:
         ids, x = zip(*ix.store.iter_vectors("images"))
@@ -159,8 +167,11 @@ def main() -> None:
     for name, r in results.items():
         print(f"{name:42s} near P {r['near']['precision']}  R {r['near']['recall']}  "
               f"negatives grouped {r['hard_negatives']['negatives_grouped']}/{r['hard_negatives']['negatives']}")
+    print("per transform (copies grouped with their original):",
+          " ".join(f"{k} {v}" for k, v in results["clipdex dedup"]["per_transform_recall"].items()))
     print(f"wrote {out}")
-    shutil.rmtree(work, ignore_errors=True)
+    if not a.keep_work:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def plot(results: dict, path: Path) -> None:

@@ -20,8 +20,9 @@ from retrieval.query.dedup import KEEP, RULES, TABLES, DedupOptions, find_duplic
               help="Nearest neighbours each row is compared with.")
 @click.option("--min-score", type=click.FloatRange(-1, 1), default=0.5, show_default=True,
               help="CLIP cosine from which a pair is verified (the second signal decides).")
-@click.option("--rule", type=click.Choice(RULES), default="components", show_default=True,
-              help="components: linked pairs form a group; clique: every two members must be a verified pair.")
+@click.option("--rule", type=click.Choice(RULES), default="linked", show_default=True,
+              help="linked: groups merge when most pairs checked between them are verified; components: any "
+                   "verified pair links; clique: every two members must be a verified pair.")
 @click.option("--format", "fmt", type=click.Choice(["table", "jsonl", "csv"]), default="table", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Same as --format jsonl.")
 @click.option("--keep", type=click.Choice(KEEP), default=None,

@@ -21,8 +21,8 @@ def dedup(index: Index | PathLike, table: str = "images", *, options: DedupOptio
           on_progress: OnProgress | None = None, **changes) -> DedupResult:
     """Groups of near-duplicates in ``table`` (images, videos or texts) of ``index`` (an open Index or a path).
 
-    Keyword options are ``DedupOptions`` fields: ``k`` (10), ``min_score`` (0.5), ``rule`` ("components" or
-    "clique"), ``keep`` (None, "largest", "newest", "first"), ``fresh`` (False: reuse what earlier runs saved in
+    Keyword options are ``DedupOptions`` fields: ``k`` (10), ``min_score`` (0.5), ``rule`` ("linked", "components"
+    or "clique"), ``keep`` (None, "largest", "newest", "first"), ``fresh`` (False: reuse what earlier runs saved in
     the index's cache), ``thresholds`` (``ImageThresholds``), ``frame_score`` (0.9). Every candidate pair is
     verified with a second signal before it joins a group. Returns a ``DedupResult`` (``groups``, ``summary``,
     ``remove_list()``)."""

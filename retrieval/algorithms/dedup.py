@@ -4,8 +4,9 @@ The pipeline (``retrieval.query.dedup``) searches a table's vectors for their ne
 into candidate pairs here (``candidate_pairs``), verifies each pair with a second signal (a perceptual hash over
 alignments for images, ``retrieval.algorithms.dedup_image``; frame sequences with times for videos,
 ``retrieval.algorithms.dedup_video``; word shingles for texts), names its kind (``pair_kind``) and groups the
-verified pairs: connected components (``components``) or the stricter clique rule (``clique_groups``: every two
-members of a group are a verified pair). Every function is pure: arrays in, arrays out.
+verified pairs: linked groups (``linked_groups``, the default: every member is verified with most of the members
+it was checked against), connected components (``components``) or the stricter clique rule
+(``clique_groups``: every two members of a group are a verified pair). Every function is pure: arrays in, arrays out.
 
 Kinds, strongest first: ``exact`` (same bytes or same decoded pixels), ``near`` (the same picture transformed:
 re-encoded, resized, cropped, turned, recoloured, watermarked, a screenshot of it), ``similar`` (another shot of the
@@ -30,16 +31,24 @@ class ImageThresholds:
     hash distance (bits of 64, pHash and dHash each) of the same picture; ``similar_bits`` and ``similar_clip``:
     another shot of the same scene (a looser hash distance, and a CLIP cosine at least this). A pair within
     ``near_bits`` is near only when its pixels, aligned (``retrieval.algorithms.dedup_pixels``), agree: correlation
-    at least ``pixel_ncc``, no tile differing by more than ``pixel_tile``, and one picture covering at least
-    ``overlap`` of the other."""
+    at least ``pixel_ncc``, no tile differing by more than ``pixel_tile``, one picture covering at least ``overlap``
+    of the other, and one frame inside the other (covered ``contained``) or turned about its centre (centre offset
+    at most ``centred`` of the side, turn at least ``min_turn`` degrees): a copy never has picture beyond the
+    original's frame, another shot whose objects moved does. A similar pair's pixels, when checked, correlate at
+    least ``similar_ncc`` with frames at most ``similar_offset`` apart (a same-objects layout is further off)."""
 
     candidate: float = 0.80
-    near_bits: int = 10
+    near_bits: int = 12
     similar_bits: int = 16
     similar_clip: float = 0.90
     pixel_ncc: float = 0.97
     pixel_tile: float = 1.0
     overlap: float = 0.9
+    contained: float = 0.995
+    centred: float = 0.01
+    min_turn: float = 1.0
+    similar_ncc: float = 0.85
+    similar_offset: float = 0.08
 
 
 def candidate_pairs(ids: np.ndarray, D: np.ndarray, I: np.ndarray, min_score: float,
@@ -119,25 +128,83 @@ def clique_groups(pairs: np.ndarray, scores: np.ndarray) -> list[np.ndarray]:
 
 
 def pair_kind(clip: float, hash_bits: float, same_pixels: bool, t: ImageThresholds = ImageThresholds(),
-              pixels: tuple[float, float, float] | None = None) -> str:
+              pixels: tuple | None = None) -> str:
     """The kind of a candidate image pair, or "" when it is not a duplicate.
 
     ``clip``: cosine of the CLIP vectors; ``hash_bits``: the aligned perceptual hash distance (bits of 64; the
     larger of pHash and dHash at their best alignment); ``same_pixels``: same bytes or same decoded pixels;
-    ``pixels``: the pixel check (ncc, worst tile, overlap; ``dedup_pixels.PixelCheck``), None when not made."""
+    ``pixels``: the pixel check (ncc, worst tile, overlap, offset, turn; ``dedup_pixels.PixelCheck``), None when
+    not made."""
     if same_pixels:
         return "exact"
     if hash_bits <= t.near_bits and (pixels is None or pixels_agree(pixels, t)):
         return "near"
-    if hash_bits <= t.similar_bits and clip >= t.similar_clip:
+    if hash_bits <= t.similar_bits and clip >= t.similar_clip and (pixels is None or pixels_alike(pixels, t)):
         return "similar"
     return ""
 
 
-def pixels_agree(pixels: tuple[float, float, float], t: ImageThresholds = ImageThresholds()) -> bool:
-    """Whether a pixel check (ncc, worst tile, overlap) says the same picture."""
-    ncc, worst_tile, overlap = pixels
-    return ncc >= t.pixel_ncc and worst_tile <= t.pixel_tile and overlap >= t.overlap
+def pixels_agree(pixels: tuple, t: ImageThresholds = ImageThresholds()) -> bool:
+    """Whether a pixel check (ncc, worst tile, overlap[, offset, turn]) says the same picture: the pixels agree and
+    one frame lies inside the other or is turned about its centre (without offset and turn: not checked)."""
+    ncc, worst_tile, overlap, *pose = pixels
+    if not (ncc >= t.pixel_ncc and worst_tile <= t.pixel_tile and overlap >= t.overlap):
+        return False
+    if not pose or np.isnan(pose[0]):
+        return True
+    offset, turn = pose
+    return overlap >= t.contained or (offset <= t.centred and abs(turn) >= t.min_turn)
+
+
+def pixels_alike(pixels: tuple, t: ImageThresholds = ImageThresholds()) -> bool:
+    """Whether a pixel check (ncc, worst tile, overlap[, offset, turn]) allows another shot of the same scene: the
+    pixels correlate, the frames mostly overlap and their centres are close."""
+    ncc, _, overlap, *pose = pixels
+    offset = pose[0] if pose else np.nan
+    return ncc >= t.similar_ncc and overlap >= t.overlap and not offset > t.similar_offset
+
+
+def linked_groups(pairs: np.ndarray, checked: np.ndarray, min_share: float = 0.5) -> list[np.ndarray]:
+    """Groups whose every member is linked to most of the others it was checked against: between components and
+    cliques.
+
+    pairs (m, 2) int64: verified pairs (the edges); checked (c, 2) int64: every pair whose verdict counts, edge or
+    not (the edges are added to them). Each connected component of the edges is peeled: while some member's share
+    of edges among its checked pairs inside the group is below ``min_share``, the member with the lowest share
+    (then the largest id) leaves; those who left are grouped again the same way. A copy is an edge to most of its
+    original's copies; another shot that aligns with a few crops but is refused by the picture and its other copies
+    is not.
+    Returns groups (sorted int64 arrays of 2 or more ids) ordered by their smallest id."""
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    checked = np.unique(np.sort(np.concatenate([np.asarray(checked, np.int64).reshape(-1, 2), pairs]), axis=1),
+                        axis=0)
+    out = []
+    for comp in components(pairs):
+        keep = _peel(comp, pairs, checked, min_share)
+        if len(keep) < 2:  # cannot happen (the last edge's two ends always stay): no endless regrouping
+            continue
+        out.append(keep)
+        left = np.setdiff1d(comp, keep)
+        inside = np.isin(pairs, left).all(axis=1)
+        out += linked_groups(pairs[inside], checked, min_share)
+    return sorted(out, key=lambda g: int(g[0]))
+
+
+def _peel(members: np.ndarray, pairs: np.ndarray, checked: np.ndarray, min_share: float) -> np.ndarray:
+    """The members (sorted int64) that stay once those with a share of edges below ``min_share`` are peeled."""
+    alive = np.ones(len(members), bool)
+    e = np.searchsorted(members, pairs[np.isin(pairs, members).all(axis=1)])
+    c = np.searchsorted(members, checked[np.isin(checked, members).all(axis=1)])
+    while alive.sum() > 1:
+        ea, ca = e[alive[e].all(axis=1)], c[alive[c].all(axis=1)]
+        linked = np.bincount(ea.reshape(-1), minlength=len(members))
+        seen = np.bincount(ca.reshape(-1), minlength=len(members))
+        share = np.where(alive, linked / np.maximum(seen, 1), np.inf)
+        worst = len(share) - 1 - int(np.argmin(share[::-1]))
+        if share[worst] >= min_share:
+            break
+        alive[worst] = False
+    return members[alive] if alive.sum() > 1 else members[:0]
 
 
 def weakest_kind(kinds) -> str:

@@ -10,9 +10,10 @@ picture: another shot of a scene (objects moved a little), another drawing of on
 2. ``pixel_agreement``: compare the aligned pixels: the normalised cross-correlation over the box, and the worst
    tile's mean squared difference of the normalised pixels (something moved, added or removed shows in some
    tile even when the whole agrees);
-3. ``frame_overlap``: carry one picture's whole frame into the other's by the refined map: a copy (resized,
-   cropped by up to 20%, turned, framed) lies almost wholly inside the other picture, or the other inside it;
-   two shapes aligned by crops each centred on its shape do not.
+3. ``frame_overlap`` and ``frame_pose``: carry one picture's whole frame into the other's by the refined map: a
+   copy (resized, cropped by up to 20%, framed) lies wholly inside the other picture, or the other inside it, and a
+   turned copy keeps its centre on the other's; two shapes aligned by crops each centred on its shape do not, nor
+   another shot whose objects moved (its frame sticks out of the other's by the objects' move).
 
 Pure functions: arrays in, arrays out. OpenCV (``cv2``) is imported lazily (the ``dedup`` extra).
 """
@@ -29,14 +30,17 @@ from retrieval.errors import InvalidInput
 class PixelCheck(NamedTuple):
     """``ncc``: correlation of the aligned grey pixels (-1..1); ``worst_tile``: the largest tile mean of squared
     differences of the normalised pixels (0 = same; 2 = unrelated); ``overlap``: the larger share of either picture
-    covered by the other once aligned (0..1)."""
+    covered by the other once aligned (0..1); ``offset``: how far A's frame centre lands from B's, over B's larger
+    side; ``turn``: the map's rotation in degrees (``frame_pose``)."""
 
     ncc: float
     worst_tile: float
     overlap: float
+    offset: float = np.nan
+    turn: float = np.nan
 
 
-FAILED = PixelCheck(-1.0, 4.0, 0.0)
+FAILED = PixelCheck(-1.0, 4.0, 0.0, 1.0, 0.0)
 
 
 def _cv2():
@@ -75,6 +79,16 @@ def frame_overlap(a_to_b: np.ndarray, size_a: tuple[int, int], size_b: tuple[int
         return 0.0
     inter, _ = cv2.intersectConvexConvex(quad, frame_b)
     return float(max(inter / area_a, inter / (size_b[0] * size_b[1])))
+
+
+def frame_pose(a_to_b: np.ndarray, size_a: tuple[int, int], size_b: tuple[int, int]) -> tuple[float, float]:
+    """Where A's frame lands in B: a_to_b (3, 3) maps A's picture coordinates to B's; sizes (w, h). Returns
+    (offset, turn): the distance from the image of A's centre to B's centre over B's larger side, and the map's
+    rotation in degrees. A copy turned about its centre (how pictures are turned) has offset ~0 and a turn."""
+    m = np.asarray(a_to_b, np.float64)
+    c = m @ np.array([size_a[0] / 2, size_a[1] / 2, 1.0])
+    offset = np.hypot(c[0] / c[2] - size_b[0] / 2, c[1] / c[2] - size_b[1] / 2) / max(size_b)
+    return float(offset), float(np.degrees(np.arctan2(m[1, 0], m[0, 0])))
 
 
 def refine_alignment(grey_a: np.ndarray, grey_b: np.ndarray, init: np.ndarray, iterations: int = 60) -> np.ndarray:
@@ -138,7 +152,7 @@ def check_pair(pixels_a: np.ndarray, geometry_a: np.ndarray, pixels_b: np.ndarra
     if ncc <= -1.0:
         return FAILED
     a_to_b = np.linalg.inv(resize_b) @ np.vstack([warp.astype(np.float64), [0, 0, 1]]) @ map_a
-    return PixelCheck(ncc, worst, frame_overlap(a_to_b, size_a, size_b))
+    return PixelCheck(ncc, worst, frame_overlap(a_to_b, size_a, size_b), *frame_pose(a_to_b, size_a, size_b))
 
 
 def _at_scale(pixels: np.ndarray, f: float) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,9 @@
    (``retrieval.algorithms.dedup_pixels``: another shot, or one shape at another place, is not near); texts
    by content hash and word 3-gram overlap; videos by their frame sequences (``retrieval.query.dedup_video``).
    A pair is verified once; re-runs reuse the verdict.
-3. *Groups*: connected components of the verified pairs, or ``rule="clique"`` (every two members verified).
+3. *Groups*: ``rule="linked"`` (the default: every member is verified with most of the members it was checked
+   against, so another shot matching a few crops of a picture stays out), connected components of the verified
+   pairs, or ``rule="clique"`` (every two members verified).
 
 The state lives in ``<index>/cache/dedup/`` (``retrieval.query.dedup_state``); the index's rows are never changed.
 Progress goes to ``on_progress(Progress)``; nothing is printed.
@@ -32,14 +34,14 @@ from retrieval.algorithms.dedup import (
     clique_groups,
     components,
     jaccard,
+    linked_groups,
     pair_kind,
-    pixels_agree,
     shingles,
     text_kind,
     weakest_kind,
 )
-from retrieval.algorithms.dedup_image import best_alignments, hash_bank_geometry, same_pixels
-from retrieval.algorithms.dedup_pixels import FAILED, check_pair
+from retrieval.algorithms.dedup_image import hash_bank_geometry, same_pixels
+from retrieval.algorithms.dedup_verdict import image_evidence, refused_like_a_shot
 from retrieval.cancel import checkpoint
 from retrieval.errors import InvalidInput
 from retrieval.index.directory import Index, open_index
@@ -60,21 +62,21 @@ from retrieval.query.dedup_video import alignment_record, verify_videos, video_c
 
 log = logging.getLogger(__name__)
 TABLES = ("images", "videos", "frames", "texts")
-RULES = ("components", "clique")
+RULES = ("linked", "components", "clique")
 KEEP = ("largest", "newest", "first")
 SAVE_SECONDS = 20.0
 
 
 @dataclass
 class DedupOptions:
-    """``k`` neighbours per row, candidate pairs from ``min_score`` (CLIP cosine), ``rule`` components | clique,
-    ``keep`` (largest | newest | first, or None) the member of each group to keep, ``fresh`` to forget saved state,
-    ``thresholds`` for images, ``frame_score`` (videos: the cosine at which two frames match)."""
+    """``k`` neighbours per row, candidate pairs from ``min_score`` (CLIP cosine), ``rule`` linked | components |
+    clique, ``keep`` (largest | newest | first, or None) the member of each group to keep, ``fresh`` to forget saved
+    state, ``thresholds`` for images, ``frame_score`` (videos: the cosine at which two frames match)."""
 
     table: str = "images"
     k: int = 10
     min_score: float = 0.5
-    rule: str = "components"
+    rule: str = "linked"
     keep: str | None = None
     fresh: bool = False
     block_rows: int = 4096
@@ -85,7 +87,7 @@ class DedupOptions:
         if self.table not in TABLES:
             raise InvalidInput(f"dedup works on the {', '.join(TABLES)} tables, not {self.table!r}")
         if self.rule not in RULES:
-            raise InvalidInput(f"unknown rule {self.rule!r}; choose components or clique")
+            raise InvalidInput(f"unknown rule {self.rule!r}; choose {', '.join(RULES)}")
         if self.keep is not None and self.keep not in KEEP:
             raise InvalidInput(f"unknown keep policy {self.keep!r}; choose {', '.join(KEEP)}")
         if not 1 <= self.k <= 1000:
@@ -96,7 +98,7 @@ class DedupOptions:
     def key(self, index: Index) -> dict:
         """What the saved state depends on: another key starts afresh."""
         return {"model": index.model, "table": self.table, "k": self.k, "min_score": round(self.min_score, 6),
-                "thresholds": asdict(self.thresholds), "frame_score": round(self.frame_score, 6), "version": 2}
+                "thresholds": asdict(self.thresholds), "frame_score": round(self.frame_score, 6), "version": 3}
 
 
 @dataclass
@@ -215,30 +217,13 @@ def _verify_images(ix: Index, state: DedupState, todo: np.ndarray, options: Dedu
             if ea is None or eb is None:
                 continue  # left unverified: tried again next run
             same = same_pixels(ea[0], eb[0])
-            bits, pixels = (0, None) if same else _image_evidence(ea, eb, options.thresholds)
+            bits, pixels = (0, None) if same else image_evidence(ea, eb, options.thresholds)
             state.kind[p] = kind_code(pair_kind(float(state.clip[p]), bits, same, options.thresholds, pixels))
-            state.evidence[p, :5] = (bits, float(same), *(pixels or (np.nan,) * 3))
+            state.evidence[p, :7] = (bits, float(same), *(pixels or (np.nan,) * 5))
         if time.monotonic() - last_save > SAVE_SECONDS:
             save_state(ix.path, "images", state)
             last_save = time.monotonic()
         report(Progress("verify", n + 1, len(todo)))
-
-
-def _image_evidence(ea: tuple, eb: tuple, t) -> tuple[int, tuple | None]:
-    """Aligned hash bits of two decoded images and, when within ``t.near_bits``, the pixel check: the first of the
-    closest alignments whose pixels agree, else the one that came nearest (fewest differing tiles)."""
-    aligned = best_alignments(ea[1], ea[2], eb[1], eb[2])
-    bits = int(aligned[0, 0])
-    if bits > t.near_bits:
-        return bits, None
-    best = FAILED
-    for _, way, i, j in aligned:
-        x, y = (ea, eb) if way == 0 else (eb, ea)
-        check = check_pair(x[0], x[3][i], y[0], y[4][j])
-        if pixels_agree(check, t):
-            return bits, tuple(check)
-        best = min(best, check, key=lambda c: c.worst_tile)
-    return bits, tuple(best)
 
 
 def _verify_texts(ix: Index, state: DedupState, todo: np.ndarray, options: DedupOptions, report) -> None:
@@ -268,11 +253,19 @@ def _groups(ix: Index, state: DedupState, options: DedupOptions) -> list[dict]:
     strong = kinds != kind_code("similar")  # the same picture (or video): exact, near, contained
     if options.rule == "clique":
         groups = clique_groups(pairs[strong], clip[strong] + (len(KINDS) + 1 - kinds[strong]))  # strongest first
+    elif options.rule == "linked":
+        decided = state.kind > 0
+        if options.table == "images":
+            decided |= refused_like_a_shot(state.kind, state.evidence, options.thresholds)
+        groups = linked_groups(pairs[strong], state.pairs[decided])
     else:
         groups = components(pairs[strong])
     n_strong = len(groups)
     # another shot of the same scene never chains groups together: similar groups are cliques of similar pairs
-    groups += clique_groups(pairs[~strong], clip[~strong])
+    # (a similar pair inside a group of the same picture says nothing more)
+    where = {int(v): g for g, members in enumerate(groups) for v in members}
+    weak = ~strong & np.array([where.get(int(a), -1) != where.get(int(b), -2) for a, b in pairs], bool)
+    groups += clique_groups(pairs[weak], clip[weak])
     if not groups:
         return []
     rows = _rows(ix, options.table, np.concatenate(groups), list(MEMBER_COLUMNS))
@@ -307,6 +300,8 @@ def _pair_record(pair, clip, code, ev, table: str) -> dict:
         if not np.isnan(ev[2]):
             rec["pixels"] = {"ncc": round(float(ev[2]), 4), "worst_tile": round(float(ev[3]), 4),
                              "overlap": round(float(ev[4]), 4)}
+            if not np.isnan(ev[5]):
+                rec["pixels"].update(offset=round(float(ev[5]), 4), turn=round(float(ev[6]), 2))
     elif table == "texts":
         rec["overlap"] = None if np.isnan(ev[0]) else round(float(ev[0]), 4)
     elif table == "frames":
