@@ -96,9 +96,10 @@ def evaluate_set(data: dict, name: str, index: Path, fuser: Path) -> dict:
     base = ["eval", "classify", data[name], "--classes", data["classes"], *methods, "--support", index,
             "--shots", data[f"{name}_shots"], "--json"]
     out = {"defaults": accuracy_rows(run(base)), "tuned": accuracy_rows(run([*base, "--tune", data[f"{name}_tune"]]))}
-    trained = accuracy_rows(run(["eval", "classify", data[name], "--classes", data["classes"], "--method", "reco",
-                                 "--support", index, "--fuser", fuser, "--json"]))
-    out["defaults"]["reco-trained"] = out["tuned"]["reco-trained"] = trained["reco"]
+    trained = ["eval", "classify", data[name], "--classes", data["classes"], "--method", "reco", "--support", index,
+               "--fuser", fuser, "--json"]
+    out["defaults"]["reco-trained"] = accuracy_rows(run(trained))["reco"]
+    out["tuned"]["reco-trained"] = accuracy_rows(run([*trained, "--tune", data[f"{name}_tune"]]))["reco"]
     return out
 
 
