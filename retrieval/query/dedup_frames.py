@@ -25,7 +25,7 @@ from retrieval.cancel import checkpoint
 from retrieval.index.directory import Index
 from retrieval.io.workers import Progress
 from retrieval.query.dedup_state import DedupState, kind_code, save_state
-from retrieval.query.dedup_video import _frames, _step, blank_vectors
+from retrieval.query.dedup_video import _frames, _owners, _step, blank_vectors
 from retrieval.store.base import arrow_to_vectors
 
 WIDTH = 2          # frames either side of a pair looked at
@@ -97,11 +97,6 @@ def frame_candidates(ix: Index, state: DedupState, options, report) -> int:
             last_save = time.monotonic()
         report(Progress("search", seen, total, {"candidates": len(state.pairs)}))
     return searched
-
-
-def _owners(ix: Index, frame_ids: np.ndarray) -> dict[int, int]:
-    rows = ix.store.take("frames", frame_ids, ["id", "video_id"])
-    return dict(zip(rows.column("id").to_pylist(), rows.column("video_id").to_pylist()))
 
 
 def verify_frames(ix: Index, state: DedupState, todo: np.ndarray, options, report) -> None:
