@@ -1,11 +1,13 @@
 """Shared by the serve tests: an image index of the drawn shapes built with the tiny model, and app clients."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -42,15 +44,46 @@ def served_photos(root: Path, shapes_dir: Path, **options):
         yield c, idx, photos
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def live_app(indexes: list[str], cache: Path):
+    """The service app for ``indexes`` run by uvicorn in a thread on a free loopback port, waited for (bounded)
+    until it has started -> its base URL; stopped when the block ends."""
+    import uvicorn
+
+    from clipdex.serve.app import create_app
+    from clipdex.serve.config import ServeConfig
+
+    port = free_port()
+    app = create_app(ServeConfig(indexes=indexes, port=port, cache_dir=cache))
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    for _ in range(600):                     # bounded: up to 600 short waits for start-up
+        if srv.started or not thread.is_alive():
+            break
+        threading.Event().wait(0.05)
+    assert srv.started, "the server did not start"
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=30)
+
+
 def start_server(idx: Path, cache: Path, *options: str, stdout=subprocess.PIPE) -> tuple[subprocess.Popen, str]:
     """``clipdex serve IDX OPTIONS`` in a process of its own on a free loopback port, waited for (bounded) until
     ``/healthz`` answers -> (the process, its base URL). The caller terminates it."""
     import httpx
 
     root = str(Path(__file__).resolve().parents[1])
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "PYTHONPATH": root, "XDG_CACHE_HOME": str(cache)}
     proc = subprocess.Popen([sys.executable, "-m", "cli.main", "serve", str(idx), "--port", str(port), *options],
                             env=env, cwd=root, stdout=stdout, stderr=subprocess.PIPE, text=True)

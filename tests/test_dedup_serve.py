@@ -2,7 +2,6 @@
 them, paged, thumbnails, the keep suggestion, 4xx on bad input) and the page at ``/dedup`` in Chromium."""
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,7 @@ pytest.importorskip("imagehash")
 
 from clipdex.synthetic.dedup import make_dedup_images  # noqa: E402
 from retrieval.query.dedup import DedupOptions, find_duplicates  # noqa: E402
-from tests.serve_helpers import client  # noqa: E402
+from tests.serve_helpers import client, live_app  # noqa: E402
 
 Q = "k=20&min_score=0.2&kinds=exact,near"   # clipdex-tiny barely sees a framed copy as the same picture
 CHROMIUM = Path("/usr/bin/chromium")
@@ -98,33 +97,18 @@ def test_the_page_is_served(served):
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
 def test_the_page_shows_a_group_per_row_side_by_side_with_the_keep_suggestion(tmp_path):
     pytest.importorskip("playwright")
-    import uvicorn
     from playwright.sync_api import sync_playwright
-
-    from clipdex.serve.app import create_app
-    from clipdex.serve.config import ServeConfig
-    from tests.test_serve_browser import free_port
 
     ix = _build(tmp_path, "lance")
     expected = [g for g in find_duplicates(ix, DedupOptions(k=20, min_score=0.2)).groups
                 if g["kind"] in ("exact", "near")]
-    port = free_port()
-    srv = uvicorn.Server(uvicorn.Config(create_app(ServeConfig(indexes=[str(ix)], port=port,
-                                                               cache_dir=tmp_path / "cache")),
-                                        host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(600):   # bounded wait for start-up
-        if srv.started or not thread.is_alive():
-            break
-        threading.Event().wait(0.05)
     errors: list[str] = []
-    try:
+    with live_app([str(ix)], tmp_path / "cache") as base:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1200, "height": 900})
             page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(f"http://127.0.0.1:{port}/dedup")
+            page.goto(f"{base}/dedup")
             page.wait_for_function("document.getElementById('table').value === 'images'")
             page.get_by_label("Kinds").fill("exact,near")
             page.get_by_label("k", exact=True).fill("20")
@@ -153,7 +137,4 @@ def test_the_page_shows_a_group_per_row_side_by_side_with_the_keep_suggestion(tm
             page.get_by_role("alert").wait_for(state="visible")
             assert "unknown kind" in page.get_by_role("alert").inner_text()
             browser.close()
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=30)
     assert not errors, errors

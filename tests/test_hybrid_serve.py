@@ -3,7 +3,6 @@ page's "matched words" in Chromium."""
 from __future__ import annotations
 
 import random
-import threading
 
 import numpy as np
 import pytest
@@ -13,8 +12,8 @@ from cli.main import cli
 from clipdex.synthetic.words import draw_picture
 from retrieval.algorithms.fusion import combine_vectors
 from retrieval.index.directory import open_index
-from tests.serve_helpers import client
-from tests.test_serve_browser import CHROMIUM, free_port
+from tests.serve_helpers import client, live_app
+from tests.test_serve_browser import CHROMIUM
 
 pytest.importorskip("fastapi")
 pytest.importorskip("rapidocr_onnxruntime")
@@ -82,28 +81,15 @@ def test_api_bad_hybrid_requests_are_4xx_json(api, body):
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium at /usr/bin/chromium")
 def test_the_page_marks_the_matched_words(receipts, tmp_path):
     pytest.importorskip("playwright")
-    import uvicorn
     from playwright.sync_api import sync_playwright
 
-    from clipdex.serve.app import create_app
-    from clipdex.serve.config import ServeConfig
-
-    port = free_port()
-    app = create_app(ServeConfig(indexes=[str(receipts / "r.clipdex")], port=port, cache_dir=tmp_path / "cache"))
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(600):
-        if srv.started or not thread.is_alive():
-            break
-        threading.Event().wait(0.05)
     errors: list[str] = []
-    try:
+    with live_app([str(receipts / "r.clipdex")], tmp_path / "cache") as base:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
             page = browser.new_page(viewport={"width": 1200, "height": 900})
             page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.goto(f"http://127.0.0.1:{port}/")
+            page.goto(f"{base}/")
             page.get_by_label("Search text").fill("total 42.17")
             page.keyboard.press("Enter")
             page.wait_for_selector("#results li.result .matched")
@@ -120,7 +106,4 @@ def test_the_page_marks_the_matched_words(receipts, tmp_path):
             page.wait_for_function("document.querySelectorAll('#results li.result').length === 2")
             assert not page.locator("#results li.result", has_text="d.png").count()  # no words: not a text hit
             browser.close()
-    finally:
-        srv.should_exit = True
-        thread.join(timeout=30)
     assert not errors, errors

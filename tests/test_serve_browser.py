@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import socket
-import threading
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 pytest.importorskip("playwright")
 
-from tests.serve_helpers import build_photo_index  # noqa: E402
+from tests.serve_helpers import build_photo_index, live_app  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [pytest.mark.slow,
@@ -23,20 +21,9 @@ pytestmark = [pytest.mark.slow,
                                  "(apt-get install chromium; .ci/run installs it)")]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, shapes_dir):
     """A live server on 127.0.0.1 in a thread; stopped at the end of the module."""
-    import uvicorn
-
-    from clipdex.serve.app import create_app
-    from clipdex.serve.config import ServeConfig
-
     root = tmp_path_factory.mktemp("browser")
     idx, photos = build_photo_index(root, shapes_dir)
     indexes = [str(idx)]
@@ -51,19 +38,8 @@ def server(tmp_path_factory, shapes_dir):
                                      "--model", "clipdex-tiny", "--workers", "0", "--fps", "2"])
         assert r.exit_code == 0, r.output
         indexes.append(str(root / "clips.clipdex"))
-    port = free_port()
-    app = create_app(ServeConfig(indexes=indexes, port=port, cache_dir=root / "cache"))
-    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=srv.run, daemon=True)
-    thread.start()
-    for _ in range(600):                     # bounded: up to 600 short waits for start-up
-        if srv.started or not thread.is_alive():
-            break
-        threading.Event().wait(0.05)
-    assert srv.started, "the server did not start"
-    yield f"http://127.0.0.1:{port}", photos
-    srv.should_exit = True
-    thread.join(timeout=30)
+    with live_app(indexes, root / "cache") as base:
+        yield base, photos
 
 
 @pytest.fixture(scope="module")
