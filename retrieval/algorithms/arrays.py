@@ -115,3 +115,13 @@ def one_se_pick(accs, n: int, complexity) -> int:
     se = float(np.sqrt(best * (1.0 - best) / max(int(n), 1)))
     ok = np.nonzero(a >= best - se - 1e-12)[0]
     return int(ok[np.lexsort((ok, -a[ok], c[ok]))[0]])
+
+
+def grid_pick(accs, n: int, complexity, rule: str = "best") -> int:
+    """A grid position chosen by ``rule``: ``"best"`` the first of the most accurate (the papers' validation search;
+    grids ascend, so ties keep the weaker setting), ``"1se"`` :func:`one_se_pick`. accs (G,), complexity (G,)."""
+    if rule == "best":
+        return int(np.argmax(accs))
+    if rule == "1se":
+        return one_se_pick(accs, n, complexity)
+    raise ValueError(f"rule must be 'best' or '1se', not {rule!r}")

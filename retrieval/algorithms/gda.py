@@ -16,7 +16,7 @@ from typing import Sequence
 
 import numpy as np
 
-from retrieval.algorithms.arrays import as_f32, as_i64, grid_accuracy, one_se_pick
+from retrieval.algorithms.arrays import as_f32, as_i64, grid_accuracy, grid_pick
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,5 @@ def gda_search_alpha(val_feats, val_labels, clip_weights, W, b,
     gda = f @ as_f32(W, "W", ndim=2) + as_f32(b, "b", ndim=1)
     a = np.asarray(alphas, dtype=np.float64)
     accs = grid_accuracy(zs, gda[None], a[:, None], y)
-    if rule not in ("best", "1se"):
-        raise ValueError(f"rule must be 'best' or '1se', not {rule!r}")
-    j = int(np.argmax(accs)) if rule == "best" else one_se_pick(accs, y.shape[0], a)
+    j = grid_pick(accs, y.shape[0], a, rule)
     return float(a[j]), float(accs[j])

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from retrieval.algorithms.arrays import as_f32, as_i64, l2_normalize, one_se_pick
+from retrieval.algorithms.arrays import as_f32, as_i64, grid_pick, l2_normalize
 from retrieval.errors import InvalidInput
 
 log = logging.getLogger(__name__)
@@ -62,7 +62,7 @@ def reco_search_weight(val_feats, val_labels, val_retrieved, class_text, class_r
         v = reco_mean_fuse(val_feats, val_retrieved, w)
         t = reco_mean_fuse(class_text, class_retrieved, w)
         accs.append(float(np.mean(np.argmax(v @ t.T, axis=1) == y)))
-    j = _pick(accs, y.shape[0], weights, rule)
+    j = grid_pick(accs, y.shape[0], weights, rule)
     return float(weights[j]), accs[j]
 
 
@@ -84,16 +84,8 @@ def reco_search_blend(zs_cos, fused_cos, labels, blends=RECO_BLENDS, rule: str =
     (blend, accuracy); ``rule`` as :func:`reco_search_weight` (complexity = blend, 0 = zero-shot)."""
     y = as_i64(labels, "labels")
     accs = [float(np.mean(np.argmax(reco_blend_logits(zs_cos, fused_cos, b), axis=1) == y)) for b in blends]
-    j = _pick(accs, y.shape[0], blends, rule)
+    j = grid_pick(accs, y.shape[0], blends, rule)
     return float(blends[j]), accs[j]
-
-
-def _pick(accs, n: int, values, rule: str) -> int:
-    if rule == "best":
-        return int(np.argmax(accs))  # first of the best: values ascend, so the smaller
-    if rule == "1se":
-        return one_se_pick(accs, n, values)
-    raise ValueError(f"rule must be 'best' or '1se', not {rule!r}")
 
 
 def knn_ids(xq, xb, k: int, exclude_self: bool = False) -> np.ndarray:

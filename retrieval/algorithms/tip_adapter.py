@@ -14,7 +14,7 @@ import logging
 
 import numpy as np
 
-from retrieval.algorithms.arrays import as_f32, as_i64, grid_accuracy, l2_normalize, one_hot, one_se_pick
+from retrieval.algorithms.arrays import as_f32, as_i64, grid_accuracy, grid_pick, l2_normalize, one_hot
 
 log = logging.getLogger(__name__)
 
@@ -100,19 +100,9 @@ def tip_adapter_search(val_feats, val_labels, cache_keys, cache_values, clip_wei
         alphas = np.concatenate([[0.0], alphas])
     zs = (100.0 * f @ w).astype(np.float32)
     aff = f @ k.T
-    best = (float(alphas[0]), float(betas[0]), -1.0)
-    all_accs = []
-    for beta in betas:
-        cache = cache_logits(aff, v, float(beta))
-        accs = grid_accuracy(zs, cache[None], alphas[:, None], y)  # (n_a,)
-        all_accs.append(accs)
-        j = int(np.argmax(accs))
-        if accs[j] > best[2]:
-            best = (float(alphas[j]), float(beta), float(accs[j]))
-    if rule == "1se":
-        i, j = divmod(one_se_pick(np.concatenate(all_accs), y.shape[0], np.tile(alphas, len(betas))), len(alphas))
-        best = (float(alphas[j]), float(betas[i]), float(all_accs[i][j]))
-    elif rule != "best":
-        raise ValueError(f"rule must be 'best' or '1se', not {rule!r}")
+    accs = np.concatenate([grid_accuracy(zs, cache_logits(aff, v, float(beta))[None], alphas[:, None], y)
+                           for beta in betas])  # (n_b * n_a,), beta-major
+    i, j = divmod(grid_pick(accs, y.shape[0], np.tile(alphas, len(betas)), rule), len(alphas))
+    best = (float(alphas[j]), float(betas[i]), float(accs[i * len(alphas) + j]))
     log.debug("tip_adapter_search: alpha=%.3f beta=%.3f acc=%.4f", *best)
     return best

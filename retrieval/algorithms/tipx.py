@@ -17,7 +17,7 @@ import logging
 
 import numpy as np
 
-from retrieval.algorithms.arrays import as_f32, as_i64, grid_accuracy, log_softmax, one_se_pick, softmax
+from retrieval.algorithms.arrays import as_f32, as_i64, grid_accuracy, grid_pick, log_softmax, softmax
 from retrieval.algorithms.tip_adapter import cache_logits, check_cache_inputs
 
 log = logging.getLogger(__name__)
@@ -178,22 +178,11 @@ def tipx_search(val_feats, val_labels, support_feats, support_onehot, clip_weigh
     aff = f @ s.T
     kl_term = tipx_kl_term(f, s, l, w, temperature, aff)
     coefs = np.stack(np.meshgrid(alphas, -gammas, indexing="ij"), axis=-1).reshape(-1, 2)  # (n_a*n_g, 2)
-    best = dict(alpha=float(alphas[0]), beta=float(betas[0]), gamma=float(gammas[0]), acc=-1.0)
-    all_accs = []
-    for beta in betas:
-        cache = cache_logits(aff, l, float(beta))
-        accs = grid_accuracy(zs, np.stack([cache, kl_term]), coefs, y)
-        all_accs.append(accs)
-        g = int(np.argmax(accs))
-        if accs[g] > best["acc"]:
-            best = dict(alpha=float(coefs[g, 0]), beta=float(beta), gamma=float(-coefs[g, 1]), acc=float(accs[g]))
-    if rule == "1se":
-        strength = coefs[:, 0] / search_scale[0] - coefs[:, 1] / search_scale[2]  # (n_a*n_g,), beta-independent
-        pos = one_se_pick(np.concatenate(all_accs), y.shape[0], np.tile(strength, len(betas)))
-        b, g = divmod(pos, coefs.shape[0])
-        best = dict(alpha=float(coefs[g, 0]), beta=float(betas[b]), gamma=float(-coefs[g, 1]),
-                    acc=float(all_accs[b][g]))
-    elif rule != "best":
-        raise ValueError(f"rule must be 'best' or '1se', not {rule!r}")
+    accs = np.concatenate([grid_accuracy(zs, np.stack([cache_logits(aff, l, float(beta)), kl_term]), coefs, y)
+                           for beta in betas])  # (n_b * n_a*n_g,), beta-major
+    strength = coefs[:, 0] / search_scale[0] - coefs[:, 1] / search_scale[2]  # (n_a*n_g,), beta-independent
+    b, g = divmod(grid_pick(accs, y.shape[0], np.tile(strength, len(betas)), rule), coefs.shape[0])
+    best = dict(alpha=float(coefs[g, 0]), beta=float(betas[b]), gamma=float(-coefs[g, 1]),
+                acc=float(accs[b * coefs.shape[0] + g]))
     log.debug("tipx_search: %s", best)
     return best
