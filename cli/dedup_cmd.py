@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from cli.output import ProgressBars, json_line
-from retrieval.algorithms.dedup import ImageThresholds
+from retrieval.algorithms.dedup import KINDS, ImageThresholds
 from retrieval.query.dedup import KEEP, RULES, TABLES, DedupOptions, find_duplicates
 
 
@@ -43,8 +43,8 @@ def dedup(index_path, table, k, min_score, rule, fmt, as_json, keep, remove_list
     Kinds: exact, near (same picture transformed), similar (another shot),
     contained (a clip cut from a longer video)."""
     wanted = {s.strip() for s in kinds.split(",") if s.strip()}
-    if not wanted <= {"exact", "near", "contained", "similar"}:
-        raise click.BadParameter(f"unknown kind in {kinds!r}; kinds: exact, near, contained, similar",
+    if not wanted <= set(KINDS):
+        raise click.BadParameter(f"unknown kind in {kinds!r}; kinds: {', '.join(KINDS)}",
                                  param_hint="--kinds")
     if remove_list and not keep:
         keep = "largest"

@@ -15,14 +15,14 @@ from typing import Optional
 from fastapi import APIRouter, Query, Request
 
 from clipdex.serve.queries import result_row
+from retrieval.algorithms.dedup import KINDS
 from retrieval.errors import InvalidInput
 from retrieval.query.dedup import KEEP, RULES, DedupOptions, find_duplicates
 
 router = APIRouter()
-KINDS = ("exact", "near", "contained", "similar")
 _locks: dict[tuple, threading.Lock] = {}
 _guard = threading.Lock()
-_last: dict[tuple, tuple] = {}   # (index, table, options) -> (the index's state when run, groups, summary)
+_last: dict[tuple, tuple] = {}   # (index, table) -> (options, the index's state when run, groups, summary)
 
 
 def _lock(key: tuple) -> threading.Lock:
@@ -32,13 +32,14 @@ def _lock(key: tuple) -> threading.Lock:
 
 def run_dedup(served, options: DedupOptions) -> tuple[list[dict], dict]:
     """The groups and summary of ``options`` on ``served`` (reused while the served index is the same snapshot)."""
-    key = (served.name, options.table, options.k, options.min_score, options.rule, options.keep)
-    with _lock(key[:2]):
+    key = (served.name, options.table)
+    asked = (options.k, options.min_score, options.rule, options.keep)
+    with _lock(key):
         cached = _last.get(key)
-        if cached is not None and cached[0] is served.index:
-            return cached[1], cached[2]
+        if cached is not None and cached[0] == asked and cached[1] is served.index:
+            return cached[2], cached[3]
         result = find_duplicates(served.index, options)
-        _last[key] = (served.index, result.groups, result.summary)
+        _last[key] = (asked, served.index, result.groups, result.summary)   # the latest run only: memory per table
         return result.groups, result.summary
 
 
