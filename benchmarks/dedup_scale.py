@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -103,6 +104,8 @@ def main() -> None:
     ap.add_argument("--nice", type=int, default=10)
     ap.add_argument("--keep", action="store_true", help="keep the generated data (deleted by default)")
     ap.add_argument("--reuse", action="store_true", help="time dedup on the index a --keep run left (no import)")
+    ap.add_argument("--setup-only", action="store_true",
+                    help="generate and import only (kept for --reuse runs; their figures go into setup.json)")
     ap.add_argument("--name", default=None, help="result name (default dedup_scale_<rows>)")
     args = ap.parse_args()
     work = Path(args.work) / f"n{args.rows}"
@@ -113,7 +116,8 @@ def main() -> None:
         known = work / "planted.json"   # else the same seeded sources are written again to find them
         planted = json.loads(known.read_text()) if known.exists() else write_sources(work / "src", args.rows,
                                                                                        clusters, args.noise)
-        gen_s = imp_s = imp_rss = None   # not measured by a --reuse run
+        setup = json.loads((work / "setup.json").read_text()) if (work / "setup.json").exists() else {}
+        gen_s, imp_s, imp_rss = setup.get("generate_s"), setup.get("import_s"), setup.get("import_peak_rss")
         shutil.rmtree(ix / "cache" / "dedup", ignore_errors=True)
     else:
         shutil.rmtree(work, ignore_errors=True)
@@ -123,6 +127,10 @@ def main() -> None:
         gen_s = time.monotonic() - t0
         imp_s, imp_rss, _ = timed([*clipdex, "index", "embeddings", str(work / "src"), "--index", str(ix),
                                    "--model", "none", "--backend", args.backend, "--json"], args.nice)
+        (work / "setup.json").write_text(json.dumps({"generate_s": gen_s, "import_s": imp_s, "import_peak_rss": imp_rss,
+                                                     "load_after_import": os.getloadavg()}))
+        if args.setup_only:
+            return
     ann_dir = ix / "lance" / "_ann"
     ann_bytes = folder_bytes(ann_dir) if ann_dir.exists() else None
     out = work / "groups.jsonl"

@@ -65,16 +65,17 @@ def test_a_dedup_run_probes_few_lists_and_restores_the_tuned_setting():
 
     from retrieval.query.dedup_probe import dedup_nprobe, dedup_probes
 
-    assert dedup_nprobe(512, 256) == 8 and dedup_nprobe(4096, 256) == 64 and dedup_nprobe(65536, 256) == 256
+    assert dedup_nprobe(512, 256) == 8 and dedup_nprobe(1024, 256) == 16 and dedup_nprobe(2048, 256) == 32
+    assert dedup_nprobe(8192, 256) == 32 and dedup_nprobe(65536, 256) == 32   # a row's search grows as sqrt(rows)
     assert dedup_nprobe(512, 4) == 4                                   # never more than tuned
     store = _Store({"kind": "ivf_pq_disk", "build": {"nlist": 512}, "params": {"nprobe": 256, "k_factor": 64}})
     with dedup_probes(SimpleNamespace(store=store), "images"):
-        assert store.calls == [{"nprobe": 8, "k_factor": 8}]
+        assert store.calls == [{"nprobe": 8, "k_factor": 2}]
     assert store.calls[-1] == {"nprobe": 256, "k_factor": 64}
     lance = _Store({"kind": "IVF_PQ", "build": {"num_partitions": 1024}, "params": {"nprobes": 40,
                                                                                     "refine_factor": 4}})
     with dedup_probes(SimpleNamespace(store=lance), "images"):
-        assert lance.calls == [{"nprobes": 16, "refine_factor": 4}]
+        assert lance.calls == [{"nprobes": 16, "refine_factor": 2}]
     flat = _Store({"kind": "flat", "params": {}})
     with dedup_probes(SimpleNamespace(store=flat), "images"):
         pass

@@ -65,6 +65,7 @@ TABLES = ("images", "videos", "frames", "texts")
 RULES = ("linked", "components", "clique")
 KEEP = ("largest", "newest", "first")
 SAVE_SECONDS = 20.0
+HOLD_PAIRS = 1 << 20   # candidate pairs held between merges
 
 
 @dataclass
@@ -157,25 +158,35 @@ def _run(ix: Index, options: DedupOptions, report: Callable[[Progress], None]) -
 
 
 def _search(ix: Index, state: DedupState, options: DedupOptions, report) -> int:
-    """Step 1 for rows not searched yet; returns how many rows were searched now."""
-    done = set(state.done.tolist())
+    """Step 1 for rows not searched yet; returns how many rows were searched now. Streamed: a block of
+    ``block_rows`` vectors at a time, searched as one batch; its pairs are held and merged into the state when it is
+    saved (every ``SAVE_SECONDS``, or when ``HOLD_PAIRS`` are held), so nothing is done per row in Python and nothing
+    but the state grows with the table."""
+    done = np.unique(state.done)   # sorted: a block's searched rows are found by binary search
     total = ix.store.count(options.table)
     seen, searched, last_save = 0, 0, time.monotonic()
     for ids, x in ix.store.iter_vectors(options.table, batch_rows=options.block_rows):
         checkpoint()
         seen += len(ids)
-        todo = np.array([int(i) not in done for i in ids], bool)
+        todo = ~_among(ids, done)
         if todo.any():
             D, I = ix.search_vectors(options.table, x[todo], k=options.k + 1)
-            pairs, scores = candidate_pairs(ids[todo], D, I, options.min_score)
-            state.add_pairs(pairs, scores)
-            state.done = np.concatenate([state.done, ids[todo]])
+            state.add_block(ids[todo], *candidate_pairs(ids[todo], D, I, options.min_score))
             searched += int(todo.sum())
-            if time.monotonic() - last_save > SAVE_SECONDS:
+            if time.monotonic() - last_save > SAVE_SECONDS or state.held() > HOLD_PAIRS:
                 save_state(ix.path, options.table, state)
                 last_save = time.monotonic()
-        report(Progress("search", seen, total, {"candidates": len(state.pairs)}))
+        report(Progress("search", seen, total, {"candidates": len(state.pairs) + state.held()}))
+    state.flush()
     return searched
+
+
+def _among(ids: np.ndarray, sorted_ids: np.ndarray) -> np.ndarray:
+    """ids (b,) -> (b,) bool: which are in ``sorted_ids`` (m,) sorted ascending."""
+    if len(sorted_ids) == 0:
+        return np.zeros(len(ids), bool)
+    at = np.searchsorted(sorted_ids, ids)
+    return (at < len(sorted_ids)) & (sorted_ids[np.minimum(at, len(sorted_ids) - 1)] == ids)
 
 
 def _rows(ix: Index, table: str, ids, columns: list[str]) -> dict[int, dict]:
@@ -219,7 +230,7 @@ def _verify_images(ix: Index, state: DedupState, todo: np.ndarray, options: Dedu
             same = same_pixels(ea[0], eb[0])
             bits, pixels = (0, None) if same else image_evidence(ea, eb, options.thresholds)
             state.kind[p] = kind_code(pair_kind(float(state.clip[p]), bits, same, options.thresholds, pixels))
-            state.evidence[p, :7] = (bits, float(same), *(pixels or (np.nan,) * 5))
+            state.evidence[p, :8] = (bits, float(same), *(pixels or (np.nan,) * 6))
         if time.monotonic() - last_save > SAVE_SECONDS:
             save_state(ix.path, "images", state)
             last_save = time.monotonic()
@@ -302,6 +313,8 @@ def _pair_record(pair, clip, code, ev, table: str) -> dict:
                              "overlap": round(float(ev[4]), 4)}
             if not np.isnan(ev[5]):
                 rec["pixels"].update(offset=round(float(ev[5]), 4), turn=round(float(ev[6]), 2))
+            if not np.isnan(ev[7]):
+                rec["pixels"]["blob"] = round(float(ev[7]), 4)
     elif table == "texts":
         rec["overlap"] = None if np.isnan(ev[0]) else round(float(ev[0]), 4)
     elif table == "frames":

@@ -1,7 +1,8 @@
 """What a dedup run keeps between runs, in the index's cache folder: ``<index>/cache/dedup/<table>.npz`` + ``.json``.
 
 - ``done``: the ids whose neighbours were searched (a re-run searches only rows added since: incremental; a run
-  killed part-way resumes from the last saved block);
+  killed part-way resumes from the last saved block; searched blocks are held by ``add_block`` and merged into
+  ``done`` and ``pairs`` by ``flush``, which every save does first);
 - ``pairs`` (m, 2) int64 with ``clip`` (m,) float32: the candidate pairs found so far;
 - ``kind`` (m,) int8 (-1: not verified yet, 0: not a duplicate, 1 + position in ``KINDS``) and ``evidence``
   (m, 8) float64: what verification measured (hash bits, or a video alignment's offset, coverages and ranges).
@@ -46,6 +47,27 @@ class DedupState:
     clip: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     kind: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
     evidence: np.ndarray = field(default_factory=lambda: np.zeros((0, EVIDENCE), np.float64))
+    found: list = field(default_factory=list, repr=False)   # (ids, pairs, clip) of blocks searched since ``flush``
+
+    def add_block(self, ids: np.ndarray, pairs: np.ndarray, clip: np.ndarray) -> None:
+        """Hold one searched block: its ids (b,) and candidate pairs (m, 2) with scores (m,), merged into ``done``
+        and ``pairs`` by ``flush`` (a merge sorts every pair: once per save, not once per block)."""
+        self.found.append((np.asarray(ids, np.int64), np.asarray(pairs, np.int64).reshape(-1, 2),
+                           np.asarray(clip, np.float32).reshape(-1)))
+
+    def held(self) -> int:
+        """Candidate pairs held by ``add_block`` and not merged yet."""
+        return sum(len(p) for _, p, _ in self.found)
+
+    def flush(self) -> int:
+        """Merge the held blocks (``add_pairs``: a pair found twice since the last flush keeps its best score);
+        ``done`` stays sorted, each id once. Returns the new pairs."""
+        if not self.found:
+            return 0
+        ids, pairs, clip = (np.concatenate(c) for c in zip(*self.found))
+        self.found = []
+        self.done = np.union1d(self.done, ids)
+        return self.add_pairs(pairs, clip)
 
     def add_pairs(self, pairs: np.ndarray, clip: np.ndarray) -> int:
         """Merge new candidate pairs (already known pairs keep their verification and score, a new pair found twice
@@ -110,7 +132,8 @@ def load_state(index_path, table: str, key: dict) -> DedupState:
 
 
 def save_state(index_path, table: str, state: DedupState) -> None:
-    """Write the state atomically (temporary files renamed over the old ones)."""
+    """Write the state atomically (temporary files renamed over the old ones), held blocks merged first."""
+    state.flush()
     data, meta = _paths(index_path, table)
     data.parent.mkdir(parents=True, exist_ok=True)
     tag = uuid.uuid4().hex[:6]
