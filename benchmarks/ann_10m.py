@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks.results_io import save_result  # noqa: E402
+from benchmarks.results_io import RESULTS, save_result  # noqa: E402
 from clipdex.synthetic.ann_realistic import make_realistic_corpus  # noqa: E402
 
 DIM, FILES, K, BUCKETS = 512, 10, 10, 100
@@ -135,17 +135,21 @@ def run_watched(cmd: list[str], watch: Path | None = None, every: float = 0.5) -
             "disk_peak": max(disk, default=0), "stdout": out, "stderr_tail": err[-2000:]}
 
 
-def clipdex_cli(work: Path, memory: str) -> dict:
+def clipdex_cli(work: Path, memory: str, scaled: bool = False) -> dict:
+    """The user's commands; ``scaled``: the import is given the (scaled) budget too, as 3G is its own at 10M."""
     ix, exe = work / "ix.clipdex", shutil.which("clipdex") or "clipdex"
-    out = {"import": run_watched([exe, "index", "embeddings", str(work / "src"), "--index", str(ix), "--model",
-                                  "none"], ix)}
+    out = {"import": run_watched([exe, "-v", "index", "embeddings", str(work / "src"), "--index", str(ix), "--model",
+                                  "none", *(["--memory", memory] if scaled else [])], ix)}
+    checked(out["import"])
     out["disk_after_import"] = dir_size(ix)
-    out["optimize"] = run_watched([exe, "optimize", str(ix), "--recall", "0.95", "--memory", memory], ix)
+    out["optimize"] = checked(run_watched([exe, "-v", "optimize", str(ix), "--recall", "0.95", "--memory", memory],
+                                          ix))
     out["disk_after_optimize"] = dir_size(ix)
-    out["info"] = run_watched([exe, "info", str(ix)])["stdout"]
+    out["info"] = checked(run_watched([exe, "info", str(ix)]))["stdout"]
     gt, gtf = np.load(work / "gt.npy"), np.load(work / "gt_bucket7.npy")
     for key, extra, truth in (("search", [], gt), ("search_bucket7", ["--where", "bucket = 7"], gtf)):
-        r = run_watched([exe, "search", str(ix), "--vectors", str(work / "q.npy"), "-k", str(K), "--json", *extra])
+        r = checked(run_watched([exe, "search", str(ix), "--vectors", str(work / "q.npy"), "-k", str(K), "--json",
+                                 *extra]))
         I = _cli_ids(r.pop("stdout"), len(truth))
         r.update(recall_at_10=recall(I, truth), all_hits=bool((I >= 0).all()))
         out[key] = r
@@ -153,6 +157,18 @@ def clipdex_cli(work: Path, memory: str) -> dict:
         if isinstance(r, dict):
             r.pop("stdout", None)
     return out
+
+
+class StepFailed(SystemExit):
+    """A clipdex step failed: the run stops with its stderr and saves nothing (a result without clipdex's figures
+    would read as a run that measured them)."""
+
+
+def checked(step: dict) -> dict:
+    """``step`` (``run_watched``'s) when its command exited 0; otherwise stop the benchmark (non-zero exit)."""
+    if step["rc"] != 0:
+        raise StepFailed(f"clipdex step failed (exit {step['rc']}): {step['cmd']}\n{step['stderr_tail']}")
+    return step
 
 
 def _cli_ids(stdout: str, q: int) -> np.ndarray:
@@ -195,6 +211,22 @@ def run_method(method: str, work: Path, memory: int) -> dict:
     except (ValueError, IndexError):
         res = {"error": r["stderr_tail"][-500:]}
     res.update(peak_rss_anon=r["peak_rss_anon"], seconds=r["seconds"], memory_series=r["memory_series"])
+    if method == "clipdex" and (r["rc"] != 0 or "error" in res):
+        raise StepFailed(f"clipdex's search worker failed (exit {r['rc']}):\n{r['stderr_tail']}")
+    return res
+
+
+def merged(res: dict, path: Path) -> dict:
+    """``res`` with the methods (and clipdex's CLI steps) of the result at ``path`` that it does not measure."""
+    if not path.exists():
+        return res
+    old = json.loads(path.read_text())
+    if old.get("rows") != res["rows"]:
+        return res
+    res["methods"] = {**{m: r for m, r in old.get("methods", {}).items() if m not in res["methods"]},
+                      **res["methods"]}
+    if "clipdex_cli" not in res and "clipdex_cli" in old:
+        res["clipdex_cli"] = old["clipdex_cli"]
     return res
 
 
@@ -232,6 +264,10 @@ def main() -> None:
     ap.add_argument("--memory", default=None, help="the budget (default 3G scaled to --rows: ~322 bytes a row)")
     ap.add_argument("--methods", default="clipdex,faiss_ivfpq_fs,lancedb_ivf_pq,autofaiss,diskann")
     ap.add_argument("--keep", action="store_true", help="keep the data and indexes (deleted by default)")
+    ap.add_argument("--reuse", action="store_true", help="reuse the data a --keep run left in --work (clipdex's "
+                    "index is rebuilt; peers' copies too)")
+    ap.add_argument("--merge", action="store_true", help="keep the methods of the existing result file that this "
+                    "run does not measure (each method's figures record the command that measured them)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--memory-bytes", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -245,14 +281,25 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     try:
         t0 = time.perf_counter()
-        res = {"rows": args.rows, "memory": memory, "memory_bytes": parse_memory(memory), **prepare(work, args.rows)}
-        res["prepare_seconds"] = round(time.perf_counter() - t0, 1)
+        reused = args.reuse and all((work / f).exists() for f in ("gt.npy", "gt_bucket7.npy", "q.npy", "src"))
+        data = {"rows": args.rows, "raw_float32_bytes": args.rows * DIM * 4, "raw_float16_bytes": args.rows * DIM * 2}
+        res = {"rows": args.rows, "memory": memory, "memory_bytes": parse_memory(memory),
+               **(data if reused else prepare(work, args.rows))}
+        res["prepare_seconds"] = None if reused else round(time.perf_counter() - t0, 1)
         methods = [m for m in args.methods.split(",") if m]
+        shutil.rmtree(work / "ix.clipdex", ignore_errors=True)
+        shutil.rmtree(work / "lancedb_peer", ignore_errors=True)
         if "clipdex" in methods:
-            res["clipdex_cli"] = clipdex_cli(work, memory)
+            res["clipdex_cli"] = clipdex_cli(work, memory, scaled=args.rows != 10_000_000)
             evict(work / "ix.clipdex")
         res["methods"] = {m: run_method(m, work, res["memory_bytes"]) for m in methods}
+        stamp = {"command": " ".join(["python", *sys.argv]), "written": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                                      time.gmtime())}
+        for r in res["methods"].values():
+            r["measured_by"] = stamp
         name = "ann_10m" if args.rows == 10_000_000 else f"ann_{args.rows}"
+        if args.merge:
+            res = merged(res, RESULTS / f"{name}.json")
         path = save_result(res, name=name)
         plot(res, path.with_suffix(".png"))
         print(path)

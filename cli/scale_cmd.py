@@ -7,6 +7,7 @@ import click
 from cli.indexing import run_indexer
 from cli.options import json_option
 from cli.output import print_json
+from indexers.common import IMPORT_MEMORY_KEY
 from indexers.embedding_sources import discover_embeddings
 from indexers.embeddings import index_embeddings
 from retrieval.ann.plan import check_recall, parse_memory
@@ -109,15 +110,21 @@ def optimize(index_path, recall, memory, table, kind, exact_below, rebuild, max_
               help="ray: a Ray task per source file writes its rows as Lance fragments, committed here "
                    "(the [ray] extra; Lance tables).")
 @click.option("--ray-address", default=None, help="Ray cluster to join with --engine ray (default: a local Ray).")
+@click.option("--memory", default=None, help="Memory budget of the ANN index an import builds, e.g. 3G, kept for "
+              "later imports (default: 3G or half the machine's RAM, the smaller).")
 @json_option
-def embeddings(source, index_path, model, backend, column, queries_path, engine, ray_address, as_json):
+def embeddings(source, index_path, model, backend, column, queries_path, engine, ray_address, memory, as_json):
     """Index precomputed embeddings: .npy folders (clip-retrieval's img_emb/ text_emb/ metadata/) or Parquet.
 
     A table reaching 100,000 rows gets an ANN index chosen by measurement, tuned on --queries, else text_emb/'s
     caption vectors, else image vectors."""
     parts = discover_embeddings(source, column)  # bad sources fail before the index is touched
     queries = read_query_file(queries_path, parts[0].dim) if queries_path is not None else None
+    budget = parse_memory(memory) if memory is not None else None  # a bad size fails before the index is touched
     ix = open_for_writing(index_path, model, backend, dim=parts[0].dim)
+    if budget is not None:
+        ix.manifest[IMPORT_MEMORY_KEY] = budget
+        ix.save_manifest()
 
     def run(on_progress) -> dict:
         if queries is not None:

@@ -20,19 +20,21 @@ from retrieval.io.sources import Discovery, under_roots
 
 ERRORS = "errors"
 IMPORT_MEMORY = 3 << 30  # the most an index built at the end of an import may hold in RAM (its build peaks higher)
+IMPORT_MEMORY_KEY = "import_memory"  # the manifest's budget for it, when the user gave one (index embeddings --memory)
 
 
 def refresh_search(index: Index, table: str, queries=None) -> dict:
     """After an import: the first time a table reaches ``DEFAULT_EXACT_BELOW`` rows, its ANN index is chosen by
     measurement and tuned (``optimize_table``, on ``queries`` (q, d) when given, else the index's cached queries or
-    a sample of the table) within ``IMPORT_MEMORY`` at most (so an import's peak stays bounded at any size;
-    ``clipdex optimize --memory`` chooses again); otherwise the store compacts and folds the new rows into the
-    index it has."""
+    a sample of the table) within the manifest's ``IMPORT_MEMORY_KEY`` budget when the user gave one, else
+    ``IMPORT_MEMORY`` at most (so an import's peak stays bounded at any size; ``clipdex optimize --memory`` chooses
+    again); otherwise the store compacts and folds the new rows into the index it has."""
     store = index.store
     if store.ann_info(table)["kind"] == "flat" and store.count(table) >= DEFAULT_EXACT_BELOW:
         queries, kind = (queries, "given") if queries is not None else load_queries(index.path)
         options = OptimizeOptions(exact_below=DEFAULT_EXACT_BELOW, queries=queries, queries_kind=kind or "given",
-                                  memory=min(default_memory_budget(), IMPORT_MEMORY))
+                                  memory=index.manifest.get(IMPORT_MEMORY_KEY)
+                                  or min(default_memory_budget(), IMPORT_MEMORY))
         return optimize_table(index, table, options)
     return index.optimize(table)
 

@@ -194,7 +194,7 @@ class Tuning:
 
 def tune_search_params(search_fn: Callable[[np.ndarray, int, dict], np.ndarray], xq: np.ndarray,
                        I_gt: np.ndarray, k: int, recall_target: float, grid: dict[str, list],
-                       repeats: int = 1, z: float = 0.0) -> Tuning:
+                       repeats: int = 1, z: float = 0.0, start: dict | None = None) -> Tuning:
     """Cheapest search parameters reaching ``recall_target`` (k-recall@k against I_gt (q, >=k)).
 
     ``search_fn(xq, k, params) -> I (q, k)``; ``grid`` maps each parameter to increasing values, the first one
@@ -208,7 +208,9 @@ def tune_search_params(search_fn: Callable[[np.ndarray, int, dict], np.ndarray],
     batch wins; when none meets the target, the setting with the highest recall (``met`` False). With ``z`` > 0 a
     setting meets the target when the lower confidence bound of its recall (``recall_lower_bound``: mean minus z
     standard errors over the queries) does, so that it holds on other queries of the same kind; ``recall`` stays
-    the measured mean.
+    the measured mean. ``start`` (a setting of the grid expected near the answer: a choice measured on a sample)
+    is measured first in its chain, and the chain is bisected below it when it meets the target, above it
+    otherwise: the widest (dearest) setting is then measured only when needed.
     """
     names = list(grid)
     tried: list[dict] = []
@@ -238,7 +240,8 @@ def tune_search_params(search_fn: Callable[[np.ndarray, int, dict], np.ndarray],
                 found = _step_up(measure, primary, values, fixed, max(bounds), recall_target, min(
                     t["seconds"] for t in chain_best))
             else:
-                found = _bisect(measure, primary, values, fixed, recall_target)
+                hint = _start_index(start, primary, values, fixed)
+                found = _bisect(measure, primary, values, fixed, recall_target, hint)
             if found is not None:
                 chain_best.append(found[0])
                 solved.append((rest, found[1]))
@@ -249,13 +252,30 @@ def tune_search_params(search_fn: Callable[[np.ndarray, int, dict], np.ndarray],
     return Tuning(dict(best["params"]), float(best["recall"]), float(best["seconds"]), bool(ok), tried)
 
 
-def _bisect(measure, primary: str, values: list, fixed: dict, target: float) -> tuple[dict, int] | None:
-    """The smallest primary value of a chain meeting ``target`` (its measurement and index), or None."""
+def _start_index(start: dict | None, primary: str, values: list, fixed: dict) -> int | None:
+    """Where ``start`` sits on a chain (the first value at least its primary one), None when it is not on it."""
+    if not start or primary not in start or any(start.get(name) != value for name, value in fixed.items()):
+        return None
+    return next((i for i, v in enumerate(values) if v >= start[primary]), len(values) - 1)
+
+
+def _bisect(measure, primary: str, values: list, fixed: dict, target: float,
+            start: int | None = None) -> tuple[dict, int] | None:
+    """The smallest primary value of a chain meeting ``target`` (its measurement and index), or None. ``start``:
+    the index of the value to measure first (else the widest is)."""
     lo, hi = 0, len(values) - 1
-    top = measure({primary: values[hi], **fixed})
-    if top["judged"] < target:
-        return None  # this chain cannot reach the target
-    found = top
+    found = None
+    if start is not None and start < hi:
+        point = measure({primary: values[start], **fixed})
+        if point["judged"] >= target:
+            hi, found = start, point
+        else:
+            lo = start + 1
+    if found is None:
+        top = measure({primary: values[hi], **fixed})
+        if top["judged"] < target:
+            return None  # this chain cannot reach the target
+        found = top
     while lo < hi:  # invariant: values[hi] meets the target
         mid = (lo + hi) // 2
         point = measure({primary: values[mid], **fixed})

@@ -22,7 +22,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from retrieval.ann.exact import exact_search
-from retrieval.ann.plan import CONFIDENCE_Z, DISK_KIND, IndexPlan, choose_index, tune_search_params
+from retrieval.ann.plan import CONFIDENCE_Z, DISK_KIND, IndexPlan, _nlist, choose_index, tune_search_params
 from retrieval.ann.selection import Candidate, batch_qps, candidate_plans, drop_self, measure_candidates, pick_fastest
 
 log = logging.getLogger(__name__)
@@ -129,11 +129,13 @@ class Tuned:
                 "met": self.met, "n_queries": self.n_queries, "query_kind": self.query_kind, "tuned": when}
 
 
-def tune(search: SearchFn, held: HeldOut, blocks: Blocks, grid: dict[str, list], recall_target: float) -> Tuned:
+def tune(search: SearchFn, held: HeldOut, blocks: Blocks, grid: dict[str, list], recall_target: float,
+         hint: dict | None = None) -> Tuned:
     """The cheapest setting of ``grid`` (name -> increasing values) at which ``search`` (an index's batch search at
     given knobs) finds ``tuning_target(recall_target, held.kind)`` of the exact top-10 of the held-out queries
     (judged by the lower confidence bound, ``CONFIDENCE_Z``). ``blocks``: every row of the searched column, for the
-    streamed exact oracle."""
+    streamed exact oracle. ``hint`` (the setting chosen on a sample, ``scaled_hint``): only its chain (its other
+    knobs) is walked, from it; the whole grid when that chain cannot reach the goal."""
     extra = 1 if (held.exclude >= 0).any() else 0
     _, I_gt = exact_search(held.xq, blocks, K + extra)  # streamed brute force: the oracle
     I_gt = drop_self(I_gt, held.exclude, K)
@@ -143,8 +145,24 @@ def tune(search: SearchFn, held: HeldOut, blocks: Blocks, grid: dict[str, list],
         return drop_self(I, held.exclude, k)
 
     goal = tuning_target(recall_target, held.kind)
-    result = tune_search_params(search_fn, held.xq, I_gt, K, goal, grid, z=CONFIDENCE_Z)
+    names = list(grid)
+    narrow = {n: (v if i == 0 or not hint or n not in hint else [hint[n]]) for i, (n, v) in enumerate(grid.items())}
+    result = None
+    if hint and names and narrow != grid:
+        result = tune_search_params(search_fn, held.xq, I_gt, K, goal, narrow, z=CONFIDENCE_Z, start=hint)
+        log.info("tuned on the hint's chain %s: %s", {n: hint.get(n) for n in names[1:]}, result.params)
+    if result is None or not result.met:
+        result = tune_search_params(search_fn, held.xq, I_gt, K, goal, grid, z=CONFIDENCE_Z, start=hint)
     return Tuned(result.params, result.recall, result.met, recall_target, goal, int(len(held.xq)), held.kind)
+
+
+def scaled_hint(params: dict, sample_build: dict, full_build: dict) -> dict:
+    """A setting tuned on a sample's structure carried to the full-size one: nprobe scaled by their list counts
+    (the same share of the lists probed), the other knobs as they are."""
+    out = dict(params)
+    if "nprobe" in out and sample_build.get("nlist") and full_build.get("nlist"):
+        out["nprobe"] = max(1, round(out["nprobe"] * int(full_build["nlist"]) / int(sample_build["nlist"])))
+    return out
 
 
 @dataclass
@@ -157,6 +175,14 @@ class Selection:
 
     def records(self) -> list[dict]:
         return [c.as_record() for c in self.candidates]
+
+    def hint(self) -> dict:
+        """The chosen candidate's tuned setting carried to the full-size structure (``scaled_hint``; {} when none
+        was measured): where tuning the full-size build starts."""
+        best = next((c for c in self.candidates if c.plan is self.plan and c.skipped is None), None)
+        if best is None:
+            return {}
+        return scaled_hint(best.params, {"nlist": _nlist(best.sample_rows)}, self.plan.build)
 
 
 def select_structure(ids: np.ndarray, x: np.ndarray, n: int, recall: float, budget: int, held: HeldOut,

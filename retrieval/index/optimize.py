@@ -71,7 +71,7 @@ class OptimizeOptions:
     select: bool = True
     max_candidates: int = 5
     time_budget: float = 600.0
-    sample_size: int = 100_000
+    sample_size: int = 50_000  # a candidate is only ranked on it: the chosen one is tuned again at full size
 
 
 def optimize_table(index: Index, table: str, options: OptimizeOptions = OptimizeOptions(), *,
@@ -118,10 +118,16 @@ def optimize_table(index: Index, table: str, options: OptimizeOptions = Optimize
                              kind if kind in KINDS else None))
     t0 = time.perf_counter()
     with filled_by(fill) if fill is not None else contextlib.nullcontext():
-        index.optimize(table, AnnConfig(kind or "auto", o.exact_below, AnnParams(**params)))
+        done = index.optimize(table, AnnConfig(kind or "auto", o.exact_below, AnnParams(**params)))
     log.info("%s: built %s in %.0f s", table, params.get("factory") or kind, time.perf_counter() - t0)
     t0 = time.perf_counter()
-    record = tune_table(store, table, o.recall, held=held() if store.ann_info(table)["kind"] != "flat" else None)
+    if selection is None and still_tuned(current, store.ann_info(table), done, o):
+        record = store.ann_info(table)  # nothing changed since it was tuned to this target: measuring again adds time
+        log.info("%s: kept %s, tuned to %s (recall@10 %s) on %s queries", table, record.get("kind"),
+                 record.get("params"), record.get("recall_at_10"), record.get("query_kind"))
+    else:
+        record = tune_table(store, table, o.recall, held=held() if store.ann_info(table)["kind"] != "flat" else None,
+                            hint=selection.hint() if selection is not None else None)
     log.info("%s: tuned to %s (recall@10 %s) in %.0f s", table, record.get("params"), record.get("recall_at_10"),
              time.perf_counter() - t0)
     candidates = selection.records() if selection is not None else None
@@ -145,6 +151,17 @@ def optimize_table(index: Index, table: str, options: OptimizeOptions = Optimize
     index.refresh_counts()
     index.save_manifest()
     return record
+
+
+def still_tuned(current: dict, after: dict, done: dict, o: OptimizeOptions) -> bool:
+    """Whether the table's index, recorded as ``current`` before the store's optimize (``done``) and as ``after``
+    it, is still tuned for ``o``: the same structure over the rows it was tuned on (none pending or deleted, none
+    folded in, not rebuilt), ``o`` gives no queries of its own, the same target, and it met it."""
+    same_rows = (after.get("pending_rows", 1) == 0 and after.get("deleted_rows", 0) == 0
+                 and current.get("tuned_rows") is not None and after.get("built_rows") == current["tuned_rows"])
+    return (current.get("kind") not in (None, "flat") and after.get("kind") == current.get("kind") and same_rows
+            and not done.get("rebuilt") and not done.get("folded") and o.queries is None and not o.rebuild
+            and current.get("met") is True and current.get("target") == o.recall and "recall_at_10" in current)
 
 
 def keeps_vectors(store) -> bool:

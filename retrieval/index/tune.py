@@ -41,9 +41,11 @@ def held_out(store: Store, name: str, n_queries: int = 1000, seed: int = 0, quer
     return draw_queries(store, name, min(n_queries, max(50, store.count(name) // 50)), seed)  # small: fewer
 
 
-def tune_table(store: Store, name: str, recall_target: float = DEFAULT_RECALL, held: HeldOut | None = None) -> dict:
+def tune_table(store: Store, name: str, recall_target: float = DEFAULT_RECALL, held: HeldOut | None = None,
+               hint: dict | None = None) -> dict:
     """Tune the table's ANN index to ``recall_target`` on ``held``-out queries (None: a sample of the table), persist
-    the tuned knobs and what was measured, and return the ANN record (a flat table's says it needs no tuning)."""
+    the tuned knobs and what was measured, and return the ANN record (a flat table's says it needs no tuning).
+    ``hint``: a setting expected near the answer (``retrieval.ann.tuning.tune``)."""
     check_recall(recall_target)
     info = store.ann_info(name)
     if info["kind"] == "flat":
@@ -57,10 +59,10 @@ def tune_table(store: Store, name: str, recall_target: float = DEFAULT_RECALL, h
         store.set_search_params(name, params, persist=False)  # this process only, while tuning
         return store.search(name, xq, k)
 
-    tuned = tune(search, held, store.iter_vectors(name), store.ann_grid(name), recall_target)
+    tuned = tune(search, held, store.iter_vectors(name), store.ann_grid(name), recall_target, hint)
     if not tuned.met:
         log.warning("%s: recall@10 %.3f is below the target %.3f even at the widest search", name, tuned.recall,
                     tuned.tuned_to)
     when = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    store.set_search_params(name, tuned.params, record=tuned.as_record(when))
+    store.set_search_params(name, tuned.params, record={**tuned.as_record(when), "tuned_rows": store.count(name)})
     return store.ann_info(name)

@@ -1,0 +1,116 @@
+"""Issue 21's build at small scale: ``optimize`` holds a bounded block in memory whatever the batch of held-out
+queries and the refinement depth tuning walks, tuning a full-size build starts from the setting measured on the
+sample (the widest setting is not measured when the hint meets the target), and an ``optimize`` that changes
+nothing keeps the tuning it has instead of measuring again."""
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import indexers.common as common
+from cli.main import cli
+from clipdex.synthetic.ann_realistic import make_realistic_corpus
+from clipdex.synthetic.embeddings import make_clip_retrieval_dir
+from retrieval.ann.exact import exact_search
+from retrieval.ann.plan import DISK_KIND, tune_search_params
+from retrieval.ann.tuning import HeldOut, scaled_hint, tune
+from retrieval.index.directory import create_index
+from retrieval.index.optimize import OptimizeOptions, optimize_table
+
+VALUES = [1, 2, 4, 8, 16, 32, 64, 128]
+
+
+def _search_reaching(at: dict[int, int], gt: np.ndarray, calls: list):
+    """A search whose recall grows with nprobe: at nprobe p (and k_factor f) it finds at[f]-or-more of the truth
+    when p >= that chain's threshold, fewer otherwise; every call recorded."""
+
+    def search(xq, k, params):
+        calls.append(dict(params))
+        need = at.get(params.get("k_factor", 0), at.get(0, 10**9))
+        I = gt.copy()
+        if params["nprobe"] < need:
+            I[:, k // 2:] = -1  # half of the neighbours missed
+        return I
+
+    return search
+
+
+def test_tuning_from_a_hint_finds_the_same_setting_without_measuring_the_widest():
+    gt = np.arange(50 * 10).reshape(50, 10)
+    xq = np.zeros((50, 4), np.float32)
+    for hint in (16, 4, 64):  # at, below and above the answer
+        calls: list = []
+        t = tune_search_params(_search_reaching({0: 16}, gt, calls), xq, gt, 10, 0.95, {"nprobe": VALUES},
+                               start={"nprobe": hint})
+        assert t.met and t.params == {"nprobe": 16}
+        assert {"nprobe": 128} not in calls or hint == 4  # a hint that misses the target looks above it only
+        if hint != 4:
+            assert calls[0] == {"nprobe": hint}
+    calls = []
+    plain = tune_search_params(_search_reaching({0: 16}, gt, calls), xq, gt, 10, 0.95, {"nprobe": VALUES})
+    assert plain.params == {"nprobe": 16} and calls[0] == {"nprobe": 128}  # without one the widest comes first
+
+
+def test_tune_walks_only_the_hints_chain_and_the_whole_grid_when_that_chain_falls_short():
+    rng = np.random.default_rng(0)
+    xb = rng.standard_normal((300, 8)).astype(np.float32)
+    held = HeldOut.given(rng.standard_normal((40, 8)), 40)
+    gt = exact_search(held.xq, [(np.arange(300), xb)], 10)[1]
+    grid = {"nprobe": VALUES, "k_factor": [4, 16, 64]}
+    calls: list = []
+    search = _search_reaching({4: 8, 16: 4, 64: 2}, gt, calls)
+    tuned = tune(lambda q, k, p: (None, search(q, k, p)), held, [(np.arange(300), xb)], grid, 0.95,
+                 hint={"nprobe": 8, "k_factor": 16})
+    assert tuned.met and tuned.params == {"nprobe": 4, "k_factor": 16}
+    assert {c["k_factor"] for c in calls} == {16}  # no other chain measured
+    calls.clear()
+    short = _search_reaching({4: 8, 16: 10**9, 64: 2}, gt, calls)  # the hint's chain never reaches the target
+    tuned = tune(lambda q, k, p: (None, short(q, k, p)), held, [(np.arange(300), xb)], grid, 0.95,
+                 hint={"nprobe": 8, "k_factor": 16})
+    assert tuned.met and tuned.params["k_factor"] in (4, 64) and {c["k_factor"] for c in calls} == {4, 16, 64}
+    assert scaled_hint({"nprobe": 24, "k_factor": 16}, {"nlist": 512}, {"nlist": 2048}) == {"nprobe": 96,
+                                                                                         "k_factor": 16}
+
+
+@pytest.mark.slow  # about 10 s on an idle core: tuning walks the whole grid
+def test_optimize_holds_a_bounded_block_and_a_second_optimize_keeps_its_tuning(tmp_path):
+    n, d = 6_000, 32
+    corpus = make_realistic_corpus(n, dim=d, n_queries=8, seed=3)
+    xb = np.concatenate(list(corpus.blocks()))
+    ix = create_index(tmp_path / "ix", dim=d, model="none", backend="lance")
+    ix.add_vectors("images", xb)
+    queries = corpus.text_queries(300, seed=5)
+    options = OptimizeOptions(recall=0.95, kind=DISK_KIND, exact_below=0, queries=queries, n_queries=300)
+    tracemalloc.start()
+    try:
+        record = optimize_table(ix, "images", options)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert record["kind"] == DISK_KIND and record["recall_at_10"] > 0
+    # tuning walks k_factor up to 256: 300 queries x 2,560 candidates gathered at once were 2 x 98 MB of float32;
+    # refined a bounded block at a time the whole optimize stays far below one such gather
+    assert peak < 48 << 20, peak / 2**20
+    same = OptimizeOptions(recall=record["target"], kind=DISK_KIND, exact_below=0, n_queries=200)
+    kept = optimize_table(ix, "images", same)
+    assert kept["n_queries"] == 300 and kept["tuned"] == record["tuned"]  # kept, not measured again on drawn ones
+    ix.add_vectors("images", xb[:50])
+    again = optimize_table(ix, "images", same)
+    assert again["query_kind"] == "image" and again["tuned_rows"] == n + 50  # rows folded in: tuned again
+
+
+def test_an_import_builds_its_index_within_the_budget_it_was_given(tmp_path, monkeypatch):
+    make_clip_retrieval_dir(tmp_path / "src", bad=False)
+    res = CliRunner().invoke(cli, ["index", "embeddings", str(tmp_path / "src"), "--index", str(tmp_path / "bad"),
+                                   "--memory", "lots"])
+    assert res.exit_code == 1 and res.output.startswith("error: ") and not (tmp_path / "bad").exists()
+    asked = []
+    monkeypatch.setattr(common, "DEFAULT_EXACT_BELOW", 10)  # the build at the end of an import, at a small size
+    monkeypatch.setattr(common, "optimize_table", lambda index, table, options: asked.append(options.memory))
+    res = CliRunner().invoke(cli, ["index", "embeddings", str(tmp_path / "src"), "--index", str(tmp_path / "ix"),
+                                   "--memory", "96M"])
+    assert res.exit_code == 0, res.output
+    assert asked == [96 << 20]  # not the default import budget (3G or half the RAM)
