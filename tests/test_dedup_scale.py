@@ -100,3 +100,34 @@ def test_a_run_resumes_where_it_stopped_and_merges_pairs_per_save_not_per_block(
     assert all(g["kind"] == "exact" for g in result.groups)
     again = find_duplicates(ix, options)
     assert again.summary["searched"] == 0 and {frozenset(g["ids"]) for g in again.groups} == truth
+
+
+def test_an_ivf_pq_disk_table_is_joined_list_by_list_with_rows_added_and_deleted_since(planted):
+    from retrieval.ann.config import AnnConfig
+
+    root, truth = planted
+    ix = create_index(root, dim=D, model="none")
+    ix.optimize("images", AnnConfig("ivf_pq_disk", 0, {"recall": 0.9, "tune": False, "build": {"nlist": 16}}))
+    assert ix.store.ann_info("images")["kind"] == "ivf_pq_disk"
+    rng = np.random.default_rng(2)
+    base = next(iter(next(iter(truth))))                             # a planted group gets one more copy, added later
+    x0 = np.concatenate([v for _, v in ix.store.iter_vectors("images")])[base]
+    extra = np.concatenate([x0[None] + 0.05 * rng.standard_normal((1, D)) / np.sqrt(D),
+                            rng.standard_normal((9, D))]).astype(np.float32)
+    hash0 = ix.store.take("images", [base], ["hash"]).to_pylist()[0]["hash"]
+    new = ix.add_vectors("images", extra, {"hash": [hash0] + [f"n{i}" for i in range(9)],
+                                           "path": [f"n{i}.jpg" for i in range(10)]})
+    gone = sorted(next(g for g in truth if base not in g))           # a planted group deleted whole
+    ix.delete("images", gone)
+    side = ix.store._sidecar("images")
+    streamed = list(ix.store.iter_vectors_clustered("images", batch_rows=100))
+    ids = np.concatenate([i for i, _ in streamed])
+    ordinals = np.argsort(side.arrays()[1])                          # file row -> ordinal
+    built = side.arrays()[0][ordinals]
+    assert ids.tolist() == [i for i in built.tolist() if i not in gone] + new.tolist()   # list by list, then new
+    table = dict(zip(*(np.concatenate(c) for c in zip(*ix.store.iter_vectors("images")))))
+    assert all(np.allclose(v, table[i], atol=2e-3) for b, xs in streamed for i, v in zip(b, xs))
+    ix.close()
+    result = find_duplicates(root, DedupOptions(k=5, min_score=0.95, rule="components", block_rows=BLOCK))
+    want = {g | {int(new[0])} if base in g else g for g in truth if g != frozenset(gone)}
+    assert {frozenset(g["ids"]) for g in result.groups} == want and result.summary["searched"] == N + 10 - len(gone)

@@ -35,8 +35,10 @@ def refine(xq: np.ndarray, cand: np.ndarray, positions: np.ndarray, fetch: Fetch
             continue
         uniq, inverse = np.unique(positions[s:s + per][ok], return_inverse=True)
         vecs = np.asarray(fetch(uniq), dtype=np.float32)  # (u, d)
-        rows = np.nonzero(ok)[0] + s
-        D[s:s + per][ok] = np.einsum("ij,ij->i", xq[rows], vecs[inverse])
+        at = np.zeros(ok.shape, np.int64)
+        at[ok] = inverse
+        scores = np.matmul(vecs[at], xq[s:s + per, :, None])[..., 0]  # (per, c): each query against its own rows
+        D[s:s + per] = np.where(ok, scores, -np.inf)
     I = np.where(valid, cand, -1)
     return topk(D, I, k)
 

@@ -159,13 +159,14 @@ def _run(ix: Index, options: DedupOptions, report: Callable[[Progress], None]) -
 
 def _search(ix: Index, state: DedupState, options: DedupOptions, report) -> int:
     """Step 1 for rows not searched yet; returns how many rows were searched now. Streamed: a block of
-    ``block_rows`` vectors at a time, searched as one batch; its pairs are held and merged into the state when it is
-    saved (every ``SAVE_SECONDS``, or when ``HOLD_PAIRS`` are held), so nothing is done per row in Python and nothing
-    but the state grows with the table."""
+    ``block_rows`` vectors at a time, in the store's clustered order (rows of one inverted list together: their
+    searches probe and re-rank the same rows, read once), searched as one batch; its pairs are held and merged into
+    the state when it is saved (every ``SAVE_SECONDS``, or when ``HOLD_PAIRS`` are held), so nothing is done per row
+    in Python and nothing but the state grows with the table."""
     done = np.unique(state.done)   # sorted: a block's searched rows are found by binary search
     total = ix.store.count(options.table)
     seen, searched, last_save = 0, 0, time.monotonic()
-    for ids, x in ix.store.iter_vectors(options.table, batch_rows=options.block_rows):
+    for ids, x in ix.store.iter_vectors_clustered(options.table, batch_rows=options.block_rows):
         checkpoint()
         seen += len(ids)
         todo = ~_among(ids, done)

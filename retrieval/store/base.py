@@ -135,6 +135,12 @@ class Store(abc.ABC):
             if len(x):
                 yield batch.column(0).to_numpy()[valid].astype(np.int64), x
 
+    def iter_vectors_clustered(self, name: str, batch_rows: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Every vector of the table like ``iter_vectors``, in the order that makes a self-join cheapest: rows that
+        lie together in the search structure come together (their searches probe and re-rank the same rows). The
+        table's order here; a store whose structure keeps its vectors grouped streams them in that order."""
+        yield from self.iter_vectors(name, batch_rows=batch_rows)
+
     def max_id(self, name: str) -> int:
         """Largest id the table holds, -1 when empty (a backend that never reuses ids returns the largest it
         ever held): new rows get ids above it."""

@@ -23,7 +23,7 @@ from retrieval.store import lance_fragments, lance_plan
 from retrieval.store.base import Store, check_queries
 from retrieval.store.lance_ann import FAISS_KINDS, Sidecar, btree_config, index_config
 from retrieval.store.lance_compact import compact
-from retrieval.store.lance_disk import build_sidecar, iter_ids, open_sidecar
+from retrieval.store.lance_disk import DiskSidecar, build_sidecar, iter_ids, open_sidecar
 from retrieval.store.lance_errors import read_error
 from retrieval.store.where import filter_sql
 
@@ -164,6 +164,16 @@ class LanceStore(Store):
                 D2, I2 = self._query(name, xq[short], k, cond, column, exact=True)
                 D[short], I[short] = D2, I2
         return D, I
+
+    def iter_vectors_clustered(self, name: str, batch_rows: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """An ``ivf_pq_disk`` table: its vector file front to back (inverted list by list), then the rows added since
+        it was built; another table in its own order (``Store.iter_vectors_clustered``)."""
+        side = self._sidecar(name)
+        if not isinstance(side, DiskSidecar):
+            yield from self.iter_vectors(name, batch_rows=batch_rows)
+            return
+        yield from side.iter_rows(batch_rows)
+        yield from self.iter_vectors(name, batch_rows=batch_rows, where=f"id > {side.built_max_id}")
 
     def _sidecar(self, name: str) -> Sidecar | None:
         if name not in self._sidecars:

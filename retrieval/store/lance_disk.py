@@ -124,6 +124,17 @@ class DiskSidecar(Sidecar):
         pos = self.arrays()[1]
         return refine(xq, O, np.where(O >= 0, pos[np.maximum(O, 0)], 0), self._fetch, k + len(self.tomb))
 
+    def iter_rows(self, batch_rows: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """The vector file front to back, ``batch_rows`` at a time: (ids (b,) int64, vectors (b, d) float32), the
+        rows of one inverted list together; tombstoned rows skipped."""
+        ids, pos, vec = self.arrays()
+        owner = np.empty(len(pos), np.int64)
+        owner[pos] = ids                                 # vector row -> its id
+        for s in range(0, len(vec), batch_rows):
+            b_ids, x = owner[s:s + batch_rows], np.asarray(vec[s:s + batch_rows], np.float32)
+            live = ~np.isin(b_ids, self.tomb) if len(self.tomb) else slice(None)
+            yield b_ids[live], x[live]
+
     def search(self, xq: np.ndarray, k: int, params: dict, allowed: np.ndarray | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
         """Top-k (q, k) scores (float16 vectors against float32 queries) and ids; among the ids ``allowed`` (m,)
