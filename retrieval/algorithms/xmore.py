@@ -2,16 +2,28 @@
 Classification with Cross-Modal Retrieval", 2023; SeonghaEom/X-MoRe).
 
 The query image f searches the image index of an image-caption corpus (image -> image); the captions of its
-neighbours (paper: 128 retrieved, deduplicated, re-sorted by image-caption score, first K = 16 kept —
-:func:`dedup_rerank_captions`) are prompted with "a photo of a " and encoded as text. With T (C, D) the class text
-features:
-    z_img = 100 f Tᵀ (1, C)          z_cap = 100 norm(E_text(caption_k)) Tᵀ (K, C)
+neighbours (128 retrieved, duplicate captions dropped, the first K = 16 kept — :func:`dedup_rerank_captions`) are
+encoded as text. With T (C, D) the class text features:
+    z_img = s f Tᵀ (1, C)            z_cap = s norm(E_text(caption_k)) Tᵀ (K, C)
     c(z)  = 1 − H(p̄)/log C,  p̄ = mean over rows of softmax(z)       (:func:`xmore_confidence`)
     p_t   = a_t softmax(z_img,t) + b_t mean_k softmax(z_cap,t,k)
 Stream (:func:`xmore_predict_stream`, the paper's test-time procedure): a_t = c_img,t / Σ_{s≤t} c_img,s and
 b_t = c_cap,t / Σ_{s≤t} c_cap,s. Batch (:func:`xmore_predict_batch`, order-independent): the sums run over the whole
 batch. clipdex's pipelines use the batch variant (results then do not depend on file order); the stream variant is
 kept for fidelity to the paper.
+
+s is the model's own learned logit scale, ``exp(logit_scale)``, as the reference computes it
+(``clip/custom_clip.py``: ``logit_scale = self.logit_scale.exp()`` for both the image and the caption logits): 100 for
+OpenAI's CLIP (its clamp), 28.5 for clipdex-tiny. The softmaxes and the entropy confidences depend on it; a model
+scored at another model's temperature gets near one-hot image probabilities and confidences near 1.
+
+Caption order. The reference keeps two orders: ``ensemble_with_entropy.py``, building its caption cache itself, uses
+the first K of the retrieval's image -> image ranking; ``create_cache.py`` re-sorts the deduplicated 128 by
+image-caption score, computed with ViT-L/14, a larger model than the RN50 / ViT-B/16 it classifies with. clipdex has
+one model: re-sorting with the classifier itself keeps the captions its own zero-shot already agrees with (measured
+on clipdex-tiny's shifted set: the captions' vote agrees with zero-shot on 80% of pictures re-sorted, 57% in
+retrieval order), which leaves the ensemble nothing to add. So ``DEFAULT_RERANK`` is False (retrieval order, exact
+duplicates dropped); ``rerank=True`` is the re-sort by the classifier's own image-caption score.
 """
 
 from __future__ import annotations
@@ -26,8 +38,10 @@ from retrieval.algorithms.arrays import as_f32, l2_normalize, softmax
 log = logging.getLogger(__name__)
 
 CAPTION_PROMPT = "a photo of a "
+CLIP_LOGIT_SCALE = 100.0  # exp(logit_scale) of the OpenAI CLIP models (clamped there)
 DEFAULT_K = 16
 DEFAULT_RETRIEVE = 128
+DEFAULT_RERANK = False  # retrieval order (see the module docstring)
 
 
 def caption_prompt(caption: str) -> str:
@@ -111,29 +125,32 @@ def xmore_predict_batch(img_logits, cap_logits, totals: tuple[float, float] | No
     return _fuse(_ratio(c_img, np.full(n, float(t_img))), _ratio(c_cap, np.full(n, float(t_cap))), p_img, p_cap)
 
 
-def xmore_image_logits(feats, class_text) -> np.ndarray:
-    """``z_img = 100 f Tᵀ``: feats (N, D), class_text T (C, D) -> (N, C) float32."""
+def xmore_image_logits(feats, class_text, scale: float = CLIP_LOGIT_SCALE) -> np.ndarray:
+    """``z_img = s f Tᵀ``: feats (N, D), class_text T (C, D) -> (N, C) float32; ``scale`` s is the model's
+    ``exp(logit_scale)`` (100 for OpenAI CLIP)."""
     f = as_f32(feats, "feats", ndim=2)
     t = as_f32(class_text, "class_text", ndim=2)
-    return (100.0 * f @ t.T).astype(np.float32)
+    return (float(scale) * f @ t.T).astype(np.float32)
 
 
-def xmore_caption_logits(caption_embs, class_text) -> np.ndarray:
-    """``z_cap = 100 norm(caption_embs) Tᵀ``: caption_embs (N, K, D), class_text T (C, D) -> (N, K, C) float32."""
+def xmore_caption_logits(caption_embs, class_text, scale: float = CLIP_LOGIT_SCALE) -> np.ndarray:
+    """``z_cap = s norm(caption_embs) Tᵀ``: caption_embs (N, K, D), class_text T (C, D) -> (N, K, C) float32;
+    ``scale`` as in :func:`xmore_image_logits`."""
     e = as_f32(caption_embs, "caption_embs", ndim=3)
     t = as_f32(class_text, "class_text", ndim=2)
-    return (100.0 * np.einsum("nkd,cd->nkc", l2_normalize(e), t)).astype(np.float32)
+    return (float(scale) * np.einsum("nkd,cd->nkc", l2_normalize(e), t)).astype(np.float32)
 
 
 def dedup_rerank_captions(image_feat, caption_embs, k: int = DEFAULT_K, captions=None,
-                          dedup_ip: float | None = 0.99) -> np.ndarray:
+                          dedup_ip: float | None = 0.99, rerank: bool = True) -> np.ndarray:
     """Pick the K captions X-MoRe uses for one query image.
 
     image_feat (D,) query image; caption_embs (R, D) text embeddings of the retrieved neighbours' captions in
     retrieval order (paper: R = 128); captions: optional list of R strings. A caption is dropped when its text
     (case- and whitespace-folded) equals an earlier one, or when ``dedup_ip`` is set and its normalised embedding
-    has inner product ``>= dedup_ip`` with an earlier kept one. Survivors are re-sorted by image-caption score
-    ``f · norm(e)`` (descending, stable) and the first ``k`` returned as (k',) int64 positions into caption_embs.
+    has inner product ``>= dedup_ip`` with an earlier kept one. With ``rerank`` the survivors are re-sorted by
+    image-caption score ``f · norm(e)`` (descending, stable; the reference's ``create_cache.py``), else they keep
+    the retrieval order; the first ``k`` are returned as (k',) int64 positions into caption_embs.
     """
     f = as_f32(image_feat, "image_feat").reshape(-1)
     e = l2_normalize(as_f32(caption_embs, "caption_embs", ndim=2))
@@ -153,6 +170,8 @@ def dedup_rerank_captions(image_feat, caption_embs, k: int = DEFAULT_K, captions
     kept_arr = np.asarray(kept, dtype=np.int64)
     if kept_arr.size == 0:
         return kept_arr
+    if not rerank:
+        return kept_arr[:k]
     scores = e[kept_arr] @ f
     order = np.argsort(-scores, kind="stable")
     return kept_arr[order[:k]]

@@ -156,20 +156,23 @@ class XMoRe(Runner):
     """X-MoRe: captions of image neighbours. ``fit`` retrieves each image's K caption ids once (kept: N·K ints)
     and, for the batch form, sums the confidences; ``probs`` fetches the caption vectors again per block."""
 
-    def __init__(self, ix, W, k, retrieve, stream=False):
+    def __init__(self, ix, W, k, retrieve, stream=False, scale=LOGIT_SCALE, rerank=False):
         self.name = "xmore-stream" if stream else "xmore"
         self.ix, self.T, self.k, self.retrieve, self.stream = ix, np.ascontiguousarray(W.T), k, retrieve, stream
+        self.scale = float(scale)  # the model's exp(logit_scale), as the reference scores both modalities
+        self.rerank = bool(rerank)
         self.width = max(retrieve * W.shape[0] // 12, W.shape[1] * k)  # (B, R, D) caption vectors, (B, K, C) logits
-        self.params = dict(k=k, retrieve=retrieve, fusion="stream" if stream else "batch")
+        self.params = dict(k=k, retrieve=retrieve, fusion="stream" if stream else "batch",
+                           logit_scale=round(self.scale, 2), order="image-caption score" if rerank else "retrieval")
 
     def _logits(self, fb, sl):
         caps = take_vectors(self.ix, self.cap_ids[sl], "text_vector")
-        return xmore_image_logits(fb, self.T), xmore_caption_logits(caps, self.T)
+        return xmore_image_logits(fb, self.T, self.scale), xmore_caption_logits(caps, self.T, self.scale)
 
     def fit(self, feats, rows):
         self.cap_ids = np.full((len(feats), self.k), -1, np.int64)
         for sl in blocks(len(feats), rows):
-            self.cap_ids[sl] = caption_neighbours(self.ix, feats[sl], self.k, self.retrieve)
+            self.cap_ids[sl] = caption_neighbours(self.ix, feats[sl], self.k, self.retrieve, self.rerank)
         k_eff = int((self.cap_ids >= 0).sum(1).min()) if len(feats) else self.k
         if k_eff < self.k:
             log.warning("xmore: some images found only %d distinct captions of the %d asked; using %d for all",

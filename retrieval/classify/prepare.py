@@ -60,6 +60,7 @@ class ClassifyOptions:
     dedup_ip: float = 0.94
     xmore_k: int = 16
     xmore_retrieve: int = 128
+    xmore_rerank: bool = False         # re-sort the captions by the classifier's image-caption score
     reco_k: int = 10
     reco_weight: float = 1.0
     n_views: int = 10
@@ -193,7 +194,8 @@ def build_xmore(inp: MethodInputs, stream: bool = False) -> M.Runner | None:
     n = _captioned(inp, "xmore-stream" if stream else "xmore", o.xmore_k, "K")
     if n is None:
         return None
-    return M.XMoRe(inp.support(), inp.W, o.xmore_k, min(o.xmore_retrieve, n) or 1, stream=stream)
+    return M.XMoRe(inp.support(), inp.W, o.xmore_k, min(o.xmore_retrieve, n) or 1, stream=stream,
+                   scale=getattr(inp.encoder, "logit_scale", M.LOGIT_SCALE), rerank=o.xmore_rerank)
 
 
 def build_xmore_stream(inp: MethodInputs) -> M.Runner | None:

@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from retrieval.algorithms.susx import sus_lc_select_from_ranked
-from retrieval.algorithms.xmore import dedup_rerank_captions
+from retrieval.algorithms.xmore import DEFAULT_RERANK, dedup_rerank_captions
 from retrieval.errors import InvalidInput, ModelMismatch
 from retrieval.index.directory import NO_MODEL, Index, open_index
 from retrieval.store.base import arrow_to_vectors
@@ -205,11 +205,12 @@ def _write_cache(s: SupportSet, path: Path) -> None:
 
 
 # -- X-MoRe and RECO ---------------------------------------------------------------------------------------------
-def caption_neighbours(ix: Index, feats: np.ndarray, k: int = 16, retrieve: int = 128) -> np.ndarray:
+def caption_neighbours(ix: Index, feats: np.ndarray, k: int = 16, retrieve: int = 128,
+                       rerank: bool = DEFAULT_RERANK) -> np.ndarray:
     """X-MoRe retrieval for a block of query images: feats (B, D) -> caption row ids (B, k), -1 where fewer.
 
     Image -> image search over captioned rows (``retrieve`` neighbours), then :func:`dedup_rerank_captions`
-    (duplicate captions dropped, re-sorted by image-caption score, first k kept).
+    (duplicate captions dropped, re-sorted by image-caption score when ``rerank``, first k kept).
     """
     D, I = ix.search_vectors(TABLE, feats, retrieve, where=CAPTIONED)
     uniq = np.unique(I[I >= 0])
@@ -219,7 +220,8 @@ def caption_neighbours(ix: Index, feats: np.ndarray, k: int = 16, retrieve: int 
     out = np.full((len(feats), k), -1, np.int64)
     for b in range(len(feats)):
         valid = np.nonzero(I[b] >= 0)[0]
-        pos = dedup_rerank_captions(feats[b], embs[b, valid], k, [caption.get(int(i)) or "" for i in I[b, valid]])
+        pos = dedup_rerank_captions(feats[b], embs[b, valid], k, [caption.get(int(i)) or "" for i in I[b, valid]],
+                                    rerank=rerank)
         out[b, :pos.size] = I[b, valid[pos]]
     return out
 

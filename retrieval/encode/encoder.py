@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import threading
 from typing import Callable, Iterable, Sequence
 
@@ -131,6 +132,13 @@ class ClipEncoder:
                 if found is None:
                     found = self._variants[name] = build(self)
         return found
+
+    @property
+    def logit_scale(self) -> float:
+        """The model's learned temperature ``exp(logit_scale)`` (100 for OpenAI CLIP, 28.5 for clipdex-tiny); 100
+        when the model has none."""
+        scale = getattr(self.model, "logit_scale", None)
+        return 100.0 if scale is None else float(math.exp(float(scale.detach().float().reshape(-1)[0])))
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """list of str -> (n, d) float32 unit rows. Texts longer than the context are truncated by the tokenizer;
