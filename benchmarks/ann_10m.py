@@ -9,7 +9,7 @@ clip-retrieval's layout as it writes it: float16 ``img_emb/img_emb_{i}.npy`` (10
 clipdex runs as a user runs it, each command its own process whose RssAnon is sampled from /proc (peak and a
 time series) and whose index folder is measured on disk while it runs (the transient peak)::
 
-    clipdex index embeddings SRC --index IX --model none
+    clipdex index embeddings SRC --index IX --model none  (+ --memory, scaled, below 10M: 3G is the import's own)
     clipdex optimize IX --recall 0.95 --memory 3G         (--memory scales with --rows: 3G at 10M, ~300 B a row)
     clipdex search IX --vectors q.npy -k 10 --json        and  --where "bucket = 7"
 
@@ -23,7 +23,8 @@ refined from the table (nprobes x refine_factor swept), autofaiss (memory-mapped
     python benchmarks/ann_10m.py --rows 300000 --work /work/cache/scale     # what a small machine allows
 
 Results: ``benchmarks/results/ann_10m.json`` (or ``ann_<rows>.json``) and a plot beside it; ``--keep`` keeps the data
-(deleted otherwise: tens of GB at 10M).
+(deleted otherwise: tens of GB at 10M), ``--reuse`` runs on a kept run's data, ``--merge`` keeps the result file's
+other methods. A failed clipdex step stops the run (non-zero exit, its stderr) and nothing is saved.
 """
 from __future__ import annotations
 
@@ -287,8 +288,9 @@ def main() -> None:
                **(data if reused else prepare(work, args.rows))}
         res["prepare_seconds"] = None if reused else round(time.perf_counter() - t0, 1)
         methods = [m for m in args.methods.split(",") if m]
-        shutil.rmtree(work / "ix.clipdex", ignore_errors=True)
-        shutil.rmtree(work / "lancedb_peer", ignore_errors=True)
+        for method, folder in (("clipdex", "ix.clipdex"), ("lancedb_ivf_pq", "lancedb_peer")):
+            if method in methods:  # a kept run's copy: built again
+                shutil.rmtree(work / folder, ignore_errors=True)
         if "clipdex" in methods:
             res["clipdex_cli"] = clipdex_cli(work, memory, scaled=args.rows != 10_000_000)
             evict(work / "ix.clipdex")

@@ -198,9 +198,9 @@ def select_structure(ids: np.ndarray, x: np.ndarray, n: int, recall: float, budg
     best = cands[pick_fastest(cands, goal, budget)]
     plan = best.plan
     measured = sum(c.skipped is None for c in cands)
+    which = f"fastest of {measured} measured" if len(cands) > 1 else "the only structure within the budget, measured"
     plan.reason = over_budget(n, x.shape[1], budget, recall) + (
-        f"fastest of {measured} measured on {best.sample_rows} rows: recall@10 {best.recall:.3f}, {best.qps:.0f} QPS "
-        f"at {best.params}")
+        f"{which} on {best.sample_rows} rows: recall@10 {best.recall:.3f}, {best.qps:.0f} QPS at {best.params}")
     return Selection(plan, cands)
 
 

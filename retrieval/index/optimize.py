@@ -119,17 +119,18 @@ def optimize_table(index: Index, table: str, options: OptimizeOptions = Optimize
     t0 = time.perf_counter()
     with filled_by(fill) if fill is not None else contextlib.nullcontext():
         done = index.optimize(table, AnnConfig(kind or "auto", o.exact_below, AnnParams(**params)))
-    log.info("%s: built %s in %.0f s", table, params.get("factory") or kind, time.perf_counter() - t0)
+    log.info("%s: %s %s in %.0f s", table, "built" if done.get("rebuilt") else "kept", params.get("factory") or kind
+             or current.get("factory") or current["kind"], time.perf_counter() - t0)
     t0 = time.perf_counter()
     if selection is None and still_tuned(current, store.ann_info(table), done, o):
         record = store.ann_info(table)  # nothing changed since it was tuned to this target: measuring again adds time
-        log.info("%s: kept %s, tuned to %s (recall@10 %s) on %s queries", table, record.get("kind"),
+        log.info("%s: still tuned to %s (recall@10 %s on %s queries): not measured again", table,
                  record.get("params"), record.get("recall_at_10"), record.get("query_kind"))
     else:
         record = tune_table(store, table, o.recall, held=held() if store.ann_info(table)["kind"] != "flat" else None,
                             hint=selection.hint() if selection is not None else None)
-    log.info("%s: tuned to %s (recall@10 %s) in %.0f s", table, record.get("params"), record.get("recall_at_10"),
-             time.perf_counter() - t0)
+        log.info("%s: tuned to %s (recall@10 %s) in %.0f s", table, record.get("params"),
+                 record.get("recall_at_10"), time.perf_counter() - t0)
     candidates = selection.records() if selection is not None else None
     if candidates is not None:
         store.set_search_params(table, record["params"], record={
