@@ -135,7 +135,9 @@ def main() -> None:
     ann_bytes = folder_bytes(ann_dir) if ann_dir.exists() else None
     out = work / "groups.jsonl"
     cmd = [*clipdex, "dedup", str(ix), "--min-score", str(args.min_score), "-k", str(args.k), "--format", "jsonl"]
+    load_before = os.getloadavg()
     dd_s, dd_rss, text = timed(cmd, args.nice)
+    load_after = os.getloadavg()
     out.write_text(text)
     groups = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
     found = {frozenset(g["ids"]) for g in groups}
@@ -153,7 +155,9 @@ def main() -> None:
               "ann_sidecar_mb": None if ann_bytes is None else ann_bytes >> 20,
               "ann": {k: v for k, v in json.loads((ix / "clipdex.json").read_text())["tables"]["images"]["ann"].items()
                       if k in ("kind", "factory", "params", "memory_bytes", "disk_bytes", "memory_budget")},
-              "groups": len(groups), "planted_found_whole": whole, "summary": summary}
+              "groups": len(groups), "planted_found_whole": whole, "summary": summary,
+              "load_average_1_5_15": {"before_dedup": [round(v, 1) for v in load_before],
+                                      "after_dedup": [round(v, 1) for v in load_after]}}
     path = save_result(result, name=args.name or f"dedup_scale_{args.rows}")
     print(json.dumps(result, indent=1))
     print(f"saved {path}")

@@ -9,7 +9,7 @@ import pytest
 
 from retrieval.ann.refine import refine
 from retrieval.index.directory import create_index
-from retrieval.query import dedup as dedup_run
+from retrieval.query import dedup_search as dedup_run
 from retrieval.query.dedup import DedupOptions, find_duplicates
 from retrieval.query.dedup_state import DedupState
 
@@ -100,6 +100,18 @@ def test_a_run_resumes_where_it_stopped_and_merges_pairs_per_save_not_per_block(
     assert all(g["kind"] == "exact" for g in result.groups)
     again = find_duplicates(ix, options)
     assert again.summary["searched"] == 0 and {frozenset(g["ids"]) for g in again.groups} == truth
+    # rows added: only they are read (by id) and searched, and a copy among them joins its original's group
+    group = sorted(next(iter(truth)))
+    index = create_index(ix, dim=D, model="none")
+    x0 = index.store.take("images", group[:1], ["vector"]).column("vector").to_numpy(zero_copy_only=False)[0]
+    hash0 = index.store.take("images", group[:1], ["hash"]).column("hash")[0].as_py()
+    added = index.add_vectors("images", np.stack([x0, -x0]), {"hash": [hash0, "other"], "path": ["a.jpg", "b.jpg"]})
+    index.close()
+    monkeypatch.setattr(type(index.store), "iter_vectors_clustered", None)   # the whole table is not streamed
+    merges.clear()
+    grown = find_duplicates(ix, options)
+    assert grown.summary["searched"] == 2 and len(merges) == 1
+    assert frozenset(group) | {int(added[0])} in {frozenset(g["ids"]) for g in grown.groups}
 
 
 def test_an_ivf_pq_disk_table_is_joined_list_by_list_with_rows_added_and_deleted_since(planted):

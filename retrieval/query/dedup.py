@@ -2,7 +2,7 @@
 
 1. *Candidates*: every row not searched yet (all of them the first time, then only rows added since) asks the
    table's search structure (the ANN index when there is one) for its ``k`` nearest rows; pairs at or above
-   ``min_score`` are candidates (``retrieval.algorithms.dedup.candidate_pairs``). Saved after every block.
+   ``min_score`` are candidates (``retrieval.query.dedup_search``: streamed in blocks, saved as it goes).
 2. *Verification*: each candidate pair is checked with a second signal and named (exact, near, similar, or not a
    duplicate): images by content hash, decoded pixels and aligned perceptual hashes
    (``retrieval.algorithms.dedup_image``), then, for a close hash, their pixels aligned and compared
@@ -29,7 +29,6 @@ import numpy as np
 from retrieval.algorithms.dedup import (
     KINDS,
     ImageThresholds,
-    candidate_pairs,
     choose_keep,
     clique_groups,
     components,
@@ -49,6 +48,7 @@ from retrieval.io.imageprep import ImageReadError, open_image, read_image_file
 from retrieval.io.workers import Progress
 from retrieval.query.dedup_frames import frame_candidates, frame_record, verify_frames
 from retrieval.query.dedup_probe import dedup_probes
+from retrieval.query.dedup_search import SAVE_SECONDS, search_new_rows
 from retrieval.query.dedup_state import (
     UNVERIFIED,
     DedupState,
@@ -64,8 +64,6 @@ log = logging.getLogger(__name__)
 TABLES = ("images", "videos", "frames", "texts")
 RULES = ("linked", "components", "clique")
 KEEP = ("largest", "newest", "first")
-SAVE_SECONDS = 20.0
-HOLD_PAIRS = 1 << 20   # candidate pairs held between merges
 
 
 @dataclass
@@ -148,46 +146,14 @@ def _run(ix: Index, options: DedupOptions, report: Callable[[Progress], None]) -
         searched = frame_candidates(ix, state, options, report)
         verify = verify_frames
     else:
-        searched = _search(ix, state, options, report)
+        searched = search_new_rows(ix, state, options.table, options.k, options.min_score, options.block_rows,
+                                   live, report)
         verify = _verify_images if table == "images" else _verify_texts
     todo = np.flatnonzero(state.kind == UNVERIFIED)
     verify(ix, state, todo, options, report)
     save_state(ix.path, table, state)
     groups = _groups(ix, state, options)
     return DedupResult(groups, _summary(live, searched, state, groups, time.monotonic() - start))
-
-
-def _search(ix: Index, state: DedupState, options: DedupOptions, report) -> int:
-    """Step 1 for rows not searched yet; returns how many rows were searched now. Streamed: a block of
-    ``block_rows`` vectors at a time, in the store's clustered order (rows of one inverted list together: their
-    searches probe and re-rank the same rows, read once), searched as one batch; its pairs are held and merged into
-    the state when it is saved (every ``SAVE_SECONDS``, or when ``HOLD_PAIRS`` are held), so nothing is done per row
-    in Python and nothing but the state grows with the table."""
-    done = np.unique(state.done)   # sorted: a block's searched rows are found by binary search
-    total = ix.store.count(options.table)
-    seen, searched, last_save = 0, 0, time.monotonic()
-    for ids, x in ix.store.iter_vectors_clustered(options.table, batch_rows=options.block_rows):
-        checkpoint()
-        seen += len(ids)
-        todo = ~_among(ids, done)
-        if todo.any():
-            D, I = ix.search_vectors(options.table, x[todo], k=options.k + 1)
-            state.add_block(ids[todo], *candidate_pairs(ids[todo], D, I, options.min_score))
-            searched += int(todo.sum())
-            if time.monotonic() - last_save > SAVE_SECONDS or state.held() > HOLD_PAIRS:
-                save_state(ix.path, options.table, state)
-                last_save = time.monotonic()
-        report(Progress("search", seen, total, {"candidates": len(state.pairs) + state.held()}))
-    state.flush()
-    return searched
-
-
-def _among(ids: np.ndarray, sorted_ids: np.ndarray) -> np.ndarray:
-    """ids (b,) -> (b,) bool: which are in ``sorted_ids`` (m,) sorted ascending."""
-    if len(sorted_ids) == 0:
-        return np.zeros(len(ids), bool)
-    at = np.searchsorted(sorted_ids, ids)
-    return (at < len(sorted_ids)) & (sorted_ids[np.minimum(at, len(sorted_ids) - 1)] == ids)
 
 
 def _rows(ix: Index, table: str, ids, columns: list[str]) -> dict[int, dict]:
@@ -315,7 +281,7 @@ def _pair_record(pair, clip, code, ev, table: str) -> dict:
             if not np.isnan(ev[5]):
                 rec["pixels"].update(offset=round(float(ev[5]), 4), turn=round(float(ev[6]), 2))
             if not np.isnan(ev[7]):
-                rec["pixels"]["blob"] = round(float(ev[7]), 4)
+                rec["pixels"]["agree"] = round(float(ev[7]), 4)
     elif table == "texts":
         rec["overlap"] = None if np.isnan(ev[0]) else round(float(ev[0]), 4)
     elif table == "frames":
