@@ -54,23 +54,25 @@ def test_tuning_from_a_hint_finds_the_same_setting_without_measuring_the_widest(
     assert plain.params == {"nprobe": 16} and calls[0] == {"nprobe": 128}  # without one the widest comes first
 
 
-def test_tune_walks_only_the_hints_chain_and_the_whole_grid_when_that_chain_falls_short():
+def test_tune_walks_the_hints_chain_and_the_next_deeper_one_and_the_whole_grid_when_neither_reaches():
     rng = np.random.default_rng(0)
     xb = rng.standard_normal((300, 8)).astype(np.float32)
     held = HeldOut.given(rng.standard_normal((40, 8)), 40)
     gt = exact_search(held.xq, [(np.arange(300), xb)], 10)[1]
-    grid = {"nprobe": VALUES, "k_factor": [4, 16, 64]}
-    calls: list = []
-    search = _search_reaching({4: 8, 16: 4, 64: 2}, gt, calls)
-    tuned = tune(lambda q, k, p: (None, search(q, k, p)), held, [(np.arange(300), xb)], grid, 0.95,
-                 hint={"nprobe": 8, "k_factor": 16})
-    assert tuned.met and tuned.params == {"nprobe": 4, "k_factor": 16}
-    assert {c["k_factor"] for c in calls} == {16}  # no other chain measured
-    calls.clear()
-    short = _search_reaching({4: 8, 16: 10**9, 64: 2}, gt, calls)  # the hint's chain never reaches the target
-    tuned = tune(lambda q, k, p: (None, short(q, k, p)), held, [(np.arange(300), xb)], grid, 0.95,
-                 hint={"nprobe": 8, "k_factor": 16})
-    assert tuned.met and tuned.params["k_factor"] in (4, 64) and {c["k_factor"] for c in calls} == {4, 16, 64}
+    grid = {"nprobe": VALUES, "k_factor": [4, 16, 64, 256]}
+    hint = {"nprobe": 8, "k_factor": 16}
+    # (the chain's smallest nprobe meeting the target by k_factor, the settings that may win (the faster batch of
+    # the chains' answers), the chains that must be measured)
+    for reach, want, walked in (({4: 8, 16: 4, 64: 2, 256: 1}, [(4, 16), (2, 64)], {16, 64}),
+                                ({4: 8, 16: 10**9, 64: 16, 256: 1}, [(16, 64)], {16, 64}),
+                                ({4: 10**9, 16: 10**9, 64: 10**9, 256: 4}, [(4, 256)], {16, 64, 256})):
+        calls: list = []
+        search = _search_reaching(reach, gt, calls)
+        tuned = tune(lambda q, k, p, s=search: (None, s(q, k, p)), held, [(np.arange(300), xb)], grid, 0.95,
+                     hint=hint)
+        assert tuned.met and (tuned.params["nprobe"], tuned.params["k_factor"]) in want
+        assert walked <= {c["k_factor"] for c in calls} <= walked | {4}  # the whole grid only when those fall short
+        assert calls[0] == {"nprobe": 8, "k_factor": 64}  # from the hint's nprobe, not the widest setting
     assert scaled_hint({"nprobe": 24, "k_factor": 16}, {"nlist": 512}, {"nlist": 2048}) == {"nprobe": 96,
                                                                                          "k_factor": 16}
 

@@ -208,9 +208,9 @@ def tune_search_params(search_fn: Callable[[np.ndarray, int, dict], np.ndarray],
     batch wins; when none meets the target, the setting with the highest recall (``met`` False). With ``z`` > 0 a
     setting meets the target when the lower confidence bound of its recall (``recall_lower_bound``: mean minus z
     standard errors over the queries) does, so that it holds on other queries of the same kind; ``recall`` stays
-    the measured mean. ``start`` (a setting of the grid expected near the answer: a choice measured on a sample)
-    is measured first in its chain, and the chain is bisected below it when it meets the target, above it
-    otherwise: the widest (dearest) setting is then measured only when needed.
+    the measured mean. ``start`` (a setting expected near the answer: a choice measured on a sample): a chain
+    bisected from scratch measures its primary value first and is bisected below it when it meets the target,
+    above it otherwise: the widest (dearest) setting is then measured only when needed.
     """
     names = list(grid)
     tried: list[dict] = []
@@ -253,8 +253,9 @@ def tune_search_params(search_fn: Callable[[np.ndarray, int, dict], np.ndarray],
 
 
 def _start_index(start: dict | None, primary: str, values: list, fixed: dict) -> int | None:
-    """Where ``start`` sits on a chain (the first value at least its primary one), None when it is not on it."""
-    if not start or primary not in start or any(start.get(name) != value for name, value in fixed.items()):
+    """Where ``start``'s primary value sits on a chain (the first value at least it), None without one: a chain at
+    least as deep as ``start``'s meets the target there or lower, a shallower one a little higher."""
+    if not start or primary not in start:
         return None
     return next((i for i, v in enumerate(values) if v >= start[primary]), len(values) - 1)
 

@@ -134,8 +134,9 @@ def tune(search: SearchFn, held: HeldOut, blocks: Blocks, grid: dict[str, list],
     """The cheapest setting of ``grid`` (name -> increasing values) at which ``search`` (an index's batch search at
     given knobs) finds ``tuning_target(recall_target, held.kind)`` of the exact top-10 of the held-out queries
     (judged by the lower confidence bound, ``CONFIDENCE_Z``). ``blocks``: every row of the searched column, for the
-    streamed exact oracle. ``hint`` (the setting chosen on a sample, ``scaled_hint``): only its chain (its other
-    knobs) is walked, from it; the whole grid when that chain cannot reach the goal."""
+    streamed exact oracle. ``hint`` (the setting chosen on a sample, ``scaled_hint``): only its chain and the next
+    deeper one (each other knob at the hint's value or the next larger) are walked, from the hint's primary value;
+    the whole grid when neither reaches the goal."""
     extra = 1 if (held.exclude >= 0).any() else 0
     _, I_gt = exact_search(held.xq, blocks, K + extra)  # streamed brute force: the oracle
     I_gt = drop_self(I_gt, held.exclude, K)
@@ -146,14 +147,21 @@ def tune(search: SearchFn, held: HeldOut, blocks: Blocks, grid: dict[str, list],
 
     goal = tuning_target(recall_target, held.kind)
     names = list(grid)
-    narrow = {n: (v if i == 0 or not hint or n not in hint else [hint[n]]) for i, (n, v) in enumerate(grid.items())}
+    narrow = {n: (v if i == 0 or not hint or n not in hint else _from(v, hint[n])) for i, (n, v) in
+              enumerate(grid.items())}
     result = None
     if hint and names and narrow != grid:
         result = tune_search_params(search_fn, held.xq, I_gt, K, goal, narrow, z=CONFIDENCE_Z, start=hint)
-        log.info("tuned on the hint's chain %s: %s", {n: hint.get(n) for n in names[1:]}, result.params)
+        log.info("tuned from the sample's %s on %s: %s (met: %s)", hint, narrow, result.params, result.met)
     if result is None or not result.met:
         result = tune_search_params(search_fn, held.xq, I_gt, K, goal, grid, z=CONFIDENCE_Z, start=hint)
     return Tuned(result.params, result.recall, result.met, recall_target, goal, int(len(held.xq)), held.kind)
+
+
+def _from(values: list, value) -> list:
+    """``value``'s place in increasing ``values`` and the next one (the first value at least ``value``)."""
+    i = next((j for j, v in enumerate(values) if v >= value), len(values) - 1)
+    return list(values[i:i + 2])
 
 
 def scaled_hint(params: dict, sample_build: dict, full_build: dict) -> dict:
