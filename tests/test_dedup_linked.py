@@ -14,11 +14,14 @@ from retrieval.algorithms.dedup import ImageThresholds, linked_groups, pair_kind
 def test_pixels_agree_needs_one_frame_inside_the_other_or_turned_about_its_centre():
     t = ImageThresholds()
     # (ncc, worst tile, overlap, offset, turn)
-    assert pixels_agree((0.99, 0.1, 1.0, 0.08, 0.0), t)        # a crop: inside the other frame, off centre
-    assert pixels_agree((0.99, 0.1, 0.95, 0.003, 6.0), t)      # turned about its centre: corners stick out
-    assert not pixels_agree((0.99, 0.1, 0.985, 0.03, 0.2), t)  # another shot: the frame sticks out, off centre
-    assert not pixels_agree((0.99, 0.1, 0.95, 0.003, 0.1), t)  # sticks out without a turn
-    assert pixels_agree((0.99, 0.1, 0.985), t)                 # pose not measured (older evidence): not checked
+    assert pixels_agree((0.99, 0.01, 1.0, 0.08, 0.0), t)        # a crop: inside the other frame, off centre
+    assert pixels_agree((0.99, 0.01, 0.95, 0.003, 6.0), t)      # turned about its centre: corners stick out
+    assert not pixels_agree((0.99, 0.01, 0.985, 0.03, 0.2), t)  # another shot: the frame sticks out, off centre
+    assert not pixels_agree((0.99, 0.01, 0.95, 0.003, 0.1), t)  # sticks out without a turn
+    assert pixels_agree((0.99, 0.01, 0.985), t)                 # pose not measured (older evidence): not checked
+    assert pixels_agree((0.99, 0.01, 1.0, 0.08, 0.0, 0.9), t)   # most textured tiles agree on their own
+    assert not pixels_agree((0.99, 0.01, 1.0, 0.08, 0.0, 0.5), t)  # the frame agrees, what is inside it does not
+    assert not pixels_agree((0.99, 0.01, 1.0, 0.05, -106.0, 1.0), t)  # one shape fitted onto another drawing of it
 
 
 def test_similar_needs_frames_close_together_a_same_objects_layout_is_not():
@@ -105,10 +108,13 @@ def test_only_refusals_made_the_way_another_shot_is_count_against_a_group():
     from retrieval.algorithms.dedup_verdict import refused_like_a_shot
 
     nan = np.nan
-    kind = np.array([0, 0, 0, 0, 2], np.int8)
-    evidence = np.array([[8, 0, 0.99, 0.3, 0.98, 0.03, 0.1],    # aligned, frames close: another shot
-                         [8, 0, 0.99, 0.1, 0.96, 0.15, 0.0],    # two crops far apart: explains nothing
-                         [18, 0, nan, nan, nan, nan, nan],       # never aligned
-                         [8, 0, 0.55, 2.6, 0.93, 0.05, -8.0],   # alignment failed
-                         [0, 0, 1.0, 0.0, 1.0, 0.0, 0.0]])      # a duplicate, not a refusal
-    assert refused_like_a_shot(kind, evidence, ImageThresholds()).tolist() == [True, False, False, False, False]
+    kind = np.array([0, 0, 0, 0, 2, 0], np.int8)
+    # bits, same, ncc, worst tile, overlap, offset, turn, share of textured tiles that agree
+    evidence = np.array([[8, 0, 0.99, 0.01, 0.98, 0.03, 0.1, 0.95],  # pixels agree, frames close: another shot
+                         [8, 0, 0.99, 0.01, 0.96, 0.15, 0.0, 0.95],  # two crops far apart: explains nothing
+                         [18, 0, nan, nan, nan, nan, nan, nan],       # never aligned
+                         [8, 0, 0.55, 2.6, 0.93, 0.05, -8.0, 0.1],   # alignment failed
+                         [0, 0, 1.0, 0.0, 1.0, 0.0, 0.0, 1.0],       # a duplicate, not a refusal
+                         [8, 0, 0.99, 0.01, 1.0, 0.0, 0.0, 0.6]])    # pixels differ in some tiles (a heavy watermark)
+    assert refused_like_a_shot(kind, evidence, ImageThresholds()).tolist() == [True, False, False, False, False,
+                                                                                 False]

@@ -84,10 +84,10 @@ def test_frame_overlap_is_the_larger_share_either_frame_covers():
 
 def test_a_close_hash_is_near_only_when_the_pixels_agree():
     t = ImageThresholds()
-    assert pair_kind(0.5, 4, False, t, (0.99, 0.1, 1.0)) == "near"
+    assert pair_kind(0.5, 4, False, t, (0.99, 0.01, 1.0)) == "near"
     assert pair_kind(0.95, 4, False, t, (0.99, t.pixel_tile + 0.5, 1.0)) == "similar"  # something moved
-    assert pair_kind(0.95, 4, False, t, (0.99, 0.1, 0.6)) == ""  # only a part of each frame agrees: not a shot either
-    assert pair_kind(0.5, 4, False, t, (0.99, 0.1, 0.6)) == ""
+    assert pair_kind(0.95, 4, False, t, (0.99, 0.01, 0.6)) == ""  # only a part of each frame agrees: not a shot either
+    assert pair_kind(0.5, 4, False, t, (0.99, 0.01, 0.6)) == ""
 
 
 def test_the_geometry_bank_hashes_as_before():

@@ -7,9 +7,11 @@ picture: another shot of a scene (objects moved a little), another drawing of on
 1. ``refine_alignment``: start from the hashes' alignment (a box of one picture against a box, maybe turned, of the
    other) and refine it to an affine map by maximising the correlation of the grey pixels (OpenCV's ECC, coarse on
    blurred pixels then finer), at the resolution of the coarser of the two boxes (at most ``side`` px);
-2. ``pixel_agreement``: compare the aligned pixels: the normalised cross-correlation over the box, and the worst
-   tile's mean squared difference of the normalised pixels (something moved, added or removed shows in some
-   tile even when the whole agrees);
+2. ``pixel_agreement``: compare the aligned pixels up to a tone curve fitted from one to the other (a recoloured,
+   brightened or contrast-changed copy keeps the order of its tones, not their values): how well the curve
+   predicts the pixels, the worst tile's mean squared residual (something moved, added or removed shows in some
+   tile even when the whole agrees), and the share of textured tiles that agree on their own (a screenshot's
+   uniform frame weighs nothing there; a watermark spoils a few tiles, a moved object or another picture most);
 3. ``frame_overlap`` and ``frame_pose``: carry one picture's whole frame into the other's by the refined map: a
    copy (resized, cropped by up to 20%, framed) lies wholly inside the other picture, or the other inside it, and a
    turned copy keeps its centre on the other's; two shapes aligned by crops each centred on its shape do not, nor
@@ -28,19 +30,22 @@ from retrieval.errors import InvalidInput
 
 
 class PixelCheck(NamedTuple):
-    """``ncc``: correlation of the aligned grey pixels (-1..1); ``worst_tile``: the largest tile mean of squared
-    differences of the normalised pixels (0 = same; 2 = unrelated); ``overlap``: the larger share of either picture
-    covered by the other once aligned (0..1); ``offset``: how far A's frame centre lands from B's, over B's larger
-    side; ``turn``: the map's rotation in degrees (``frame_pose``)."""
+    """``ncc``: correlation of the aligned grey pixels, one predicted from the other by a tone curve (-1..1, 1 = the
+    same up to tones; ``pixel_agreement``); ``worst_tile``: the largest tile mean of squared residuals over the
+    spread (0 = same); ``overlap``: the larger share of either picture covered by the other once aligned (0..1);
+    ``offset``: how far A's frame centre lands from B's, over B's larger side; ``turn``: the map's rotation in
+    degrees (``frame_pose``); ``agree``: the share of textured tiles whose pixels agree (0..1)."""
 
     ncc: float
     worst_tile: float
     overlap: float
     offset: float = np.nan
     turn: float = np.nan
+    agree: float = np.nan
 
 
-FAILED = PixelCheck(-1.0, 4.0, 0.0, 1.0, 0.0)
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)   # ITU-R 601 luma: PIL's grey
+FAILED = PixelCheck(-1.0, 4.0, 0.0, 1.0, 0.0, 0.0)
 
 
 def _cv2():
@@ -108,56 +113,111 @@ def refine_alignment(grey_a: np.ndarray, grey_b: np.ndarray, init: np.ndarray, i
     return warp
 
 
-def pixel_agreement(grey_a: np.ndarray, grey_b: np.ndarray, warp: np.ndarray, tiles: int = 8) -> tuple[float, float]:
-    """Compare grey_a (s, s) with grey_b brought onto it by warp (2, 3) (grey_b(warp(x)) ~ grey_a(x)).
+def tone_fit(x: np.ndarray, y: np.ndarray, bins: int = 24) -> np.ndarray:
+    """y as a tone curve of x: the mean of y over each of ``bins`` equal ranges of x (any brightness, contrast,
+    gamma or clipping change of a grey picture is one). x, y (n,) float32 -> (n,) float32."""
+    x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
+    lo, hi = float(x.min()), float(x.max()) + 1e-6
+    b = np.clip(np.nan_to_num((x - lo) / (hi - lo) * bins), 0, bins - 1).astype(np.int64)
+    count = np.bincount(b, minlength=bins)
+    return (np.bincount(b, y, minlength=bins) / np.maximum(count, 1)).astype(np.float32)[b]
 
-    Returns (ncc, worst_tile): the correlation of the pixels both cover, and the largest mean squared difference of
-    the normalised pixels over a tiles x tiles grid (tiles less than half covered left out). Less than half of
-    grey_a covered: (-1, 4)."""
+
+def pixel_agreement(grey_a: np.ndarray, grey_b: np.ndarray, warp: np.ndarray, tiles: int = 8,
+                    local: float = 0.6, texture: float = 4.0) -> tuple[float, float, float]:
+    """Compare grey_a (s, s) with grey_b brought onto it by warp (2, 3) (grey_b(warp(x)) ~ grey_a(x)), up to a tone
+    curve (``tone_fit``, fitted both ways, the better kept: a recoloured or brightened copy keeps its tones' order
+    but not their values).
+
+    Returns (fit, worst_tile, agree) over the pixels both cover: ``fit``, the correlation of one picture with its
+    tone-curve prediction from the other (1: the same picture up to tones); ``worst_tile``, the largest mean squared
+    residual over a tiles x tiles grid (tiles less than half covered left out), residuals over the predicted
+    picture's spread (1st to 99th percentile); ``agree``, how many textured tiles (wholly covered, grey std above
+    ``texture`` levels) agree (prediction and picture correlate at least ``local``): the share of those textured in
+    either picture, or, when higher, the smaller of the share of one picture's own textured tiles (the picture where
+    it is larger) and the share of all covered tiles that do not disagree. A large uniform frame (a screenshot's)
+    dominates ``fit`` and ``worst_tile``; ``agree`` looks inside it, tile by tile. A watermark adds texture to a
+    few tiles of one picture only; an object moved spoils the tiles that have something in them, another picture
+    in the same frame most tiles inside it. Less than half of grey_a covered: (-1, 4, 0)."""
     cv2 = _cv2()
     s = grey_a.shape[0]
     flags = cv2.WARP_INVERSE_MAP
     back = cv2.warpAffine(grey_b, warp, (s, s), flags=cv2.INTER_LINEAR + flags)
     mask = cv2.warpAffine(np.ones_like(grey_b), warp, (s, s), flags=cv2.INTER_NEAREST + flags) > 0.5
     if mask.mean() < 0.5:
-        return -1.0, 4.0
+        return -1.0, 4.0, 0.0
     u, v = grey_a[mask], back[mask]
-    u = (u - u.mean()) / (u.std() + 1e-3)
-    v = (v - v.mean()) / (v.std() + 1e-3)
-    err = np.zeros((s, s), np.float32)
-    err[mask] = (u - v) ** 2
+    best = (-1.0, u, u)
+    for x, y in ((u, v), (v, u)):
+        predicted = tone_fit(x, y)
+        fit = float(np.sqrt(max(0.0, 1.0 - (y - predicted).var() / max(float(y.var()), 1e-6))))
+        if fit > best[0]:
+            best = (fit, predicted, y)
+    fit, predicted, actual = best
+    spread = max(float(np.percentile(actual, 99) - np.percentile(actual, 1)), 8.0)
     t = s // tiles
-    count = mask[:t * tiles, :t * tiles].reshape(tiles, t, tiles, t).sum(axis=(1, 3))
-    sums = err[:t * tiles, :t * tiles].reshape(tiles, t, tiles, t).sum(axis=(1, 3))
-    full = count >= 0.5 * t * t
-    return float((u * v).mean()), float((sums[full] / count[full]).max()) if full.any() else 4.0
+
+    def tiled(values: np.ndarray) -> np.ndarray:   # (s, s) -> (tiles * tiles, t * t), a row per tile
+        full = np.zeros((s, s), np.float32)
+        full[mask] = values
+        return full[:t * tiles, :t * tiles].reshape(tiles, t, tiles, t).transpose(0, 2, 1, 3).reshape(tiles ** 2, -1)
+
+    cover = mask[:t * tiles, :t * tiles].reshape(tiles, t, tiles, t).transpose(0, 2, 1, 3).reshape(tiles ** 2, -1)
+    p, a = tiled(predicted), tiled(actual)
+    count = cover.sum(axis=1)
+    half = count >= 0.5 * t * t
+    worst = float(((((p - a) / spread) ** 2).sum(axis=1)[half] / count[half]).max()) if half.any() else 4.0
+    whole = cover.all(axis=1)
+    sp, sa = p.std(axis=1), a.std(axis=1)
+    ok = ((p - p.mean(axis=1, keepdims=True)) * (a - a.mean(axis=1, keepdims=True))).mean(axis=1) / (
+        np.maximum(sp, 1.0) * np.maximum(sa, 1.0)) >= local
+    textured = [whole & (sd > texture) for sd in (sp, sa)]
+    either = textured[0] | textured[1]
+    if not either.any():
+        return fit, worst, 1.0
+    one_side = max(float(ok[m].mean()) for m in textured if m.any()) if any(m.any() for m in textured) else 1.0
+    few_differ = 1.0 - float((either & ~ok).sum()) / max(int(whole.sum()), 1)
+    return fit, worst, max(float(ok[either].mean()), min(one_side, few_differ))
 
 
 def check_pair(pixels_a: np.ndarray, geometry_a: np.ndarray, pixels_b: np.ndarray, geometry_b: np.ndarray,
-               side: int = 128) -> PixelCheck:
+               side: int = 128, axis: np.ndarray | None = None) -> PixelCheck:
     """The pixel check of one alignment: a box of A (geometry_a (5,)) against a box of B (geometry_b (5,)), pixels
-    (H, W, 3) uint8 (those the geometry refers to). The patch side is the coarser box's, 32..``side`` px."""
+    (H, W, 3) uint8 (those the geometry refers to), both seen as grey along ``axis`` (3,) (default ``LUMA``; see
+    ``colour_axis``). The patch side is the coarser box's, 32..``side`` px."""
     cv2 = _cv2()
     size_a, size_b = (pixels_a.shape[1], pixels_a.shape[0]), (pixels_b.shape[1], pixels_b.shape[0])
     ext = lambda g: max(g[3] - g[1], g[4] - g[2])  # noqa: E731
     s = int(np.clip(min(ext(geometry_a), ext(geometry_b)), 32, side)) // 8 * 8
-    small_a, resize_a = _at_scale(pixels_a, s / ext(geometry_a))
-    small_b, resize_b = _at_scale(pixels_b, s / ext(geometry_b))
+    small_a, resize_a = _at_scale(pixels_a, s / ext(geometry_a), LUMA if axis is None else axis)
+    small_b, resize_b = _at_scale(pixels_b, s / ext(geometry_b), LUMA if axis is None else axis)
     map_a = box_map(geometry_a, size_a, s)
     grey_a = cv2.warpAffine(small_a, (map_a @ np.linalg.inv(resize_a))[:2].astype(np.float32), (s, s),
                             flags=cv2.INTER_LINEAR)
     patch_to_b = resize_b @ np.linalg.inv(box_map(geometry_b, size_b, s))  # patch of B's box -> B at that scale
     warp = refine_alignment(grey_a, small_b, patch_to_b[:2].astype(np.float32))
-    ncc, worst = pixel_agreement(grey_a, small_b, warp)
-    if ncc <= -1.0:
+    fit, worst, agree = pixel_agreement(grey_a, small_b, warp)
+    if fit <= -1.0:
         return FAILED
     a_to_b = np.linalg.inv(resize_b) @ np.vstack([warp.astype(np.float64), [0, 0, 1]]) @ map_a
-    return PixelCheck(ncc, worst, frame_overlap(a_to_b, size_a, size_b), *frame_pose(a_to_b, size_a, size_b))
+    return PixelCheck(fit, worst, frame_overlap(a_to_b, size_a, size_b), *frame_pose(a_to_b, size_a, size_b), agree)
 
 
-def _at_scale(pixels: np.ndarray, f: float) -> tuple[np.ndarray, np.ndarray]:
-    """The grey picture resized by about ``f`` (antialiased), and the (3, 3) map from picture to resized."""
+def colour_axis(pixels_a: np.ndarray, pixels_b: np.ndarray, step: int = 3) -> np.ndarray:
+    """The unit RGB direction (3,) float32 along which two pictures' colours vary most (the first principal axis of
+    their pooled pixels (H, W, 3) uint8, every ``step``-th row and column), signed to brighten with luminance: a
+    grey to compare them in besides ``LUMA``. A pink shape on a green ground of the same luminance vanishes in
+    plain grey, not along this axis."""
+    x = np.concatenate([np.asarray(p, np.float32)[::step, ::step].reshape(-1, 3) for p in (pixels_a, pixels_b)])
+    _, vectors = np.linalg.eigh(np.cov(x, rowvar=False) + 1e-3 * np.eye(3))
+    axis = vectors[:, -1]
+    return (axis if axis @ LUMA >= 0 else -axis).astype(np.float32)
+
+
+def _at_scale(pixels: np.ndarray, f: float, axis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The picture along ``axis`` (3,) (``colour_axis``) resized by about ``f`` (antialiased), and the (3, 3) map
+    from picture to resized."""
     h, w = pixels.shape[:2]
     size = (max(8, round(w * f)), max(8, round(h * f)))
-    grey = Image.fromarray(np.asarray(pixels, np.uint8)).convert("L").resize(size, Image.BILINEAR)
-    return np.asarray(grey, np.float32), np.diag([size[0] / w, size[1] / h, 1.0])
+    small = Image.fromarray(np.asarray(pixels, np.uint8)).resize(size, Image.BILINEAR)
+    return np.asarray(small, np.float32) @ axis, np.diag([size[0] / w, size[1] / h, 1.0])
