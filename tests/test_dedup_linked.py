@@ -22,6 +22,7 @@ def test_pixels_agree_needs_one_frame_inside_the_other_or_turned_about_its_centr
     assert pixels_agree((0.99, 0.01, 1.0, 0.08, 0.0, 0.9), t)   # most textured tiles agree on their own
     assert not pixels_agree((0.99, 0.01, 1.0, 0.08, 0.0, 0.5), t)  # the frame agrees, what is inside it does not
     assert not pixels_agree((0.99, 0.01, 1.0, 0.05, -106.0, 1.0), t)  # one shape fitted onto another drawing of it
+    assert not pixels_agree((0.99, 0.01, 1.0, 0.02, 1.3, 1.0), t)  # inside, but fitted with a turn off the centre
 
 
 def test_similar_needs_frames_close_together_a_same_objects_layout_is_not():
@@ -29,6 +30,7 @@ def test_similar_needs_frames_close_together_a_same_objects_layout_is_not():
     assert pixels_alike((0.97, 0.3, 0.98, 0.03, 0.5), t)       # another shot: objects moved a little
     assert not pixels_alike((0.98, 0.1, 0.93, 0.16, 0.0), t)   # the same objects laid out elsewhere
     assert not pixels_alike((0.6, 3.0, 0.98, 0.03, 0.0), t)    # pixels unrelated
+    assert not pixels_alike((0.99, 0.01, 0.95, 0.05, 11.0), t)  # one shape on two plain grounds, fitted turned
     assert pair_kind(0.95, 14, False, t, (0.98, 0.1, 0.93, 0.16, 0.0)) == ""
     assert pair_kind(0.95, 14, False, t, (0.97, 0.3, 0.98, 0.03, 0.5)) == "similar"
     assert pair_kind(0.95, 8, False, t, (0.99, 0.1, 0.985, 0.03, 0.2)) == "similar"

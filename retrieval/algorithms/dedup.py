@@ -35,10 +35,12 @@ class ImageThresholds:
     ``pixel_tile``, at least ``pixel_agree`` of the textured tiles agreeing on their own, one picture covering at
     least ``overlap`` of the other, and one frame inside the other (covered ``contained``) or turned about its
     centre (centre offset at most ``centred`` of the side, turn at least ``min_turn`` degrees), turned by at most
-    ``max_turn`` degrees either way: a copy never has picture beyond the original's frame, another shot whose
-    objects moved does, and one shape fitted onto another drawing of it is often turned far. A similar pair's
-    pixels, when checked, correlate at least ``similar_ncc`` with frames at most ``similar_offset`` apart (a
-    same-objects layout is further off). Calibrated on ``benchmarks/dedup.py --seed 0`` (12 originals) and checked
+    ``max_turn`` degrees either way; a contained copy is not turned (at most ``contained_turn`` degrees): a copy
+    never has picture beyond the original's frame, another shot whose objects moved does (or its objects fit only
+    with a small turn off the centre), and one shape fitted onto another drawing of it is often turned far. A
+    similar pair's pixels, when checked, correlate at least ``similar_ncc`` with frames at most ``similar_offset``
+    apart and turned by at most ``similar_turn`` degrees (a same-objects layout is further off; one shape on two
+    plain grounds fits turned). Calibrated on ``benchmarks/dedup.py --seed 0`` (12 originals) and checked
     on ``--seed 1``."""
 
     candidate: float = 0.80
@@ -51,10 +53,12 @@ class ImageThresholds:
     overlap: float = 0.9
     contained: float = 0.995
     centred: float = 0.01
-    min_turn: float = 1.0
+    min_turn: float = 1.8
     max_turn: float = 15.0
+    contained_turn: float = 1.0
     similar_ncc: float = 0.85
     similar_offset: float = 0.08
+    similar_turn: float = 5.0
 
 
 def candidate_pairs(ids: np.ndarray, D: np.ndarray, I: np.ndarray, min_score: float,
@@ -164,15 +168,18 @@ def pixels_agree(pixels: tuple, t: ImageThresholds = ImageThresholds()) -> bool:
     offset, turn = pose[:2]
     if abs(turn) > t.max_turn:
         return False
-    return overlap >= t.contained or (offset <= t.centred and abs(turn) >= t.min_turn)
+    return ((overlap >= t.contained and abs(turn) <= t.contained_turn)
+            or (offset <= t.centred and abs(turn) >= t.min_turn))
 
 
 def pixels_alike(pixels: tuple, t: ImageThresholds = ImageThresholds()) -> bool:
-    """Whether a pixel check (ncc, worst tile, overlap[, offset, turn]) allows another shot of the same scene: the
-    pixels correlate, the frames mostly overlap and their centres are close."""
+    """Whether a pixel check (ncc, worst tile, overlap[, offset, turn, ...]) allows another shot of the same scene:
+    the pixels correlate, the frames mostly overlap, their centres are close and they are hardly turned."""
     ncc, _, overlap, *pose = pixels
     offset = pose[0] if pose else np.nan
-    return ncc >= t.similar_ncc and overlap >= t.overlap and not offset > t.similar_offset
+    turn = pose[1] if len(pose) > 1 else np.nan
+    return (ncc >= t.similar_ncc and overlap >= t.overlap and not offset > t.similar_offset
+            and not abs(turn) > t.similar_turn)
 
 
 def linked_groups(pairs: np.ndarray, checked: np.ndarray, min_share: float = 0.5) -> list[np.ndarray]:
