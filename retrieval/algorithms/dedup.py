@@ -49,7 +49,7 @@ class ImageThresholds:
     similar_clip: float = 0.90
     pixel_ncc: float = 0.95
     pixel_tile: float = 0.05
-    pixel_agree: float = 0.85
+    pixel_agree: float = 0.9
     overlap: float = 0.9
     contained: float = 0.995
     centred: float = 0.01
