@@ -38,7 +38,9 @@ def test_each_notebook_is_stored_with_its_outputs_and_a_picture(name):
     assert sum(bool(c.get("outputs")) for c in code) >= len(code) - 2, "most code cells show something"
     assert any("image/png" in o.get("data", {}) for o in outs), "a picture (thumbnails or a plot)"
     assert not [o for o in outs if o.get("output_type") == "error"]
-    text = json.dumps(outs)
+    # the texts only: a picture's base64 may hold "0x7f" or "/work/" by chance
+    text = json.dumps([{k: v for k, v in o.get("data", {}).items() if not k.startswith("image/")} if "data" in o
+                       else o for o in outs])
     for noise in ("/tmp/", "0x7f", "/work/", "/home/", "Warning: IProgress"):
         assert noise not in text, f"{name} stores {noise!r}: outputs must not depend on where they were made"
     assert all("execution" not in c.get("metadata", {}) for c in code), "no timing metadata"
