@@ -57,10 +57,10 @@ class _Store:
 
     def set_search_params(self, name, params, persist=True):
         assert persist is False          # never written to the index's manifest
-        self.calls.append(dict(params))
+        self.calls.append(None if params is None else dict(params))
 
 
-def test_a_dedup_run_probes_few_lists_and_restores_the_tuned_setting():
+def test_a_dedup_run_probes_few_lists_and_then_searches_with_the_tuned_setting():
     from types import SimpleNamespace
 
     from retrieval.query.dedup_probe import dedup_nprobe, dedup_probes
@@ -71,7 +71,7 @@ def test_a_dedup_run_probes_few_lists_and_restores_the_tuned_setting():
     store = _Store({"kind": "ivf_pq_disk", "build": {"nlist": 512}, "params": {"nprobe": 256, "k_factor": 64}})
     with dedup_probes(SimpleNamespace(store=store), "images"):
         assert store.calls == [{"nprobe": 8, "k_factor": 2}]
-    assert store.calls[-1] == {"nprobe": 256, "k_factor": 64}
+    assert store.calls[-1] is None                  # the thread's setting dropped: the table's tuned one applies
     lance = _Store({"kind": "IVF_PQ", "build": {"num_partitions": 1024}, "params": {"nprobes": 40,
                                                                                     "refine_factor": 4}})
     with dedup_probes(SimpleNamespace(store=lance), "images"):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -122,7 +121,7 @@ def find_duplicates(index: Index | str, options: DedupOptions | None = None,
     own = not isinstance(index, Index)
     ix = open_index(index) if own else index
     try:
-        with dedup_probes(ix, options.table) if own else nullcontext():   # a shared index keeps its settings
+        with dedup_probes(ix, options.table):   # this thread only: a service's other searches keep the table's
             return _run(ix, options, on_progress or (lambda p: None))
     finally:
         if own:

@@ -36,7 +36,8 @@ def dedup_nprobe(nlist: int, tuned: int) -> int:
 @contextmanager
 def dedup_probes(index, table: str):
     """Search ``table`` with ``dedup_nprobe`` lists and at most ``REFINE`` re-ranked candidates per result while the
-    block runs (a table without an inverted file is searched as it is)."""
+    block runs, in the calling thread only (a service's other searches on the same index keep the table's settings;
+    a table without an inverted file is searched as it is)."""
     info = index.store.ann_info(table) if index.store.has_table(table) else {}
     params = dict(info.get("params") or {})
     nlist = (info.get("build") or {}).get("nlist") or (info.get("build") or {}).get("num_partitions")
@@ -51,4 +52,4 @@ def dedup_probes(index, table: str):
     try:
         yield
     finally:
-        index.store.set_search_params(table, params, persist=False)
+        index.store.set_search_params(table, None, persist=False)   # this thread searches as the table does again

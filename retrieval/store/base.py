@@ -166,9 +166,11 @@ class Store(abc.ABC):
         (nprobe, efSearch, nprobes) first; {} for a flat table."""
 
     @abc.abstractmethod
-    def set_search_params(self, name: str, params: dict, record: dict | None = None, persist: bool = True) -> None:
-        """Search the table with ``params`` (knobs of its ``ann_grid``). ``persist`` False: for this process's next
-        searches only (tuning tries settings); ``record``: what was measured (recall_at_10, target, note,
+    def set_search_params(self, name: str, params: dict | None, record: dict | None = None,
+                          persist: bool = True) -> None:
+        """Search the table with ``params`` (knobs of its ``ann_grid``). ``persist`` False: for the calling thread's
+        next searches only (tuning tries settings, a dedup run lowers them; other threads keep the table's own; None
+        drops them); ``record``: what was measured (recall_at_10, target, note,
         candidates...), kept in the ANN record that ``ann_info`` returns."""
 
     def version(self, name: str):

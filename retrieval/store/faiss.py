@@ -230,12 +230,14 @@ class FaissStore(Store):
             info["deleted_rows"] = int(len(t.tomb))
         return info
 
-    def set_search_params(self, name: str, params: dict, record: dict | None = None, persist: bool = True) -> None:
-        """Search with ``params`` (nprobe, efSearch, k_factor); ``persist`` False: this process only (tuning).
+    def set_search_params(self, name: str, params: dict | None, record: dict | None = None,
+                          persist: bool = True) -> None:
+        """Search with ``params`` (nprobe, efSearch, k_factor); ``persist`` False: the calling thread only (tuning, a
+        dedup run; None drops them).
         ``record``: extra keys (measured recall...) stored with the ANN record."""
         t = self._t(name)
         if not persist:
-            t.override = dict(params)
+            t.override = params
             return
         self._wrote = True
         t.override = None

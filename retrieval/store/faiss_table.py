@@ -27,6 +27,7 @@ import numpy as np
 from retrieval.ann import structures as faiss_ann
 from retrieval.errors import IndexFormatError, TableNotFound
 from retrieval.store.faiss_parts import TableState, vector_columns
+from retrieval.store.overrides import ThreadOverrides
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +55,17 @@ class FaissTable:
         self.count: int | None = None
         self.delta = None                         # flat IDMap2 of rows added after the ANN build (vector column)
         self.tomb = np.zeros(0, np.int64)         # ids in the ANN index deleted since (sorted)
-        self.override: dict | None = None         # search params set for this process only (tuning)
+        self._override = ThreadOverrides()        # search params set for the calling thread only (tuning, dedup)
         self.gpu: dict = {}                       # column -> GPU copy used for searching
+
+    @property
+    def override(self) -> dict | None:
+        """The calling thread's search params for this table (``set_search_params(persist=False)``), or None."""
+        return self._override.get("vector")
+
+    @override.setter
+    def override(self, params: dict | None) -> None:
+        self._override.set("vector", params)
 
     @property
     def ann(self) -> dict:

@@ -25,6 +25,7 @@ from retrieval.store.lance_ann import FAISS_KINDS, Sidecar, btree_config, index_
 from retrieval.store.lance_compact import compact
 from retrieval.store.lance_disk import DiskSidecar, build_sidecar, iter_ids, open_sidecar
 from retrieval.store.lance_errors import read_error
+from retrieval.store.overrides import ThreadOverrides
 from retrieval.store.where import filter_sql
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ class LanceStore(Store):
         self._tables: dict = {}
         self._records: dict[str, dict] = {}   # table -> what tuning measured (the manifest keeps it)
         self._params: dict[str, dict] = {}    # table -> search params (nprobes, refine_factor, ef)
-        self._override: dict[str, dict] = {}  # table -> search params for this process only (tuning)
+        self._override = ThreadOverrides()    # table -> search params for the calling thread only (tuning, dedup)
         self._sidecars: dict[str, Sidecar | None] = {}  # table -> its FAISS index (lance_ann), None for none
         self._pending_counts: dict = {}  # (table, version, build) -> rows added since the sidecar was built
         self._schemas: dict[str, pa.Schema] = {}
@@ -277,14 +278,16 @@ class LanceStore(Store):
             log.debug("no index stats: %s", exc)
         return info
 
-    def set_search_params(self, name: str, params: dict, record: dict | None = None, persist: bool = True) -> None:
+    def set_search_params(self, name: str, params: dict | None, record: dict | None = None,
+                          persist: bool = True) -> None:
         """Search with ``params`` (nprobes, refine_factor, ef). The Index passes the manifest's on open (that is
-        how they persist); ``persist`` False sets them for the next searches only (tuning); ``record`` holds
+        how they persist); ``persist`` False sets them for the calling thread's next searches only (tuning, a dedup
+        run; None drops them); ``record`` holds
         what tuning measured."""
         if not persist:
-            self._override[name] = dict(params)
+            self._override.set(name, params)
             return
-        self._override.pop(name, None)
+        self._override.set(name, None)
         self._params[name] = {k: v for k, v in params.items() if k in lance_plan.SEARCH_KEYS}
         if record is not None:
             keep = {k: v for k, v in record.items() if k not in ("params", "pending_rows")}
