@@ -24,7 +24,7 @@ refined from the table (nprobes x refine_factor swept), autofaiss (memory-mapped
 
 Results: ``benchmarks/results/ann_10m.json`` (or ``ann_<rows>.json``) and a plot beside it; ``--keep`` keeps the data
 (deleted otherwise: tens of GB at 10M), ``--reuse`` runs on a kept run's data, ``--merge`` keeps the result file's
-other methods. A failed clipdex step stops the run (non-zero exit, its stderr) and nothing is saved.
+other methods and notes. A failed clipdex step stops the run (non-zero exit, its stderr) and nothing is saved.
 """
 from __future__ import annotations
 
@@ -218,7 +218,8 @@ def run_method(method: str, work: Path, memory: int) -> dict:
 
 
 def merged(res: dict, path: Path) -> dict:
-    """``res`` with the methods (and clipdex's CLI steps) of the result at ``path`` that it does not measure."""
+    """``res`` with the methods, clipdex's CLI steps and any other keys (notes such as ``runs``) of the result at
+    ``path`` that it does not measure."""
     if not path.exists():
         return res
     old = json.loads(path.read_text())
@@ -226,8 +227,8 @@ def merged(res: dict, path: Path) -> dict:
         return res
     res["methods"] = {**{m: r for m, r in old.get("methods", {}).items() if m not in res["methods"]},
                       **res["methods"]}
-    if "clipdex_cli" not in res and "clipdex_cli" in old:
-        res["clipdex_cli"] = old["clipdex_cli"]
+    for key, value in old.items():
+        res.setdefault(key, value)
     return res
 
 
