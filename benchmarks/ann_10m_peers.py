@@ -74,11 +74,11 @@ def clipdex(work: Path, xq, gt, gtf, memory: int) -> dict:
 def faiss_ivfpq_fs(work: Path, xq, gt, gtf, memory: int) -> dict:
     import faiss
 
-    from retrieval.ann.plan import _nlist
+    from retrieval.ann.plan import default_nlist
 
     parts = _vectors(work)
     n = sum(len(p) for p in parts)
-    nlist = _nlist(n)
+    nlist = default_nlist(n)
     index = faiss.index_factory(xq.shape[1], f"IVF{nlist},PQ{xq.shape[1] // 2}x4fs", faiss.METRIC_INNER_PRODUCT)
     rng = np.random.default_rng(0)
     t0 = time.perf_counter()

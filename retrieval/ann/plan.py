@@ -80,7 +80,7 @@ def check_recall(recall: float) -> float:
     return float(recall)
 
 
-def _nlist(n: int) -> int:
+def default_nlist(n: int) -> int:
     """Inverted lists: about 2 sqrt(n), a power of two, and at least 39 training points per list."""
     nl = 1 << max(3, round(math.log2(max(2 * math.sqrt(n), 8))))
     while nl > 8 and n < 39 * nl:
@@ -111,7 +111,7 @@ def choose_index(n: int, d: int, memory_budget: int | None = None, recall_target
     ``kind`` forces one of KINDS (``hnsw`` = HNSW{M},Flat with M by recall target).
     """
     budget = int(memory_budget if memory_budget is not None else default_memory_budget())
-    nlist = _nlist(n)
+    nlist = default_nlist(n)
     m_pq = max(1, d // 2)  # 2 dimensions per 4-bit sub-quantizer: at 4 or 8 dimensions the codes miss true
     while d % m_pq:        # neighbours of text-to-image queries that no refinement recovers (benchmarks/ANN.md)
         m_pq -= 1
@@ -252,12 +252,17 @@ def tune_search_params(search_fn: Callable[[np.ndarray, int, dict], np.ndarray],
     return Tuning(dict(best["params"]), float(best["recall"]), float(best["seconds"]), bool(ok), tried)
 
 
+def first_at_least(values: list, value) -> int:
+    """The position of the first of increasing ``values`` at least ``value`` (the last one when none is)."""
+    return next((i for i, v in enumerate(values) if v >= value), len(values) - 1)
+
+
 def _start_index(start: dict | None, primary: str, values: list, fixed: dict) -> int | None:
-    """Where ``start``'s primary value sits on a chain (the first value at least it), None without one: a chain at
-    least as deep as ``start``'s meets the target there or lower, a shallower one a little higher."""
+    """Where ``start``'s primary value sits on a chain (``first_at_least``), None without one: a chain at least as
+    deep as ``start``'s meets the target there or lower, a shallower one a little higher."""
     if not start or primary not in start:
         return None
-    return next((i for i, v in enumerate(values) if v >= start[primary]), len(values) - 1)
+    return first_at_least(values, start[primary])
 
 
 def _bisect(measure, primary: str, values: list, fixed: dict, target: float,

@@ -22,7 +22,15 @@ from typing import Callable, Iterable
 import numpy as np
 
 from retrieval.ann.exact import exact_search
-from retrieval.ann.plan import CONFIDENCE_Z, DISK_KIND, IndexPlan, _nlist, choose_index, tune_search_params
+from retrieval.ann.plan import (
+    CONFIDENCE_Z,
+    DISK_KIND,
+    IndexPlan,
+    choose_index,
+    default_nlist,
+    first_at_least,
+    tune_search_params,
+)
 from retrieval.ann.selection import Candidate, batch_qps, candidate_plans, drop_self, measure_candidates, pick_fastest
 
 log = logging.getLogger(__name__)
@@ -159,8 +167,8 @@ def tune(search: SearchFn, held: HeldOut, blocks: Blocks, grid: dict[str, list],
 
 
 def _from(values: list, value) -> list:
-    """``value``'s place in increasing ``values`` and the next one (the first value at least ``value``)."""
-    i = next((j for j, v in enumerate(values) if v >= value), len(values) - 1)
+    """``value``'s place in increasing ``values`` (``first_at_least``) and the next one."""
+    i = first_at_least(values, value)
     return list(values[i:i + 2])
 
 
@@ -190,7 +198,7 @@ class Selection:
         best = next((c for c in self.candidates if c.plan is self.plan and c.skipped is None), None)
         if best is None:
             return {}
-        return scaled_hint(best.params, {"nlist": _nlist(best.sample_rows)}, self.plan.build)
+        return scaled_hint(best.params, {"nlist": default_nlist(best.sample_rows)}, self.plan.build)
 
 
 def select_structure(ids: np.ndarray, x: np.ndarray, n: int, recall: float, budget: int, held: HeldOut,

@@ -2,8 +2,8 @@
 near-duplicates lie in the row's own inverted lists, so it needs far fewer lists probed than the text queries the
 index was tuned for (``nprobe`` 256 of 512 lists at 100,000 realistic rows: half the table scanned per row, hours at
 1,000,000 rows), and fewer coarse candidates re-ranked on full vectors (``k_factor`` 64 held 12 GB for a block of
-4,096 rows at 100,000 rows: the run was killed for memory). ``dedup_probes(index, table)`` lowers both for the run
-and restores the tuned ones after.
+4,096 rows at 100,000 rows: the run was killed for memory). ``dedup_probes(index, table)`` lowers both for the run,
+in the thread that runs it, and drops them after.
 
 Measured at 300,000 realistic rows (1,024 lists), copies of 3,000 rows at cosine 0.95 searched for their row: 8
 lists find 99.9%, 16 all (at 1,000,000 rows, 2,048 lists, 2,000 copies: 16 lists 99.9%, 32 all); re-ranking 1 or 2
@@ -11,7 +11,8 @@ candidates per result finds as many as 8 (a near-duplicate is at the top of the 
 took over half of a search's time. The lists probed stop growing at ``MAX_PROBES``: the table's lists grow as its square
 root, so a row's search then grows as the square root too, not as the table.
 
-Only for an index the run opened itself: a served index is shared with other searches, which keep their settings.
+The lowered settings hold for the calling thread only (``Store.set_search_params(persist=False)``): a served index
+is shared with other searches, which keep the table's tuned settings while a dedup runs beside them.
 """
 from __future__ import annotations
 
