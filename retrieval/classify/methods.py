@@ -22,6 +22,7 @@ from retrieval.algorithms.proker import proker_fit, proker_predict
 from retrieval.algorithms.tip_adapter import tip_adapter_logits
 from retrieval.algorithms.tipx import tipx_kl, tipx_log_signatures, tipx_logits
 from retrieval.algorithms.xmore import (
+    DEFAULT_RERANK,
     xmore_caption_logits,
     xmore_confidences,
     xmore_image_logits,
@@ -156,7 +157,7 @@ class XMoRe(Runner):
     """X-MoRe: captions of image neighbours. ``fit`` retrieves each image's K caption ids once (kept: N·K ints)
     and, for the batch form, sums the confidences; ``probs`` fetches the caption vectors again per block."""
 
-    def __init__(self, ix, W, k, retrieve, stream=False, scale=LOGIT_SCALE, rerank=False):
+    def __init__(self, ix, W, k, retrieve, stream=False, scale=LOGIT_SCALE, rerank=DEFAULT_RERANK):
         self.name = "xmore-stream" if stream else "xmore"
         self.ix, self.T, self.k, self.retrieve, self.stream = ix, np.ascontiguousarray(W.T), k, retrieve, stream
         self.scale = float(scale)  # the model's exp(logit_scale), as the reference scores both modalities

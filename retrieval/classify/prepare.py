@@ -20,6 +20,7 @@ from retrieval.algorithms.proker import DEFAULT_BETA as PROKER_BETA
 from retrieval.algorithms.proker import DEFAULT_LAMBDA as PROKER_LAMBDA
 from retrieval.algorithms.tip_adapter import DEFAULT_ALPHA, DEFAULT_BETA, build_cache, tip_adapter_search
 from retrieval.algorithms.tipx import DEFAULT_TIPX, tipx_search
+from retrieval.algorithms.xmore import DEFAULT_RERANK as XMORE_RERANK
 from retrieval.algorithms.zeroshot import (
     TEMPLATE_SET_NAMES,
     build_text_classifier,
@@ -60,7 +61,7 @@ class ClassifyOptions:
     dedup_ip: float = 0.94
     xmore_k: int = 16
     xmore_retrieve: int = 128
-    xmore_rerank: bool = False         # re-sort the captions by the classifier's image-caption score
+    xmore_rerank: bool = XMORE_RERANK  # re-sort the captions by the classifier's image-caption score
     reco_k: int = 10
     reco_weight: float = 1.0
     n_views: int = 10
