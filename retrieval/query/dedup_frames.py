@@ -24,6 +24,7 @@ from retrieval.algorithms.dedup_video import blank_frames
 from retrieval.cancel import checkpoint
 from retrieval.index.directory import Index
 from retrieval.io.workers import Progress
+from retrieval.query.dedup_search import HOLD_PAIRS, SAVE_SECONDS
 from retrieval.query.dedup_state import DedupState, kind_code, save_state
 from retrieval.query.dedup_video import _frames, _owners, _step, blank_vectors
 from retrieval.store.base import arrow_to_vectors
@@ -89,13 +90,16 @@ def frame_candidates(ix: Index, state: DedupState, options, report) -> int:
             if len(pairs):
                 owner = _owners(ix, np.unique(pairs))
                 other = np.array([owner.get(int(a), -1) != owner.get(int(b), -2) for a, b in pairs], bool)
-                state.add_pairs(pairs[other], scores[other])
+                pairs, scores = pairs[other], scores[other]
             searched += int(todo.sum())
-        state.done = np.concatenate([state.done, ids])
-        if time.monotonic() - last_save > 20.0:
+        else:
+            pairs, scores = np.zeros((0, 2), np.int64), np.zeros(0, np.float32)
+        state.add_block(ids, pairs, scores)   # merged once per save, as the other tables' blocks are
+        if time.monotonic() - last_save > SAVE_SECONDS or state.held() > HOLD_PAIRS:
             save_state(ix.path, "frames", state)
             last_save = time.monotonic()
-        report(Progress("search", seen, total, {"candidates": len(state.pairs)}))
+        report(Progress("search", seen, total, {"candidates": len(state.pairs) + state.held()}))
+    state.flush()
     return searched
 
 
