@@ -162,6 +162,11 @@ def test_tune_walks_refinement_chains_from_the_deepest_and_skips_what_cannot_win
     res = tune_search_params(fn, np.zeros((20, 4), np.float32), gt, 10, 0.8, grid)
     assert res.met and res.params == {"nprobe": 16, "k_factor": 1}
     assert [c for c in calls if c["k_factor"] == 1] == [{"nprobe": 16, "k_factor": 1}]
+    # every chain meets the target at the same nprobe and a noisy clock times the deepest as fastest: the
+    # shallower refinement still wins, since it can cost no more (timing only decides between incomparable ones)
+    fn, calls = make(lambda n, kf: 10 * (n >= 16), lambda n, kf: n * 5e-4 + (16 - kf) * 2e-3)
+    res = tune_search_params(fn, np.zeros((20, 4), np.float32), gt, 10, 0.8, grid)
+    assert res.met and res.params == {"nprobe": 16, "k_factor": 1}
     # unreachable at the deepest setting: nothing shallower is tried
     fn, calls = make(lambda n, kf: 1, lambda n, kf: 0.0)
     res = tune_search_params(fn, np.zeros((20, 4), np.float32), gt, 10, 0.8, grid)

@@ -47,6 +47,12 @@ def _copy(table, tmp_path, name):
     return tmp_path / name
 
 
+def _incomparable(a: dict, b: dict) -> bool:
+    """Neither setting has every knob at most as deep as the other's: which is faster is a measurement (two runs'
+    clocks may disagree); a setting that dominates the other is always chosen over it."""
+    return not all(a[k] <= b[k] for k in a) and not all(b[k] <= a[k] for k in a)
+
+
 def _labels(ix) -> np.ndarray:
     """The labels the table's FAISS structure holds, sorted: row ids, or their ranks (ivf_pq_disk)."""
     import faiss
@@ -74,8 +80,10 @@ def test_ray_build_matches_the_local_one(table, tmp_path, local_ray, kind):
         remote_hits = ix.search_vectors("images", table[1][:200], 10)[1]
         assert ix.store.count("images") == N - 500
     assert built.note is None and built.tasks >= 3 and built.rows == N - 500  # 3 fragments, split in 4 about
-    for key in ("kind", "factory", "build", "params", "built_rows"):
+    for key in ("kind", "factory", "build", "built_rows"):
         assert remote[key] == local[key], key
+    assert remote["met"] and local["met"]
+    assert remote["params"] == local["params"] or _incomparable(remote["params"], local["params"])
     assert abs(remote["recall_at_10"] - local["recall_at_10"]) <= 0.01
     np.testing.assert_array_equal(remote_ids, local_ids)  # every live row once, no deleted one
     assert len(np.unique(remote_ids)) == N - 500

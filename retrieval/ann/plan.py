@@ -204,13 +204,14 @@ def tune_search_params(search_fn: Callable[[np.ndarray, int, dict], np.ndarray],
     the target is wanted. Chains are walked from the deepest settings down: the first is bisected (about log2(len)
     searches), and a chain that a solved one dominates (each other knob at most as deep) cannot meet the target
     below that chain's value, so it starts there and steps up, and is left as soon as a step is slower than the
-    fastest setting found (a larger primary value only costs more). Among the chains' settings the fastest measured
-    batch wins; when none meets the target, the setting with the highest recall (``met`` False). With ``z`` > 0 a
-    setting meets the target when the lower confidence bound of its recall (``recall_lower_bound``: mean minus z
-    standard errors over the queries) does, so that it holds on other queries of the same kind; ``recall`` stays
-    the measured mean. ``start`` (a setting expected near the answer: a choice measured on a sample): a chain
-    bisected from scratch measures its primary value first and is bisected below it when it meets the target,
-    above it otherwise: the widest (dearest) setting is then measured only when needed.
+    fastest setting found (a larger primary value only costs more). Among the chains' settings that no other one
+    dominates (every knob at most as deep: it costs no more) the fastest measured batch wins; when none meets the
+    target, the setting with the highest recall (``met`` False). With ``z`` > 0 a setting meets the target when the
+    lower confidence bound of its recall (``recall_lower_bound``: mean minus z standard errors over the queries)
+    does, so that it holds on other queries of the same kind; ``recall`` stays the measured mean. ``start`` (a
+    setting expected near the answer: a choice measured on a sample): a chain bisected from scratch measures its
+    primary value first and is bisected below it when it meets the target, above it otherwise: the widest (dearest)
+    setting is then measured only when needed.
     """
     names = list(grid)
     tried: list[dict] = []
@@ -247,9 +248,20 @@ def tune_search_params(search_fn: Callable[[np.ndarray, int, dict], np.ndarray],
                 solved.append((rest, found[1]))
             elif not solved:
                 break  # the deepest setting cannot reach the target at the widest search: no shallower one can
-    ok = chain_best  # across chains the fastest measured batch wins; within one, the smallest value
+    ok = _undominated(chain_best, names)  # across chains the fastest measured batch wins; within one, the smallest
     best = min(ok, key=lambda t: t["seconds"]) if ok else max(tried, key=lambda t: (t["recall"], -t["seconds"]))
     return Tuning(dict(best["params"]), float(best["recall"]), float(best["seconds"]), bool(ok), tried)
+
+
+def _undominated(settings: list[dict], names: list[str]) -> list[dict]:
+    """The settings no other one dominates: a setting with every knob at most as deep and one shallower costs no
+    more (time grows with each knob), so timing need not decide between them: a noisy batch must not pick the
+    deeper one (the same nprobe at k_factor 64 over 16)."""
+    def key(t: dict) -> tuple:
+        return tuple(t["params"][n] for n in names)
+
+    return [t for t in settings if not any(key(o) != key(t) and all(a <= b for a, b in zip(key(o), key(t)))
+                                           for o in settings)]
 
 
 def first_at_least(values: list, value) -> int:
