@@ -54,6 +54,22 @@ def test_tuning_from_a_hint_finds_the_same_setting_without_measuring_the_widest(
     assert plain.params == {"nprobe": 16} and calls[0] == {"nprobe": 128}  # without one the widest comes first
 
 
+def test_a_setting_measured_before_is_not_searched_again():
+    gt = np.arange(50 * 10).reshape(50, 10)
+    xq = np.zeros((50, 4), np.float32)
+    calls: list = []
+    known: dict = {}
+    first = tune_search_params(_search_reaching({0: 16}, gt, calls), xq, gt, 10, 0.95, {"nprobe": VALUES[:4]},
+                               known=known)  # the narrowed grid falls short...
+    assert not first.met and len(calls) == len(known) > 0
+    measured = list(calls)
+    whole = tune_search_params(_search_reaching({0: 16}, gt, calls), xq, gt, 10, 0.95, {"nprobe": VALUES},
+                               known=known)  # ...and the whole one reuses what it measured
+    assert whole.met and whole.params == {"nprobe": 16}
+    assert not any(c in measured for c in calls[len(measured):])
+    assert {"nprobe": 8} in [t["params"] for t in whole.tried]  # still among the points tried
+
+
 def test_tune_walks_the_hints_chain_and_the_next_deeper_one_and_the_whole_grid_when_neither_reaches():
     rng = np.random.default_rng(0)
     xb = rng.standard_normal((300, 8)).astype(np.float32)

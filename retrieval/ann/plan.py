@@ -194,7 +194,8 @@ class Tuning:
 
 def tune_search_params(search_fn: Callable[[np.ndarray, int, dict], np.ndarray], xq: np.ndarray,
                        I_gt: np.ndarray, k: int, recall_target: float, grid: dict[str, list],
-                       repeats: int = 1, z: float = 0.0, start: dict | None = None) -> Tuning:
+                       repeats: int = 1, z: float = 0.0, start: dict | None = None,
+                       known: dict | None = None) -> Tuning:
     """Cheapest search parameters reaching ``recall_target`` (k-recall@k against I_gt (q, >=k)).
 
     ``search_fn(xq, k, params) -> I (q, k)``; ``grid`` maps each parameter to increasing values, the first one
@@ -211,12 +212,17 @@ def tune_search_params(search_fn: Callable[[np.ndarray, int, dict], np.ndarray],
     does, so that it holds on other queries of the same kind; ``recall`` stays the measured mean. ``start`` (a
     setting expected near the answer: a choice measured on a sample): a chain bisected from scratch measures its
     primary value first and is bisected below it when it meets the target, above it otherwise: the widest (dearest)
-    setting is then measured only when needed.
+    setting is then measured only when needed. ``known`` (a dict, filled here): the measurements of an earlier call
+    on the same queries, by setting: a setting in it is not searched again.
     """
     names = list(grid)
     tried: list[dict] = []
 
     def measure(params: dict) -> dict:
+        key = tuple(sorted(params.items()))
+        if known is not None and key in known:
+            tried.append(known[key])
+            return known[key]
         best_t = math.inf
         for _ in range(max(1, repeats)):
             t0 = time.perf_counter()
@@ -226,6 +232,8 @@ def tune_search_params(search_fn: Callable[[np.ndarray, int, dict], np.ndarray],
         r = pooled_recall(*counts)
         lcb = recall_lower_bound(*counts, z) if z > 0 else r
         tried.append({"params": params, "recall": r, "seconds": best_t, "judged": lcb})
+        if known is not None:
+            known[key] = tried[-1]
         return tried[-1]
 
     chain_best: list[dict] = []  # per chain, its smallest primary value meeting the target

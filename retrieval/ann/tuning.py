@@ -144,7 +144,7 @@ def tune(search: SearchFn, held: HeldOut, blocks: Blocks, grid: dict[str, list],
     (judged by the lower confidence bound, ``CONFIDENCE_Z``). ``blocks``: every row of the searched column, for the
     streamed exact oracle. ``hint`` (the setting chosen on a sample, ``scaled_hint``): only its chain and the next
     deeper one (each other knob at the hint's value or the next larger) are walked, from the hint's primary value;
-    the whole grid when neither reaches the goal."""
+    the whole grid when neither reaches the goal, without searching again a setting already measured."""
     extra = 1 if (held.exclude >= 0).any() else 0
     _, I_gt = exact_search(held.xq, blocks, K + extra)  # streamed brute force: the oracle
     I_gt = drop_self(I_gt, held.exclude, K)
@@ -157,12 +157,14 @@ def tune(search: SearchFn, held: HeldOut, blocks: Blocks, grid: dict[str, list],
     names = list(grid)
     narrow = {n: (v if i == 0 or not hint or n not in hint else _from(v, hint[n])) for i, (n, v) in
               enumerate(grid.items())}
-    result = None
+    result, known = None, {}  # settings measured on the narrowed grid are not searched again on the whole one
     if hint and names and narrow != grid:
-        result = tune_search_params(search_fn, held.xq, I_gt, K, goal, narrow, z=CONFIDENCE_Z, start=hint)
+        result = tune_search_params(search_fn, held.xq, I_gt, K, goal, narrow, z=CONFIDENCE_Z, start=hint,
+                                    known=known)
         log.info("tuned from the sample's %s on %s: %s (met: %s)", hint, narrow, result.params, result.met)
     if result is None or not result.met:
-        result = tune_search_params(search_fn, held.xq, I_gt, K, goal, grid, z=CONFIDENCE_Z, start=hint)
+        result = tune_search_params(search_fn, held.xq, I_gt, K, goal, grid, z=CONFIDENCE_Z, start=hint,
+                                    known=known)
     return Tuned(result.params, result.recall, result.met, recall_target, goal, int(len(held.xq)), held.kind)
 
 
