@@ -34,11 +34,11 @@ import math
 import numpy as np
 
 from retrieval.algorithms.arrays import as_f32, l2_normalize, softmax
+from retrieval.algorithms.zeroshot import CLIP_LOGIT_SCALE
 
 log = logging.getLogger(__name__)
 
 CAPTION_PROMPT = "a photo of a "
-CLIP_LOGIT_SCALE = 100.0  # exp(logit_scale) of the OpenAI CLIP models (clamped there)
 DEFAULT_K = 16
 DEFAULT_RETRIEVE = 128
 DEFAULT_RERANK = False  # retrieval order (see the module docstring)

@@ -159,10 +159,13 @@ def build_text_classifier(
     return np.ascontiguousarray(w, dtype=np.float32)
 
 
+CLIP_LOGIT_SCALE = 100.0  # exp(logit_scale) of the OpenAI CLIP models (learned, clamped at 100 in training)
+
+
 def zeroshot_logits(feats, clip_weights) -> np.ndarray:
     """Zero-shot logits ``100 · f W``: feats (N, D) unit rows, clip_weights ``W`` (D, C) -> (N, C) float32."""
     f = as_f32(feats, "feats", ndim=2)
     w = as_f32(clip_weights, "clip_weights", ndim=2)
     if f.shape[1] != w.shape[0]:
         raise ValueError(f"feats dim {f.shape[1]} != clip_weights dim {w.shape[0]}")
-    return (100.0 * f @ w).astype(np.float32)
+    return (CLIP_LOGIT_SCALE * f @ w).astype(np.float32)

@@ -29,11 +29,10 @@ from retrieval.algorithms.xmore import (
     xmore_predict_batch,
     xmore_predict_stream,
 )
-from retrieval.algorithms.zeroshot import zeroshot_logits
+from retrieval.algorithms.zeroshot import CLIP_LOGIT_SCALE, zeroshot_logits
 from retrieval.classify.support import caption_neighbours, image_to_texts, take_vectors, text_to_images
 
 log = logging.getLogger(__name__)
-LOGIT_SCALE = 100.0
 BYTES_PER_PAIR = 48  # working memory per (test row, support item) pair in TIP-X: A, exp, KL (float64) and copies
 
 
@@ -109,7 +108,7 @@ class TipX(Runner):
 
     def probs(self, fb, sl):
         if len(self.S) == 0:
-            return softmax(LOGIT_SCALE * fb @ self.W, axis=1)
+            return softmax(CLIP_LOGIT_SCALE * fb @ self.W, axis=1)
         z = tipx_logits(fb, self.S, self.L, self.W, kl_range=self.kl_range, ref_affinity=self.ref,
                         support_logsig=self.logq, **self.params)
         return softmax(z, axis=1)
@@ -150,14 +149,14 @@ class ProKeR(Runner):
 
     def probs(self, fb, sl):
         z = proker_predict(self.keys, self.W, self.alpha, fb, self.params["beta"])
-        return softmax(LOGIT_SCALE * z, axis=1)
+        return softmax(CLIP_LOGIT_SCALE * z, axis=1)
 
 
 class XMoRe(Runner):
     """X-MoRe: captions of image neighbours. ``fit`` retrieves each image's K caption ids once (kept: N·K ints)
     and, for the batch form, sums the confidences; ``probs`` fetches the caption vectors again per block."""
 
-    def __init__(self, ix, W, k, retrieve, stream=False, scale=LOGIT_SCALE, rerank=DEFAULT_RERANK):
+    def __init__(self, ix, W, k, retrieve, stream=False, scale=CLIP_LOGIT_SCALE, rerank=DEFAULT_RERANK):
         self.name = "xmore-stream" if stream else "xmore"
         self.ix, self.T, self.k, self.retrieve, self.stream = ix, np.ascontiguousarray(W.T), k, retrieve, stream
         self.scale = float(scale)  # the model's exp(logit_scale), as the reference scores both modalities
@@ -225,8 +224,8 @@ class Reco(Runner):
     def probs(self, fb, sl):
         zs, fused = self.cosines(fb)
         if self.blend == 1.0:  # RECO as trained
-            return softmax(LOGIT_SCALE * fused, axis=1)
-        return softmax(LOGIT_SCALE * algorithms.reco_blend_logits(zs, fused, self.blend), axis=1)
+            return softmax(CLIP_LOGIT_SCALE * fused, axis=1)
+        return softmax(CLIP_LOGIT_SCALE * algorithms.reco_blend_logits(zs, fused, self.blend), axis=1)
 
 
 def gda_samples(views: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

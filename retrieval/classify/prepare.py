@@ -196,7 +196,7 @@ def build_xmore(inp: MethodInputs, stream: bool = False) -> M.Runner | None:
     if n is None:
         return None
     return M.XMoRe(inp.support(), inp.W, o.xmore_k, min(o.xmore_retrieve, n) or 1, stream=stream,
-                   scale=getattr(inp.encoder, "logit_scale", M.LOGIT_SCALE), rerank=o.xmore_rerank)
+                   scale=getattr(inp.encoder, "logit_scale", M.CLIP_LOGIT_SCALE), rerank=o.xmore_rerank)
 
 
 def build_xmore_stream(inp: MethodInputs) -> M.Runner | None:

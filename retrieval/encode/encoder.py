@@ -15,6 +15,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from retrieval.algorithms.zeroshot import CLIP_LOGIT_SCALE
 from retrieval.cancel import checkpoint
 from retrieval.encode.text import encode_long_texts
 from retrieval.encode.text_tower import ensure_text_tower
@@ -138,7 +139,7 @@ class ClipEncoder:
         """The model's learned temperature ``exp(logit_scale)`` (100 for OpenAI CLIP, 28.5 for clipdex-tiny); 100
         when the model has none."""
         scale = getattr(self.model, "logit_scale", None)
-        return 100.0 if scale is None else float(math.exp(float(scale.detach().float().reshape(-1)[0])))
+        return CLIP_LOGIT_SCALE if scale is None else float(math.exp(float(scale.detach().float().reshape(-1)[0])))
 
     def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
         """list of str -> (n, d) float32 unit rows. Texts longer than the context are truncated by the tokenizer;
