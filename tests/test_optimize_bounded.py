@@ -4,6 +4,7 @@ sample (the widest setting is not measured when the hint meets the target), and 
 nothing keeps the tuning it has instead of measuring again."""
 from __future__ import annotations
 
+import time
 import tracemalloc
 
 import numpy as np
@@ -23,12 +24,16 @@ from retrieval.index.optimize import OptimizeOptions, optimize_table
 VALUES = [1, 2, 4, 8, 16, 32, 64, 128]
 
 
-def _search_reaching(at: dict[int, int], gt: np.ndarray, calls: list):
+def _search_reaching(at: dict[int, int], gt: np.ndarray, calls: list, cost=(2e-5, 1e-7), sizes: list | None = None):
     """A search whose recall grows with nprobe: at nprobe p (and k_factor f) it finds at[f]-or-more of the truth
-    when p >= that chain's threshold, fewer otherwise; every call recorded."""
+    when p >= that chain's threshold, fewer otherwise; every call recorded (and its query count in ``sizes``). It
+    takes ``cost`` = (a, b) seconds per query and (a p + b f): the probe's cost dominates by default."""
 
     def search(xq, k, params):
         calls.append(dict(params))
+        if sizes is not None:
+            sizes.append(len(xq))
+        time.sleep(len(xq) * (cost[0] * params["nprobe"] + cost[1] * params.get("k_factor", 0)))
         need = at.get(params.get("k_factor", 0), at.get(0, 10**9))
         I = gt.copy()
         if params["nprobe"] < need:
@@ -41,11 +46,11 @@ def _search_reaching(at: dict[int, int], gt: np.ndarray, calls: list):
 def test_tuning_from_a_hint_finds_the_same_setting_without_measuring_the_widest():
     gt = np.arange(50 * 10).reshape(50, 10)
     xq = np.zeros((50, 4), np.float32)
-    for hint in (16, 4, 64):  # at, below and above the answer
-        calls: list = []
+    for hint, searches in ((16, 2), (4, 3), (64, 5), (32, 3)):  # at, below and above the answer: a search at the
+        calls: list = []  # hint, then at doubling distances from it, then a bisection of what is left
         t = tune_search_params(_search_reaching({0: 16}, gt, calls), xq, gt, 10, 0.95, {"nprobe": VALUES},
                                start={"nprobe": hint})
-        assert t.met and t.params == {"nprobe": 16}
+        assert t.met and t.params == {"nprobe": 16} and len(calls) == searches, calls
         assert {"nprobe": 128} not in calls or hint == 4  # a hint that misses the target looks above it only
         if hint != 4:
             assert calls[0] == {"nprobe": hint}
@@ -88,9 +93,25 @@ def test_tune_walks_the_hints_chain_and_the_next_deeper_one_and_the_whole_grid_w
                      hint=hint)
         assert tuned.met and (tuned.params["nprobe"], tuned.params["k_factor"]) in want
         assert walked <= {c["k_factor"] for c in calls} <= walked | {4}  # the whole grid only when those fall short
-        assert calls[0] == {"nprobe": 8, "k_factor": 64}  # from the hint's nprobe, not the widest setting
+        assert calls[0] == hint  # the hint's chain first, from its nprobe, not the widest setting
     assert scaled_hint({"nprobe": 24, "k_factor": 16}, {"nlist": 512}, {"nlist": 2048}) == {"nprobe": 96,
                                                                                          "k_factor": 16}
+
+
+def test_a_deeper_chain_whose_narrowest_search_is_slower_is_ruled_out_on_a_tenth_of_the_queries():
+    gt = np.arange(200 * 10).reshape(200, 10)
+    xq = np.zeros((200, 4), np.float32)
+    grid = {"nprobe": VALUES, "k_factor": [16, 64]}
+    for cost, deep_searched in (((2e-5, 1e-7), True), ((1e-7, 1e-5), False)):  # refinement cheap, then dominant
+        calls, sizes = [], []
+        t = tune_search_params(_search_reaching({16: 8, 64: 2}, gt, calls, cost, sizes), xq, gt, 10, 0.95, grid,
+                               start={"nprobe": 8, "k_factor": 16})
+        assert t.met and calls[0] == {"nprobe": 8, "k_factor": 16}
+        deep = [n for c, n in zip(calls, sizes) if c["k_factor"] == 64]
+        if deep_searched:  # meets at nprobe 2, faster: bisected below the hint chain's 8, found and chosen
+            assert t.params == {"nprobe": 2, "k_factor": 64} and all(c["nprobe"] <= 8 for c in calls)
+        else:  # one timing of 20 of the 200 queries at nprobe 1, no bisection
+            assert t.params == {"nprobe": 8, "k_factor": 16} and deep == [20]
 
 
 @pytest.mark.slow  # about 10 s on an idle core: tuning walks the whole grid

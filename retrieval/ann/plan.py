@@ -202,18 +202,22 @@ def tune_search_params(search_fn: Callable[[np.ndarray, int, dict], np.ndarray],
     being the primary knob (nprobe, efSearch): recall grows with it, and with every other knob (k_factor,
     refine_factor, ef: deeper refinement or a wider candidate list never loses a neighbour), while time grows with
     the primary knob. For every combination of the other parameters (a *chain*), the smallest primary value meeting
-    the target is wanted. Chains are walked from the deepest settings down: the first is bisected (about log2(len)
-    searches), and a chain that a solved one dominates (each other knob at most as deep) cannot meet the target
-    below that chain's value, so it starts there and steps up, and is left as soon as a step is slower than the
-    fastest setting found (a larger primary value only costs more). Among the chains' settings that no other one
-    dominates (every knob at most as deep: it costs no more) the fastest measured batch wins; when none meets the
-    target, the setting with the highest recall (``met`` False). With ``z`` > 0 a setting meets the target when the
-    lower confidence bound of its recall (``recall_lower_bound``: mean minus z standard errors over the queries)
-    does, so that it holds on other queries of the same kind; ``recall`` stays the measured mean. ``start`` (a
-    setting expected near the answer: a choice measured on a sample): a chain bisected from scratch measures its
-    primary value first and is bisected below it when it meets the target, above it otherwise: the widest (dearest)
-    setting is then measured only when needed. ``known`` (a dict, filled here): the measurements of an earlier call
-    on the same queries, by setting: a setting in it is not searched again.
+    the target is wanted. Chains are walked from the deepest settings down (``start``'s chain first, when it names
+    one): the first is bisected (about log2(len) searches); a chain that a solved one dominates (each other knob at
+    most as deep) cannot meet the target below that chain's value, so it starts there and steps up, and is left as
+    soon as a step is slower than the fastest setting found (a larger primary value only costs more). A chain deeper
+    than a solved one meets the target at that chain's value or lower: it is bisected below it, unless its narrowest
+    setting, timed on a tenth of the queries, is already slower than the fastest setting found (refinement's cost
+    does not shrink with the primary knob); a chain at most as deep as one whose widest setting falls short is not
+    measured. Among the chains' settings that no other one dominates (every knob at most as deep: it costs no more)
+    the fastest measured batch wins; when none meets the target, the setting with the highest recall (``met``
+    False). With ``z`` > 0 a setting meets the target when the lower confidence bound of its recall
+    (``recall_lower_bound``: mean minus z standard errors over the queries) does, so that it holds on other queries
+    of the same kind; ``recall`` stays the measured mean. ``start`` (a setting expected near the answer: a choice
+    measured on a sample): a chain bisected from scratch measures its primary value first and is bisected below it
+    when it meets the target, above it otherwise: the widest (dearest) setting is then measured only when needed.
+    ``known`` (a dict, filled here): the measurements of an earlier call on the same queries, by setting: a setting
+    in it is not searched again.
     """
     names = list(grid)
     tried: list[dict] = []
@@ -242,20 +246,29 @@ def tune_search_params(search_fn: Callable[[np.ndarray, int, dict], np.ndarray],
     else:
         primary, values = names[0], list(grid[names[0]])
         solved: list[tuple[tuple, int]] = []  # (the chain's other knobs, the index of its smallest value)
-        for rest in sorted(itertools.product(*(grid[n] for n in names[1:])), reverse=True):
+        failed: list[tuple] = []  # chains that cannot reach the target at the widest search
+        for rest in _chain_order(grid, names, start):
             fixed = dict(zip(names[1:], rest))
+            if any(all(o >= r for o, r in zip(other, rest)) for other in failed):
+                continue  # a chain at least as deep cannot reach the target: neither can this one
             bounds = [i for other, i in solved if all(o >= r for o, r in zip(other, rest))]
+            below = [i for other, i in solved if all(o <= r for o, r in zip(other, rest))]
+            fastest = min((t["seconds"] for t in chain_best), default=math.inf)
             if bounds:
-                found = _step_up(measure, primary, values, fixed, max(bounds), recall_target, min(
-                    t["seconds"] for t in chain_best))
+                found = _step_up(measure, primary, values, fixed, max(bounds), recall_target, fastest)
+            elif below:  # deeper than a solved chain: it meets the target at that chain's value or lower
+                if _slower_at_best(search_fn, xq, k, {primary: values[0], **fixed}, fastest):
+                    continue  # even its narrowest search is slower than the fastest setting found
+                found = _bisect(measure, primary, values[:min(below) + 1], fixed, recall_target,
+                                _start_index(start, primary, values[:min(below) + 1], fixed), fastest)
             else:
-                hint = _start_index(start, primary, values, fixed)
-                found = _bisect(measure, primary, values, fixed, recall_target, hint)
+                found = _bisect(measure, primary, values, fixed, recall_target,
+                                _start_index(start, primary, values, fixed))
             if found is not None:
                 chain_best.append(found[0])
                 solved.append((rest, found[1]))
-            elif not solved:
-                break  # the deepest setting cannot reach the target at the widest search: no shallower one can
+            elif not bounds and not below:  # bisected from scratch: its widest search falls short
+                failed.append(rest)
     ok = _undominated(chain_best, names)  # across chains the fastest measured batch wins; within one, the smallest
     best = min(ok, key=lambda t: t["seconds"]) if ok else max(tried, key=lambda t: (t["recall"], -t["seconds"]))
     return Tuning(dict(best["params"]), float(best["recall"]), float(best["seconds"]), bool(ok), tried)
@@ -285,28 +298,78 @@ def _start_index(start: dict | None, primary: str, values: list, fixed: dict) ->
     return first_at_least(values, start[primary])
 
 
+def _chain_order(grid: dict[str, list], names: list[str], start: dict | None) -> list[tuple]:
+    """The chains (values of the knobs after the primary one) from the deepest down; ``start``'s chain first when
+    it names one: the setting expected near the answer is measured before any deeper (dearer) chain."""
+    chains = sorted(itertools.product(*(grid[n] for n in names[1:])), reverse=True)
+    if start and all(n in start for n in names[1:]):
+        mine = tuple(start[n] for n in names[1:])
+        if mine in chains:
+            chains.remove(mine)
+            chains.insert(0, mine)
+    return chains
+
+
+def _slower_at_best(search_fn, xq: np.ndarray, k: int, params: dict, fastest: float, share: int = 10) -> bool:
+    """Whether ``params`` (a chain's narrowest setting) searches the queries no faster than ``fastest`` seconds,
+    estimated from a tenth of them (at least 20): refinement's cost does not shrink with the primary knob, so a deeper
+    chain can be ruled out by one cheap timing instead of a bisection."""
+    if not math.isfinite(fastest) or len(xq) < 2 * share:
+        return False
+    m = max(20, len(xq) // share)
+    t0 = time.perf_counter()
+    search_fn(xq[:m], k, params)
+    return (time.perf_counter() - t0) * len(xq) / m >= fastest
+
+
 def _bisect(measure, primary: str, values: list, fixed: dict, target: float,
-            start: int | None = None) -> tuple[dict, int] | None:
+            start: int | None = None, fastest: float = math.inf) -> tuple[dict, int] | None:
     """The smallest primary value of a chain meeting ``target`` (its measurement and index), or None. ``start``:
-    the index of the value to measure first (else the widest is)."""
+    the index of the value to measure first (else the widest is), then its neighbours at doubling distances (one
+    step, two, four, ... down when it meets the target, up when it does not) before bisecting what is left: a
+    start one step from the answer costs two or three searches. A point that misses the target no faster than
+    ``fastest`` seconds ends the chain (None): every value that could meet it is slower still."""
     lo, hi = 0, len(values) - 1
     found = None
+
+    def at(i: int) -> dict:
+        return measure({primary: values[i], **fixed})
+
     if start is not None and start < hi:
-        point = measure({primary: values[start], **fixed})
+        point, step = at(start), 1
         if point["judged"] >= target:
             hi, found = start, point
+            while lo < hi:  # down from the start: 1, 2, 4, ... steps
+                i = max(lo, start - step)
+                point = at(i)
+                if point["judged"] < target:
+                    lo = i + 1
+                    break
+                hi, found, step = i, point, step * 2
+        elif point["seconds"] >= fastest:
+            return None
         else:
             lo = start + 1
+            while start + step < hi:  # up from the start until a value meets the target
+                point = at(start + step)
+                if point["judged"] >= target:
+                    hi, found = start + step, point
+                    break
+                if point["seconds"] >= fastest:
+                    return None
+                lo, step = start + step + 1, step * 2
     if found is None:
-        top = measure({primary: values[hi], **fixed})
+        top = at(hi)
         if top["judged"] < target:
             return None  # this chain cannot reach the target
         found = top
     while lo < hi:  # invariant: values[hi] meets the target
         mid = (lo + hi) // 2
-        point = measure({primary: values[mid], **fixed})
+        point = at(mid)
         if point["judged"] >= target:
             hi, found = mid, point
+        elif point["seconds"] >= fastest:
+            return None
         else:
             lo = mid + 1
     return found, hi
