@@ -72,3 +72,22 @@ def test_the_footage_agrees_best_at_its_true_offset():
     scores = offset_agreement(ta, xa, tb, xb, np.array([-4.0, -3.0, 0.0, 1.0]), tol=0.6)
     assert int(np.argmax(scores)) == 0 and scores[0] == pytest.approx(1.0, abs=1e-5)
     assert offset_agreement(ta, xa, tb, xb, np.array([40.0]), tol=0.6)[0] == -1.0    # no overlap
+
+
+def test_each_frame_is_mapped_to_its_video_and_a_gone_frame_to_minus_one():
+    import pyarrow as pa
+
+    from retrieval.query.dedup_video import video_of
+
+    stored = {10: 1, 11: 1, 12: 2, 30: None}  # frame 30 has no video; frame 20 is gone
+
+    class Store:
+        def take(self, table, ids, columns):
+            assert table == "frames" and list(ids) == sorted(set(ids))  # one take of the distinct ids
+            got = [int(i) for i in ids if int(i) in stored]
+            return pa.table({"id": pa.array(got, pa.int64()), "video_id": pa.array([stored[i] for i in got],
+                                                                                    pa.int64())})
+
+    ix = type("Ix", (), {"store": Store()})()
+    pairs = np.array([[10, 12], [11, 10], [20, 12], [30, 11]])
+    np.testing.assert_array_equal(video_of(ix, pairs), [[1, 2], [1, 1], [-1, 2], [-1, 1]])

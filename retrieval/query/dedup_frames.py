@@ -26,7 +26,7 @@ from retrieval.index.directory import Index
 from retrieval.io.workers import Progress
 from retrieval.query.dedup_search import HOLD_PAIRS, SAVE_SECONDS
 from retrieval.query.dedup_state import DedupState, kind_code, save_state
-from retrieval.query.dedup_video import _frames, _owners, _step, blank_vectors
+from retrieval.query.dedup_video import _frames, _owners, _step, blank_vectors, video_of
 from retrieval.store.base import arrow_to_vectors
 
 WIDTH = 2          # frames either side of a pair looked at
@@ -88,8 +88,8 @@ def frame_candidates(ix: Index, state: DedupState, options, report) -> int:
             D, I = ix.search_vectors("frames", x[todo], k=options.k + 1)
             pairs, scores = candidate_pairs(ids[todo], D, I, options.frame_score)
             if len(pairs):
-                owner = _owners(ix, np.unique(pairs))
-                other = np.array([owner.get(int(a), -1) != owner.get(int(b), -2) for a, b in pairs], bool)
+                va, vb = video_of(ix, pairs).T  # a frame no longer stored (-1) is kept, as another video's
+                other = (va != vb) | (va < 0) | (vb < 0)
                 pairs, scores = pairs[other], scores[other]
             searched += int(todo.sum())
         else:

@@ -74,14 +74,13 @@ def video_candidates(ix: Index, state: DedupState, options, report) -> int:
             hit = (I >= 0) & (D >= options.frame_score)
             if not hit.any():
                 continue
-            owners = _owners(ix, np.unique(I[hit]))
-            for fid, s in zip(I[hit], D[hit]):
-                other = owners.get(int(fid))
-                if other is not None and other != vid:
-                    pairs.append((min(vid, other), max(vid, other)))
-                    scores.append(s)
+            other = video_of(ix, I[hit])
+            keep = (other >= 0) & (other != vid)
+            pairs.append(np.stack([np.minimum(other[keep], vid), np.maximum(other[keep], vid)], axis=1))
+            scores.append(D[hit][keep])
         if pairs:
-            state.add_pairs(*merge_pairs(np.array(pairs, np.int64), np.array(scores, np.float32)))
+            state.add_pairs(*merge_pairs(np.concatenate(pairs).astype(np.int64),
+                                         np.concatenate(scores).astype(np.float32)))
         state.done = np.concatenate([state.done, chunk])
         if time.monotonic() - last_save > 20.0:
             save_state(ix.path, "videos", state)
@@ -93,6 +92,21 @@ def video_candidates(ix: Index, state: DedupState, options, report) -> int:
 def _owners(ix: Index, frame_ids: np.ndarray) -> dict[int, int]:
     rows = ix.store.take("frames", frame_ids, ["id", "video_id"])
     return dict(zip(rows.column("id").to_pylist(), rows.column("video_id").to_pylist()))
+
+
+def video_of(ix: Index, frame_ids: np.ndarray) -> np.ndarray:
+    """The video of each frame id, any shape -> the same shape int64; -1 for a frame no longer stored (or without
+    a video). One ``take`` of the distinct ids; no Python loop over the frames."""
+    frame_ids = np.asarray(frame_ids, np.int64)
+    uniq, inverse = np.unique(frame_ids, return_inverse=True)
+    rows = ix.store.take("frames", uniq, ["id", "video_id"])
+    got = np.asarray(rows.column("id").to_numpy(zero_copy_only=False), np.int64)
+    vid = rows.column("video_id").fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    out = np.full(len(uniq), -1, np.int64)
+    at = np.searchsorted(uniq, got)
+    ok = (at < len(uniq)) & (uniq[np.minimum(at, len(uniq) - 1)] == got)
+    out[at[ok]] = vid[ok]
+    return out[inverse.reshape(-1)].reshape(frame_ids.shape)
 
 
 def verify_videos(ix: Index, state: DedupState, todo: np.ndarray, options, report) -> None:
