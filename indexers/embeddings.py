@@ -144,32 +144,50 @@ def index_embeddings(index: Index, parts: list[Part], batch_rows: int = 65536, o
     progress = FileProgress(index)
     total = sum(p.rows for p in parts)
     todo, rows_done = progress.todo(parts, summary)
+    held: list = []  # blocks read, not committed yet: (part, start, x, why, tx, meta)
+
+    def commit() -> None:
+        _commit(index, schema, held, summary)
+        for part, s, x, *_ in held:  # after the commit: a run killed before it resumes these rows
+            progress.record(part, s + len(x))
+        held.clear()
+
     for p, start in todo:
         for block in blocks(p, batch_rows):
             block = from_row(block, start)  # a block straddling the checkpoint (another block size) cut
             if block is None:
                 continue
-            s, x, why, tx, meta = block
-            _commit(index, schema, p, s, x, why, tx, meta, summary)
-            progress.record(p, s + len(x))
+            held.append((p, *block))
+            if sum(len(b[2]) for b in held) >= batch_rows:
+                commit()
             if on_progress is not None:
+                s, x = block[0], block[1]
                 counts = {"added": summary.added, "errors": summary.errors}
                 on_progress(Progress("vectors", rows_done + s + len(x), total, counts, time.monotonic() - t0))
         rows_done += p.rows
+    if held:
+        commit()
     summary.elapsed = finish_run(index, (TABLE,), summary.added > 0, True, t0)
     return summary
 
 
-def _commit(index, schema, part, start, x, why, tx, meta, summary) -> None:
-    """One block of ``part`` from row ``start``: bad vectors to ``errors``, the others (normalised, with their
-    caption vectors and metadata) to the table."""
-    rows, failures = block_rows(schema, index.dim, part, start, x, why, tx, meta,
-                                lambda kept: index.next_ids(TABLE, len(kept)))
-    count_block(summary, len(rows) if rows is not None else 0, failures)
-    if failures:
-        index.add_rows("errors", error_table(index, TABLE, failures))
-    if rows is not None:
-        index.add_rows(TABLE, rows)
+def _commit(index, schema, held: list, summary) -> None:
+    """Blocks of one or more parts, each (part, start, x, why, tx, meta), committed as one: bad vectors to
+    ``errors``, the others (normalised, with their caption vectors and metadata) to the table. The small files of
+    a source (or a file's last block) share a fragment with the next file's rows: a fragment of at least
+    ``batch_rows`` rows is never merged by compaction, so the import writes every row once (no transient copy)."""
+    tables, failed = [], []
+    for part, start, x, why, tx, meta in held:
+        rows, failures = block_rows(schema, index.dim, part, start, x, why, tx, meta,
+                                    lambda kept: index.next_ids(TABLE, len(kept)))
+        count_block(summary, len(rows) if rows is not None else 0, failures)
+        failed.extend(failures)
+        if rows is not None:
+            tables.append(rows)
+    if failed:
+        index.add_rows("errors", error_table(index, TABLE, failed))
+    if tables:
+        index.add_rows(TABLE, pa.concat_tables(tables) if len(tables) > 1 else tables[0])
 
 
 def count_block(summary: EmbeddingSummary, added: int, failures: list[Failure]) -> None:

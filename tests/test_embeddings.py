@@ -148,3 +148,29 @@ def test_metadata_columns_a_store_cannot_name_are_renamed_and_the_index_refuses_
         ix.ensure_table("images", [pa.field("we`ird", pa.string())])
     assert "we`ird" not in ix.store.schema("images").names
     ix.close()
+
+
+def test_small_files_share_fragments_so_the_import_writes_every_row_once(tmp_path, monkeypatch):
+    """Files smaller than a block are committed together: every fragment the import writes holds at least a
+    block, so compaction (which merges smaller fragments) rewrites none and the table is not stored twice."""
+    import lance
+
+    import retrieval.store.lance_compact as lc
+    from indexers.embedding_sources import discover_embeddings
+    from indexers.embeddings import index_embeddings
+    from retrieval.index.directory import create_index
+
+    monkeypatch.setattr(lc, "FRAGMENT_ROWS", 2048)  # the import's block below
+    make_clip_retrieval_dir(tmp_path / "src", dim=8, sizes=(1500, 1500, 1500, 700), bad=False)
+    with create_index(tmp_path / "ix", dim=8, model="none", backend="lance") as ix:
+        summary = index_embeddings(ix, discover_embeddings(tmp_path / "src"), batch_rows=2048)
+        assert summary.added == 5200 and ix.store.count("images") == 5200
+        uri = ix.store._t("images").to_lance().uri
+    ds = lance.dataset(uri)
+    sizes = sorted(f.count_rows() for f in ds.get_fragments())
+    assert sizes == [2200, 3000]  # 1500 + 1500, then 1500 + the last file's 700 (the run's end)
+    files = list((tmp_path / "ix").rglob("images.lance/data/*.lance"))
+    assert len(files) == 2  # no data file rewritten by the compaction at the end of the run
+    rows = pa.Table.from_batches(list(open_index(tmp_path / "ix").store.scan("images", ["source_file",
+                                                                                        "source_row"])))
+    assert len(set(zip(*rows.to_pydict().values()))) == 5200  # every row once, from its file and row
