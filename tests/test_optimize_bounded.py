@@ -98,7 +98,7 @@ def test_tune_walks_the_hints_chain_and_the_next_deeper_one_and_the_whole_grid_w
                                                                                          "k_factor": 16}
 
 
-def test_a_deeper_chain_whose_narrowest_search_is_slower_is_ruled_out_on_a_tenth_of_the_queries():
+def test_a_deeper_chain_too_slow_to_win_is_ruled_out_on_a_tenth_of_the_queries():
     gt = np.arange(200 * 10).reshape(200, 10)
     xq = np.zeros((200, 4), np.float32)
     grid = {"nprobe": VALUES, "k_factor": [16, 64]}
@@ -110,8 +110,8 @@ def test_a_deeper_chain_whose_narrowest_search_is_slower_is_ruled_out_on_a_tenth
         deep = [n for c, n in zip(calls, sizes) if c["k_factor"] == 64]
         if deep_searched:  # meets at nprobe 2, faster: bisected below the hint chain's 8, found and chosen
             assert t.params == {"nprobe": 2, "k_factor": 64} and all(c["nprobe"] <= 8 for c in calls)
-        else:  # one timing of 20 of the 200 queries at nprobe 1, no bisection
-            assert t.params == {"nprobe": 8, "k_factor": 16} and deep == [20]
+        else:  # a few timings of 20 of the 200 queries (a bisection by time below nprobe 8), none on all of them
+            assert t.params == {"nprobe": 8, "k_factor": 16} and set(deep) == {20} and len(deep) <= 3
 
 
 @pytest.mark.slow  # about 10 s on an idle core: tuning walks the whole grid

@@ -206,18 +206,19 @@ def tune_search_params(search_fn: Callable[[np.ndarray, int, dict], np.ndarray],
     one): the first is bisected (about log2(len) searches); a chain that a solved one dominates (each other knob at
     most as deep) cannot meet the target below that chain's value, so it starts there and steps up, and is left as
     soon as a step is slower than the fastest setting found (a larger primary value only costs more). A chain deeper
-    than a solved one meets the target at that chain's value or lower: it is bisected below it, unless its narrowest
-    setting, timed on a tenth of the queries, is already slower than the fastest setting found (refinement's cost
-    does not shrink with the primary knob); a chain at most as deep as one whose widest setting falls short is not
-    measured. Among the chains' settings that no other one dominates (every knob at most as deep: it costs no more)
-    the fastest measured batch wins; when none meets the target, the setting with the highest recall (``met``
-    False). With ``z`` > 0 a setting meets the target when the lower confidence bound of its recall
-    (``recall_lower_bound``: mean minus z standard errors over the queries) does, so that it holds on other queries
-    of the same kind; ``recall`` stays the measured mean. ``start`` (a setting expected near the answer: a choice
-    measured on a sample): a chain bisected from scratch measures its primary value first and is bisected below it
-    when it meets the target, above it otherwise: the widest (dearest) setting is then measured only when needed.
-    ``known`` (a dict, filled here): the measurements of an earlier call on the same queries, by setting: a setting
-    in it is not searched again.
+    than a solved one meets the target at that chain's value or lower, and at that value costs more: it is first
+    screened on a tenth of the queries (``_screen``: the dearest value still faster than the fastest setting found,
+    and whether the recall there can reach the target; refinement's cost does not shrink with the primary knob, so a
+    deeper chain is usually ruled out there), then bisected on all of them up to that value; a chain at most as deep
+    as one whose widest setting falls short is not measured. Among the chains' settings that no other one dominates
+    (every knob at most as deep: it costs no more) the fastest measured batch wins; when none meets the target, the
+    setting with the highest recall (``met`` False). With ``z`` > 0 a setting meets the target when the lower
+    confidence bound of its recall (``recall_lower_bound``: mean minus z standard errors over the queries) does, so
+    that it holds on other queries of the same kind; ``recall`` stays the measured mean. ``start`` (a setting
+    expected near the answer: a choice measured on a sample): a chain bisected from scratch measures its primary
+    value first and is bisected below it when it meets the target, above it otherwise: the widest (dearest) setting
+    is then measured only when needed. ``known`` (a dict, filled here): the measurements of an earlier call on the
+    same queries, by setting: a setting in it is not searched again.
     """
     names = list(grid)
     tried: list[dict] = []
@@ -256,11 +257,12 @@ def tune_search_params(search_fn: Callable[[np.ndarray, int, dict], np.ndarray],
             fastest = min((t["seconds"] for t in chain_best), default=math.inf)
             if bounds:
                 found = _step_up(measure, primary, values, fixed, max(bounds), recall_target, fastest)
-            elif below:  # deeper than a solved chain: it meets the target at that chain's value or lower
-                if _slower_at_best(search_fn, xq, k, {primary: values[0], **fixed}, fastest):
-                    continue  # even its narrowest search is slower than the fastest setting found
-                found = _bisect(measure, primary, values[:min(below) + 1], fixed, recall_target,
-                                _start_index(start, primary, values[:min(below) + 1], fixed), fastest)
+            elif below:  # deeper than a solved chain: it meets the target below that chain's value, or loses
+                j = _screen(search_fn, xq, I_gt, k, primary, values[:min(below)], fixed, fastest, recall_target, z)
+                if j < 0:
+                    continue  # screened on a tenth of the queries: too slow wherever it could meet the target
+                found = _bisect(measure, primary, values[:j + 1], fixed, recall_target,
+                                _start_index(start, primary, values[:j + 1], fixed), fastest)
             else:
                 found = _bisect(measure, primary, values, fixed, recall_target,
                                 _start_index(start, primary, values, fixed))
@@ -310,16 +312,39 @@ def _chain_order(grid: dict[str, list], names: list[str], start: dict | None) ->
     return chains
 
 
-def _slower_at_best(search_fn, xq: np.ndarray, k: int, params: dict, fastest: float, share: int = 10) -> bool:
-    """Whether ``params`` (a chain's narrowest setting) searches the queries no faster than ``fastest`` seconds,
-    estimated from a tenth of them (at least 20): refinement's cost does not shrink with the primary knob, so a deeper
-    chain can be ruled out by one cheap timing instead of a bisection."""
+def _screen(search_fn, xq: np.ndarray, I_gt: np.ndarray, k: int, primary: str, values: list, fixed: dict,
+            fastest: float, target: float, z: float, share: int = 10) -> int:
+    """For a chain deeper than a solved one (``values``: its primary values below that chain's answer, where alone
+    it could win), screened on a tenth of the queries (at least 20): the index of the largest value whose search is
+    estimated faster than ``fastest`` seconds (time grows with the value: found by bisection), or -1 when there is
+    none or when even there the recall's upper confidence bound stays below ``target`` (no smaller value can meet
+    it). Refinement's cost does not shrink with the primary knob, so a deeper chain is usually ruled out here for
+    a few tenths of a full search each, instead of bisected on every query. Everything passes without a time."""
+    if not values:
+        return -1
     if not math.isfinite(fastest) or len(xq) < 2 * share:
-        return False
+        return len(values) - 1
     m = max(20, len(xq) // share)
-    t0 = time.perf_counter()
-    search_fn(xq[:m], k, params)
-    return (time.perf_counter() - t0) * len(xq) / m >= fastest
+
+    def run(i: int) -> tuple[float, np.ndarray]:
+        t0 = time.perf_counter()
+        I = search_fn(xq[:m], k, {primary: values[i], **fixed})
+        return (time.perf_counter() - t0) * len(xq) / m, I
+
+    lo, hi, best, found = 0, len(values) - 1, -1, None
+    while lo <= hi:  # the largest affordable value
+        mid = (lo + hi) // 2
+        seconds, I = run(mid)
+        if seconds < fastest:
+            best, found, lo = mid, I, mid + 1
+        else:
+            hi = mid - 1
+    if best < 0:
+        return -1
+    hits, totals = query_hits(found, I_gt[:m], k)
+    per = hits[totals > 0] / np.maximum(totals[totals > 0], 1)
+    upper = per.mean() + max(z, 1.0) * per.std() / math.sqrt(len(per)) if len(per) else 1.0
+    return best if upper >= target else -1
 
 
 def _bisect(measure, primary: str, values: list, fixed: dict, target: float,
