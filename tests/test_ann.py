@@ -7,7 +7,8 @@ import pytest
 from clipdex.synthetic.embeddings import clustered, normalize
 from retrieval.ann.config import AnnConfig, AnnParams, SearchKnobs
 from retrieval.ann.exact import exact_search, recall_at_k, topk
-from retrieval.ann.plan import IndexPlan, choose_index, parse_memory, tune_search_params
+from retrieval.ann.grid_tuning import tune_search_params
+from retrieval.ann.plan import IndexPlan, choose_index, parse_memory
 from retrieval.errors import InvalidInput
 from tests.helpers import brute_force
 

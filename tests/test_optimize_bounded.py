@@ -16,7 +16,8 @@ from cli.main import cli
 from clipdex.synthetic.ann_realistic import make_realistic_corpus
 from clipdex.synthetic.embeddings import make_clip_retrieval_dir
 from retrieval.ann.exact import exact_search
-from retrieval.ann.plan import DISK_KIND, tune_search_params
+from retrieval.ann.grid_tuning import tune_search_params
+from retrieval.ann.plan import DISK_KIND
 from retrieval.ann.tuning import HeldOut, scaled_hint, tune
 from retrieval.index.directory import create_index
 from retrieval.index.optimize import OptimizeOptions, optimize_table

@@ -25,7 +25,8 @@ import numpy as np
 
 from retrieval.ann import structures as faiss_ann
 from retrieval.ann.exact import exact_search
-from retrieval.ann.plan import CONFIDENCE_Z, DEFAULT_RECALL, DISK_KIND, IndexPlan, choose_index, tune_search_params
+from retrieval.ann.grid_tuning import tune_search_params
+from retrieval.ann.plan import CONFIDENCE_Z, DEFAULT_RECALL, DISK_KIND, IndexPlan, choose_index
 
 log = logging.getLogger(__name__)
 K = 10

@@ -4,7 +4,7 @@ of arrays and typed records (no store, no index directory; ``retrieval/index/opt
 Held-out queries (:class:`HeldOut`) stand in for users' ones: *text-like* queries (captions' ``text_vector``) when a
 table holds captions, since text-to-image queries sit across the modality gap and are the harder case, *image-like*
 ones (stored image vectors, each query's own row left out) otherwise, or users' own queries. Their exact top-10 is
-the ground truth; :func:`tune` picks the cheapest search parameters of a grid (``retrieval.ann.plan
+the ground truth; :func:`tune` picks the cheapest search parameters of a grid (``retrieval.ann.grid_tuning
 .tune_search_params``) whose recall@10 meets the target, stricter for stand-ins than for users' own queries
 (:func:`tuning_target`). Its :class:`Tuned` result becomes part of the table's ANN record (``Tuned.as_record``)::
 
@@ -22,14 +22,13 @@ from typing import Callable, Iterable
 import numpy as np
 
 from retrieval.ann.exact import exact_search
+from retrieval.ann.grid_tuning import first_at_least, tune_search_params
 from retrieval.ann.plan import (
     CONFIDENCE_Z,
     DISK_KIND,
     IndexPlan,
     choose_index,
     default_nlist,
-    first_at_least,
-    tune_search_params,
 )
 from retrieval.ann.selection import Candidate, batch_qps, candidate_plans, drop_self, measure_candidates, pick_fastest
 
