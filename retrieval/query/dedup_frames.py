@@ -26,7 +26,7 @@ from retrieval.index.directory import Index
 from retrieval.io.workers import Progress
 from retrieval.query.dedup_search import HOLD_PAIRS, SAVE_SECONDS
 from retrieval.query.dedup_state import DedupState, kind_code, save_state
-from retrieval.query.dedup_video import _frames, _owners, _step, blank_vectors, video_of
+from retrieval.query.dedup_video import _frames, _step, blank_vectors, video_of
 from retrieval.store.base import arrow_to_vectors
 
 WIDTH = 2          # frames either side of a pair looked at
@@ -107,8 +107,8 @@ def verify_frames(ix: Index, state: DedupState, todo: np.ndarray, options, repor
     """Step 2 for frames: a pair is near when its neighbours match at its offset (see the module docstring)."""
     if len(todo) == 0:
         return
-    owner = _owners(ix, np.unique(state.pairs[todo]))
-    frames = _frames(ix, np.unique(list(owner.values())))
+    videos = video_of(ix, state.pairs[todo])
+    frames = _frames(ix, np.unique(videos[videos >= 0]))
     blanks = blank_vectors(ix)
     where = {int(f): (v, n) for v, (fids, _, _) in frames.items() for n, f in enumerate(fids)}
     informative = {v: ~blank_frames(x, blanks, options.frame_score) for v, (_, _, x) in frames.items()}

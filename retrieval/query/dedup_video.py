@@ -89,11 +89,6 @@ def video_candidates(ix: Index, state: DedupState, options, report) -> int:
     return int(len(todo))
 
 
-def _owners(ix: Index, frame_ids: np.ndarray) -> dict[int, int]:
-    rows = ix.store.take("frames", frame_ids, ["id", "video_id"])
-    return dict(zip(rows.column("id").to_pylist(), rows.column("video_id").to_pylist()))
-
-
 def video_of(ix: Index, frame_ids: np.ndarray) -> np.ndarray:
     """The video of each frame id, any shape -> the same shape int64; -1 for a frame no longer stored (or without
     a video). One ``take`` of the distinct ids; no Python loop over the frames."""
@@ -103,9 +98,7 @@ def video_of(ix: Index, frame_ids: np.ndarray) -> np.ndarray:
     got = np.asarray(rows.column("id").to_numpy(zero_copy_only=False), np.int64)
     vid = rows.column("video_id").fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
     out = np.full(len(uniq), -1, np.int64)
-    at = np.searchsorted(uniq, got)
-    ok = (at < len(uniq)) & (uniq[np.minimum(at, len(uniq) - 1)] == got)
-    out[at[ok]] = vid[ok]
+    out[np.searchsorted(uniq, got)] = vid  # ``take`` returns only ids it was given
     return out[inverse.reshape(-1)].reshape(frame_ids.shape)
 
 
