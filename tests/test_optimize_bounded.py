@@ -115,6 +115,17 @@ def test_a_deeper_chain_too_slow_to_win_is_ruled_out_on_a_tenth_of_the_queries()
             assert t.params == {"nprobe": 8, "k_factor": 16} and set(deep) == {20} and len(deep) <= 3
 
 
+def test_a_deeper_chain_whose_recall_falls_short_where_it_is_fast_enough_is_ruled_out_on_a_tenth():
+    gt = np.arange(200 * 10).reshape(200, 10)
+    xq = np.zeros((200, 4), np.float32)
+    calls, sizes = [], []  # refinement cheap: the deeper chain is affordable below nprobe 8, but misses half there
+    t = tune_search_params(_search_reaching({16: 8, 64: 8}, gt, calls, (2e-5, 1e-7), sizes), xq, gt, 10, 0.95,
+                           {"nprobe": VALUES, "k_factor": [16, 64]}, start={"nprobe": 8, "k_factor": 16})
+    assert t.met and t.params == {"nprobe": 8, "k_factor": 16}
+    deep = [n for c, n in zip(calls, sizes) if c["k_factor"] == 64]
+    assert deep and set(deep) == {20}  # screened on 20 of the 200 queries, never searched on all of them
+
+
 @pytest.mark.slow  # about 10 s on an idle core: tuning walks the whole grid
 def test_optimize_holds_a_bounded_block_and_a_second_optimize_keeps_its_tuning(tmp_path):
     n, d = 6_000, 32

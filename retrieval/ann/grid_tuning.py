@@ -175,9 +175,7 @@ def _screen(search_fn, xq: np.ndarray, I_gt: np.ndarray, k: int, primary: str, v
             hi = mid - 1
     if best < 0:
         return -1
-    hits, totals = query_hits(found, I_gt[:m], k)
-    per = hits[totals > 0] / np.maximum(totals[totals > 0], 1)
-    upper = per.mean() + max(z, 1.0) * per.std() / math.sqrt(len(per)) if len(per) else 1.0
+    upper = recall_lower_bound(*query_hits(found, I_gt[:m], k), -max(z, 1.0))  # a negative z: the upper bound
     return best if upper >= target else -1
 
 

@@ -172,6 +172,3 @@ def _estimate_build_seconds(kind: str, n: int, d: int, nlist: int, train: int, M
     kmeans = 10 * 2 * train * nlist * d
     assign = 2 * n * nlist * d
     return (kmeans + assign) / g + n * d * 4 / 1e9
-
-
-# -- tuning ----------------------------------------------------------------------------------------------------
