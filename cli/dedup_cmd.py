@@ -33,13 +33,16 @@ from retrieval.query.dedup import KEEP, RULES, TABLES, DedupOptions, find_duplic
               help="Kinds of groups to report (and to list for removal).")
 @click.option("--near-bits", type=click.IntRange(0, 64), default=ImageThresholds.near_bits, show_default=True,
               help="Images: the largest aligned perceptual-hash distance of the same picture.")
+@click.option("--hashes/--no-hashes", default=True, show_default=True,
+              help="Images: also take candidate pairs from perceptual hashes (turned, recoloured and framed copies "
+                   "the model's neighbours miss); decodes every image once, then only new ones.")
 @click.option("--fresh", is_flag=True, help="Forget what earlier runs saved and compare everything again.")
-def dedup(index_path, table, k, min_score, rule, fmt, as_json, keep, remove_list, kinds, near_bits, fresh):
+def dedup(index_path, table, k, min_score, rule, fmt, as_json, keep, remove_list, kinds, near_bits, hashes, fresh):
     """Find near-duplicate images, videos, video frames or texts in an index (read-only).
 
-    Candidates come from the index's vectors; every pair is then verified with a second signal (images: content
-    hash, pixels and aligned perceptual hashes; videos: frame sequences in time; frames: the same moment of two
-    videos, matched in time; texts: word overlap). Re-runs compare only rows added since.
+    Candidates come from the index's vectors (and, for images, perceptual hashes); every pair is then verified with
+    a second signal (images: content hash, pixels and aligned perceptual hashes; videos: frame sequences in time;
+    frames: the same moment of two videos, matched in time; texts: word overlap). Re-runs compare only rows added since.
     Kinds: exact, near (same picture transformed), similar (another shot),
     contained (a clip cut from a longer video)."""
     wanted = {s.strip() for s in kinds.split(",") if s.strip()}
@@ -48,7 +51,7 @@ def dedup(index_path, table, k, min_score, rule, fmt, as_json, keep, remove_list
                                  param_hint="--kinds")
     if remove_list and not keep:
         keep = "largest"
-    options = DedupOptions(table=table, k=k, min_score=min_score, rule=rule, keep=keep, fresh=fresh,
+    options = DedupOptions(table=table, k=k, min_score=min_score, rule=rule, keep=keep, fresh=fresh, hashes=hashes,
                            thresholds=ImageThresholds(near_bits=near_bits,
                                                       similar_bits=max(near_bits, ImageThresholds.similar_bits)))
     with ProgressBars("rows") as bars:

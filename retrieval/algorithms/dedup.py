@@ -40,7 +40,10 @@ class ImageThresholds:
     with a small turn off the centre), and one shape fitted onto another drawing of it is often turned far. A
     similar pair's pixels, when checked, correlate at least ``similar_ncc`` with frames at most ``similar_offset``
     apart and turned by at most ``similar_turn`` degrees (a same-objects layout is further off; one shape on two
-    plain grounds fits turned). Calibrated on ``benchmarks/dedup.py --seed 0`` (12 originals) and checked
+    plain grounds fits turned). ``probe_bits`` and ``probe_both``: a pair is also a candidate, whatever its CLIP
+    cosine, when a probe code of one (``dedup_image.probe_codes``) is within ``probe_bits`` pHash bits of the other's
+    and within ``probe_both`` bits on both hashes (turned, recoloured and framed copies move CLIP vectors most).
+    Calibrated on ``benchmarks/dedup.py --seed 0`` (12 originals) and checked
     on ``--seed 1``."""
 
     candidate: float = 0.80
@@ -59,6 +62,8 @@ class ImageThresholds:
     similar_ncc: float = 0.85
     similar_offset: float = 0.08
     similar_turn: float = 5.0
+    probe_bits: int = 8
+    probe_both: int = 14
 
 
 def candidate_pairs(ids: np.ndarray, D: np.ndarray, I: np.ndarray, min_score: float,

@@ -21,12 +21,14 @@ import itertools
 import numpy as np
 from PIL import Image
 
+from retrieval.algorithms.hamming import popcount
 from retrieval.errors import InvalidInput
 
 CROPS = ((0.9, 3), (0.8, 5))  # kept fraction of each side, positions along each axis
 TURNS = (4, 8, 12)      # degrees, both ways
 TURN_KEEP = 0.8         # of each side, kept around the centre of a turned picture (its corners are filled)
 SIDE = 512              # images are trimmed and hashed from at most this size (hashes read 32 x 32 anyway)
+PROBE_SIDE = 128        # probe codes (``probe_codes``) are taken from the picture reduced to this size
 
 
 def side_cuts(pixels: np.ndarray, tol: int = 24, max_bands: int = 2) -> list[list[int]]:
@@ -132,15 +134,29 @@ def hash_bank_geometry(img: Image.Image) -> tuple[np.ndarray, np.ndarray, np.nda
     return views, bank, np.array(view_geo, np.float64), np.array(bank_geo, np.float64), img
 
 
+def probe_codes(img: Image.Image) -> tuple[np.ndarray, np.ndarray]:
+    """An image -> (views (v, 2), anchors (a, 2) uint64 (pHash, dHash)): a few codes per picture from which
+    candidate pairs are found without the model (``retrieval.algorithms.hamming``): a copy has a view within a few
+    bits of an anchor of its original, or the reverse. Views as in ``hash_bank`` (the whole picture, its centre,
+    its trimmed boxes: a framed copy); anchors: the whole picture (re-encoded, resized, recoloured, watermarked
+    copies) and the centres of the picture and of its turns (+-``TURNS`` degrees: a turned copy). Taken from the
+    picture reduced to ``PROBE_SIDE`` px, turned in grey: about a tenth of ``hash_bank``'s work."""
+    img = img.convert("RGB")
+    img.thumbnail((PROBE_SIDE, PROBE_SIDE), Image.BILINEAR)
+    w, h = img.size
+    centre = _centre_box(w, h)
+    grey = img.convert("L")
+    views = [grey, grey.crop(centre)] + [grey.crop(box) for box in trim_boxes(np.asarray(img))]
+    anchors = [grey, grey.crop(centre)] + [grey.rotate(sign * deg, Image.BICUBIC).crop(centre)
+                                           for deg in TURNS for sign in (1, -1)]
+    codes = hash_codes(views + anchors)
+    return codes[:len(views)], codes[len(views):]
+
+
 def _centre_box(w: int, h: int) -> tuple[int, int, int, int]:
     """The central ``TURN_KEEP`` of each side: a turned picture without its filled corners (up to 14 degrees)."""
     dx, dy = round(w * (1 - TURN_KEEP) / 2), round(h * (1 - TURN_KEEP) / 2)
     return dx, dy, w - dx, h - dy
-
-
-def popcount(x: np.ndarray) -> np.ndarray:
-    """Set bits of each uint64 -> int64 array of the same shape."""
-    return np.bitwise_count(np.asarray(x, np.uint64)).astype(np.int64)
 
 
 def aligned_distance(views_a: np.ndarray, bank_a: np.ndarray, views_b: np.ndarray, bank_b: np.ndarray) -> int:

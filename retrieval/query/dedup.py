@@ -38,6 +38,7 @@ from retrieval.algorithms.dedup import (
     text_kind,
     weakest_kind,
 )
+from retrieval.algorithms.dedup_bridges import bridge_checks, bridges
 from retrieval.algorithms.dedup_image import hash_bank_geometry, same_pixels
 from retrieval.algorithms.dedup_verdict import image_evidence, refused_like_a_shot
 from retrieval.cancel import checkpoint
@@ -46,8 +47,9 @@ from retrieval.index.directory import Index, open_index
 from retrieval.io.imageprep import ImageReadError, open_image, read_image_file
 from retrieval.io.workers import Progress
 from retrieval.query.dedup_frames import frame_candidates, frame_record, verify_frames
+from retrieval.query.dedup_hashes import hash_candidates
 from retrieval.query.dedup_probe import dedup_probes
-from retrieval.query.dedup_search import SAVE_SECONDS, search_new_rows
+from retrieval.query.dedup_search import SAVE_SECONDS, pair_cosines, search_new_rows
 from retrieval.query.dedup_state import (
     UNVERIFIED,
     DedupState,
@@ -63,13 +65,15 @@ log = logging.getLogger(__name__)
 TABLES = ("images", "videos", "frames", "texts")
 RULES = ("linked", "components", "clique")
 KEEP = ("largest", "newest", "first")
+BRIDGE_ROUNDS = 3   # rounds of checks around weakly supported pairs (a check's new pairs can need checks too)
 
 
 @dataclass
 class DedupOptions:
-    """``k`` neighbours per row, candidate pairs from ``min_score`` (CLIP cosine), ``rule`` linked | components |
-    clique, ``keep`` (largest | newest | first, or None) the member of each group to keep, ``fresh`` to forget saved
-    state, ``thresholds`` for images, ``frame_score`` (videos: the cosine at which two frames match)."""
+    """``k`` neighbours per row, candidate pairs from ``min_score`` (CLIP cosine), ``hashes``: images also get
+    candidates from perceptual hashes (``dedup_hashes``), ``rule`` linked | components | clique, ``keep``
+    (largest | newest | first, or None) the member of each group to keep, ``fresh`` to forget saved state,
+    ``thresholds`` for images, ``frame_score`` (videos: the cosine at which two frames match)."""
 
     table: str = "images"
     k: int = 10
@@ -80,6 +84,7 @@ class DedupOptions:
     block_rows: int = 4096
     thresholds: ImageThresholds = field(default_factory=ImageThresholds)
     frame_score: float = 0.9
+    hashes: bool = True
 
     def check(self) -> None:
         if self.table not in TABLES:
@@ -96,7 +101,8 @@ class DedupOptions:
     def key(self, index: Index) -> dict:
         """What the saved state depends on: another key starts afresh."""
         return {"model": index.model, "table": self.table, "k": self.k, "min_score": round(self.min_score, 6),
-                "thresholds": asdict(self.thresholds), "frame_score": round(self.frame_score, 6), "version": 3}
+                "thresholds": asdict(self.thresholds), "frame_score": round(self.frame_score, 6), "hashes": self.hashes,
+                "version": 4}
 
 
 @dataclass
@@ -147,9 +153,18 @@ def _run(ix: Index, options: DedupOptions, report: Callable[[Progress], None]) -
     else:
         searched = search_new_rows(ix, state, options.table, options.k, options.min_score, options.block_rows,
                                    live, report)
+        if table == "images" and options.hashes:
+            hash_candidates(ix, state, live, options.thresholds, report)
         verify = _verify_images if table == "images" else _verify_texts
     todo = np.flatnonzero(state.kind == UNVERIFIED)
     verify(ix, state, todo, options, report)
+    for _ in range(BRIDGE_ROUNDS if options.rule == "linked" and table in ("images", "texts") else 0):
+        strong = (state.kind > 0) & (state.kind != kind_code("similar"))   # check around weakly supported pairs
+        around = bridge_checks(state.pairs[strong], state.pairs, state.pairs[state.kind != UNVERIFIED])
+        if len(around) == 0:
+            break
+        state.add_pairs(around, pair_cosines(ix, table, around))
+        verify(ix, state, np.flatnonzero(state.kind == UNVERIFIED), options, report)
     save_state(ix.path, table, state)
     groups = _groups(ix, state, options)
     return DedupResult(groups, _summary(live, searched, state, groups, time.monotonic() - start))
@@ -234,7 +249,9 @@ def _groups(ix: Index, state: DedupState, options: DedupOptions) -> list[dict]:
         decided = state.kind > 0
         if options.table == "images":
             decided |= refused_like_a_shot(state.kind, state.evidence, options.thresholds)
-        groups = linked_groups(pairs[strong], state.pairs[decided])
+        links = pairs[strong]
+        links = links[~bridges(links, state.pairs[state.kind != UNVERIFIED])]   # two groups, not one
+        groups = linked_groups(links, state.pairs[decided])
     else:
         groups = components(pairs[strong])
     n_strong = len(groups)

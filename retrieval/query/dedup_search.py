@@ -19,6 +19,7 @@ from retrieval.store.base import arrow_to_vectors
 SAVE_SECONDS = 20.0
 HOLD_PAIRS = 1 << 20   # candidate pairs held between merges
 FEW_NEW = 0.1          # at most this share of the table new: read the new rows by id
+PAIR_BLOCK = 16384     # pairs whose cosines are computed at a time (their vectors read by id)
 
 
 def search_new_rows(ix: Index, state: DedupState, table: str, k: int, min_score: float, block_rows: int,
@@ -70,3 +71,21 @@ def _among(ids: np.ndarray, sorted_ids: np.ndarray) -> np.ndarray:
         return np.zeros(len(ids), bool)
     at = np.searchsorted(sorted_ids, ids)
     return (at < len(sorted_ids)) & (sorted_ids[np.minimum(at, len(sorted_ids) - 1)] == ids)
+
+
+def pair_cosines(ix: Index, table: str, pairs: np.ndarray) -> np.ndarray:
+    """CLIP cosines (p,) float32 of ``pairs`` (p, 2) of rows of ``table``, their vectors read by id a block at a
+    time (a row without a vector scores -1)."""
+    out = np.full(len(pairs), -1.0, np.float32)
+    for s in range(0, len(pairs), PAIR_BLOCK):
+        block = pairs[s:s + PAIR_BLOCK]
+        got = ix.store.take(table, np.unique(block), ["id", "vector"])
+        x, valid = arrow_to_vectors(got.column("vector"), ix.store.dim)
+        ids = got.column("id").to_numpy()[valid].astype(np.int64)
+        order = np.argsort(ids)
+        ids, x = ids[order], x[order]
+        pos = np.searchsorted(ids, block).clip(0, max(len(ids) - 1, 0))
+        if len(ids):
+            have = (ids[pos] == block).all(1)
+            out[s:s + PAIR_BLOCK][have] = np.einsum("pd,pd->p", x[pos[have, 0]], x[pos[have, 1]])
+    return out

@@ -4,6 +4,8 @@
   killed part-way resumes from the last saved block; searched blocks are held by ``add_block`` and merged into
   ``done`` and ``pairs`` by ``flush``, which every save does first);
 - ``pairs`` (m, 2) int64 with ``clip`` (m,) float32: the candidate pairs found so far;
+- ``hashed``: the ids whose perceptual-hash probe codes were joined into ``pairs`` (``retrieval.query.dedup_hashes``:
+  a re-run joins only rows added since);
 - ``kind`` (m,) int8 (-1: not verified yet, 0: not a duplicate, 1 + position in ``KINDS``) and ``evidence``
   (m, 8) float64: what verification measured (hash bits, or a video alignment's offset, coverages and ranges).
 
@@ -47,6 +49,7 @@ class DedupState:
     clip: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     kind: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int8))
     evidence: np.ndarray = field(default_factory=lambda: np.zeros((0, EVIDENCE), np.float64))
+    hashed: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     found: list = field(default_factory=list, repr=False)   # (ids, pairs, clip) of blocks searched since ``flush``
 
     def add_block(self, ids: np.ndarray, pairs: np.ndarray, clip: np.ndarray) -> None:
@@ -100,6 +103,7 @@ class DedupState:
         """Forget pairs and done ids of rows no longer in the table (deleted, replaced); returns pairs dropped."""
         live = np.asarray(live, np.int64)
         self.done = self.done[np.isin(self.done, live)]
+        self.hashed = self.hashed[np.isin(self.hashed, live)]
         ok = np.isin(self.pairs, live).all(1) if len(self.pairs) else np.zeros(0, bool)
         dropped = int((~ok).sum())
         self.pairs, self.clip, self.kind, self.evidence = (self.pairs[ok], self.clip[ok], self.kind[ok],
@@ -125,7 +129,8 @@ def load_state(index_path, table: str, key: dict) -> DedupState:
         with np.load(data) as z:
             return DedupState(key, z["done"].astype(np.int64), z["pairs"].astype(np.int64).reshape(-1, 2),
                               z["clip"].astype(np.float32), z["kind"].astype(np.int8),
-                              z["evidence"].astype(np.float64).reshape(-1, EVIDENCE))
+                              z["evidence"].astype(np.float64).reshape(-1, EVIDENCE),
+                              z["hashed"].astype(np.int64) if "hashed" in z else np.zeros(0, np.int64))
     except (OSError, ValueError, KeyError) as exc:
         log.warning("dedup: the saved state of %s is unreadable (%s); starting afresh", table, exc)
         return DedupState(key)
@@ -140,7 +145,7 @@ def save_state(index_path, table: str, state: DedupState) -> None:
     tmp_data, tmp_meta = data.with_name(f".{data.name}.{tag}.tmp"), meta.with_name(f".{meta.name}.{tag}.tmp")
     with open(tmp_data, "wb") as f:
         np.savez(f, done=np.unique(state.done), pairs=state.pairs, clip=state.clip, kind=state.kind,
-                 evidence=state.evidence)
+                 evidence=state.evidence, hashed=np.unique(state.hashed))
     tmp_meta.write_text(json.dumps(state.key, sort_keys=True))
     os.replace(tmp_data, data)
     os.replace(tmp_meta, meta)

@@ -1,0 +1,157 @@
+"""Step 1b of an image dedup run: candidate pairs from perceptual hashes, beside the model's nearest neighbours.
+
+A CLIP vector moves when a picture is turned, recoloured or framed in a screenshot: the copy can fall outside the
+original's ``k`` nearest rows. So every image also gets a few probe codes (``dedup_image.probe_codes``: views and
+anchors, pHash and dHash), and pairs whose codes lie within ``ImageThresholds.probe_bits`` are candidates too,
+found by multi-index hashing (``retrieval.algorithms.hamming``), not by comparing every pair. They are verified
+like any other pair: the hashes only propose.
+
+The codes are a cache of the pictures' content, kept in ``<index>/cache/dedup/images.codes.npz`` apart from the
+run's state (other options start a new state, not new codes); a re-run codes and joins only rows added since
+(``DedupState.hashed``). A picture that cannot be read gets no codes (its CLIP neighbours still count).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from retrieval.algorithms.dedup import ImageThresholds
+from retrieval.algorithms.dedup_image import PROBE_SIDE, probe_codes
+from retrieval.algorithms.hamming import hamming_join
+from retrieval.cancel import checkpoint
+from retrieval.index.directory import Index
+from retrieval.io.imageprep import ImageReadError, open_image, read_image_file
+from retrieval.io.workers import Progress
+from retrieval.query.dedup_search import SAVE_SECONDS, pair_cosines
+from retrieval.query.dedup_state import DedupState, save_state
+
+log = logging.getLogger(__name__)
+BLOCK = 512          # rows decoded and coded at a time
+FLIP_CODES = 2_000_000   # anchor codes (about 250,000 images) up to which substrings are looked up with one bit flipped
+_EMPTY = np.zeros((0, 2), np.uint64)
+
+
+@dataclass
+class ProbeCodes:
+    """``ids`` (r,) int64: the rows coded (an unreadable one has no codes); ``views`` (v, 2) and ``anchors``
+    (a, 2) uint64 with their rows ``view_owner`` (v,) and ``anchor_owner`` (a,) int64."""
+
+    ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    views: np.ndarray = field(default_factory=lambda: _EMPTY)
+    view_owner: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    anchors: np.ndarray = field(default_factory=lambda: _EMPTY)
+    anchor_owner: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def keep(self, live: np.ndarray) -> ProbeCodes:
+        v, a = np.isin(self.view_owner, live), np.isin(self.anchor_owner, live)
+        return ProbeCodes(self.ids[np.isin(self.ids, live)], self.views[v], self.view_owner[v],
+                          self.anchors[a], self.anchor_owner[a])
+
+    def extend(self, other: ProbeCodes) -> ProbeCodes:
+        return ProbeCodes(np.union1d(self.ids, other.ids), *(np.concatenate([x, y]) for x, y in zip(
+            (self.views, self.view_owner, self.anchors, self.anchor_owner),
+            (other.views, other.view_owner, other.anchors, other.anchor_owner))))
+
+
+def _codes_path(index_path) -> Path:
+    return Path(index_path) / "cache" / "dedup" / "images.codes.npz"
+
+
+def load_codes(index_path) -> ProbeCodes:
+    """The saved probe codes (none when missing; an unreadable file is only lost work: logged)."""
+    path = _codes_path(index_path)
+    if not path.exists():
+        return ProbeCodes()
+    try:
+        with np.load(path) as z:
+            return ProbeCodes(z["ids"].astype(np.int64), z["views"].astype(np.uint64).reshape(-1, 2),
+                              z["view_owner"].astype(np.int64), z["anchors"].astype(np.uint64).reshape(-1, 2),
+                              z["anchor_owner"].astype(np.int64))
+    except (OSError, ValueError, KeyError) as exc:
+        log.warning("dedup: the saved probe codes are unreadable (%s); coding the images again", exc)
+        return ProbeCodes()
+
+
+def save_codes(index_path, codes: ProbeCodes) -> None:
+    """Write the codes atomically (a temporary file renamed over the old one)."""
+    path = _codes_path(index_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, ids=codes.ids, views=codes.views, view_owner=codes.view_owner, anchors=codes.anchors,
+                 anchor_owner=codes.anchor_owner)
+    os.replace(tmp, path)
+
+
+def _code_one(path) -> tuple[np.ndarray, np.ndarray] | None:
+    try:
+        return probe_codes(open_image(read_image_file(path), target=(2 * PROBE_SIDE, 2 * PROBE_SIDE)))
+    except (ImageReadError, OSError, TypeError, ValueError) as exc:
+        log.info("dedup: cannot read %s for its probe codes (%s)", path, exc)
+        return None
+
+
+def code_rows(ix: Index, ids: np.ndarray, pool: ThreadPoolExecutor) -> ProbeCodes:
+    """The probe codes of the image rows ``ids`` (decoded in ``pool``'s threads: Pillow decodes without the GIL)."""
+    rows = [r for r in ix.store.take("images", ids, ["id", "path"]).to_pylist() if r.get("path")]   # files only
+    got = list(pool.map(_code_one, [r["path"] for r in rows]))
+    ok = [(r["id"], c) for r, c in zip(rows, got) if c is not None]
+    if not ok:
+        return ProbeCodes(np.unique(np.asarray(ids, np.int64)))
+    return ProbeCodes(np.unique(np.asarray(ids, np.int64)),
+                      np.concatenate([v for _, (v, _) in ok]),
+                      np.concatenate([np.full(len(v), i, np.int64) for i, (v, _) in ok]),
+                      np.concatenate([a for _, (_, a) in ok]),
+                      np.concatenate([np.full(len(a), i, np.int64) for i, (_, a) in ok]))
+
+
+def hash_candidates(ix: Index, state: DedupState, live: np.ndarray, t: ImageThresholds,
+                    report: Callable[[Progress], None]) -> int:
+    """Code the rows of ``live`` (n,) int64 not coded yet, join the rows not joined into ``state`` yet against all,
+    and add the pairs found to ``state`` with their CLIP cosines. Returns how many pairs are new."""
+    if "path" not in ix.store.schema("images").names:   # vectors imported without files: nothing to decode
+        return 0
+    codes = load_codes(ix.path).keep(live)
+    need = live[~np.isin(live, codes.ids)]
+    last_save = time.monotonic()
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
+        for s in range(0, len(need), BLOCK):
+            checkpoint()
+            codes = codes.extend(code_rows(ix, need[s:s + BLOCK], pool))
+            if time.monotonic() - last_save > SAVE_SECONDS:
+                save_codes(ix.path, codes)
+                last_save = time.monotonic()
+            report(Progress("hash", min(s + BLOCK, len(need)), len(need)))
+    if len(need):
+        save_codes(ix.path, codes)
+    new = codes.ids[~np.isin(codes.ids, state.hashed)]
+    if len(new) == 0:
+        return 0
+    pairs = _joined(codes, new, t)
+    added = state.add_pairs(pairs, pair_cosines(ix, "images", pairs)) if len(pairs) else 0
+    state.hashed = np.union1d(state.hashed, new)
+    save_state(ix.path, "images", state)
+    return added
+
+
+def _joined(codes: ProbeCodes, new: np.ndarray, t: ImageThresholds) -> np.ndarray:
+    """Pairs (p, 2) int64 with a view of one within the probe bits of an anchor of the other, at least one of the
+    two in ``new``: new views against every anchor, then old views against new anchors. Past ``FLIP_CODES`` anchor
+    codes, substrings are looked up exactly (every pair within 3 bits, most within 8: on ``benchmarks/dedup.py``'s
+    codes 90% of the pairs the flipped lookups find), as the flipped lookups' work grows as the table squared."""
+    vnew, anew = np.isin(codes.view_owner, new), np.isin(codes.anchor_owner, new)
+    flips = int(len(codes.anchors) <= FLIP_CODES)   # the flipped lookups' work grows as the table squared
+    found = [hamming_join(codes.views[vnew], codes.view_owner[vnew], codes.anchors, codes.anchor_owner,
+                          t.probe_bits, t.probe_both, flips=flips).pairs]
+    if (~vnew).any() and anew.any():
+        found.append(hamming_join(codes.views[~vnew], codes.view_owner[~vnew], codes.anchors[anew],
+                                  codes.anchor_owner[anew], t.probe_bits, t.probe_both, flips=flips).pairs)
+    return np.unique(np.concatenate(found).reshape(-1, 2), axis=0)
