@@ -3,7 +3,8 @@
     python benchmarks/dedup.py [--originals 40] [--out benchmarks/results]
 
 Methods, all in the same run on the same files and vectors:
-- ``clipdex dedup`` (k-NN candidates, verified by content hash, pixels and aligned perceptual hashes; kinds), with
+- ``clipdex dedup`` (k-NN candidates and perceptual-hash probe candidates, verified by content hash, pixels and
+  aligned perceptual hashes; kinds), with
   its default rule ``linked`` (every member verified with most members it was checked against) and, on the same
   verdicts, ``--rule components`` (any verified pair links) and ``--rule clique``;
 - CLIP threshold only, connected components at clip-retrieval's 0.94 and at Immich's default (maxDistance 0.01
@@ -14,7 +15,7 @@ The vectors are clipdex-tiny's (a 7 MB model trained on generated drawings): the
 vectors so that the comparison is fair, but real CLIP models score transformed copies differently, and the figures
 for them need a real model. Precision and recall are over pairs (two files in one group); per transform, recall is
 the share of copies grouped with their original, and candidate recall the share whose pair with the original is
-among the k-NN candidates at all (a copy can still join its group through other copies). Hard negatives (other
+among the candidates at all (k-NN or hash probes; a copy can still join its group through other copies). Hard negatives (other
 drawings of the same shape and colour, the same objects in another scene) must never be grouped.
 """
 from __future__ import annotations
@@ -191,7 +192,7 @@ def main() -> None:
               f"negatives grouped {r['hard_negatives']['negatives_grouped']}/{r['hard_negatives']['negatives']}")
     print("per transform (copies grouped with their original):",
           " ".join(f"{k} {v}" for k, v in results["clipdex dedup"]["per_transform_recall"].items()))
-    print(f"per transform (pair with the original among the k={a.k} candidates):",
+    print(f"per transform (pair with the original among the candidates, k={a.k} and hash probes):",
           " ".join(f"{k} {v}" for k, v in cand.items()))
     print(f"wrote {out}")
     if not a.keep_work:

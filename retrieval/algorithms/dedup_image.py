@@ -28,7 +28,7 @@ CROPS = ((0.9, 3), (0.8, 5))  # kept fraction of each side, positions along each
 TURNS = (4, 8, 12)      # degrees, both ways
 TURN_KEEP = 0.8         # of each side, kept around the centre of a turned picture (its corners are filled)
 SIDE = 512              # images are trimmed and hashed from at most this size (hashes read 32 x 32 anyway)
-PROBE_SIDE = 128        # probe codes (``probe_codes``) are taken from the picture reduced to this size
+PROBE_SIDE = 64         # probe codes (``probe_codes``) are taken from views reduced to this size
 
 
 def side_cuts(pixels: np.ndarray, tol: int = 24, max_bands: int = 2) -> list[list[int]]:
@@ -139,18 +139,29 @@ def probe_codes(img: Image.Image) -> tuple[np.ndarray, np.ndarray]:
     candidate pairs are found without the model (``retrieval.algorithms.hamming``): a copy has a view within a few
     bits of an anchor of its original, or the reverse. Views as in ``hash_bank`` (the whole picture, its centre,
     its trimmed boxes: a framed copy); anchors: the whole picture (re-encoded, resized, recoloured, watermarked
-    copies) and the centres of the picture and of its turns (+-``TURNS`` degrees: a turned copy). Taken from the
-    picture reduced to ``PROBE_SIDE`` px, turned in grey: about a tenth of ``hash_bank``'s work."""
+    copies) and the centres of the picture and of its turns (+-``TURNS`` degrees: a turned copy). Borders are
+    found on the picture at up to ``SIDE`` px (a reduced frame's edges blend into bands of their own); each view is
+    then reduced to ``PROBE_SIDE`` px and the turns are made in grey at that size: a fraction of ``hash_bank``'s
+    work (hashes read 32 x 32 px anyway)."""
     img = img.convert("RGB")
-    img.thumbnail((PROBE_SIDE, PROBE_SIDE), Image.BILINEAR)
+    if max(img.size) > SIDE:
+        img.thumbnail((SIDE, SIDE), Image.BILINEAR)
     w, h = img.size
     centre = _centre_box(w, h)
-    grey = img.convert("L")
-    views = [grey, grey.crop(centre)] + [grey.crop(box) for box in trim_boxes(np.asarray(img))]
-    anchors = [grey, grey.crop(centre)] + [grey.rotate(sign * deg, Image.BICUBIC).crop(centre)
-                                           for deg in TURNS for sign in (1, -1)]
+    views = [_reduced(img.crop(box)) for box in [(0, 0, w, h), centre, *trim_boxes(np.asarray(img))]]
+    grey = views[0]
+    small = _centre_box(*grey.size)
+    anchors = [grey, grey.crop(small)] + [grey.rotate(sign * deg, Image.BICUBIC).crop(small)
+                                          for deg in TURNS for sign in (1, -1)]
     codes = hash_codes(views + anchors)
     return codes[:len(views)], codes[len(views):]
+
+
+def _reduced(img: Image.Image) -> Image.Image:
+    """Grey, at most ``PROBE_SIDE`` px on its longer side (box filter: a plain mean of each cell)."""
+    img = img.convert("L")
+    img.thumbnail((PROBE_SIDE, PROBE_SIDE), Image.BOX)
+    return img
 
 
 def _centre_box(w: int, h: int) -> tuple[int, int, int, int]:

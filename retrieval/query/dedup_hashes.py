@@ -93,7 +93,7 @@ def save_codes(index_path, codes: ProbeCodes) -> None:
 
 def _code_one(path) -> tuple[np.ndarray, np.ndarray] | None:
     try:
-        return probe_codes(open_image(read_image_file(path), target=(2 * PROBE_SIDE, 2 * PROBE_SIDE)))
+        return probe_codes(open_image(read_image_file(path), target=(4 * PROBE_SIDE, 4 * PROBE_SIDE)))
     except (ImageReadError, OSError, TypeError, ValueError) as exc:
         log.info("dedup: cannot read %s for its probe codes (%s)", path, exc)
         return None
