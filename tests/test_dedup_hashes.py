@@ -154,3 +154,25 @@ def test_a_rerun_codes_and_joins_only_the_rows_added_since(turned, tmp_path, mon
     assert len(coded) == 1 and again.summary["searched"] == 1
     group = next(g for g in again.groups if any(Path(m["path"]).name == "new-turned.png" for m in g["members"]))
     assert "o0001.png" in {Path(m["path"]).name for m in group["members"]}
+
+
+def test_two_copy_families_joined_by_a_few_pairs_are_split_when_their_best_members_refuse_each_other():
+    from retrieval.algorithms.dedup_bridges import checks_around, communities, family_bridges, kept_links
+
+    fam = lambda base: [(base + i, base + j) for i in range(6) for j in range(i + 1, 6)]  # noqa: E731
+    joins = [(0, 10), (1, 11), (2, 10)]   # each supported by its own family: no single pair is a bridge
+    pairs = np.array(fam(0) + fam(10) + joins, np.int64)
+    nodes, labels = communities(pairs)
+    assert len(set(labels[nodes < 10])) == 1 and len(set(labels[nodes >= 10])) == 1
+    assert labels[0] != labels[-1]
+    checks = checks_around(pairs, pairs, pairs)
+    assert {(a, b) for a, b in checks.tolist()} >= {(x, y) for x in (0, 1, 2) for y in (10, 11, 12)} - set(joins)
+    assert all((a < 10) != (b < 10) for a, b in checks.tolist())   # only pairs across the two families
+    refused = np.concatenate([pairs, checks])
+    assert not kept_links(pairs, refused)[-3:].any() and kept_links(pairs, refused)[:-3].all()
+    # the same families with their best members verified with each other: one group
+    together = np.concatenate([pairs, checks])
+    assert kept_links(together, together).all()
+    assert not family_bridges(pairs, pairs)[1].any()   # nothing decided between them yet: nothing judged apart
+    one = np.array(fam(0), np.int64)
+    assert len(set(communities(one)[1])) == 1 and family_bridges(one, one)[0].shape == (0, 2)

@@ -132,3 +132,90 @@ def _member(rows: np.ndarray, table: np.ndarray) -> np.ndarray:
     want = r[:, 0] * len(ids) + r[:, 1]
     at = np.searchsorted(keys, want).clip(0, len(keys) - 1)
     return keys[at] == want
+
+
+def communities(pairs: np.ndarray, rounds: int = 30) -> tuple[np.ndarray, np.ndarray]:
+    """Dense parts of the graph of ``pairs`` (m, 2) int64 by label propagation (Raghavan, Albert and Kumara, Phys.
+    Rev. E 76, 036106, 2007): every node starts with its own label and takes, round after round, the label most
+    of its neighbours and itself hold (ties: the smallest), until nothing changes. Returns (nodes (n,) sorted ids,
+    labels (n,) int64). Two copy families joined by a few pairs keep their own labels."""
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    nodes, ends = np.unique(pairs, return_inverse=True)
+    ends = ends.reshape(-1, 2)
+    n = len(nodes)
+    src = np.concatenate([ends[:, 0], ends[:, 1], np.arange(n)])   # each node votes for itself too (no flip-flop)
+    dst = np.concatenate([ends[:, 1], ends[:, 0], np.arange(n)])
+    labels = np.arange(n)
+    for _ in range(rounds):
+        key, count = np.unique(src * n + labels[dst], return_counts=True)
+        node, label = key // n, key % n
+        order = np.lexsort((label, -count, node))          # per node: most votes first, then the smallest label
+        first = np.ones(len(order), bool)
+        first[1:] = node[order][1:] != node[order][:-1]
+        new = labels.copy()
+        new[node[order][first]] = label[order][first]
+        if (new == labels).all():
+            break
+        labels = new
+    return nodes, labels
+
+
+def family_bridges(pairs: np.ndarray, decided: np.ndarray | None, per_side: int = PER_SIDE,
+                   min_share: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Between two communities (``communities``) joined by some of ``pairs`` (m, 2): the ``per_side`` best-linked
+    members of one against the other's. Returns (the pairs to check (c, 2) int64, sorted, not in ``decided``;
+    (m,) bool: the pairs between two communities whose checked pairs, among those decided, are verified in fewer
+    than ``min_share``). ``decided`` None: nothing is judged yet."""
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    out = np.zeros(len(pairs), bool)
+    if len(pairs) == 0:
+        return np.zeros((0, 2), np.int64), out
+    nodes, labels = communities(pairs)
+    la, lb = labels[np.searchsorted(nodes, pairs[:, 0])], labels[np.searchsorted(nodes, pairs[:, 1])]
+    between = la != lb
+    if not between.any():
+        return np.zeros((0, 2), np.int64), out
+    inside = pairs[~between]
+    degree = np.bincount(np.searchsorted(nodes, inside.reshape(-1)), minlength=len(nodes))
+    best = {}
+    for lab in np.unique(np.concatenate([la[between], lb[between]])):
+        members = np.flatnonzero(labels == lab)
+        best[int(lab)] = nodes[members[np.lexsort((nodes[members], -degree[members]))][:per_side]]
+    sides = np.unique(np.stack([np.minimum(la, lb), np.maximum(la, lb)], 1)[between], axis=0)
+    checks, verdict = [], {}
+    decided_sorted = None if decided is None else np.sort(np.asarray(decided, np.int64).reshape(-1, 2), axis=1)
+    linked = np.sort(pairs, axis=1)
+    for p, q in sides:
+        cross = np.array([(min(x, y), max(x, y)) for x in best[int(p)] for y in best[int(q)]], np.int64)
+        checks.append(cross)
+        if decided_sorted is not None:
+            seen = _member(cross, decided_sorted)
+            ok = _member(cross, linked) & seen
+            verdict[(int(p), int(q))] = seen.any() and ok.sum() < min_share * seen.sum()
+    cross = np.unique(np.concatenate(checks), axis=0)
+    if decided_sorted is not None:
+        cross = cross[~_member(cross, decided_sorted)]
+        for e in np.flatnonzero(between):
+            out[e] = verdict[(int(min(la[e], lb[e])), int(max(la[e], lb[e])))]
+    return cross, out
+
+
+def kept_links(pairs: np.ndarray, decided: np.ndarray) -> np.ndarray:
+    """pairs (m, 2) verified pairs, decided (k, 2) every pair with a verdict -> (m,) bool: the pairs that link a
+    group (``bridges`` removed, then the pairs between two communities that ``family_bridges`` judges apart)."""
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    keep = ~bridges(pairs, decided)
+    at = np.flatnonzero(keep)
+    keep[at[family_bridges(pairs[at], decided)[1]]] = False
+    return keep
+
+
+def checks_around(pairs: np.ndarray, checked: np.ndarray, decided: np.ndarray) -> np.ndarray:
+    """The pairs (c, 2) int64 to verify before ``kept_links`` can judge ``pairs``: around the unsupported pairs
+    (``bridge_checks``) and between communities (``family_bridges``), none of them in ``checked`` (k, 2)."""
+    pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
+    if len(pairs) == 0:
+        return np.zeros((0, 2), np.int64)
+    around = bridge_checks(pairs, checked, decided)
+    families = family_bridges(pairs[~bridges(pairs, decided)], checked)[0]
+    return np.unique(np.concatenate([around, families]).reshape(-1, 2), axis=0)

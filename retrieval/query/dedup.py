@@ -38,7 +38,7 @@ from retrieval.algorithms.dedup import (
     text_kind,
     weakest_kind,
 )
-from retrieval.algorithms.dedup_bridges import bridge_checks, bridges
+from retrieval.algorithms.dedup_bridges import checks_around, kept_links
 from retrieval.algorithms.dedup_image import hash_bank_geometry, same_pixels
 from retrieval.algorithms.dedup_verdict import image_evidence, refused_like_a_shot
 from retrieval.cancel import checkpoint
@@ -160,7 +160,7 @@ def _run(ix: Index, options: DedupOptions, report: Callable[[Progress], None]) -
     verify(ix, state, todo, options, report)
     for _ in range(BRIDGE_ROUNDS if options.rule == "linked" and table in ("images", "texts") else 0):
         strong = (state.kind > 0) & (state.kind != kind_code("similar"))   # check around weakly supported pairs
-        around = bridge_checks(state.pairs[strong], state.pairs, state.pairs[state.kind != UNVERIFIED])
+        around = checks_around(state.pairs[strong], state.pairs, state.pairs[state.kind != UNVERIFIED])
         if len(around) == 0:
             break
         state.add_pairs(around, pair_cosines(ix, table, around))
@@ -250,7 +250,7 @@ def _groups(ix: Index, state: DedupState, options: DedupOptions) -> list[dict]:
         if options.table == "images":
             decided |= refused_like_a_shot(state.kind, state.evidence, options.thresholds)
         links = pairs[strong]
-        links = links[~bridges(links, state.pairs[state.kind != UNVERIFIED])]   # two groups, not one
+        links = links[kept_links(links, state.pairs[state.kind != UNVERIFIED])]   # two groups, not one
         groups = linked_groups(links, state.pairs[decided])
     else:
         groups = components(pairs[strong])
