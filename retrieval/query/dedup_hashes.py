@@ -35,7 +35,7 @@ from retrieval.query.dedup_state import DedupState, save_state
 
 log = logging.getLogger(__name__)
 BLOCK = 512          # rows decoded and coded at a time
-FLIP_CODES = 2_000_000   # anchor codes (about 250,000 images) up to which substrings are looked up with one bit flipped
+FLIP_CODES = 500_000   # anchor codes (about 60,000 images) up to which substrings are looked up with one bit flipped
 _EMPTY = np.zeros((0, 2), np.uint64)
 
 
