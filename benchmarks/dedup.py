@@ -15,8 +15,8 @@ The vectors are clipdex-tiny's (a 7 MB model trained on generated drawings): the
 vectors so that the comparison is fair, but real CLIP models score transformed copies differently, and the figures
 for them need a real model. Precision and recall are over pairs (two files in one group); per transform, recall is
 the share of copies grouped with their original, and candidate recall the share whose pair with the original is
-among the candidates at all (k-NN or hash probes; a copy can still join its group through other copies). Hard negatives (other
-drawings of the same shape and colour, the same objects in another scene) must never be grouped.
+among the candidates at all (k-NN or hash probes; a copy can still join its group through other copies). Hard
+negatives (other drawings of the same shape and colour, the same objects in another scene) must never be grouped.
 """
 from __future__ import annotations
 
