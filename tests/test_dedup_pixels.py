@@ -41,10 +41,13 @@ def test_every_transformed_copy_passes_the_pixel_check():
     for strength in (0, 1, 2):
         for name, fn in TRANSFORMS.items():
             check = _check(img, fn(img, strength, rng))
-            if (name, strength) in (("watermark", 1), ("watermark", 2)):  # known misses: the marks spoil 11-14% of
-                assert not pixels_agree(check) and check.ncc > 0.95, check   # the textured tiles (at most 10% may)
+            if (name, strength) == ("watermark", 2):   # known miss: the marks spoil 19% of the textured tiles and
+                assert not pixels_agree(check) and check.offset > 0.002, check   # pull the alignment off by 0.3%
                 continue
             assert pixels_agree(check), (name, strength, check)
+            if (name, strength) == ("watermark", 1):   # the marks spoil 11% of the textured tiles (at most 10% may):
+                strict = ImageThresholds(same_frame_agree=ImageThresholds.pixel_agree)   # passed as a copy lying
+                assert not pixels_agree(check, strict) and check.offset < 0.002, check   # unmoved on its original
 
 
 def test_another_shot_with_its_objects_moved_fails_the_pixel_check():
