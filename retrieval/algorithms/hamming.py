@@ -16,6 +16,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from retrieval.algorithms.dedup import merge_pairs
+
 CHUNKS = 4
 FLIPS = 1
 MAX_BUCKET = 4096     # a substring value shared by more table codes than this is not expanded (blank pictures)
@@ -102,10 +104,5 @@ def _checked(queries, query_owner, table, table_owner, q, t, max_bits, max_both)
 def _best(found: list, crowded: int) -> HammingPairs:
     if not found:
         return HammingPairs(np.zeros((0, 2), np.int64), np.zeros(0, np.int64), crowded)
-    pairs = np.concatenate([p for p, _ in found]).reshape(-1, 2)
-    bits = np.concatenate([b for _, b in found])
-    order = np.lexsort((bits, pairs[:, 1], pairs[:, 0]))
-    pairs, bits = pairs[order], bits[order]
-    first = np.ones(len(pairs), bool)
-    first[1:] = (pairs[1:] != pairs[:-1]).any(1)
-    return HammingPairs(np.ascontiguousarray(pairs[first]), bits[first], crowded)
+    pairs, fewest = merge_pairs(np.concatenate([p for p, _ in found]), -np.concatenate([b for _, b in found]))
+    return HammingPairs(pairs, (-fewest).astype(np.int64), crowded)
