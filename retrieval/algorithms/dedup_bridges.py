@@ -75,14 +75,17 @@ def _cross(pairs: np.ndarray, per_side: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def bridge_checks(pairs: np.ndarray, checked: np.ndarray, decided: np.ndarray | None = None,
-                  per_side: int = PER_SIDE) -> np.ndarray:
+                  per_side: int = PER_SIDE, bridged: np.ndarray | None = None) -> np.ndarray:
     """Pairs (c, 2) int64 (a < b, each once) to verify around the unsupported pairs of ``pairs`` (m, 2) verified
     pairs, leaving out those in ``checked`` (k, 2) (already decided or pending); with ``decided`` (every pair with a
-    verdict), also around those left unsupported once the bridges it shows are gone."""
+    verdict), also around those left unsupported once the bridges it shows are gone (``bridged`` (m,) bool: those
+    bridges, when the caller has them already)."""
     pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
     if len(pairs) == 0:
         return np.zeros((0, 2), np.int64)
-    graphs = [pairs] if decided is None else [pairs, pairs[~bridges(pairs, decided, per_side=per_side)]]
+    if bridged is None and decided is not None:
+        bridged = bridges(pairs, decided, per_side=per_side)
+    graphs = [pairs] if bridged is None else [pairs, pairs[~bridged]]
     cross = np.concatenate([_cross(g, per_side)[1] for g in graphs if len(g)]).reshape(-1, 2)
     if len(cross) == 0:
         return cross
@@ -216,6 +219,7 @@ def checks_around(pairs: np.ndarray, checked: np.ndarray, decided: np.ndarray) -
     pairs = np.asarray(pairs, np.int64).reshape(-1, 2)
     if len(pairs) == 0:
         return np.zeros((0, 2), np.int64)
-    around = bridge_checks(pairs, checked, decided)
-    families = family_bridges(pairs[~bridges(pairs, decided)], checked)[0]
+    bridged = bridges(pairs, decided)
+    around = bridge_checks(pairs, checked, bridged=bridged)
+    families = family_bridges(pairs[~bridged], checked)[0]
     return np.unique(np.concatenate([around, families]).reshape(-1, 2), axis=0)
