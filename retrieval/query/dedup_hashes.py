@@ -55,10 +55,14 @@ class ProbeCodes:
         return ProbeCodes(self.ids[np.isin(self.ids, live)], self.views[v], self.view_owner[v],
                           self.anchors[a], self.anchor_owner[a])
 
-    def extend(self, other: ProbeCodes) -> ProbeCodes:
-        return ProbeCodes(np.union1d(self.ids, other.ids), *(np.concatenate([x, y]) for x, y in zip(
-            (self.views, self.view_owner, self.anchors, self.anchor_owner),
-            (other.views, other.view_owner, other.anchors, other.anchor_owner))))
+    def extend(self, others: list[ProbeCodes]) -> ProbeCodes:
+        """These codes and ``others``' in one (each array copied once, however many blocks are merged)."""
+        if not others:
+            return self
+        every = [self, *others]
+        return ProbeCodes(np.unique(np.concatenate([c.ids for c in every])),
+                          *(np.concatenate([getattr(c, name) for c in every])
+                            for name in ("views", "view_owner", "anchors", "anchor_owner")))
 
 
 def _codes_path(index_path) -> Path:
@@ -121,16 +125,18 @@ def hash_candidates(ix: Index, state: DedupState, live: np.ndarray, t: ImageThre
         return 0
     codes = load_codes(ix.path).keep(live)
     need = live[~np.isin(live, codes.ids)]
-    last_save = time.monotonic()
+    last_save, held = time.monotonic(), []   # blocks coded since the last save: merged once per save, not per block
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
         for s in range(0, len(need), BLOCK):
             checkpoint()
-            codes = codes.extend(code_rows(ix, need[s:s + BLOCK], pool))
+            held.append(code_rows(ix, need[s:s + BLOCK], pool))
             if time.monotonic() - last_save > SAVE_SECONDS:
+                codes, held = codes.extend(held), []
                 save_codes(ix.path, codes)
                 last_save = time.monotonic()
             report(Progress("hash", min(s + BLOCK, len(need)), len(need)))
     if len(need):
+        codes = codes.extend(held)
         save_codes(ix.path, codes)
     new = codes.ids[~np.isin(codes.ids, state.hashed)]
     if len(new) == 0:
