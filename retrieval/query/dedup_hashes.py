@@ -95,7 +95,9 @@ def save_codes(index_path, codes: ProbeCodes) -> None:
     os.replace(tmp, path)
 
 
-def _code_one(path) -> tuple[np.ndarray, np.ndarray] | None:
+def probe_file(path) -> tuple[np.ndarray, np.ndarray] | None:
+    """The probe codes (views, anchors) of the image file at ``path``, decoded drafted; None when it cannot be read
+    (logged)."""
     try:
         return probe_codes(open_image(read_image_file(path), target=(4 * PROBE_SIDE, 4 * PROBE_SIDE)))
     except (ImageReadError, OSError, TypeError, ValueError) as exc:
@@ -106,7 +108,7 @@ def _code_one(path) -> tuple[np.ndarray, np.ndarray] | None:
 def code_rows(ix: Index, ids: np.ndarray, pool: ThreadPoolExecutor) -> ProbeCodes:
     """The probe codes of the image rows ``ids`` (decoded in ``pool``'s threads: Pillow decodes without the GIL)."""
     rows = [r for r in ix.store.take("images", ids, ["id", "path"]).to_pylist() if r.get("path")]   # files only
-    got = list(pool.map(_code_one, [r["path"] for r in rows]))
+    got = list(pool.map(probe_file, [r["path"] for r in rows]))
     ok = [(r["id"], c) for r, c in zip(rows, got) if c is not None]
     if not ok:
         return ProbeCodes(np.unique(np.asarray(ids, np.int64)))
