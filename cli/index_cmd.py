@@ -41,8 +41,11 @@ def summary_line(s: dict) -> str:
 @engine_options
 @click.option("--ocr", is_flag=True, help="Also read the text in each picture (offline OCR, pip install "
               "'clipdex[ocr]'), for keyword and hybrid search; pictures read before are skipped.")
+@click.option("--dedup-codes/--no-dedup-codes", default=True, show_default=True,
+              help="Keep each picture's perceptual-hash codes for `clipdex dedup`, taken as it is decoded (with the "
+              "dedup extra installed; otherwise dedup decodes the files again).")
 def images(sources, index_path, model, backend, batch_size, workers, exclude, prune, retry_errors, device, as_json,
-           commit_every, engine, ray_address, actors, gpus_per_actor, ocr):
+           commit_every, engine, ray_address, actors, gpus_per_actor, ocr, dedup_codes):
     """Index image folders, manifests (CSV/Parquet/JSONL with path, caption, label columns) or webdataset shards
     (.tar files, brace patterns such as shards/{00000..00099}.tar, img2dataset output folders)."""
     if engine == "ray" and not any(is_shard_source(s) for s in sources):
@@ -51,7 +54,7 @@ def images(sources, index_path, model, backend, batch_size, workers, exclude, pr
         raise InvalidInput("--ocr reads image files; webdataset shards are not read by OCR yet")
     found = discover_image_sources(sources, exclude, prune)  # bad sources fail before the index is touched
     opts = ImageIndexOptions(batch_size=batch_size, workers=workers, prune=prune, retry_errors=retry_errors,
-                             commit_rows=commit_every)
+                             commit_rows=commit_every, probe_codes=dedup_codes)
     if engine == "ray":
         from indexers.ray_engine import RayOptions, check_ray, index_shards_ray  # deferred: Ray is an optional extra
 

@@ -29,11 +29,12 @@ from indexers.common import (
     recorded_errors,
     scan_tuples,
 )
+from indexers.probe_rows import Codes, CodeShards, chain, coding_available, decode_with_codes
 from retrieval.encode.text import encode_long_texts
 from retrieval.index.directory import Index
 from retrieval.index.schemas import base_fields
 from retrieval.io.files import fs_path, stored_path
-from retrieval.io.imageprep import MAX_BYTES, ImagePrep, ImageReadError, content_hash, read_and_prepare, read_image_file
+from retrieval.io.imageprep import MAX_BYTES, ImagePrep, ImageReadError, content_hash, read_image_file
 from retrieval.io.sources import Discovery, Item
 from retrieval.io.workers import Committer, Progress, WorkerCrash, default_workers, ordered_map, plan_work
 from retrieval.store.base import vectors_to_arrow
@@ -53,6 +54,7 @@ class ImageIndexOptions:
     commit_seconds: float = 15.0
     max_bytes: int = MAX_BYTES    # larger files are recorded as errors
     optimize: bool = True         # compact and build the ANN index at the end when the table is large
+    probe_codes: bool = True      # keep perceptual-hash codes for `clipdex dedup` (needs the dedup extra)
 
 
 @dataclass
@@ -80,6 +82,7 @@ class DecodeTask:
     files: tuple[tuple[str, frozenset], ...]
     prep: ImagePrep
     max_bytes: int
+    code: bool = False    # take probe codes too (``indexers.probe_rows``)
 
 
 @dataclass
@@ -91,6 +94,7 @@ class Decoded:
     pixels: np.ndarray | None = None
     width: int | None = None
     height: int | None = None
+    codes: Codes | None = None   # probe codes for dedup (``indexers.probe_rows``)
 
 
 @dataclass
@@ -102,17 +106,19 @@ class Embedded:
     width: int | None
     height: int | None
     vector: np.ndarray
+    codes: Codes | None = None
 
 
-def _decode_file(path: str, check_hashes: frozenset, prep: ImagePrep, max_bytes: int) -> Decoded | Failure:
+def _decode_file(path: str, check_hashes: frozenset, prep: ImagePrep, max_bytes: int,
+                 code: bool = False) -> Decoded | Failure:
     try:
         if check_hashes:
             data = read_image_file(path, max_bytes)
             digest = content_hash(data)
             if digest in check_hashes:
                 return Decoded(path, digest)
-        pixels, digest, w, h = read_and_prepare(path, prep, max_bytes)
-        return Decoded(path, digest, pixels, w, h)
+        pixels, digest, w, h, codes = decode_with_codes(read_image_file(path, max_bytes), prep, code)
+        return Decoded(path, digest, pixels, w, h, codes)
     except ImageReadError as exc:
         return Failure(path, exc.stage, exc.reason)
     except OSError as exc:
@@ -123,7 +129,7 @@ def _decode_file(path: str, check_hashes: frozenset, prep: ImagePrep, max_bytes:
 
 def _decode_chunk(task: DecodeTask) -> list[Decoded | Failure]:
     """Worker: decode (or recognise by hash) each file of the task; failures come back as ``Failure``."""
-    return [_decode_file(path, hashes, task.prep, task.max_bytes) for path, hashes in task.files]
+    return [_decode_file(path, hashes, task.prep, task.max_bytes, task.code) for path, hashes in task.files]
 
 
 class StoredImages:
@@ -183,9 +189,10 @@ def index_images(index: Index, found: Discovery, options: ImageIndexOptions | No
                      current=lambda item, old: old[1] == item.mtime and old[2] == item.bytes)
     summary.unchanged, summary.known_errors = plan.unchanged, plan.known_errors
     ok_paths: set[str] = set()
+    shards = CodeShards(index.path) if opts.probe_codes and coding_available() else None
     committer = Committer(index.add_rows, opts.commit_rows, opts.commit_seconds,
-                          replace_after_commit(index, plan.replaced, ok_paths))
-    writer = ImageRowWriter(index, schema, committer, summary, plan.replaced)
+                          chain(replace_after_commit(index, plan.replaced, ok_paths), shards and shards.after_commit))
+    writer = ImageRowWriter(index, schema, committer, summary, plan.replaced, shards)
     writer.fail([Failure.of(it, stage, reason) for it, stage, reason in plan.errs])
     if plan.todo:
         _embed(writer, state, plan.todo, opts, on_progress, t0)
@@ -220,6 +227,7 @@ class ImageRowWriter:
     committer: Committer
     summary: IndexSummary
     replaced: dict[str, int]
+    shards: CodeShards | None = None   # probe codes of the rows emitted, written once they are committed
 
     def __post_init__(self):
         base = {f.name for f in base_fields(TABLE, self.index.dim)}
@@ -246,7 +254,10 @@ class ImageRowWriter:
         n, dim = len(rows), self.index.dim
         items = [r.item for r in rows]
         captions = [it.caption for it in items]
-        cols = {"id": pa.array(self.index.next_ids(TABLE, n)), "path": [stored_path(it.path) for it in items],
+        ids = self.index.next_ids(TABLE, n)
+        if self.shards is not None:
+            self.shards.hold(ids, [r.hash for r in rows], [r.codes for r in rows])
+        cols = {"id": pa.array(ids), "path": [stored_path(it.path) for it in items],
                 "width": [r.width for r in rows], "height": [r.height for r in rows],
                 "bytes": [it.bytes for it in items], "mtime": [it.mtime for it in items],
                 "hash": [r.hash for r in rows], "caption": captions, "label": [it.label for it in items],
@@ -290,7 +301,7 @@ def _encode_pending(writer: ImageRowWriter, pending: _Pending) -> None:
     if not pending.to_encode:
         return
     vecs = writer.model().encode_prepared(np.stack([d.pixels for _, d in pending.to_encode]))
-    writer.emit([Embedded(it, d.hash, d.width, d.height, v) for (it, d), v in zip(pending.to_encode, vecs)])
+    writer.emit([Embedded(it, d.hash, d.width, d.height, v, d.codes) for (it, d), v in zip(pending.to_encode, vecs)])
     pending.to_encode.clear()
 
 
@@ -311,7 +322,7 @@ def _reuse_pending(writer: ImageRowWriter, state: StoredImages, pending: _Pendin
         if r is not None:
             rows.append(Embedded(it, d.hash, widths[r], heights[r], vec[r]))
             continue
-        again = _decode_file(it.path, frozenset(), writer.model().prep, opts.max_bytes)
+        again = _decode_file(it.path, frozenset(), writer.model().prep, opts.max_bytes, writer.shards is not None)
         if isinstance(again, Failure):
             writer.fail([Failure.of(it, again.stage, again.reason)])
         else:
@@ -328,7 +339,7 @@ def _embed(writer: ImageRowWriter, state: StoredImages, todo: list[Item], opts: 
     by_path = {it.path: it for it in todo}
     prep = writer.model().prep
     tasks = [DecodeTask(tuple((it.path, frozenset(state.size_hashes.get(it.bytes, ())))
-                              for it in todo[i:i + opts.chunk]), prep, opts.max_bytes)
+                              for it in todo[i:i + opts.chunk]), prep, opts.max_bytes, writer.shards is not None)
              for i in range(0, len(todo), opts.chunk)]
     workers = default_workers() if opts.workers is None else opts.workers
     pending = _Pending()

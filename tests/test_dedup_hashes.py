@@ -122,13 +122,13 @@ def test_copies_the_model_does_not_rank_near_are_found_by_their_hashes(turned, t
     assert (ix / "cache" / "dedup" / "images.codes.npz").exists()
 
 
-def _index(src, ix):
+def _index(src, ix, *extra):
     from click.testing import CliRunner
 
     from cli.main import cli
 
     res = CliRunner().invoke(cli, ["index", "images", str(src), "--index", str(ix), "--model", "clipdex-tiny",
-                                   "--workers", "0"])
+                                   "--workers", "0", *extra])
     assert res.exit_code == 0, res.output
 
 
@@ -141,7 +141,7 @@ def test_a_rerun_codes_and_joins_only_the_rows_added_since(turned, tmp_path, mon
     root, _ = turned
     shutil.copytree(root / "img", tmp_path / "img")
     ix = tmp_path / "ix.clipdex"
-    _index(tmp_path / "img", ix)
+    _index(tmp_path / "img", ix, "--no-dedup-codes")   # dedup codes the files (the indexer's: test_probe_codes.py)
     options = DedupOptions(k=1, min_score=0.999)
     find_duplicates(ix, options)
     coded = []
@@ -149,7 +149,7 @@ def test_a_rerun_codes_and_joins_only_the_rows_added_since(turned, tmp_path, mon
     monkeypatch.setattr(dedup_hashes, "probe_codes", lambda img: coded.append(img.size) or probe(img))
     assert find_duplicates(ix, options).summary["searched"] == 0 and coded == []
     Image.open(tmp_path / "img" / "o0001.png").rotate(-7, Image.BICUBIC).save(tmp_path / "img" / "new-turned.png")
-    _index(tmp_path / "img", ix)
+    _index(tmp_path / "img", ix, "--no-dedup-codes")
     again = find_duplicates(ix, options)
     assert len(coded) == 1 and again.summary["searched"] == 1
     group = next(g for g in again.groups if any(Path(m["path"]).name == "new-turned.png" for m in g["members"]))

@@ -29,6 +29,7 @@ TURNS = (4, 8, 12)      # degrees, both ways
 TURN_KEEP = 0.8         # of each side, kept around the centre of a turned picture (its corners are filled)
 SIDE = 512              # images are trimmed and hashed from at most this size (hashes read 32 x 32 anyway)
 PROBE_SIDE = 64         # probe codes (``probe_codes``) are taken from views reduced to this size
+PROBE_DECODE = (4 * PROBE_SIDE, 4 * PROBE_SIDE)   # files are decoded (a JPEG drafted) no smaller than this for them
 
 
 def side_cuts(pixels: np.ndarray, tol: int = 24, max_bands: int = 2) -> list[list[int]]:

@@ -171,7 +171,14 @@ def prepare_bytes(data: bytes, prep: ImagePrep) -> tuple[np.ndarray, str, int, i
     """Image bytes (a file's, or a tar member's) -> (pixels (H,W,3) uint8, hash, width, height).
 
     Raises ``ImageReadError`` (stage "decode")."""
-    img = open_image(data, prep.size)
+    img, width, height = decode_bytes(data, prep.size)
+    return prepare_decoded(img, prep), content_hash(data), width, height
+
+
+def decode_bytes(data: bytes, target: tuple[int, int]) -> tuple[Image.Image, int, int]:
+    """Image bytes -> (the picture, decoded no smaller than ``target`` (a JPEG drafted), the file's width and
+    height as its header says). Raises ``ImageReadError``."""
+    img = open_image(data, target)
     width, height = img.size  # after draft these are the reduced sizes; report the header's size instead
     try:
         with warnings.catch_warnings():
@@ -179,11 +186,15 @@ def prepare_bytes(data: bytes, prep: ImagePrep) -> tuple[np.ndarray, str, int, i
             width, height = Image.open(io.BytesIO(data)).size
     except Exception:
         pass
+    return img, width, height
+
+
+def prepare_decoded(img: Image.Image, prep: ImagePrep) -> np.ndarray:
+    """A decoded picture -> the model's input (H, W, 3) uint8. Raises ``ImageReadError`` (stage "decode")."""
     try:
-        pixels = prep.prepare(img)
+        return prep.prepare(img)
     except (OSError, ValueError) as exc:
         raise ImageReadError("decode", f"corrupt or truncated image: {exc}") from exc
-    return pixels, content_hash(data), width, height
 
 
 # Truncated files must fail, not be padded with grey.

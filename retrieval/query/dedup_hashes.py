@@ -15,19 +15,25 @@ from __future__ import annotations
 import logging
 import os
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from retrieval.algorithms.dedup import ImageThresholds
-from retrieval.algorithms.dedup_image import PROBE_SIDE, probe_codes
+from retrieval.algorithms.dedup_image import PROBE_DECODE, probe_codes
 from retrieval.algorithms.hamming import hamming_join
 from retrieval.cancel import checkpoint
 from retrieval.index.directory import Index
+from retrieval.index.probe_codes import (
+    ProbeCodes,
+    checked,
+    digests_of,
+    load_codes,
+    read_shards,
+    save_codes,
+    shard_paths,
+)
 from retrieval.io.imageprep import ImageReadError, open_image, read_image_file
 from retrieval.io.workers import Progress
 from retrieval.query.dedup_search import SAVE_SECONDS, pair_cosines
@@ -36,70 +42,31 @@ from retrieval.query.dedup_state import DedupState, save_state
 log = logging.getLogger(__name__)
 BLOCK = 512          # rows decoded and coded at a time
 FLIP_CODES = 500_000   # anchor codes (about 60,000 images) up to which substrings are looked up with one bit flipped
-_EMPTY = np.zeros((0, 2), np.uint64)
 
 
-@dataclass
-class ProbeCodes:
-    """``ids`` (r,) int64: the rows coded (an unreadable one has no codes); ``views`` (v, 2) and ``anchors``
-    (a, 2) uint64 with their rows ``view_owner`` (v,) and ``anchor_owner`` (a,) int64."""
-
-    ids: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    views: np.ndarray = field(default_factory=lambda: _EMPTY)
-    view_owner: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-    anchors: np.ndarray = field(default_factory=lambda: _EMPTY)
-    anchor_owner: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
-
-    def keep(self, live: np.ndarray) -> ProbeCodes:
-        v, a = np.isin(self.view_owner, live), np.isin(self.anchor_owner, live)
-        return ProbeCodes(self.ids[np.isin(self.ids, live)], self.views[v], self.view_owner[v],
-                          self.anchors[a], self.anchor_owner[a])
-
-    def extend(self, others: list[ProbeCodes]) -> ProbeCodes:
-        """These codes and ``others``' in one (each array copied once, however many blocks are merged)."""
-        if not others:
-            return self
-        every = [self, *others]
-        return ProbeCodes(np.unique(np.concatenate([c.ids for c in every])),
-                          *(np.concatenate([getattr(c, name) for c in every])
-                            for name in ("views", "view_owner", "anchors", "anchor_owner")))
-
-
-def _codes_path(index_path) -> Path:
-    return Path(index_path) / "cache" / "dedup" / "images.codes.npz"
-
-
-def load_codes(index_path) -> ProbeCodes:
-    """The saved probe codes (none when missing; an unreadable file is only lost work: logged)."""
-    path = _codes_path(index_path)
-    if not path.exists():
-        return ProbeCodes()
-    try:
-        with np.load(path) as z:
-            return ProbeCodes(z["ids"].astype(np.int64), z["views"].astype(np.uint64).reshape(-1, 2),
-                              z["view_owner"].astype(np.int64), z["anchors"].astype(np.uint64).reshape(-1, 2),
-                              z["anchor_owner"].astype(np.int64))
-    except (OSError, ValueError, KeyError) as exc:
-        log.warning("dedup: the saved probe codes are unreadable (%s); coding the images again", exc)
-        return ProbeCodes()
-
-
-def save_codes(index_path, codes: ProbeCodes) -> None:
-    """Write the codes atomically (a temporary file renamed over the old one)."""
-    path = _codes_path(index_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:6]}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, ids=codes.ids, views=codes.views, view_owner=codes.view_owner, anchors=codes.anchors,
-                 anchor_owner=codes.anchor_owner)
-    os.replace(tmp, path)
+def stored_codes(ix: Index, live: np.ndarray) -> ProbeCodes:
+    """The saved codes of the rows ``live`` (n,) int64, with the indexer's shards merged in (each shard's rows
+    checked against the table's content hashes, then the shards deleted)."""
+    codes = load_codes(ix.path)
+    shards = shard_paths(ix.path)
+    if shards:
+        fresh = read_shards(shards)
+        rows = ix.store.take("images", fresh.ids, ["id", "hash"]) if len(fresh.ids) else None
+        if rows is not None and rows.num_rows:
+            fresh = checked(fresh, np.asarray(rows.column("id").to_numpy(), np.int64),
+                            digests_of(rows.column("hash").to_pylist()))
+            codes = codes.extend([fresh])
+        save_codes(ix.path, codes)
+        for path in shards:
+            path.unlink(missing_ok=True)
+    return codes.keep(live)
 
 
 def probe_file(path) -> tuple[np.ndarray, np.ndarray] | None:
     """The probe codes (views, anchors) of the image file at ``path``, decoded drafted; None when it cannot be read
     (logged)."""
     try:
-        return probe_codes(open_image(read_image_file(path), target=(4 * PROBE_SIDE, 4 * PROBE_SIDE)))
+        return probe_codes(open_image(read_image_file(path), target=PROBE_DECODE))
     except (ImageReadError, OSError, TypeError, ValueError) as exc:
         log.info("dedup: cannot read %s for its probe codes (%s)", path, exc)
         return None
@@ -107,16 +74,12 @@ def probe_file(path) -> tuple[np.ndarray, np.ndarray] | None:
 
 def code_rows(ix: Index, ids: np.ndarray, pool: ThreadPoolExecutor) -> ProbeCodes:
     """The probe codes of the image rows ``ids`` (decoded in ``pool``'s threads: Pillow decodes without the GIL)."""
-    rows = [r for r in ix.store.take("images", ids, ["id", "path"]).to_pylist() if r.get("path")]   # files only
-    got = list(pool.map(probe_file, [r["path"] for r in rows]))
-    ok = [(r["id"], c) for r, c in zip(rows, got) if c is not None]
-    if not ok:
-        return ProbeCodes(np.unique(np.asarray(ids, np.int64)))
-    return ProbeCodes(np.unique(np.asarray(ids, np.int64)),
-                      np.concatenate([v for _, (v, _) in ok]),
-                      np.concatenate([np.full(len(v), i, np.int64) for i, (v, _) in ok]),
-                      np.concatenate([a for _, (_, a) in ok]),
-                      np.concatenate([np.full(len(a), i, np.int64) for i, (_, a) in ok]))
+    rows = [r for r in ix.store.take("images", ids, ["id", "path", "hash"]).to_pylist() if r.get("path")]
+    got = list(pool.map(probe_file, [r["path"] for r in rows]))   # files only: a row without one stays uncoded
+    listed = np.unique(np.asarray(ids, np.int64))
+    coded = ProbeCodes.of_rows([r["id"] for r in rows], digests_of([r.get("hash") for r in rows]), got)
+    missing = listed[~np.isin(listed, coded.ids)]   # rows without a path: listed as coded, without codes
+    return coded.extend([ProbeCodes.of_rows(missing, np.zeros(len(missing), np.uint64), [None] * len(missing))])
 
 
 def hash_candidates(ix: Index, state: DedupState, live: np.ndarray, t: ImageThresholds,
@@ -125,7 +88,7 @@ def hash_candidates(ix: Index, state: DedupState, live: np.ndarray, t: ImageThre
     and add the pairs found to ``state`` with their CLIP cosines. Returns how many pairs are new."""
     if "path" not in ix.store.schema("images").names:   # vectors imported without files: nothing to decode
         return 0
-    codes = load_codes(ix.path).keep(live)
+    codes = stored_codes(ix, live)
     need = live[~np.isin(live, codes.ids)]
     last_save, held = time.monotonic(), []   # blocks coded since the last save: merged once per save, not per block
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
