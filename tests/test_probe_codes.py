@@ -132,3 +132,21 @@ def test_the_codes_survive_a_reopened_index_and_a_changed_file(tmp_path):
     live = checked(codes, ids, digests_of([rows[i]["hash"] for i in ids.tolist()]))
     assert sorted(live.ids.tolist()) == ids.tolist()   # the old p0's codes are gone with its row
     ix.close()
+
+
+def test_batched_hash_codes_are_imagehash_bit_for_bit():
+    import imagehash
+
+    from retrieval.algorithms.dedup_image import hash_codes
+
+    rng = np.random.default_rng(0)
+    images = [draw_shape(shape, COLORS[colour], size=size, scale=0.5)
+              for shape, colour, size in [("circle", "red", 96), ("star", "blue", 37), ("square", "green", 300)]]
+    images += [Image.new("RGB", (50, 40), (200, 200, 200)),   # flat: every DCT coefficient but one is 0
+               Image.fromarray(rng.integers(0, 256, (61, 83, 3), dtype=np.uint8)),
+               Image.fromarray(rng.integers(0, 256, (7, 5), dtype=np.uint8), "L"),
+               images[0].rotate(9, Image.BICUBIC).crop((5, 9, 90, 70))]
+    got = hash_codes(images)
+    for img, (p, d) in zip(images, got.tolist()):
+        assert p == int(str(imagehash.phash(img)), 16) and d == int(str(imagehash.dhash(img)), 16)
+    assert hash_codes([]).shape == (0, 2)

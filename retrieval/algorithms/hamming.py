@@ -56,16 +56,15 @@ def hamming_join(queries: np.ndarray, query_owner: np.ndarray, table: np.ndarray
     query_owner, table_owner = np.asarray(query_owner, np.int64), np.asarray(table_owner, np.int64)
     width = 64 // chunks
     masks = np.array([0] + ([1 << b for b in range(width)] if flips else []), np.int64)
-    sorted_chunks = []
-    for c in range(chunks):
-        tkey = _chunk(table[:, 0], c, chunks)
-        order = np.argsort(tkey, kind="stable")
-        sorted_chunks.append((order, tkey[order]))
     found, crowded = [], 0
     step = max(1, BLOCK_PAIRS // (4 * len(masks)))
-    for s in range(0, len(queries), step):   # blocks of queries: the probes of one block at a time
-        qs = np.arange(s, min(s + step, len(queries)))
-        for c, (order, skey) in enumerate(sorted_chunks):
+    for c in range(chunks):   # one substring's sorted table at a time (its codes in that order: read in runs)
+        tkey = _chunk(table[:, 0], c, chunks)
+        order = np.argsort(tkey, kind="stable")
+        skey, scode = tkey[order], table[order, 0]
+        del tkey
+        for s in range(0, len(queries), step):   # blocks of queries: the probes of one block at a time
+            qs = np.arange(s, min(s + step, len(queries)))
             probe_q = np.repeat(qs, len(masks))
             probe_key = (_chunk(queries[qs, 0], c, chunks)[:, None] ^ masks[None, :]).reshape(-1)
             lo, hi = np.searchsorted(skey, probe_key, "left"), np.searchsorted(skey, probe_key, "right")
@@ -78,23 +77,22 @@ def hamming_join(queries: np.ndarray, query_owner: np.ndarray, table: np.ndarray
             while start < len(size):   # blocks of probes whose expansion holds at most BLOCK_PAIRS pairs
                 base = int(ends[start - 1]) if start else 0
                 stop = max(start + 1, int(np.searchsorted(ends, base + BLOCK_PAIRS, "right")))
-                q, t = _expand(probe_q[start:stop], lo[start:stop], size[start:stop])
-                found.append(_checked(queries, query_owner, table, table_owner, q, order[t], max_bits, max_both))
+                pq, sz = probe_q[start:stop], size[start:stop]
+                offsets = np.cumsum(sz) - sz   # where each probe's bucket starts in the expansion
+                t = np.repeat(lo[start:stop] - offsets, sz) + np.arange(int(sz.sum()))   # sorted-table positions
+                # the sorted codes: a bucket is a run, read in order; a query's code repeated, not gathered
+                bits = np.bitwise_count(np.repeat(queries[pq, 0], sz) ^ scode[t])
+                near = np.flatnonzero(bits <= max_bits)
+                q = pq[np.searchsorted(offsets, near, "right") - 1]
+                found.append(_checked(queries, query_owner, table, table_owner, q, order[t[near]],
+                                      bits[near].astype(np.int64), max_both))
                 start = stop
     return _best(found, crowded)
 
 
-def _expand(probe_q: np.ndarray, lo: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Ragged ranges -> (query index, sorted-table position) of every code in every probed bucket."""
-    total = int(size.sum())
-    q = np.repeat(probe_q, size)
-    first = np.repeat(lo - np.concatenate([[0], np.cumsum(size)[:-1]]), size)
-    return q, first + np.arange(total)
-
-
-def _checked(queries, query_owner, table, table_owner, q, t, max_bits, max_both) -> tuple[np.ndarray, np.ndarray]:
-    bits = popcount(queries[q, 0] ^ table[t, 0])
-    ok = (bits <= max_bits) & (query_owner[q] != table_owner[t])
+def _checked(queries, query_owner, table, table_owner, q, t, bits, max_both) -> tuple[np.ndarray, np.ndarray]:
+    """Of the code pairs (q, t) already within the first code's bits: those of two owners, within ``max_both``."""
+    ok = query_owner[q] != table_owner[t]
     if max_both is not None:
         ok &= np.maximum(bits, popcount(queries[q, 1] ^ table[t, 1])) <= max_both
     a, b = query_owner[q[ok]], table_owner[t[ok]]

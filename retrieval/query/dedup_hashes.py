@@ -6,9 +6,10 @@ anchors, pHash and dHash), and pairs whose codes lie within ``ImageThresholds.pr
 found by multi-index hashing (``retrieval.algorithms.hamming``), not by comparing every pair. They are verified
 like any other pair: the hashes only propose.
 
-The codes are a cache of the pictures' content, kept in ``<index>/cache/dedup/images.codes.npz`` apart from the
-run's state (other options start a new state, not new codes); a re-run codes and joins only rows added since
-(``DedupState.hashed``). A picture that cannot be read gets no codes (its CLIP neighbours still count).
+The codes are kept beside the index (``retrieval.index.probe_codes``), apart from the run's state (other options
+start a new state, not new codes). The image indexer takes them as it decodes each file (``indexers.probe_rows``);
+this step merges those, codes only the files of rows still without codes, and joins only rows added since the last
+run (``DedupState.hashed``). A picture that cannot be read gets no codes (its CLIP neighbours still count).
 """
 from __future__ import annotations
 
