@@ -25,7 +25,7 @@ MAX_NODES = 2_250
 # cost or absence must not reach every command.
 LAZY_OK = {"torch", "torchvision", "open_clip", "av", "ray", "lancedb", "duckdb", "faiss", "huggingface_hub",
            "safetensors", "matplotlib", "pandas", "fastapi", "uvicorn", "starlette", "webdataset", "onnxruntime",
-           "lance", "pyarrow.dataset", "imagehash", "rapidocr_onnxruntime", "cv2"}
+           "lance", "pyarrow.dataset", "imagehash", "scipy", "rapidocr_onnxruntime", "cv2"}
 
 
 def _modules():

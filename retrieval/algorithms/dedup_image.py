@@ -90,7 +90,7 @@ def hash_codes(images: list[Image.Image]) -> np.ndarray:
     and resized to 9 x 8, each pixel against its left neighbour. Bits are read row by row, the first the highest."""
     try:
         import imagehash  # noqa: F401 - optional: the dedup extra (brings scipy)
-        import scipy.fftpack
+        import scipy.fftpack  # imagehash's own dependency: the same DCT, for a batch at once
     except ImportError:
         raise InvalidInput("comparing images needs imagehash: pip install 'clipdex[dedup]'") from None
 

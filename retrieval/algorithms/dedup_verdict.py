@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from retrieval.algorithms.dedup import ImageThresholds, pixels_agree, pixels_alike
-from retrieval.algorithms.dedup_image import best_alignments
+from retrieval.algorithms.dedup import ImageThresholds, pair_kind, pixels_agree, pixels_alike
+from retrieval.algorithms.dedup_image import best_alignments, same_pixels
 from retrieval.algorithms.dedup_pixels import FAILED, check_pair, colour_axis
 
 
@@ -39,6 +39,17 @@ def image_evidence(ea: tuple, eb: tuple, t: ImageThresholds) -> tuple[int, tuple
                 return bits, tuple(check)
             best = min(best, check, key=lambda c: (not pixels_alike(c, t), c.worst_tile))
     return bits, tuple(best)
+
+
+def pair_verdict(ea: tuple | None, eb: tuple | None, clip: float, t: ImageThresholds) -> tuple[str, tuple] | None:
+    """(kind, or "" when not a duplicate; evidence (8,): bits, same pixels, then the pixel check or NaN) of an image
+    pair from its pictures' evidence (as ``image_evidence`` takes it) and CLIP cosine; None when either is None
+    (a picture that could not be read)."""
+    if ea is None or eb is None:
+        return None
+    same = same_pixels(ea[0], eb[0])
+    bits, pixels = (0, None) if same else image_evidence(ea, eb, t)
+    return pair_kind(clip, bits, same, t, pixels), (bits, float(same), *(pixels or (np.nan,) * 6))
 
 
 def refused_like_a_shot(kind: np.ndarray, evidence: np.ndarray, t: ImageThresholds) -> np.ndarray:

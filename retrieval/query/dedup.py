@@ -19,7 +19,9 @@ Progress goes to ``on_progress(Progress)``; nothing is printed.
 from __future__ import annotations
 
 import logging
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -33,14 +35,13 @@ from retrieval.algorithms.dedup import (
     components,
     jaccard,
     linked_groups,
-    pair_kind,
     shingles,
     text_kind,
     weakest_kind,
 )
 from retrieval.algorithms.dedup_bridges import checks_around, kept_links
-from retrieval.algorithms.dedup_image import hash_bank_geometry, same_pixels
-from retrieval.algorithms.dedup_verdict import image_evidence, refused_like_a_shot
+from retrieval.algorithms.dedup_image import SIDE, hash_bank_geometry
+from retrieval.algorithms.dedup_verdict import pair_verdict, refused_like_a_shot
 from retrieval.cancel import checkpoint
 from retrieval.errors import InvalidInput
 from retrieval.index.directory import Index, open_index
@@ -66,6 +67,8 @@ TABLES = ("images", "videos", "frames", "texts")
 RULES = ("linked", "components", "clique")
 KEEP = ("largest", "newest", "first")
 BRIDGE_ROUNDS = 3   # rounds of checks around weakly supported pairs (a check's new pairs can need checks too)
+VERIFY_BLOCK = 256   # image pairs verified at a time (their pictures decoded, then their pairs checked, in threads)
+EVIDENCE_CACHE = 1024   # pictures' evidence kept between blocks (each up to 512 x 512 x 3 bytes and its codes)
 
 
 @dataclass
@@ -178,44 +181,49 @@ def _rows(ix: Index, table: str, ids, columns: list[str]) -> dict[int, dict]:
 
 def _verify_images(ix: Index, state: DedupState, todo: np.ndarray, options: DedupOptions, report) -> None:
     """Step 2 for images: same hash -> exact; else decode both, same pixels -> exact, else aligned hash bits and,
-    when they are close, the pixel check at the closest alignments."""
+    when they are close, the pixel check at the closest alignments. Pairs go in blocks: the pictures a block needs
+    are decoded, then its pairs checked, each in the threads of a pool (decoding, resizing and the alignment
+    release the GIL), and the verdicts written in order."""
     if len(todo) == 0:
         return
     rows = _rows(ix, "images", state.pairs[todo].reshape(-1), ["path", "hash"])
-    cache: dict[int, tuple | None] = {}
-
-    def evidence(i: int):
-        if i not in cache:
-            if len(cache) > 4096:  # bounded memory: pairs come sorted by id, so old entries are rarely asked again
-                cache.pop(next(iter(cache)))
-            try:
-                views, bank, view_geo, bank_geo, img = hash_bank_geometry(
-                    open_image(read_image_file(rows[i]["path"])).convert("RGB"))
-                cache[i] = (np.asarray(img), views, bank, view_geo, bank_geo)
-            except (ImageReadError, KeyError, TypeError) as exc:
-                log.info("dedup: cannot read row %s (%s); its pairs stay unverified", i, exc)
-                cache[i] = None
-        return cache[i]
-
+    cache: dict[int, tuple | None] = {}   # recent pictures' evidence: pairs come sorted, a row's pairs together
+    t = options.thresholds
     last_save = time.monotonic()
-    for n, p in enumerate(todo):
-        checkpoint()
-        a, b = (int(v) for v in state.pairs[p])
-        ra, rb = rows.get(a, {}), rows.get(b, {})
-        if ra.get("hash") and ra.get("hash") == rb.get("hash"):
-            state.kind[p], state.evidence[p, :2] = kind_code("exact"), (0, 1)
-        else:
-            ea, eb = evidence(a), evidence(b)
-            if ea is None or eb is None:
-                continue  # left unverified: tried again next run
-            same = same_pixels(ea[0], eb[0])
-            bits, pixels = (0, None) if same else image_evidence(ea, eb, options.thresholds)
-            state.kind[p] = kind_code(pair_kind(float(state.clip[p]), bits, same, options.thresholds, pixels))
-            state.evidence[p, :8] = (bits, float(same), *(pixels or (np.nan,) * 6))
-        if time.monotonic() - last_save > SAVE_SECONDS:
-            save_state(ix.path, "images", state)
-            last_save = time.monotonic()
-        report(Progress("verify", n + 1, len(todo)))
+    with ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1))) as pool:
+        for start in range(0, len(todo), VERIFY_BLOCK):
+            checkpoint()
+            block = todo[start:start + VERIFY_BLOCK]
+            hashes = [[rows.get(int(i), {}).get("hash") for i in pair] for pair in state.pairs[block]]
+            same_file = np.array([bool(ha) and ha == hb for ha, hb in hashes], bool)
+            need = [i for i in dict.fromkeys(state.pairs[block[~same_file]].reshape(-1).tolist()) if i not in cache]
+            cache.update(zip(need, pool.map(lambda i: _picture_evidence(rows.get(i, {}).get("path"), i), need)))
+            jobs = [(cache[int(a)], cache[int(b)], float(state.clip[p]))
+                    for p, (a, b) in zip(block[~same_file], state.pairs[block[~same_file]])]
+            verdicts = iter(pool.map(lambda job: pair_verdict(*job, t), jobs))
+            for p, same in zip(block, same_file):
+                if same:
+                    state.kind[p], state.evidence[p, :2] = kind_code("exact"), (0, 1)
+                elif (verdict := next(verdicts)) is not None:   # None: a picture unreadable, tried again next run
+                    state.kind[p], state.evidence[p, :8] = kind_code(verdict[0]), verdict[1]
+            for old in list(cache)[:max(0, len(cache) - EVIDENCE_CACHE)]:   # bounded memory: the oldest go
+                del cache[old]
+            if time.monotonic() - last_save > SAVE_SECONDS:
+                save_state(ix.path, "images", state)
+                last_save = time.monotonic()
+            report(Progress("verify", start + len(block), len(todo)))
+
+
+def _picture_evidence(path: str | None, row: int) -> tuple | None:
+    """(pixels (H, W, 3) uint8, views, bank, view geometry, bank geometry) of a row's picture (``hash_bank_geometry``;
+    decoded drafted to ``SIDE``), or None when it cannot be read (logged)."""
+    try:
+        views, bank, view_geo, bank_geo, img = hash_bank_geometry(
+            open_image(read_image_file(path), target=(SIDE, SIDE)).convert("RGB"))
+        return np.asarray(img), views, bank, view_geo, bank_geo
+    except (ImageReadError, KeyError, TypeError) as exc:
+        log.info("dedup: cannot read row %s (%s); its pairs stay unverified", row, exc)
+        return None
 
 
 def _verify_texts(ix: Index, state: DedupState, todo: np.ndarray, options: DedupOptions, report) -> None:

@@ -1,0 +1,100 @@
+"""``clipdex dedup`` on a folder of image files, end to end, as a user runs it: what each stage costs per file.
+
+    python benchmarks/dedup_files.py --images 20000 [--side 512] [--copies 0.02]
+
+Files: ``--images`` distinct generated scenes (``clipdex.synthetic.world``: 1-3 objects on a plain or textured
+ground; many of them alike, as drawings of the same objects are), saved as ``--side`` px JPEGs, and for a fraction
+``--copies`` of them a transformed copy (``clipdex.synthetic.dedup.TRANSFORMS``: re-encoded, resized, cropped,
+turned, recoloured, watermarked or framed like a screenshot, at a random strength). Then, each in its own process
+under ``/usr/bin/time -v``: ``clipdex index images`` (clipdex-tiny; the probe codes taken as each file is decoded)
+and ``clipdex dedup --json`` (defaults: k 10, min score 0.5). Reported: wall and CPU seconds and peak memory of
+each, dedup's counts (candidates, pairs refused by their probe codes without decoding, verified), the planted
+copies grouped with their original, and groups that hold no planted pair (alike scenes called duplicates).
+
+Results: benchmarks/results/dedup_files_<images>.json. The work folder is deleted unless ``--keep``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.dedup_scale import timed  # noqa: E402
+from benchmarks.results_io import RESULTS, save_result  # noqa: E402
+from clipdex.synthetic.dedup import TRANSFORMS  # noqa: E402
+from clipdex.synthetic.world import render_scene, sample_scene  # noqa: E402
+from retrieval.query.dedup import DedupOptions, find_duplicates  # noqa: E402
+
+
+def write_files(folder: Path, n: int, side: int, copies: float, seed: int = 0) -> dict[str, str]:
+    """The pictures, and {copy path: original path} of the planted copies."""
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    planted = {}
+    names = sorted(TRANSFORMS)
+    for i in range(n):
+        img = render_scene(sample_scene(rng), 128, seed=rng.randrange(1 << 30)).resize((side, side), 3)
+        path = folder / f"{i // 1000:04d}" / f"p{i:07d}.jpg"
+        path.parent.mkdir(exist_ok=True)
+        img.save(path, quality=90)
+        if rng.random() < copies:
+            name = rng.choice(names)
+            out = TRANSFORMS[name](img, rng.randrange(3), rng)
+            copy = path.with_name(f"p{i:07d}-{name}.jpg")
+            out.convert("RGB").save(copy, quality=90)
+            planted[str(copy)] = str(path)
+    return planted
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--images", type=int, default=20_000)
+    ap.add_argument("--side", type=int, default=512)
+    ap.add_argument("--copies", type=float, default=0.02)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/clipdex-dedup-files"))
+    ap.add_argument("--nice", type=int, default=0)
+    ap.add_argument("--keep", action="store_true")
+    a = ap.parse_args()
+    work = a.work / f"n{a.images}"
+    folder, ix = work / "img", work / "ix.clipdex"
+    known = work / "planted.json"
+    if known.exists():
+        planted = json.loads(known.read_text())
+    else:
+        planted = write_files(folder, a.images, a.side, a.copies)
+        known.write_text(json.dumps(planted))
+    shutil.rmtree(ix, ignore_errors=True)
+    clipdex = [sys.executable, "-m", "cli.main"]
+    index_s, index_rss, index_out = timed([*clipdex, "index", "images", str(folder), "--index", str(ix),
+                                           "--model", "clipdex-tiny", "--json"], a.nice)
+    dedup_s, dedup_rss, dedup_out = timed([*clipdex, "dedup", str(ix), "--json"], a.nice)
+    cpu = lambda out: float(out.rsplit("cpu_seconds", 1)[1].split()[0])  # noqa: E731
+    result = find_duplicates(ix, DedupOptions())   # the groups of the run just timed, from its saved state
+    groups = result.groups
+    group_of = {m["path"]: g for g, grp in enumerate(groups) for m in grp["members"]}
+    found = sum(1 for c, o in planted.items() if c in group_of and group_of[c] == group_of.get(o))
+    with_planted = {group_of[c] for c, o in planted.items() if c in group_of and group_of[c] == group_of.get(o)}
+    stray = [g for g in range(len(groups)) if g not in with_planted]
+    files = a.images + len(planted)
+    out = {
+        "files": files, "side": a.side, "planted_copies": len(planted), "model": "clipdex-tiny",
+        "index_s": round(index_s, 1), "index_cpu_s": round(cpu(index_out), 1), "index_peak_rss_mb": index_rss >> 20,
+        "dedup_s": round(dedup_s, 1), "dedup_cpu_s": round(cpu(dedup_out), 1), "dedup_peak_rss_mb": dedup_rss >> 20,
+        "dedup_ms_per_file": round(1000 * dedup_s / files, 2),
+        "summary": result.summary, "planted_grouped_with_original": found,
+        "groups_without_a_planted_pair": len(stray),
+        "stray_group_kinds": sorted({groups[g]["kind"] for g in stray}),
+    }
+    print(json.dumps(out, indent=1))
+    print(f"wrote {save_result(out, RESULTS / f'dedup_files_{a.images}.json')}")
+    if not a.keep:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
