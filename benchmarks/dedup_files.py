@@ -1,6 +1,6 @@
 """``clipdex dedup`` on a folder of image files, end to end, as a user runs it: what each stage costs per file.
 
-    python benchmarks/dedup_files.py --images 20000 [--side 512] [--copies 0.02]
+    python benchmarks/dedup_files.py --images 2000 [--side 512] [--copies 0.02]
 
 Files: ``--images`` distinct generated scenes (``clipdex.synthetic.world``: 1-3 objects on a plain or textured
 ground; many of them alike, as drawings of the same objects are), saved as ``--side`` px JPEGs, and for a fraction
@@ -10,6 +10,10 @@ under ``/usr/bin/time -v``: ``clipdex index images`` (clipdex-tiny; the probe co
 and ``clipdex dedup --json`` (defaults: k 10, min score 0.5). Reported: wall and CPU seconds and peak memory of
 each, dedup's counts (candidates, pairs refused by their probe codes without decoding, verified), the planted
 copies grouped with their original, and groups that hold no planted pair (alike scenes called duplicates).
+
+Measured (2 cores, results/dedup_files_2000.json): 2,038 files indexed in 16 s; dedup 827 s (406 ms a file, 1,606
+CPU-seconds) for 18,468 candidate pairs; 37 of the 38 copies grouped with their original, and 81 groups of merely
+alike scenes (43 near, 38 similar): two-tone drawings in other colours pass the pixel check's tone curve.
 
 Results: benchmarks/results/dedup_files_<images>.json. The work folder is deleted unless ``--keep``.
 """
@@ -53,7 +57,7 @@ def write_files(folder: Path, n: int, side: int, copies: float, seed: int = 0) -
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=int, default=20_000)
+    ap.add_argument("--images", type=int, default=2000)
     ap.add_argument("--side", type=int, default=512)
     ap.add_argument("--copies", type=float, default=0.02)
     ap.add_argument("--work", type=Path, default=Path("/tmp/clipdex-dedup-files"))
