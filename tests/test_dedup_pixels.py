@@ -101,3 +101,22 @@ def test_the_geometry_bank_hashes_as_before():
     assert [c.tolist() for c in hash_bank(img)] == [views.tolist(), bank.tolist()]
     assert view_geo.shape == (len(views), 5) and bank_geo.shape == (len(bank), 5)
     assert view_geo[0].tolist() == [0, 0, 0, 120, 90]
+
+
+def test_one_drawing_in_other_colours_is_not_a_recoloured_copy():
+    from clipdex.synthetic import COLORS, draw_shape
+    from clipdex.synthetic.dedup import TRANSFORMS
+    from retrieval.algorithms.dedup_pixels import hue_shift
+
+    red, green = (draw_shape("circle", COLORS[c], size=128, scale=0.55) for c in ("red", "green"))
+    other = _check(red, green)   # the greys follow each other by a tone curve: all but the hue agrees
+    assert other.ncc >= ImageThresholds().pixel_ncc and other.hue > 100, other
+    assert not pixels_agree(other) and pixels_agree(other, ImageThresholds(pixel_hue=180.0))
+    rng = random.Random(1)
+    for strength in (0, 1, 2):   # the strongest colour shift moves hues least on a saturated red
+        copy_check = _check(red, TRANSFORMS["colour"](red, strength, rng))
+        assert pixels_agree(copy_check) and copy_check.hue < 30, (strength, copy_check)
+    grey = np.full((64, 3), 128.0)
+    assert np.isnan(hue_shift(grey, grey))   # nothing coloured in both: not checked
+    reds, blues = np.tile([[200.0, 30, 30]], (64, 1)), np.tile([[30.0, 30, 200]], (64, 1))
+    assert hue_shift(reds, reds) == 0.0 and abs(hue_shift(reds, blues) - 120.0) < 1.0

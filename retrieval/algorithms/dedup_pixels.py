@@ -34,7 +34,8 @@ class PixelCheck(NamedTuple):
     same up to tones; ``pixel_agreement``); ``worst_tile``: the largest tile mean of squared residuals over the
     spread (0 = same); ``overlap``: the larger share of either picture covered by the other once aligned (0..1);
     ``offset``: how far A's frame centre lands from B's, over B's larger side; ``turn``: the map's rotation in
-    degrees (``frame_pose``); ``agree``: the share of textured tiles whose pixels agree (0..1)."""
+    degrees (``frame_pose``); ``agree``: the share of textured tiles whose pixels agree (0..1); ``hue``: how far
+    the hues of the parts coloured in both pictures lie apart, in degrees (``hue_shift``; NaN: too little colour)."""
 
     ncc: float
     worst_tile: float
@@ -42,10 +43,11 @@ class PixelCheck(NamedTuple):
     offset: float = np.nan
     turn: float = np.nan
     agree: float = np.nan
+    hue: float = np.nan
 
 
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)   # ITU-R 601 luma: PIL's grey
-FAILED = PixelCheck(-1.0, 4.0, 0.0, 1.0, 0.0, 0.0)
+FAILED = PixelCheck(-1.0, 4.0, 0.0, 1.0, 0.0, 0.0, 180.0)
 
 
 def _cv2():
@@ -200,7 +202,41 @@ def check_pair(pixels_a: np.ndarray, geometry_a: np.ndarray, pixels_b: np.ndarra
     if fit <= -1.0:
         return FAILED
     a_to_b = np.linalg.inv(resize_b) @ np.vstack([warp.astype(np.float64), [0, 0, 1]]) @ map_a
-    return PixelCheck(fit, worst, frame_overlap(a_to_b, size_a, size_b), *frame_pose(a_to_b, size_a, size_b), agree)
+    colour_a = cv2.warpAffine(_rgb_like(pixels_a, small_a.shape), (map_a @ np.linalg.inv(resize_a))[:2].astype(
+        np.float32), (s, s), flags=cv2.INTER_LINEAR)
+    inverse = cv2.WARP_INVERSE_MAP
+    colour_b = cv2.warpAffine(_rgb_like(pixels_b, small_b.shape), warp, (s, s), flags=cv2.INTER_LINEAR + inverse)
+    covered = cv2.warpAffine(np.ones(small_b.shape, np.float32), warp, (s, s), flags=cv2.INTER_NEAREST + inverse) > 0.5
+    return PixelCheck(fit, worst, frame_overlap(a_to_b, size_a, size_b), *frame_pose(a_to_b, size_a, size_b), agree,
+                      hue_shift(colour_a[covered], colour_b[covered]))
+
+
+def hue_shift(x: np.ndarray, y: np.ndarray, chroma: float = 30.0, least: float = 0.02) -> float:
+    """How far apart the hues of two aligned pictures' coloured parts lie: x, y (n, 3) RGB pixels (0..255) -> the
+    chroma-weighted mean hue difference, in degrees (0..180), over the pixels with at least ``chroma`` (opponent
+    colour magnitude, 0..~255) in both; NaN when under ``least`` of the pixels are coloured in both (grey or pale
+    pictures: nothing to compare). A recoloured copy (brighter, more or less saturated, a colour cast) keeps the
+    hue of its coloured parts; another drawing of the shape in another colour does not, though its grey levels may
+    follow the first's by a tone curve."""
+    def opponent(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rgb = np.asarray(rgb, np.float32).reshape(-1, 3)
+        a = rgb[:, 0] - 0.5 * (rgb[:, 1] + rgb[:, 2])
+        b = 0.8660254 * (rgb[:, 1] - rgb[:, 2])
+        return np.hypot(a, b), np.degrees(np.arctan2(b, a))
+
+    (ca, ha), (cb, hb) = opponent(x), opponent(y)
+    both = (ca >= chroma) & (cb >= chroma)
+    if both.sum() < max(16, least * len(ca)):
+        return float("nan")
+    diff = np.abs((ha[both] - hb[both] + 180.0) % 360.0 - 180.0)
+    weight = np.minimum(ca[both], cb[both])
+    return float((diff * weight).sum() / weight.sum())
+
+
+def _rgb_like(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The picture resized to ``shape`` (h, w), as ``_at_scale`` resizes it, in RGB: (h, w, 3) float32."""
+    img = Image.fromarray(np.asarray(pixels, np.uint8)).resize((shape[1], shape[0]), Image.BILINEAR)
+    return np.asarray(img, np.float32)
 
 
 def colour_axis(pixels_a: np.ndarray, pixels_b: np.ndarray, step: int = 3) -> np.ndarray:

@@ -49,7 +49,7 @@ def pair_verdict(ea: tuple | None, eb: tuple | None, clip: float, t: ImageThresh
         return None
     same = same_pixels(ea[0], eb[0])
     bits, pixels = (0, None) if same else image_evidence(ea, eb, t)
-    return pair_kind(clip, bits, same, t, pixels), (bits, float(same), *(pixels or (np.nan,) * 6))
+    return pair_kind(clip, bits, same, t, pixels), (bits, float(same), *(pixels or (np.nan,) * 6)[:6])
 
 
 def refused_like_a_shot(kind: np.ndarray, evidence: np.ndarray, t: ImageThresholds) -> np.ndarray:
