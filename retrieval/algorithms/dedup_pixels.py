@@ -191,21 +191,22 @@ def check_pair(pixels_a: np.ndarray, geometry_a: np.ndarray, pixels_b: np.ndarra
     size_a, size_b = (pixels_a.shape[1], pixels_a.shape[0]), (pixels_b.shape[1], pixels_b.shape[0])
     ext = lambda g: max(g[3] - g[1], g[4] - g[2])  # noqa: E731
     s = int(np.clip(min(ext(geometry_a), ext(geometry_b)), 32, side)) // 8 * 8
-    small_a, resize_a = _at_scale(pixels_a, s / ext(geometry_a), LUMA if axis is None else axis)
-    small_b, resize_b = _at_scale(pixels_b, s / ext(geometry_b), LUMA if axis is None else axis)
+    colour = LUMA if axis is None else axis
+    rgb_a, resize_a = _at_scale(pixels_a, s / ext(geometry_a))
+    rgb_b, resize_b = _at_scale(pixels_b, s / ext(geometry_b))
+    small_a, small_b = rgb_a @ colour, rgb_b @ colour
     map_a = box_map(geometry_a, size_a, s)
-    grey_a = cv2.warpAffine(small_a, (map_a @ np.linalg.inv(resize_a))[:2].astype(np.float32), (s, s),
-                            flags=cv2.INTER_LINEAR)
+    to_patch_a = (map_a @ np.linalg.inv(resize_a))[:2].astype(np.float32)
+    grey_a = cv2.warpAffine(small_a, to_patch_a, (s, s), flags=cv2.INTER_LINEAR)
     patch_to_b = resize_b @ np.linalg.inv(box_map(geometry_b, size_b, s))  # patch of B's box -> B at that scale
     warp = refine_alignment(grey_a, small_b, patch_to_b[:2].astype(np.float32))
     fit, worst, agree = pixel_agreement(grey_a, small_b, warp)
     if fit <= -1.0:
         return FAILED
     a_to_b = np.linalg.inv(resize_b) @ np.vstack([warp.astype(np.float64), [0, 0, 1]]) @ map_a
-    colour_a = cv2.warpAffine(_rgb_like(pixels_a, small_a.shape), (map_a @ np.linalg.inv(resize_a))[:2].astype(
-        np.float32), (s, s), flags=cv2.INTER_LINEAR)
     inverse = cv2.WARP_INVERSE_MAP
-    colour_b = cv2.warpAffine(_rgb_like(pixels_b, small_b.shape), warp, (s, s), flags=cv2.INTER_LINEAR + inverse)
+    colour_a = cv2.warpAffine(rgb_a, to_patch_a, (s, s), flags=cv2.INTER_LINEAR)
+    colour_b = cv2.warpAffine(rgb_b, warp, (s, s), flags=cv2.INTER_LINEAR + inverse)
     covered = cv2.warpAffine(np.ones(small_b.shape, np.float32), warp, (s, s), flags=cv2.INTER_NEAREST + inverse) > 0.5
     return PixelCheck(fit, worst, frame_overlap(a_to_b, size_a, size_b), *frame_pose(a_to_b, size_a, size_b), agree,
                       hue_shift(colour_a[covered], colour_b[covered]))
@@ -233,12 +234,6 @@ def hue_shift(x: np.ndarray, y: np.ndarray, chroma: float = 30.0, least: float =
     return float((diff * weight).sum() / weight.sum())
 
 
-def _rgb_like(pixels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """The picture resized to ``shape`` (h, w), as ``_at_scale`` resizes it, in RGB: (h, w, 3) float32."""
-    img = Image.fromarray(np.asarray(pixels, np.uint8)).resize((shape[1], shape[0]), Image.BILINEAR)
-    return np.asarray(img, np.float32)
-
-
 def colour_axis(pixels_a: np.ndarray, pixels_b: np.ndarray, step: int = 3) -> np.ndarray:
     """The unit RGB direction (3,) float32 along which two pictures' colours vary most (the first principal axis of
     their pooled pixels (H, W, 3) uint8, every ``step``-th row and column), signed to brighten with luminance: a
@@ -250,10 +245,10 @@ def colour_axis(pixels_a: np.ndarray, pixels_b: np.ndarray, step: int = 3) -> np
     return (axis if axis @ LUMA >= 0 else -axis).astype(np.float32)
 
 
-def _at_scale(pixels: np.ndarray, f: float, axis: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The picture along ``axis`` (3,) (``colour_axis``) resized by about ``f`` (antialiased), and the (3, 3) map
-    from picture to resized."""
+def _at_scale(pixels: np.ndarray, f: float) -> tuple[np.ndarray, np.ndarray]:
+    """The picture resized by about ``f`` (antialiased), (h, w, 3) float32 (seen along a colour axis by ``@
+    axis``: ``colour_axis``), and the (3, 3) map from picture to resized."""
     h, w = pixels.shape[:2]
     size = (max(8, round(w * f)), max(8, round(h * f)))
     small = Image.fromarray(np.asarray(pixels, np.uint8)).resize(size, Image.BILINEAR)
-    return np.asarray(small, np.float32) @ axis, np.diag([size[0] / w, size[1] / h, 1.0])
+    return np.asarray(small, np.float32), np.diag([size[0] / w, size[1] / h, 1.0])
