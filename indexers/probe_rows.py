@@ -62,7 +62,6 @@ class CodeShards:
     def __init__(self, index_path, table: str = "images"):
         self.index_path, self.table = index_path, table
         self.held: dict[int, tuple[str, Codes]] = {}
-        self.written = 0   # rows whose codes were written
 
     def hold(self, ids: np.ndarray, hashes: list[str], codes: list[Codes | None]) -> None:
         for i, h, c in zip(np.asarray(ids).tolist(), hashes, codes):
@@ -78,7 +77,6 @@ class CodeShards:
         codes = ProbeCodes.of_rows([i for i, _ in got], digests_of([h for _, (h, _) in got]), [c for _, (_, c) in got])
         try:
             write_shard(self.index_path, codes)
-            self.written += len(got)
         except OSError as exc:   # only lost work: dedup codes these files itself
             log.warning("could not keep the probe codes of %d rows (%s)", len(got), exc)
 

@@ -8,7 +8,8 @@ anchors, pHash and dHash). They come from two places:
   rows are committed, under their real ids; a crash in between loses the codes, never the rows (dedup then codes
   those files itself);
 - ``clipdex dedup``, which codes the files of rows without codes and keeps everything in one file,
-  ``<index>/cache/dedup/images.codes.npz``, merging the shards into it (``merge_shards``).
+  ``<index>/cache/dedup/images.codes.npz``, merging the shards into it (``read_shards`` and ``checked``, called
+  by ``retrieval.query.dedup_hashes.stored_codes``).
 
 Each coded row carries the first 64 bits of its content hash (``digests``). A shard's rows are checked against the
 table's ``hash`` column when merged, so codes never attach to another picture that took a freed id.
