@@ -52,11 +52,10 @@ def stored_codes(ix: Index, live: np.ndarray) -> ProbeCodes:
     shards = shard_paths(ix.path)
     if shards:
         fresh = read_shards(shards)
-        rows = ix.store.take("images", fresh.ids, ["id", "hash"]) if len(fresh.ids) else None
-        if rows is not None and rows.num_rows:
-            fresh = checked(fresh, np.asarray(rows.column("id").to_numpy(), np.int64),
-                            digests_of(rows.column("hash").to_pylist()))
-            codes = codes.extend([fresh])
+        if len(fresh.ids):   # rows gone from the table, or whose id holds another picture now, are dropped
+            rows = ix.store.take("images", fresh.ids, ["id", "hash"])
+            codes = codes.extend([checked(fresh, np.asarray(rows.column("id").to_numpy(), np.int64),
+                                          digests_of(rows.column("hash").to_pylist()))])
         save_codes(ix.path, codes)
         for path in shards:
             path.unlink(missing_ok=True)
