@@ -45,6 +45,7 @@ from benchmarks.results_io import RESULTS, save_result  # noqa: E402
 from clipdex.synthetic.ann_realistic import make_realistic_corpus  # noqa: E402
 
 DIM, FILES, K, BUCKETS = 512, 10, 10, 100
+GT_BLOCK = 131_072
 
 
 def prepare(work: Path, rows: int, n_queries: int = 1000) -> dict:
@@ -74,14 +75,17 @@ def prepare(work: Path, rows: int, n_queries: int = 1000) -> dict:
             parts.append(buf[0][:need])
             buf = [buf[0][need:]] if len(buf[0]) > need else []
         x16 = np.concatenate(parts).astype(np.float16)
+        del parts
         np.save(src / "img_emb" / f"img_emb_{f}.npy", x16)
         ids = np.arange(row, row + len(x16))
         pq.write_table(pa.table({"image_path": [f"images/{i:09d}.jpg" for i in ids], "bucket": bucket[ids]}),
                        src / "metadata" / f"metadata_{f}.parquet")
-        s = xq @ x16.astype(np.float32).T
-        D, I = _merge(D, I, s, ids)
-        m = bucket[ids] == 7
-        Df, If = _merge(Df, If, s[:, m], ids[m])
+        for a in range(0, len(x16), GT_BLOCK):  # the exact top-k a block at a time: 1,000 x 1M scores are 4 GB
+            s = xq @ x16[a:a + GT_BLOCK].astype(np.float32).T
+            blk = ids[a:a + GT_BLOCK]
+            D, I = _merge(D, I, s, blk)
+            m = bucket[blk] == 7
+            Df, If = _merge(Df, If, s[:, m], blk[m])
         row += len(x16)
     np.save(work / "gt.npy", I)
     np.save(work / "gt_bucket7.npy", If)
@@ -89,9 +93,13 @@ def prepare(work: Path, rows: int, n_queries: int = 1000) -> dict:
 
 
 def _merge(D, I, s, ids):
+    """The running top-K ``(D, I)`` (q, <=K) merged with the block's scores ``s`` (q, n) of rows ``ids`` (n,)."""
     D2 = np.concatenate([D, s], 1)
     I2 = np.concatenate([I, np.broadcast_to(ids, s.shape)], 1)
-    top = np.argsort(-D2, axis=1)[:, :K]
+    if D2.shape[1] > K:
+        part = np.argpartition(-D2, K - 1, axis=1)[:, :K]
+        D2, I2 = np.take_along_axis(D2, part, 1), np.take_along_axis(I2, part, 1)
+    top = np.argsort(-D2, axis=1)
     return np.take_along_axis(D2, top, 1), np.take_along_axis(I2, top, 1)
 
 
