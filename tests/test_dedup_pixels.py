@@ -111,7 +111,7 @@ def test_one_drawing_in_other_colours_is_not_a_recoloured_copy():
     red, green = (draw_shape("circle", COLORS[c], size=128, scale=0.55) for c in ("red", "green"))
     other = _check(red, green)   # the greys follow each other by a tone curve: all but the hue agrees
     assert other.ncc >= ImageThresholds().pixel_ncc and other.hue > 100, other
-    assert not pixels_agree(other) and pixels_agree(other, ImageThresholds(pixel_hue=180.0))
+    assert not pixels_agree(other) and pixels_agree(other, ImageThresholds(pixel_hue=180.0, pixel_colour=np.inf))
     rng = random.Random(1)
     for strength in (0, 1, 2):   # the strongest colour shift moves hues least on a saturated red
         copy_check = _check(red, TRANSFORMS["colour"](red, strength, rng))
@@ -120,3 +120,42 @@ def test_one_drawing_in_other_colours_is_not_a_recoloured_copy():
     assert np.isnan(hue_shift(grey, grey))   # nothing coloured in both: not checked
     reds, blues = np.tile([[200.0, 30, 30]], (64, 1)), np.tile([[30.0, 30, 200]], (64, 1))
     assert hue_shift(reds, reds) == 0.0 and abs(hue_shift(reds, blues) - 120.0) < 1.0
+
+
+def _cross(fill, ground, noise=0.0, seed=0):
+    from PIL import Image, ImageDraw
+
+    arr = np.empty((128, 128, 3), np.float32)
+    arr[:] = ground
+    arr += np.random.default_rng(seed).normal(0, noise, arr.shape)   # per channel: colour noise
+    img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+    ImageDraw.Draw(img).polygon([(52, 30), (76, 30), (76, 52), (98, 52), (98, 76), (76, 76), (76, 98), (52, 98),
+                                 (52, 76), (30, 76), (30, 52), (52, 52)], fill=fill)
+    return img
+
+
+def test_a_grey_shape_is_not_a_recolouring_of_a_coloured_one():
+    import io
+
+    from PIL import Image
+
+    from clipdex.synthetic.dedup import TRANSFORMS
+    from retrieval.algorithms.dedup_pixels import colour_residual
+
+    grey, purple = _cross((128, 128, 128), (236, 224, 228)), _cross((150, 60, 190), (244, 214, 226))
+    other = _check(grey, purple)   # tones follow, hues cannot be compared (nothing coloured in both)
+    assert np.isnan(other.hue) and other.colour > ImageThresholds().pixel_colour, other
+    assert not pixels_agree(other) and pixels_agree(other, ImageThresholds(pixel_colour=np.inf))
+    rng = random.Random(2)
+    for strength in (0, 1, 2):   # saturation and a colour cast change every pixel alike
+        assert pixels_agree(_check(purple, TRANSFORMS["colour"](purple, strength, rng))), strength
+    noisy = _cross((150, 60, 190), (150, 150, 150), noise=40.0)   # JPEG drops the ground's per-pixel colour
+    for quality in (85, 25):   # compared blurred, as JPEG keeps colour (at q25 the grey noise goes too)
+        buf = io.BytesIO()
+        noisy.save(buf, format="JPEG", quality=quality)
+        check = _check(noisy, Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
+        assert check.colour < 0.3 and (quality < 50 or pixels_agree(check)), (quality, check)
+    x = np.random.default_rng(0).uniform(0, 255, (500, 3))
+    cast = np.clip(0.6 * x + 0.4 * x.mean(axis=1, keepdims=True) + [24, 0, -24], 0, 255)
+    assert colour_residual(x, cast) < 0.15 < 0.6 < colour_residual(x, x[::-1])
+    assert np.isnan(colour_residual(np.full((64, 3), 128.0), np.full((64, 3), 130.0)))

@@ -52,11 +52,16 @@ class ImageThresholds:
     for a near or similar pair: a recoloured copy keeps its hues (the strongest colour shift of ``benchmarks/dedup.py``
     moves them by up to 48 degrees), another drawing of the shape in other colours need not, though its grey
     levels follow the first's by a tone curve (``benchmarks/dedup_files.py``: 5 of 22 false near pairs among 1,000
-    generated scenes; the others have too little colour in common to compare).
+    generated scenes; the others have too little colour in common to compare). ``pixel_colour``: at most this share
+    of the coloured parts' colour (blurred to the coarse layout JPEG keeps) may be left unexplained by one global
+    colour change, saturation and cast (``dedup_pixels.colour_residual``), for a near or similar pair: a grey shape
+    is not a recolouring of a purple one, though neither has colour in common with the other to compare hues
+    (no copy of either seed of ``benchmarks/dedup.py`` is refused for it).
     Calibrated on ``benchmarks/dedup.py --seed 0`` (12 originals) and checked
     on ``--seed 1``."""
 
     pixel_hue: float = 60.0
+    pixel_colour: float = 0.6
     near_bits: int = 16
     similar_bits: int = 16
     similar_clip: float = 0.90
@@ -180,8 +185,8 @@ def pixels_agree(pixels: tuple, t: ImageThresholds = ImageThresholds()) -> bool:
     not given or NaN is not checked: older evidence); a copy lying unmoved on the other (``same_frame_*``) needs
     less agreement, as only an edit can tell the two apart."""
     ncc, worst_tile, overlap, *pose = pixels
-    if len(pose) > 3 and pose[3] > t.pixel_hue:   # coloured parts in other hues: another drawing, not a recolouring
-        return False
+    if len(pose) > 3 and (pose[3] > t.pixel_hue or (len(pose) > 4 and pose[4] > t.pixel_colour)):
+        return False   # coloured parts in other hues or colours: another drawing, not a recolouring
     if (len(pose) > 1 and overlap >= t.contained and pose[0] <= t.same_frame_offset
             and abs(pose[1]) <= t.same_frame_turn):   # unmoved on the other picture: only an edit differs
         return bool(ncc >= t.same_frame_ncc and worst_tile <= t.same_frame_tile
@@ -203,7 +208,7 @@ def pixels_alike(pixels: tuple, t: ImageThresholds = ImageThresholds()) -> bool:
     """Whether a pixel check (ncc, worst tile, overlap[, offset, turn, ...]) allows another shot of the same scene:
     the pixels correlate, the frames mostly overlap, their centres are close and they are hardly turned."""
     ncc, _, overlap, *pose = pixels
-    if len(pose) > 3 and pose[3] > t.pixel_hue:
+    if len(pose) > 3 and (pose[3] > t.pixel_hue or (len(pose) > 4 and pose[4] > t.pixel_colour)):
         return False
     offset = pose[0] if pose else np.nan
     turn = pose[1] if len(pose) > 1 else np.nan

@@ -35,7 +35,9 @@ class PixelCheck(NamedTuple):
     spread (0 = same); ``overlap``: the larger share of either picture covered by the other once aligned (0..1);
     ``offset``: how far A's frame centre lands from B's, over B's larger side; ``turn``: the map's rotation in
     degrees (``frame_pose``); ``agree``: the share of textured tiles whose pixels agree (0..1); ``hue``: how far
-    the hues of the parts coloured in both pictures lie apart, in degrees (``hue_shift``; NaN: too little colour)."""
+    the hues of the parts coloured in both pictures lie apart, in degrees (``hue_shift``; NaN: too little colour);
+    ``colour``: how much of the coloured parts' colour no global colour change explains (``colour_residual``, 0 = all
+    of it explained; NaN: too little colour)."""
 
     ncc: float
     worst_tile: float
@@ -44,10 +46,12 @@ class PixelCheck(NamedTuple):
     turn: float = np.nan
     agree: float = np.nan
     hue: float = np.nan
+    colour: float = np.nan
 
 
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)   # ITU-R 601 luma: PIL's grey
-FAILED = PixelCheck(-1.0, 4.0, 0.0, 1.0, 0.0, 0.0, 180.0)
+COLOUR_BLUR = 32   # colour_residual compares the colours blurred by the patch side over this
+FAILED = PixelCheck(-1.0, 4.0, 0.0, 1.0, 0.0, 0.0, 180.0, 1.0)
 
 
 def _cv2():
@@ -208,8 +212,12 @@ def check_pair(pixels_a: np.ndarray, geometry_a: np.ndarray, pixels_b: np.ndarra
     colour_a = cv2.warpAffine(rgb_a, to_patch_a, (s, s), flags=cv2.INTER_LINEAR)
     colour_b = cv2.warpAffine(rgb_b, warp, (s, s), flags=cv2.INTER_LINEAR + inverse)
     covered = cv2.warpAffine(np.ones(small_b.shape, np.float32), warp, (s, s), flags=cv2.INTER_NEAREST + inverse) > 0.5
+    x, y = colour_a[covered], colour_b[covered]
+    sigma = s / COLOUR_BLUR   # the colours' coarse layout: JPEG keeps chroma at half resolution, quantised coarsely
+    inner = cv2.erode(covered.astype(np.uint8), np.ones((2 * round(2 * sigma) + 1,) * 2, np.uint8)) > 0
+    coarse = [cv2.GaussianBlur(c, (0, 0), sigma)[inner] for c in (colour_a, colour_b)]
     return PixelCheck(fit, worst, frame_overlap(a_to_b, size_a, size_b), *frame_pose(a_to_b, size_a, size_b), agree,
-                      hue_shift(colour_a[covered], colour_b[covered]))
+                      hue_shift(x, y), colour_residual(*coarse))
 
 
 def hue_shift(x: np.ndarray, y: np.ndarray, chroma: float = 30.0, least: float = 0.02) -> float:
@@ -219,19 +227,48 @@ def hue_shift(x: np.ndarray, y: np.ndarray, chroma: float = 30.0, least: float =
     pictures: nothing to compare). A recoloured copy (brighter, more or less saturated, a colour cast) keeps the
     hue of its coloured parts; another drawing of the shape in another colour does not, though its grey levels may
     follow the first's by a tone curve."""
-    def opponent(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        rgb = np.asarray(rgb, np.float32).reshape(-1, 3)
-        a = rgb[:, 0] - 0.5 * (rgb[:, 1] + rgb[:, 2])
-        b = 0.8660254 * (rgb[:, 1] - rgb[:, 2])
-        return np.hypot(a, b), np.degrees(np.arctan2(b, a))
+    def polar(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        o = opponent(rgb)
+        return np.hypot(o[:, 0], o[:, 1]), np.degrees(np.arctan2(o[:, 1], o[:, 0]))
 
-    (ca, ha), (cb, hb) = opponent(x), opponent(y)
+    (ca, ha), (cb, hb) = polar(x), polar(y)
     both = (ca >= chroma) & (cb >= chroma)
     if both.sum() < max(16, least * len(ca)):
         return float("nan")
     diff = np.abs((ha[both] - hb[both] + 180.0) % 360.0 - 180.0)
     weight = np.minimum(ca[both], cb[both])
     return float((diff * weight).sum() / weight.sum())
+
+
+def opponent(rgb: np.ndarray) -> np.ndarray:
+    """(n, 3) RGB -> (n, 2) float32 opponent colour (red-green/blue axis, yellow-blue axis): grey is (0, 0), its
+    length the chroma (0..~255), its angle the hue."""
+    rgb = np.asarray(rgb, np.float32).reshape(-1, 3)
+    return np.stack([rgb[:, 0] - 0.5 * (rgb[:, 1] + rgb[:, 2]), 0.8660254 * (rgb[:, 1] - rgb[:, 2])], axis=1)
+
+
+def colour_residual(x: np.ndarray, y: np.ndarray, coloured: float = 40.0, least: float = 0.02) -> float:
+    """How much of two aligned pictures' colour no global colour change explains: x, y (n, 3) RGB pixels (0..255)
+    -> 0..~1.5, NaN when under ``least`` of the pixels have ``coloured`` chroma in either picture.
+
+    A recoloured copy (saturation, a colour cast) changes every pixel's opponent colour the same way: o_y ~ s o_x
+    + t with s >= 0, and the other way round. Fitted by least squares each way, the residual at the pixels coloured
+    in either picture, over their chroma, has a small median both ways; the larger is returned. Another drawing
+    of the shape in another colour (a grey shape where the other is purple, on grounds of their own tints) leaves
+    most of one side's colour unexplained, though its grey levels follow the other's by a tone curve."""
+    ox, oy = opponent(x), opponent(y)
+    cx, cy = np.hypot(ox[:, 0], ox[:, 1]), np.hypot(oy[:, 0], oy[:, 1])
+    sel = (cx >= coloured) | (cy >= coloured)
+    if sel.sum() < max(16, least * len(ox)):
+        return float("nan")
+    scale = np.maximum(np.maximum(cx, cy)[sel], 1.0)
+    worst = 0.0
+    for u, v in ((ox, oy), (oy, ox)):
+        u, v = u - u.mean(axis=0), v - v.mean(axis=0)
+        s = float(np.clip((u * v).sum() / max(float((u * u).sum()), 1e-6), 0.0, 3.0))
+        r = v - s * u
+        worst = max(worst, float(np.median(np.hypot(r[sel, 0], r[sel, 1]) / scale)))
+    return worst
 
 
 def colour_axis(pixels_a: np.ndarray, pixels_b: np.ndarray, step: int = 3) -> np.ndarray:
