@@ -165,3 +165,23 @@ def test_an_import_builds_its_index_within_the_budget_it_was_given(tmp_path, mon
                                    "--memory", "96M"])
     assert res.exit_code == 0, res.output
     assert asked == [96 << 20]  # not the default import budget (3G or half the RAM)
+
+
+def test_the_speed_check_times_a_slow_exact_scan_on_one_query_and_a_fast_one_on_more():
+    from retrieval.ann.tuning import speed_check
+
+    xq = np.zeros((100, 8), np.float32)
+    asked: list[int] = []
+
+    def scan(cost):
+        def exact(q):
+            asked.append(len(q))
+            time.sleep(cost * len(q))   # a scan per query, as an exact search of a big table on disk costs
+        return exact
+
+    check = speed_check(lambda q: None, scan(0.3), xq)
+    # a warm-up and the timed search of one 0.3 s query: the scan loses (it was 5 + 5 queries, minutes at 10M)
+    assert asked == [1, 1] and check.exact_qps < 10 and not check.slower
+    asked.clear()
+    speed_check(lambda q: None, scan(0.0), xq)
+    assert asked == [1, 1, 5, 5, 16, 25]   # cheap: timed on a twentieth, then a quarter of the batch (warm-ups first)

@@ -246,16 +246,17 @@ class SpeedCheck:
 def speed_check(ann: Callable[[np.ndarray], object], exact: Callable[[np.ndarray], object], xq: np.ndarray,
                 probe: int = 100) -> SpeedCheck | None:
     """Time the first ``probe`` queries of xq (q, d) through ``ann`` and ``exact`` (batch searches of (q', d)
-    queries). Exact search is timed on a twentieth of the batch (at least one query), and on a quarter when that
-    took under ``EXACT_TIMING`` seconds: a scan per query costs the same in any batch (0.2 s a query at 300,000 rows
-    on disk: 5 s for a quarter of 100), while a small in-memory one answers a larger batch faster per query. None
-    without queries."""
+    queries). Exact search is timed on one query, then on a twentieth of the batch when that took under
+    ``EXACT_TIMING`` seconds, then on a quarter when that did too: a scan per query costs the same in any batch
+    (0.2 s a query at 300,000 rows on disk: 5 s for a quarter of 100; seconds at 10M rows, where one query is
+    plenty to see the scan lose), while a small in-memory one answers a larger batch faster per query. None without
+    queries."""
     if not len(xq):
         return None
     xq = xq[:probe]
     ann_qps = batch_qps(ann, xq, repeats=2)
-    few = max(1, len(xq) // 20)
-    exact_qps = batch_qps(exact, xq[:few], repeats=1)
-    if few / exact_qps < EXACT_TIMING and len(xq) // 4 > few:
-        exact_qps = batch_qps(exact, xq[:len(xq) // 4], repeats=1)
+    exact_qps, timed = batch_qps(exact, xq[:1], repeats=1), 1
+    for more in (max(1, len(xq) // 20), len(xq) // 4):
+        if more > timed and timed / exact_qps < EXACT_TIMING:
+            exact_qps, timed = batch_qps(exact, xq[:more], repeats=1), more
     return SpeedCheck(ann_qps, exact_qps)
