@@ -11,9 +11,10 @@ and ``clipdex dedup --json`` (defaults: k 10, min score 0.5). Reported: wall and
 each, dedup's counts (candidates, pairs refused by their probe codes without decoding, verified), the planted
 copies grouped with their original, and groups that hold no planted pair (alike scenes called duplicates).
 
-Measured (2 cores, results/dedup_files_2000.json): 2,038 files indexed in 15 s; dedup 881 s (432 ms a file, 1,645
-CPU-seconds) for 18,456 candidate pairs; 37 of the 38 copies grouped with their original, and 70 groups of merely
-alike scenes (32 near, 38 similar; 81 before the hue rule): pale or two-tone drawings pass the grey tone curve.
+Measured (2 cores, results/dedup_files_2000.json): 2,038 files indexed in 15 s; dedup 927 s (455 ms a file, 1,704
+CPU-seconds) for 18,450 candidate pairs; 37 of the 38 copies grouped with their original, and 69 groups of merely
+alike scenes (31 near, 38 similar; 81 before the hue rule, 70 before the colour rule): pale, outlined or two-tone
+drawings pass the grey tone curve.
 
 Results: benchmarks/results/dedup_files_<images>.json. The work folder is deleted unless ``--keep``.
 """
