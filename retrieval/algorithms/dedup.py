@@ -179,14 +179,21 @@ def pair_kind(clip: float, hash_bits: float, same_pixels: bool, t: ImageThreshol
     return ""
 
 
+def other_colours(pose: list, t: ImageThresholds) -> bool:
+    """Whether a pixel check's (offset, turn, agree, hue, colour) say the coloured parts differ in hue or colour
+    beyond a recolouring (``t.pixel_hue``, ``t.pixel_colour``): another drawing, not a copy (NaN, or not given:
+    not checked)."""
+    return (len(pose) > 3 and pose[3] > t.pixel_hue) or (len(pose) > 4 and pose[4] > t.pixel_colour)
+
+
 def pixels_agree(pixels: tuple, t: ImageThresholds = ImageThresholds()) -> bool:
     """Whether a pixel check (ncc, worst tile, overlap[, offset, turn[, agree]]) says the same picture: the pixels
     agree, as a whole and tile by tile, and one frame lies inside the other or is turned about its centre (what is
     not given or NaN is not checked: older evidence); a copy lying unmoved on the other (``same_frame_*``) needs
     less agreement, as only an edit can tell the two apart."""
     ncc, worst_tile, overlap, *pose = pixels
-    if len(pose) > 3 and (pose[3] > t.pixel_hue or (len(pose) > 4 and pose[4] > t.pixel_colour)):
-        return False   # coloured parts in other hues or colours: another drawing, not a recolouring
+    if other_colours(pose, t):
+        return False
     if (len(pose) > 1 and overlap >= t.contained and pose[0] <= t.same_frame_offset
             and abs(pose[1]) <= t.same_frame_turn):   # unmoved on the other picture: only an edit differs
         return bool(ncc >= t.same_frame_ncc and worst_tile <= t.same_frame_tile
@@ -208,7 +215,7 @@ def pixels_alike(pixels: tuple, t: ImageThresholds = ImageThresholds()) -> bool:
     """Whether a pixel check (ncc, worst tile, overlap[, offset, turn, ...]) allows another shot of the same scene:
     the pixels correlate, the frames mostly overlap, their centres are close and they are hardly turned."""
     ncc, _, overlap, *pose = pixels
-    if len(pose) > 3 and (pose[3] > t.pixel_hue or (len(pose) > 4 and pose[4] > t.pixel_colour)):
+    if other_colours(pose, t):
         return False
     offset = pose[0] if pose else np.nan
     turn = pose[1] if len(pose) > 1 else np.nan
