@@ -5,9 +5,9 @@
 
 Issue 21's serve goal: the service on the 10M index stays within the search budget (3 GiB of anonymous memory)
 and answers at p50 <= 50 ms. The index files are evicted from the page cache first (``posix_fadvise(DONTNEED)``),
-then ``clipdex serve IX`` starts on 127.0.0.1 as a user starts it, its RssAnon sampled from /proc every 0.2 s
-(pages of memory-mapped files are cache, not counted). Measured over HTTP with the fresh queries of the run
-(``q.npy``, vectors sent as ``POST /api/search {"vector": ...}``):
+then ``clipdex serve IX`` starts on 127.0.0.1 as ``benchmarks/serve_load.py`` starts it, its RssAnon sampled from
+/proc every 0.2 s once it answers ``/healthz`` (pages of memory-mapped files are cache, not counted). Measured over
+HTTP with the fresh queries of the run (``q.npy``, vectors sent as ``POST /api/search {"vector": ...}``):
 - start: seconds until ``/healthz`` answers; cold first query: the first search's latency after the start;
 - warm single-query p50 / p99 (200 queries one after another), recall@10 of the answers against the exact top-10
   (``gt.npy``), and the same with ``where: bucket = 7`` (1% of rows) against ``gt_bucket7.npy``;
@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -34,12 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.ann_10m import K, evict, recall, rss_anon  # noqa: E402
 from benchmarks.results_io import save_result  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from benchmarks.serve_load import free_port, start_server  # noqa: E402
 
 
 class Client:
@@ -77,10 +71,8 @@ def main() -> None:
     gt, gtf = np.load(a.work / "gt.npy"), np.load(a.work / "gt_bucket7.npy")
     evict(ix)
     port = free_port()
-    exe = [sys.executable, "-m", "cli.main"]
     t0 = time.perf_counter()
-    proc = subprocess.Popen([*exe, "serve", str(ix), "--port", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = start_server(ix, port, threads=4)   # as serve_load starts it; returns once /healthz answers
     series: list[tuple[float, int]] = []
     done = threading.Event()
 
@@ -90,19 +82,8 @@ def main() -> None:
             time.sleep(0.2)
 
     threading.Thread(target=sample, daemon=True).start()
-    out: dict = {"index": str(ix)}
+    out: dict = {"index": str(ix), "start_s": round(time.perf_counter() - t0, 2)}
     try:
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"clipdex serve exited {proc.returncode}: {proc.stderr.read()[-2000:]}")
-            try:
-                c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-                c.request("GET", "/healthz")
-                if c.getresponse().status == 200:
-                    break
-            except OSError:
-                time.sleep(0.1)
-        out["start_s"] = round(time.perf_counter() - t0, 2)
         client = Client(port)
         took, _ = client.search(xq[0])
         out["cold_first_query_s"] = round(took, 3)
