@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 
 from indexers.ray_engine import RayOptions, check_ray, start_ray
+from retrieval.ann.assign import fast_assignment
 from retrieval.ann.merge import from_bytes, merge_into, merge_lists, to_bytes, unmergeable
 from retrieval.ann.plan import IndexPlan
 from retrieval.ann.selection import Candidate
@@ -79,7 +80,9 @@ def add_partition(index_bytes: np.ndarray, root: str, table: str, dim: int, part
     x, valid = arrow_to_vectors(rows.column(1), dim)
     ids = rows.column(0).to_numpy().astype(np.int64)[valid]
     if len(ids):
-        index.add_with_ids(np.ascontiguousarray(x, np.float32), ids if ranks is None else np.searchsorted(ranks, ids))
+        with fast_assignment(index):  # the shortlist for the adds only: the copy goes back with its exact quantizer
+            index.add_with_ids(np.ascontiguousarray(x, np.float32),
+                               ids if ranks is None else np.searchsorted(ranks, ids))
     return to_bytes(index), int(len(ids)), time.perf_counter() - t0
 
 

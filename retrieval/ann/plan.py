@@ -10,6 +10,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 
+from retrieval.ann.assign import FAST_ASSIGN_MIN_LISTS, K_FACTOR, RANK_FRACTION
 from retrieval.errors import InvalidInput
 
 try:  # optional: the machine's RAM (sysconf otherwise)
@@ -171,4 +172,7 @@ def _estimate_build_seconds(kind: str, n: int, d: int, nlist: int, train: int, M
         return n * (2 * M + 16) * M * 2 * d * 2 / (g / 8)  # distance computations run far below GEMM speed
     kmeans = 10 * 2 * train * nlist * d
     assign = 2 * n * nlist * d
+    if nlist >= FAST_ASSIGN_MIN_LISTS:  # the rows find their lists through a projected shortlist (ann.assign)
+        r = d // RANK_FRACTION
+        assign = 2 * n * (d * r + nlist * r + K_FACTOR * d)
     return (kmeans + assign) / g + n * d * 4 / 1e9

@@ -17,6 +17,8 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from retrieval.ann.assign import fast_assignment
+
 log = logging.getLogger(__name__)
 Fill = Callable[..., object]  # (a trained empty index[, ranks]) -> it holding every row, or None (build_index)
 _FILL: contextvars.ContextVar[Fill | None] = contextvars.ContextVar("clipdex_ann_fill", default=None)
@@ -95,8 +97,9 @@ def fill_by_rank(index, ranks_of: np.ndarray, blocks: Iterable[tuple[np.ndarray,
     filled = fill(index, ranks_of) if fill is not None else None
     if filled is not None:
         return filled
-    for ids, x in blocks:
-        index.add_with_ids(np.ascontiguousarray(x, np.float32), np.searchsorted(ranks_of, ids))
+    with fast_assignment(index):
+        for ids, x in blocks:
+            index.add_with_ids(np.ascontiguousarray(x, np.float32), np.searchsorted(ranks_of, ids))
     return index
 
 
@@ -116,8 +119,9 @@ def build_index(factory: str, dim: int, sample: np.ndarray, blocks: Iterable[tup
     filled = fill(idmap) if fill is not None else None
     if filled is not None:
         return filled
-    for ids, x in blocks:
-        idmap.add_with_ids(np.ascontiguousarray(x, dtype=np.float32), np.asarray(ids, np.int64))
+    with fast_assignment(idmap):
+        for ids, x in blocks:
+            idmap.add_with_ids(np.ascontiguousarray(x, dtype=np.float32), np.asarray(ids, np.int64))
     return idmap
 
 
