@@ -141,7 +141,7 @@ def run_watched(cmd: list[str], watch: Path | None = None, every: float = 0.5) -
     return {"cmd": " ".join(cmd), "rc": proc.returncode, "seconds": round(time.perf_counter() - t0, 1),
             "peak_rss_anon": max((m for _, m in series), default=0),
             "memory_series": series[::max(1, len(series) // 200)],
-            "disk_peak": max(disk, default=0), "stdout": out, "stderr_tail": err[-2000:]}
+            "disk_peak": max(disk, default=0), "stdout": out, "stderr_tail": err[-4000:]}
 
 
 def clipdex_cli(work: Path, memory: str, scaled: bool = False) -> dict:

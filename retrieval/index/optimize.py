@@ -33,7 +33,7 @@ from retrieval.ann.plan import (
 )
 from retrieval.ann.selection import Candidate, release_freed_memory
 from retrieval.ann.structures import Fill, filled_by
-from retrieval.ann.tuning import HeldOut, K, sample_rows, select_structure, speed_check
+from retrieval.ann.tuning import HeldOut, K, select_structure, speed_check
 from retrieval.errors import InvalidInput
 from retrieval.index.directory import Index
 from retrieval.index.fulltext import full_text, has_full_text
@@ -101,7 +101,8 @@ def optimize_table(index: Index, table: str, options: OptimizeOptions = Optimize
             and (o.rebuild or current["kind"] == "flat" or current.get("memory_bytes", 0) > (o.memory or math.inf))):
         # a structure over a budget given now is measured again: what fits may be another one
         budget = int(o.memory if o.memory is not None else default_memory_budget())
-        ids, x = sample_rows(store.iter_vectors(table), store.count(table), o.sample_size, store.dim)
+        log.info("%s: choosing an ANN structure for %d rows within %.2f GiB", table, store.count(table), budget / 2**30)
+        ids, x = store.sample_vectors(table, o.sample_size)
         selection = select_structure(ids, x, store.count(table), o.recall, budget, held(), o.max_candidates,
                                      o.time_budget, on_candidate, disk=keeps_vectors(store))
         del ids, x

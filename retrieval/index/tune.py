@@ -15,21 +15,20 @@ import logging
 import numpy as np
 
 from retrieval.ann.plan import DEFAULT_RECALL, check_recall
-from retrieval.ann.tuning import FLAT_NOTE, HeldOut, sample_queries, tune
+from retrieval.ann.tuning import FLAT_NOTE, HeldOut, tune
 from retrieval.store.base import Store
 
 log = logging.getLogger(__name__)
 
 
 def draw_queries(store: Store, name: str, n_queries: int = 1000, seed: int = 0) -> HeldOut:
-    """Up to ``n_queries`` rows drawn uniformly (streamed): their caption vectors when the table has any (text-like),
-    else their image vectors (image-like: each query's own row is then excluded from its results)."""
-    n = store.count(name)
+    """Up to ``n_queries`` rows drawn uniformly (``Store.sample_vectors``): their caption vectors when the table has
+    any (text-like), else their image vectors (image-like: each query's own row is then excluded from its
+    results)."""
     column = "vector"
     if "text_vector" in store.schema(name).names and store.count(name, "text_vector IS NOT NULL") > 0:
         column = "text_vector"
-        n = store.count(name, "text_vector IS NOT NULL")
-    ids, xq = sample_queries(store.iter_vectors(name, column), n, n_queries, store.dim, seed)
+    ids, xq = store.sample_vectors(name, n_queries, seed, column)
     return HeldOut.drawn(ids, xq, "text" if column == "text_vector" else "image")
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from retrieval.ann.config import AnnConfig
+from retrieval.ann.tuning import sample_queries
 from retrieval.errors import InvalidInput
 
 VECTOR_COLUMNS = ("vector", "text_vector")
@@ -134,6 +135,13 @@ class Store(abc.ABC):
             x, valid = arrow_to_vectors(batch.column(1), self.dim)
             if len(x):
                 yield batch.column(0).to_numpy()[valid].astype(np.int64), x
+
+    def sample_vectors(self, name: str, rows: int, seed: int = 1, column: str = "vector"
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """``rows`` of the rows whose ``column`` is not null, drawn uniformly (all when fewer): (ids (m,) int64,
+        vectors (m, d) float32) in table order. Here one streamed pass; a store with random access overrides it."""
+        n = self.count(name) if column == "vector" else self.count(name, f"{column} IS NOT NULL")
+        return sample_queries(self.iter_vectors(name, column), n, rows, self.dim, seed)
 
     def iter_vectors_clustered(self, name: str, batch_rows: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Every vector of the table like ``iter_vectors``, in the order that makes a self-join cheapest: rows that

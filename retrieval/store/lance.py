@@ -23,16 +23,12 @@ from retrieval.store import lance_fragments, lance_plan
 from retrieval.store.base import Store, check_queries
 from retrieval.store.lance_ann import FAISS_KINDS, Sidecar, btree_config, index_config
 from retrieval.store.lance_compact import compact
-from retrieval.store.lance_disk import DiskSidecar, build_sidecar, iter_ids, open_sidecar
+from retrieval.store.lance_disk import DiskSidecar, build_sidecar, iter_ids, open_sidecar, sample_by_offset
 from retrieval.store.lance_errors import read_error
 from retrieval.store.overrides import ThreadOverrides
 from retrieval.store.where import filter_sql
 
 log = logging.getLogger(__name__)
-
-
-def _has_id_index(table) -> bool:
-    return any(list(getattr(ix, "columns", []))[:1] == ["id"] for ix in table.list_indices())
 
 
 class LanceStore(Store):
@@ -165,6 +161,14 @@ class LanceStore(Store):
                 D2, I2 = self._query(name, xq[short], k, cond, column, exact=True)
                 D[short], I[short] = D2, I2
         return D, I
+
+    def sample_vectors(self, name: str, rows: int, seed: int = 1, column: str = "vector"
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """``Store.sample_vectors`` by random access (``lance_disk.sample_by_offset``); a nullable column (a
+        caption's vector) by a pass, so that its nulls do not thin the sample."""
+        if column != "vector" or rows >= self.count(name):
+            return super().sample_vectors(name, rows, seed, column)
+        return sample_by_offset(self._t(name), self.count(name), rows, self.dim, seed)
 
     def iter_vectors_clustered(self, name: str, batch_rows: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """An ``ivf_pq_disk`` table: its vector file front to back (inverted list by list), then the rows added since
@@ -353,7 +357,7 @@ class LanceStore(Store):
             self.set_search_params(name, want["params"])
             done["ann"] = want
             done["rebuilt"] = True
-        if table.count_rows() and "id" in table.schema.names and not _has_id_index(table):
+        if table.count_rows() and "id" in table.schema.names and not lance_plan.has_id_index(table):
             try:
                 table.create_index("id", config=btree_config(), replace=True)
                 done["id_index"] = True

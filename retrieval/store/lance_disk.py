@@ -21,6 +21,7 @@ import io
 import json
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -28,8 +29,8 @@ import numpy as np
 
 from retrieval.ann import structures as faiss_ann
 from retrieval.ann.refine import exact_subset, refine, widen
-from retrieval.ann.tuning import sample_rows
 from retrieval.errors import IndexFormatError
+from retrieval.store.base import arrow_to_vectors
 from retrieval.store.lance_ann import Sidecar, _write_atomic
 
 log = logging.getLogger(__name__)
@@ -225,8 +226,11 @@ class DiskSidecar(Sidecar):
         folder.mkdir(parents=True, exist_ok=True)
         ids = np.unique(np.asarray(ids, np.int64))
         index = faiss_ann.new_index(factory, dim, build)
+        t0 = time.perf_counter()
         faiss_ann.train(index, sample)
+        t1 = time.perf_counter()
         index = faiss_ann.fill_by_rank(index, ids, blocks())  # here, or by Ray tasks (optimize --engine ray)
+        t2 = time.perf_counter()
         order = list_order(index)  # row r of the vector file holds ordinal order[r]
         pos = np.empty(len(ids), np.int64)
         pos[order] = np.arange(len(order))
@@ -239,6 +243,8 @@ class DiskSidecar(Sidecar):
         vec.flush()
         del vec
         os.replace(vec_path, folder / f"{table}.f16.npy")
+        log.info("%s: trained on %d rows in %.0f s, %d rows added in %.0f s, their vectors written in list order in "
+                 "%.0f s", table, len(sample), t1 - t0, index.ntotal, t2 - t1, time.perf_counter() - t2)
         _save_arrays(folder, table, ids, pos, None)
         side = cls(folder, table, {"kind": KIND, "factory": factory, "build": dict(build),
                                    "built_max_id": int(max_id), "built_rows": int(index.ntotal),
@@ -253,13 +259,23 @@ def build_sidecar(store, name: str, want: dict, folder: Path) -> Sidecar:
     """Build the FAISS structure ``want`` ({"kind", "factory", "build"}) over a Lance store's table ``name`` into
     ``folder``: trained on a sample, every row added (``ivf_pq_disk``: the table is streamed twice, ids first)."""
     rows = int(want["build"].get("train_rows") or 100_000)
-    _, sample = sample_rows(store.iter_vectors(name), store.count(name), rows, store.dim)
+    _, sample = store.sample_vectors(name, rows)
     if want["kind"] == KIND:
         ids = iter_ids(store.scan(name, ["id"]))
         return DiskSidecar.build_disk(folder, name, want["factory"], want["build"], store.dim, sample,
                                       lambda: store.iter_vectors(name), ids, store.max_id(name))
     return Sidecar.build(folder, name, want["kind"], want["factory"], want["build"], store.dim, sample,
                          store.iter_vectors(name), store.max_id(name))
+
+
+def sample_by_offset(table, n: int, rows: int, dim: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """``rows`` of a LanceDB ``table``'s ``n`` rows drawn uniformly without replacement and read by offset (random
+    access: a few seconds at 10M rows, where a pass reads the whole table): (ids (rows,) int64, vectors (rows, d)
+    float32) in table order."""
+    pos = np.sort(np.random.default_rng(seed).choice(n, rows, replace=False)).tolist()
+    parts = [table.take_offsets(pos[s:s + 65536]).select(["id", "vector"]).to_arrow() for s in range(0, rows, 65536)]
+    return (np.concatenate([p.column(0).to_numpy() for p in parts]).astype(np.int64),
+            np.concatenate([arrow_to_vectors(p.column(1).combine_chunks(), dim)[0] for p in parts]))
 
 
 def read_writable(path: Path):

@@ -30,6 +30,11 @@ SEARCH_KEYS = ("nprobes", "refine_factor", "ef", *FAISS_SEARCH_KEYS)  # Lance's 
 NPROBES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048)
 
 
+def has_id_index(table) -> bool:
+    """Whether a LanceDB table has a scalar index on ``id``."""
+    return any(list(getattr(ix, "columns", []))[:1] == ["id"] for ix in table.list_indices())
+
+
 def check_kind(kind: str) -> str:
     """The index kind ``kind`` names ("auto", "flat" and FAISS kinds as they are, Lance's types in upper case);
     ``InvalidInput`` for any other."""
