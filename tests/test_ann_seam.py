@@ -12,7 +12,7 @@ from clipdex.synthetic.embeddings import clustered
 from retrieval.ann import selection, structures
 from retrieval.ann.config import AnnConfig
 from retrieval.ann.exact import exact_search, recall_at_k
-from retrieval.ann.plan import IndexPlan, choose_index
+from retrieval.ann.plan import DISK_KIND, IndexPlan, choose_index
 from retrieval.ann.selection import drop_self, search_grid
 from retrieval.ann.tuning import HeldOut, Tuned, sample_queries, tune
 from retrieval.index.directory import create_index
@@ -113,3 +113,14 @@ def test_tuning_walks_the_one_grid_of_the_structure(tmp_path, monkeypatch):
     record = optimize_table(ix, "images", OptimizeOptions(recall=0.5, kind="ivf_flat", exact_below=0, n_queries=60))
     assert ix.store.ann_grid("images") == {"nprobe": [3]} and record["params"] == {"nprobe": 3}
     ix.close()
+
+
+def test_the_structure_refined_from_disk_tunes_at_most_64_candidates_a_result():
+    """Each candidate of ``ivf_pq_disk`` is a random read of the vector file: its grid stops at k_factor 64 (at 10M
+    rows a deeper re-rank tuned on image queries left fresh text queries at recall 0.939), while an in-memory
+    float16 refinement keeps 256."""
+    disk = IndexPlan(DISK_KIND, "IVF8192,PQ256x4fs", {"nlist": 8192})
+    memory = IndexPlan("ivf_pq_fs", "IVF8192,PQ256x4fs,Refine(SQfp16)", {"nlist": 8192})
+    assert search_grid(disk)["k_factor"] == [4, 16, 64]
+    assert search_grid(memory)["k_factor"][-1] == 256
+    assert search_grid(disk)["nprobe"] == search_grid(memory)["nprobe"]

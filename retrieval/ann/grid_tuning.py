@@ -106,8 +106,32 @@ def tune_search_params(search_fn: Callable[[np.ndarray, int, dict], np.ndarray],
             elif not bounds and not below:  # bisected from scratch: its widest search falls short
                 failed.append(rest)
     ok = _undominated(chain_best, names)  # across chains the fastest measured batch wins; within one, the smallest
-    best = min(ok, key=lambda t: t["seconds"]) if ok else max(tried, key=lambda t: (t["recall"], -t["seconds"]))
-    return Tuning(dict(best["params"]), float(best["recall"]), float(best["seconds"]), bool(ok), tried)
+    if ok:
+        best = min(ok, key=lambda t: t["seconds"])
+        return Tuning(dict(best["params"]), float(best["recall"]), float(best["seconds"]), True, tried)
+    if z > 0 and names and tried:  # how far down the best setting's chain the recall stays near the best
+        top = max(tried, key=lambda t: (t["recall"], -t["seconds"]))
+        se = (top["recall"] - top["judged"]) / z
+
+        def by_mean(params: dict) -> dict:
+            point = measure(params)
+            return {**point, "judged": point["recall"]}
+
+        values = [v for v in grid[names[0]] if v <= top["params"][names[0]]]
+        _bisect(by_mean, names[0], values, {n: top["params"][n] for n in names[1:]}, top["recall"] - se)
+    best = saturated_choice(tried, z)
+    return Tuning(dict(best["params"]), float(best["recall"]), float(best["seconds"]),
+                  bool(z > 0 and best["recall"] >= recall_target), tried)
+
+
+def saturated_choice(tried: list[dict], z: float) -> dict:
+    """No setting's lower bound met the target: the fastest setting whose recall is within one standard error of
+    the best measured one (``judged`` is the recall minus ``z`` of them). Where recall has stopped growing (the
+    refinement depth, not the probe, limits it) a wider search buys nothing measurable, and the bound guards
+    nothing: the chosen setting then counts as meeting the target when its mean recall does."""
+    top = max(tried, key=lambda t: (t["recall"], -t["seconds"]))
+    se = (top["recall"] - top["judged"]) / z if z > 0 else 0.0
+    return min((t for t in tried if t["recall"] >= top["recall"] - se), key=lambda t: t["seconds"])
 
 
 def _undominated(settings: list[dict], names: list[str]) -> list[dict]:

@@ -35,6 +35,9 @@ EF_GRID = [10, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024]
 NPROBE_GRID = [1, 2, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768, 1024, 1536, 2048]
 K_FACTOR_GRID = [4, 16, 64, 256]  # refinement depth: each value is one chain over nprobe while tuning (image-like
 # queries sit among near-ties that 4-bit codes cannot order: at 1M rows they need 64 or more candidates per result)
+K_FACTOR_GRID_DISK = [4, 16, 64]  # refined from disk, each candidate one random read: at 10M rows, tuned on image
+# queries, k_factor 256 won with nprobe 96, and fresh text queries (which need a wider probe, not a deeper re-rank)
+# got 0.939; k_factor 64 gave them 0.975-0.984 at nprobe 512-1024, and faster (benchmarks/ANN.md, issue 21)
 
 
 @dataclass
@@ -109,7 +112,9 @@ def search_grid(plan: IndexPlan) -> dict:
         return {"efSearch": list(EF_GRID)}
     nlist = int(plan.build.get("nlist") or plan.factory.split(",")[0][3:])  # older records: from the factory
     grid = {"nprobe": [v for v in NPROBE_GRID if v <= nlist]}
-    if "RFlat" in plan.factory or "Refine" in plan.factory or plan.kind == DISK_KIND:
+    if plan.kind == DISK_KIND:
+        grid["k_factor"] = list(K_FACTOR_GRID_DISK)
+    elif "RFlat" in plan.factory or "Refine" in plan.factory:
         grid["k_factor"] = list(K_FACTOR_GRID)
     return grid
 
