@@ -136,3 +136,51 @@ def test_an_index_filled_through_the_shortlist_finds_as_much_as_the_exact_one(co
         recalls.append(np.mean([len(set(a) & set(b)) / 10 for a, b in zip(top, gt)]))
     assert recalls[0] > 0.6
     assert recalls[1] >= recalls[0] - 0.02
+
+
+@pytest.mark.parametrize("backend,kind", [("lance", "ivf_pq_disk"), ("faiss", "ivf_pq_fs")])
+def test_the_stores_full_size_builds_add_through_the_shortlist_and_keep_their_recall(tmp_path, monkeypatch,
+                                                                                     backend, kind):
+    """Both full-size build paths (the disk structure's ranks, the FAISS store's id map) fill through the shortlist
+    once the list count reaches the threshold (lowered here), write the exact quantizer, and find as much."""
+    from retrieval.ann import assign
+    from retrieval.ann.exact import exact_search, recall_at_k
+    from retrieval.index.directory import create_index
+    from retrieval.index.optimize import OptimizeOptions, optimize_table
+
+    c = make_realistic_corpus(30_000, 64, n_queries=8, seed=5, block_size=30_000)
+    x = np.concatenate(list(c.blocks()))
+    xq = c.text_queries(200, seed=1)
+    _, gt = exact_search(xq, [(np.arange(len(x)), x)], 10)
+    got, used = {}, []
+    real = assign.fast_assignment
+
+    def spy(index, min_lists=None):
+        try:
+            used.append(faiss.extract_index_ivf(index).nlist)
+        except RuntimeError:  # not an IVF: left alone
+            pass
+        return real(index, min_lists)
+
+    monkeypatch.setattr(structures, "fast_assignment", spy)
+    for threshold in (10**9, 1):
+        monkeypatch.setattr(assign, "FAST_ASSIGN_MIN_LISTS", threshold)
+        ix = create_index(tmp_path / f"ix{threshold}", dim=64, model="none", backend=backend)
+        ix.add_vectors("images", x)
+        optimize_table(ix, "images", OptimizeOptions(kind=kind, exact_below=0, n_queries=200, queries=xq,
+                                                     select=False))
+        ix.store.set_search_params("images", {"nprobe": 48, "k_factor": 64}, persist=False)
+        _, I = ix.search_vectors("images", xq, 10)
+        got[threshold] = recall_at_k(I, gt, 10)
+        ix.close()
+    assert used and all(n >= 64 for n in used)
+    assert got[10**9] > 0.8 and got[1] >= got[10**9] - 0.03, got
+    quantizers = []
+    for f in (tmp_path / "ix1").rglob("*.faiss"):
+        back = faiss.read_index(str(f), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)  # held while its IVF is read
+        try:
+            ivf = faiss.extract_index_ivf(back)
+        except RuntimeError:  # another table's flat index
+            continue
+        quantizers.append(type(faiss.downcast_index(ivf.quantizer)))
+    assert quantizers and set(quantizers) == {faiss.IndexFlatIP}  # what was written is the exact quantizer

@@ -67,11 +67,11 @@ def shortlist_quantizer(centroids: np.ndarray, rank: int, k_factor: int = K_FACT
 
 
 @contextlib.contextmanager
-def fast_assignment(index, min_lists: int = FAST_ASSIGN_MIN_LISTS) -> Iterator[bool]:
+def fast_assignment(index, min_lists: int | None = None) -> Iterator[bool]:
     """Within the block, rows added to ``index`` (an IVF with an inner-product flat quantizer of at least
-    ``min_lists`` lists, possibly wrapped in an id map) find their list through :func:`shortlist_quantizer`; the
-    exact quantizer is back afterwards, also on error, so what is searched or written is unchanged. Yields whether
-    the shortlist is in use (other indexes are left alone)."""
+    ``min_lists`` lists, default ``FAST_ASSIGN_MIN_LISTS``, possibly wrapped in an id map) find their list through
+    :func:`shortlist_quantizer`; the exact quantizer is back afterwards, also on error, so what is searched or
+    written is unchanged. Yields whether the shortlist is in use (other indexes are left alone)."""
     import faiss  # heavy optional dependency, loaded on first use
 
     try:
@@ -79,6 +79,7 @@ def fast_assignment(index, min_lists: int = FAST_ASSIGN_MIN_LISTS) -> Iterator[b
     except RuntimeError:
         ivf = None
     flat = None if ivf is None else faiss.downcast_index(ivf.quantizer)
+    min_lists = FAST_ASSIGN_MIN_LISTS if min_lists is None else min_lists
     if (ivf is None or ivf.nlist < min_lists or ivf.metric_type != faiss.METRIC_INNER_PRODUCT
             or not isinstance(flat, faiss.IndexFlat)):
         yield False
