@@ -213,8 +213,14 @@ def worker(method: str, work: Path, memory: int) -> dict:
     return peers.METHODS[method](work, xq, gt, gtf, memory)
 
 
-def run_method(method: str, work: Path, memory: int) -> dict:
-    r = run_watched([sys.executable, __file__, "--worker", method, "--work", str(work), "--memory-bytes", str(memory)])
+def run_method(method: str, work: Path, memory: int, peer_python: str | None = None) -> dict:
+    """One method's figures from its own process (RssAnon sampled); a peer that needs numpy<2 (autofaiss) runs
+    under ``peer_python``, the interpreter of a venv of its own, when given."""
+    if method == "autofaiss" and peer_python:
+        cmd = [peer_python, str(Path(__file__).with_name("ann_peer_autofaiss.py"))]
+    else:
+        cmd = [sys.executable, __file__, "--worker", method]
+    r = run_watched([*cmd, "--work", str(work), "--memory-bytes", str(memory)])
     try:
         res = json.loads(r["stdout"].strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -278,6 +284,8 @@ def main() -> None:
                     "index is rebuilt; peers' copies too)")
     ap.add_argument("--merge", action="store_true", help="keep the methods of the existing result file that this "
                     "run does not measure (each method's figures record the command that measured them)")
+    ap.add_argument("--peer-python", help="the python of a venv holding numpy<2 and autofaiss "
+                    "(benchmarks/ann_peer_autofaiss.py); without it autofaiss is recorded as absent")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--memory-bytes", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -303,7 +311,7 @@ def main() -> None:
         if "clipdex" in methods:
             res["clipdex_cli"] = clipdex_cli(work, memory, scaled=args.rows != 10_000_000)
             evict(work / "ix.clipdex")
-        res["methods"] = {m: run_method(m, work, res["memory_bytes"]) for m in methods}
+        res["methods"] = {m: run_method(m, work, res["memory_bytes"], args.peer_python) for m in methods}
         stamp = {"command": " ".join(["python", *sys.argv]), "written": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                                       time.gmtime())}
         for r in res["methods"].values():

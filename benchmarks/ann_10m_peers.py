@@ -146,7 +146,8 @@ def autofaiss(work: Path, xq, gt, gtf, memory: int) -> dict:
         import autofaiss as af  # noqa: F401
     except ImportError:
         return {"absent": "autofaiss is not installed here: autofaiss 2.18.0 requires numpy<2 (pip would downgrade "
-                           "the project's numpy 2.x)"}
+                           "the project's numpy 2.x); give --peer-python, a venv's python with numpy<2 and autofaiss "
+                           "(benchmarks/ann_peer_autofaiss.py)"}
     return {"absent": "autofaiss installed but its run is not wired yet"}
 
 
