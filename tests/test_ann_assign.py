@@ -184,3 +184,13 @@ def test_the_stores_full_size_builds_add_through_the_shortlist_and_keep_their_re
             continue
         quantizers.append(type(faiss.downcast_index(ivf.quantizer)))
     assert quantizers and set(quantizers) == {faiss.IndexFlatIP}  # what was written is the exact quantizer
+
+
+def test_the_assignment_cost_is_every_centroid_below_the_threshold_and_about_a_quarter_above_it():
+    from retrieval.ann.assign import FAST_ASSIGN_MIN_LISTS, assignment_cost
+
+    small = FAST_ASSIGN_MIN_LISTS // 2
+    assert assignment_cost(1000, 512, small) == 2.0 * 1000 * small * 512
+    big = 8192
+    ratio = assignment_cost(1000, 512, big) / (2.0 * 1000 * big * 512)
+    assert 0.2 < ratio < 0.35  # the projection and the re-rank on top of a quarter of the centroid scores

@@ -25,6 +25,20 @@ RANK_FRACTION = 4  # the projection keeps d / 4 directions
 K_FACTOR = 16  # centroids re-ranked exactly per row
 
 
+def shortlist_rank(d: int) -> int:
+    """The projection's width for d-dimensional vectors: d / ``RANK_FRACTION``, at least 16."""
+    return max(16, d // RANK_FRACTION)
+
+
+def assignment_cost(n: int, d: int, nlist: int) -> float:
+    """Multiply-adds x 2 (flops) to find the lists of n rows among ``nlist`` centroids: every centroid in full
+    dimension below ``FAST_ASSIGN_MIN_LISTS``, else the projection, the shortlist scores and the exact re-rank."""
+    if nlist < FAST_ASSIGN_MIN_LISTS:
+        return 2.0 * n * nlist * d
+    r = shortlist_rank(d)
+    return 2.0 * n * (d * r + nlist * r + K_FACTOR * d)
+
+
 def shortlist_projection(centroids: np.ndarray, rank: int) -> np.ndarray:
     """The top ``rank`` right singular vectors of ``centroids`` (nlist, d), not centred: (rank, d) float32 with
     orthonormal rows."""
@@ -85,7 +99,7 @@ def fast_assignment(index, min_lists: int | None = None) -> Iterator[bool]:
         yield False
         return
     centroids = flat.reconstruct_n(0, flat.ntotal)
-    fast = shortlist_quantizer(centroids, max(16, ivf.d // RANK_FRACTION))
+    fast = shortlist_quantizer(centroids, shortlist_rank(ivf.d))
     ivf.quantizer = fast
     try:
         yield True

@@ -110,15 +110,14 @@ def tune_search_params(search_fn: Callable[[np.ndarray, int, dict], np.ndarray],
         best = min(ok, key=lambda t: t["seconds"])
         return Tuning(dict(best["params"]), float(best["recall"]), float(best["seconds"]), True, tried)
     if z > 0 and names and tried:  # how far down the best setting's chain the recall stays near the best
-        top = max(tried, key=lambda t: (t["recall"], -t["seconds"]))
-        se = (top["recall"] - top["judged"]) / z
+        top, floor = near_best(tried, z)
 
         def by_mean(params: dict) -> dict:
             point = measure(params)
             return {**point, "judged": point["recall"]}
 
         values = [v for v in grid[names[0]] if v <= top["params"][names[0]]]
-        _bisect(by_mean, names[0], values, {n: top["params"][n] for n in names[1:]}, top["recall"] - se)
+        _bisect(by_mean, names[0], values, {n: top["params"][n] for n in names[1:]}, floor)
     best = saturated_choice(tried, z)
     return Tuning(dict(best["params"]), float(best["recall"]), float(best["seconds"]),
                   bool(z > 0 and best["recall"] >= recall_target), tried)
@@ -129,9 +128,14 @@ def saturated_choice(tried: list[dict], z: float) -> dict:
     the best measured one (``judged`` is the recall minus ``z`` of them). Where recall has stopped growing (the
     refinement depth, not the probe, limits it) a wider search buys nothing measurable, and the bound guards
     nothing: the chosen setting then counts as meeting the target when its mean recall does."""
+    _, floor = near_best(tried, z)
+    return min((t for t in tried if t["recall"] >= floor), key=lambda t: t["seconds"])
+
+
+def near_best(tried: list[dict], z: float) -> tuple[dict, float]:
+    """The best measured setting (highest recall, then fastest) and the recall one standard error below it."""
     top = max(tried, key=lambda t: (t["recall"], -t["seconds"]))
-    se = (top["recall"] - top["judged"]) / z if z > 0 else 0.0
-    return min((t for t in tried if t["recall"] >= top["recall"] - se), key=lambda t: t["seconds"])
+    return top, top["recall"] - ((top["recall"] - top["judged"]) / z if z > 0 else 0.0)
 
 
 def _undominated(settings: list[dict], names: list[str]) -> list[dict]:

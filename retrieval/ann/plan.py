@@ -10,7 +10,7 @@ import math
 import os
 from dataclasses import asdict, dataclass, field
 
-from retrieval.ann.assign import FAST_ASSIGN_MIN_LISTS, K_FACTOR, RANK_FRACTION
+from retrieval.ann.assign import assignment_cost
 from retrieval.errors import InvalidInput
 
 try:  # optional: the machine's RAM (sysconf otherwise)
@@ -171,8 +171,5 @@ def _estimate_build_seconds(kind: str, n: int, d: int, nlist: int, train: int, M
     if kind == "hnsw":
         return n * (2 * M + 16) * M * 2 * d * 2 / (g / 8)  # distance computations run far below GEMM speed
     kmeans = 10 * 2 * train * nlist * d
-    assign = 2 * n * nlist * d
-    if nlist >= FAST_ASSIGN_MIN_LISTS:  # the rows find their lists through a projected shortlist (ann.assign)
-        r = d // RANK_FRACTION
-        assign = 2 * n * (d * r + nlist * r + K_FACTOR * d)
+    assign = assignment_cost(n, d, nlist)  # through a projected shortlist from FAST_ASSIGN_MIN_LISTS lists on
     return (kmeans + assign) / g + n * d * 4 / 1e9

@@ -101,23 +101,6 @@ def sample_queries(blocks: Blocks, n: int, n_queries: int, dim: int, seed: int =
     return rid, xq
 
 
-def sample_rows(blocks: Blocks, n: int, rows: int, dim: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """About ``rows`` of the ``n`` rows in ``blocks``, drawn uniformly in one pass (all when fewer): (ids (m,),
-    vectors (m, d) float32)."""
-    p = min(1.0, rows / max(n, 1))
-    rng = np.random.default_rng(seed)
-    ids, xs = [], []
-    for rid, x in blocks:
-        if p < 1.0:
-            pick = rng.random(len(rid)) < p
-            rid, x = rid[pick], x[pick]
-        xs.append(x)
-        ids.append(rid)
-    if not xs:
-        return np.zeros(0, np.int64), np.zeros((0, dim), np.float32)
-    return np.concatenate(ids), np.ascontiguousarray(np.concatenate(xs), dtype=np.float32)
-
-
 @dataclass
 class Tuned:
     """What :func:`tune` measured: the chosen search ``params``, their recall@10 on the held-out queries, whether

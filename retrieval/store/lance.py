@@ -166,9 +166,10 @@ class LanceStore(Store):
                        ) -> tuple[np.ndarray, np.ndarray]:
         """``Store.sample_vectors`` by random access (``lance_disk.sample_by_offset``); a nullable column (a
         caption's vector) by a pass, so that its nulls do not thin the sample."""
-        if column != "vector" or rows >= self.count(name):
+        n = self.count(name)
+        if column != "vector" or rows >= n:
             return super().sample_vectors(name, rows, seed, column)
-        return sample_by_offset(self._t(name), self.count(name), rows, self.dim, seed)
+        return sample_by_offset(self._t(name), n, rows, self.dim, seed)
 
     def iter_vectors_clustered(self, name: str, batch_rows: int = 65536) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """An ``ivf_pq_disk`` table: its vector file front to back (inverted list by list), then the rows added since

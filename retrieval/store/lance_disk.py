@@ -270,12 +270,16 @@ def build_sidecar(store, name: str, want: dict, folder: Path) -> Sidecar:
 
 def sample_by_offset(table, n: int, rows: int, dim: int, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """``rows`` of a LanceDB ``table``'s ``n`` rows drawn uniformly without replacement and read by offset (random
-    access: a few seconds at 10M rows, where a pass reads the whole table): (ids (rows,) int64, vectors (rows, d)
-    float32) in table order."""
+    access: a few seconds at 10M rows, where a pass reads the whole table): (ids (m,) int64, vectors (m, d)
+    float32) in table order (m = rows unless some vectors are null)."""
     pos = np.sort(np.random.default_rng(seed).choice(n, rows, replace=False)).tolist()
-    parts = [table.take_offsets(pos[s:s + 65536]).select(["id", "vector"]).to_arrow() for s in range(0, rows, 65536)]
-    return (np.concatenate([p.column(0).to_numpy() for p in parts]).astype(np.int64),
-            np.concatenate([arrow_to_vectors(p.column(1).combine_chunks(), dim)[0] for p in parts]))
+    ids, xs = [], []
+    for s in range(0, rows, 65536):
+        part = table.take_offsets(pos[s:s + 65536]).select(["id", "vector"]).to_arrow()
+        x, valid = arrow_to_vectors(part.column(1).combine_chunks(), dim)   # as iter_vectors: null rows left out
+        ids.append(part.column(0).to_numpy().astype(np.int64)[valid])
+        xs.append(x)
+    return np.concatenate(ids), np.concatenate(xs)
 
 
 def read_writable(path: Path):
