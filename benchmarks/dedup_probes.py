@@ -37,7 +37,7 @@ def coding_rate(paths: list[str]) -> float:
     """Images per second, coded on this machine's cores as a dedup run codes them."""
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
         t = time.perf_counter()
-        got = list(pool.map(probe_file, paths))
+        got = list(pool.map(probe_file, [{"path": p} for p in paths]))
         dt = time.perf_counter() - t
     assert all(g is not None for g in got)
     return len(paths) / dt
@@ -82,7 +82,7 @@ def main() -> None:
         jpgs.append(str(out))
     rates = {"png_128px_per_s": round(coding_rate(pngs), 1), "jpeg_1600px_per_s": round(coding_rate(jpgs), 1)}
     print(f"coding: {rates}")
-    codes = [c for c in map(probe_file, pngs) if c is not None]
+    codes = [c for c in (probe_file({"path": p}) for p in pngs) if c is not None]
     t = ImageThresholds()
     joins = []
     for n in sorted({min(a.images, 100_000), a.images}):

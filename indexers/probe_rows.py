@@ -37,7 +37,7 @@ def decode_with_codes(data: bytes, prep: ImagePrep, code: bool) -> tuple[np.ndar
     """Image bytes -> (the model's input (H, W, 3) uint8, content hash, width, height, probe codes or None).
 
     The model's input is made exactly as ``prepare_bytes`` makes it. With ``code``, the picture is coded as
-    ``retrieval.query.dedup_hashes.probe_file`` would code the file: from the same decode when it was not drafted
+    ``retrieval.query.dedup_hashes.probe_file`` would code the row: from the same decode when it was not drafted
     (or drafted to the same size), else from a second decode drafted to ``PROBE_DECODE`` (a large JPEG). A picture
     the hashes fail on gets None (dedup tries its file again). Raises ``ImageReadError`` as ``prepare_bytes``."""
     img, width, height = decode_bytes(data, prep.size)

@@ -119,7 +119,7 @@ def _dataset(ray, index: Index, run: ShardRun, todo: list[Shard], started, opts:
     # planning and decoding in tasks of their own (a CPU share unlike the actors', so Ray does not fuse them)
     ds = ds.map_batches(plan_and_decode, batch_size=1, num_cpus=0.5,
                         fn_kwargs={"prep": prep, "lance_root": root, "retry_errors": opts.retry_errors,
-                                   "keeper": keeper})
+                                   "keeper": keeper, "codes_to": str(index.path) if run.codes is not None else ""})
     device = "cuda" if ropts.gpus_per_actor else "cpu"
     return ds.map_batches(EmbedWriter, fn_constructor_kwargs={"model": index.model, "device": device,
                                                              "threads": int(ropts.cpus_per_actor),

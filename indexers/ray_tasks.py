@@ -17,6 +17,7 @@ Ray is imported lazily: it is a heavy optional dependency (the ``[ray]`` extra).
 from __future__ import annotations
 
 import json
+import logging
 from typing import Iterator
 
 import numpy as np
@@ -29,11 +30,15 @@ from indexers.shard_ledger import ShardLedger, read_stored_shard
 from indexers.shards import decode_sample
 from retrieval.encode.encoder import load_encoder
 from retrieval.encode.text import encode_long_texts
+from retrieval.index.probe_codes import ProbeCodes, digests_of
+from retrieval.index.probe_codes import write_shard as write_codes
 from retrieval.io.files import stored_path
 from retrieval.io.imageprep import ImagePrep
 from retrieval.io.shards import Shard, ShardError, read_shard
 from retrieval.store.base import vectors_to_arrow
 from retrieval.store.lance_fragments import add_null_columns, table_schema, write_rows
+
+log = logging.getLogger(__name__)
 
 END, SAMPLE, FRAG = "end", "sample", "frag"
 
@@ -83,9 +88,12 @@ def _block(rows: list[tuple], blank: np.ndarray) -> dict:
 
 
 def plan_and_decode(batch: dict, prep: dict, lance_root: str, retry_errors: bool, keeper,
-                    rows_per_batch: int = 32) -> Iterator[dict]:
+                    rows_per_batch: int = 32, codes_to: str = "") -> Iterator[dict]:
     """Ray task: shards (a batch of their descriptions) -> blocks of decoded samples still to embed, each shard
-    closed by its ``END`` row (its report); samples already stored are neither decoded nor sent on."""
+    closed by its ``END`` row (its report); samples already stored are neither decoded nor sent on. With
+    ``codes_to`` (the index's folder), each shard's samples are also coded for dedup and their codes written there
+    as one shard of codes (``indexers.probe_rows``): written before the driver commits the rows, which dedup's merge
+    allows, as it keeps only codes whose row is in the table with the same content hash."""
     import ray  # heavy optional dependency: this runs in a Ray worker
 
     p = ImagePrep(**{**prep, "size": tuple(prep["size"])})
@@ -98,16 +106,19 @@ def plan_and_decode(batch: dict, prep: dict, lance_root: str, retry_errors: bool
         stored = read_stored_shard(lance_root, shard.path, bool(batch["has_rows"][i]), bool(batch["has_errors"][i]))
         ledger = ShardLedger(shard, stored, retry_errors, columns.split)
         base, n = int(batch["id_base"][i]), 0
+        coded: list[tuple[int, str, tuple | None]] = []
         try:
             for sample in read_shard(shard):
                 planned = ledger.plan(sample)
                 if planned is None:
                     continue
                 item, replaced = planned
-                d = decode_sample(item.path, sample.image, p)
+                d = decode_sample(item.path, sample.image, p, bool(codes_to))
                 if isinstance(d, Failure):
                     ledger.fail(Failure.of(item, d.stage, d.reason))
                     continue
+                if d.codes is not None:
+                    coded.append((base + n, d.hash, d.codes))
                 info = {"id": base + n, "path": item.path, "bytes": item.bytes, "mtime": item.mtime,
                         "caption": item.caption, "meta": item.meta, "replaced": replaced, "hash": d.hash,
                         "width": d.width, "height": d.height}
@@ -118,9 +129,22 @@ def plan_and_decode(batch: dict, prep: dict, lance_root: str, retry_errors: bool
                     out = []
         except ShardError as exc:
             ledger.break_off(exc.reason)
+        keep_codes(codes_to, coded)
         out.append((END, shard.path, json.dumps(ledger.report()), None))
     if out:
         yield _block(out, blank)
+
+
+def keep_codes(index_path: str, coded: list[tuple[int, str, tuple]]) -> None:
+    """Write one shard's probe codes (id, content hash, codes) beside the index; a failure only loses work (dedup
+    codes those rows itself)."""
+    if not index_path or not coded:
+        return
+    try:
+        write_codes(index_path, ProbeCodes.of_rows([c[0] for c in coded], digests_of([c[1] for c in coded]),
+                                                   [c[2] for c in coded]))
+    except OSError as exc:
+        log.warning("could not keep the probe codes of %d rows (%s)", len(coded), exc)
 
 
 def _runs(shards: list[str]) -> list[tuple[int, int]]:

@@ -43,10 +43,11 @@ from indexers.images import (
     StoredImages,
     replace_after_commit,
 )
+from indexers.probe_rows import CodeShards, chain, coding_available, decode_with_codes
 from indexers.shard_columns import MetaColumns
 from retrieval.index.directory import Index, now
 from retrieval.index.schemas import base_fields
-from retrieval.io.imageprep import ImagePrep, ImageReadError, prepare_bytes
+from retrieval.io.imageprep import ImagePrep, ImageReadError
 from retrieval.io.shard_meta import describe_dropped
 from retrieval.io.shards import (
     Shard,
@@ -73,11 +74,12 @@ class ShardSummary(IndexSummary):
     metadata_dropped: int = 0  # samples indexed with some metadata keys not kept as columns (errors rows say which)
 
 
-def decode_sample(path: str, data: bytes, prep: ImagePrep) -> Decoded | Failure:
-    """One tar member's image bytes -> pixels, or the failure (a decoder bug is a failure too, never a crash)."""
+def decode_sample(path: str, data: bytes, prep: ImagePrep, code: bool = False) -> Decoded | Failure:
+    """One tar member's image bytes -> pixels (and, with ``code``, its probe codes for dedup:
+    ``indexers.probe_rows``), or the failure (a decoder bug is a failure too, never a crash)."""
     try:
-        pixels, digest, w, h = prepare_bytes(data, prep)
-        return Decoded(path, digest, pixels, w, h)
+        pixels, digest, w, h, codes = decode_with_codes(data, prep, code)
+        return Decoded(path, digest, pixels, w, h, codes)
     except ImageReadError as exc:
         return Failure(path, exc.stage, exc.reason)
     except Exception as exc:  # a decoder bug must not stop the run
@@ -92,10 +94,11 @@ class SampleChunk:
     samples: tuple[tuple[str, bytes], ...]
     prep: ImagePrep
     last: bool
+    code: bool = False   # take probe codes too
 
 
 def _decode_chunk(task: SampleChunk) -> list[Decoded | Failure]:
-    return [decode_sample(path, data, task.prep) for path, data in task.samples]
+    return [decode_sample(path, data, task.prep, task.code) for path, data in task.samples]
 
 
 @dataclass
@@ -131,9 +134,11 @@ class ShardRun:
         cols = ["id", "path", "bytes", "mtime", "samples", "errors", "broken"]
         self.done = {p: (i, *rest) for i, p, *rest in scan_tuples(index.store, SHARDS, cols)}
         self.replaced: dict[str, int] = {}
+        self.codes = CodeShards(index.path) if opts.probe_codes and coding_available() else None
         self.committer = Committer(index.add_rows, opts.commit_rows, opts.commit_seconds,
-                                   replace_after_commit(index, self.replaced, set()))
-        self.writer = ImageRowWriter(index, schema, self.committer, summary, self.replaced)
+                                   chain(replace_after_commit(index, self.replaced, set()),
+                                         self.codes and self.codes.after_commit))
+        self.writer = ImageRowWriter(index, schema, self.committer, summary, self.replaced, self.codes)
         self.items: dict[str, Item] = {}
         self.tally: dict[str, _Tally] = {}
         self.columns = MetaColumns(schema.names, builtin_columns(index.dim))
@@ -272,6 +277,7 @@ def index_shards(index: Index, found: ShardDiscovery, options: ImageIndexOptions
     run = ShardRun(index, opts, summary)
     todo = run.record_missing(run.todo(found))
     prep = run.writer.model().prep if todo else None
+    code = run.codes is not None
 
     def chunks() -> Iterator[SampleChunk]:
         for sh in todo:
@@ -279,9 +285,9 @@ def index_shards(index: Index, found: ShardDiscovery, options: ImageIndexOptions
             for item, data in run.samples(sh):
                 batch.append((item.path, data))
                 if len(batch) >= opts.chunk:
-                    yield SampleChunk(sh.path, tuple(batch), prep, False)
+                    yield SampleChunk(sh.path, tuple(batch), prep, False, code)
                     batch = []
-            yield SampleChunk(sh.path, tuple(batch), prep, True)
+            yield SampleChunk(sh.path, tuple(batch), prep, True, code)
 
     by_path = {sh.path: sh for sh in todo}
     pending: list[tuple[Item, Decoded]] = []
@@ -320,12 +326,12 @@ def _with_task(task: SampleChunk) -> tuple[SampleChunk, list]:
         out = _decode_chunk(task)
     except BaseException as exc:  # noqa: BLE001 - reported per sample, never a stopped run
         out = [Failure(p, "decode", f"{type(exc).__name__}: {exc}") for p, _ in task.samples]
-    return SampleChunk(task.shard, tuple((p, b"") for p, _ in task.samples), task.prep, task.last), out
+    return SampleChunk(task.shard, tuple((p, b"") for p, _ in task.samples), task.prep, task.last, task.code), out
 
 
 def _encode(run: ShardRun, pending: list[tuple[Item, Decoded]]) -> None:
     if not pending:
         return
     vecs = run.writer.model().encode_prepared(np.stack([d.pixels for _, d in pending]))
-    run.emit([Embedded(it, d.hash, d.width, d.height, v) for (it, d), v in zip(pending, vecs)])
+    run.emit([Embedded(it, d.hash, d.width, d.height, v, d.codes) for (it, d), v in zip(pending, vecs)])
     pending.clear()

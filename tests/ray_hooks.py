@@ -37,16 +37,16 @@ def setup() -> None:
     from retrieval.store import lance_fragments
 
     log, kill = os.environ.get("CLIPDEX_RAY_LOG"), os.environ.get("CLIPDEX_RAY_KILL")
-    prepare, encode, write = shards.prepare_bytes, encoder.ClipEncoder.encode_prepared, lance_fragments.write_rows
+    prepare, encode, write = shards.decode_with_codes, encoder.ClipEncoder.encode_prepared, lance_fragments.write_rows
     write_stream = lance_fragments.write_batches
 
-    def prepare_bytes(data, prep):
+    def decode_with_codes(data, prep, code):
         _counts["decode"] += 1
         if kill and _counts["decode"] == 3 and _once(kill, "decode"):
             os.kill(os.getpid(), signal.SIGKILL)
         if log:
             _log("decode", content_hash(data))
-        return prepare(data, prep)
+        return prepare(data, prep, code)
 
     def encode_prepared(self, pixels):
         if log:
@@ -65,7 +65,7 @@ def setup() -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         return out
 
-    shards.prepare_bytes = prepare_bytes
+    shards.decode_with_codes = decode_with_codes
     lance_fragments.write_batches = write_batches
     encoder.ClipEncoder.encode_prepared = encode_prepared
     lance_fragments.write_rows = write_rows

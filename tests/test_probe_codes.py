@@ -52,7 +52,7 @@ def test_the_indexer_keeps_for_each_committed_row_the_codes_dedup_takes_from_its
         assert sorted(codes.ids.tolist()) == sorted(rows)
         assert (codes.digests == digests_of([rows[i]["hash"] for i in codes.ids.tolist()])).all()
         for i, row in rows.items():
-            views, anchors = probe_file(row["path"])
+            views, anchors = probe_file(row)
             assert np.array_equal(codes.views[codes.view_owner == i], views), row["path"]
             assert np.array_equal(codes.anchors[codes.anchor_owner == i], anchors), row["path"]
     finally:

@@ -13,6 +13,7 @@ import pytest
 
 from clipdex.synthetic.shards import make_bad_shards, make_hostile_shards, make_shards
 from indexers.images import ImageIndexOptions
+from indexers.probe_rows import coding_available
 from indexers.shards import index_shards
 from retrieval.index.directory import Index, create_index, open_index
 from retrieval.io.shards import discover_shards
@@ -92,6 +93,19 @@ def test_ray_and_local_engines_give_the_same_rows_and_vectors(tmp_path, local_ra
     assert {p: (d["samples"], d["errors"], d["broken"]) for p, d in local_done.items()} == \
         {p: (d["samples"], d["errors"], d["broken"]) for p, d in remote_done.items()}
     assert any(d["broken"] for d in remote_done.values())  # the truncated tar and the non-tar are recorded
+    # each sample's probe codes for dedup, taken where it is decoded: the same on both engines
+    local_codes, remote_codes = _codes_by_path(tmp_path / "local", local), _codes_by_path(tmp_path / "ray", remote)
+    assert local_codes == remote_codes
+    assert len(local_codes) == (len(local) if coding_available() else 0)
+
+
+def _codes_by_path(folder, by_path: dict) -> dict:
+    from retrieval.index.probe_codes import read_shards, shard_paths
+
+    codes = read_shards(shard_paths(folder))
+    path_of = {r["id"]: p for p, r in by_path.items()}
+    return {path_of[i]: (codes.views[codes.view_owner == i].tolist(), codes.anchors[codes.anchor_owner == i].tolist())
+            for i in codes.ids.tolist()}
 
 
 def test_a_rerun_decodes_and_embeds_only_what_is_not_stored_and_the_driver_holds_no_rows(tmp_path, local_ray,

@@ -4,7 +4,9 @@ No path from a request reaches the filesystem. A row's file is served only while
 indexed (``clipdex.serve.files``: opened without following a symbolic link, a regular file with the row's size,
 mtime and content hash, all checked on the open file, which is then the one read). Thumbnails are JPEGs cached on
 disk (never in the index) under a key of the row, the file's size and mtime, the size and the time asked for; that
-key is also the ETag. The file is checked before the cache is looked at.
+key is also the ETag. The file is checked before the cache is looked at. An image indexed from a webdataset shard
+has no file of its own: its thumbnail is made from its image member, read from the tar by key
+(``retrieval.io.shard_members``) and checked against the row's content hash.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from clipdex.serve.files import OpenedFile, open_indexed
 from clipdex.serve.registry import NotFound, ServedIndex
 from retrieval.errors import InvalidInput
 from retrieval.io.imageprep import ImageReadError, content_hash, open_image, to_rgb
+from retrieval.io.shard_members import read_row_image
 
 log = logging.getLogger(__name__)
 MAX_FILE = 256 << 20      # largest image file a thumbnail is made from (the indexer's limit)
@@ -54,6 +57,9 @@ def thumb_key(served: ServedIndex, table: str, row_id: int, st: os.stat_result, 
 def thumbnail(served: ServedIndex, table: str, row_id: int, size: int, t: float | None,
               cache_dir: Path) -> tuple[bytes, str]:
     """A JPEG thumbnail of a row's image (or a video's frame at ``t`` seconds) -> (bytes, etag); cached."""
+    sample = shard_sample(served, table, row_id)
+    if sample is not None:
+        return _sample_thumbnail(served, sample, size, cache_dir)
     opened, row = row_file(served, table, row_id)
     with opened:
         if table == "frames":
@@ -65,6 +71,33 @@ def thumbnail(served: ServedIndex, table: str, row_id: int, size: int, t: float 
         if cached.is_file():
             return cached.read_bytes(), key
         img = video_frame(opened, t or 0.0) if table in ("videos", "frames") else _image(opened, size)
+    return _saved(img, size, cached, cache_dir), key
+
+
+def shard_sample(served: ServedIndex, table: str, row_id: int) -> dict | None:
+    """The row (id, shard, key, hash) of an image indexed from a webdataset shard, or None for any other row."""
+    if table != "images" or not {"shard", "key"} <= set(served.schema(table).names):
+        return None
+    row = served.row(table, row_id, ["id", "shard", "key", "hash"])
+    return row if row.get("shard") and row.get("key") else None
+
+
+def _sample_thumbnail(served: ServedIndex, row: dict, size: int, cache_dir: Path) -> tuple[bytes, str]:
+    """A shard sample's thumbnail: its image member read from the tar by key, checked against the row's hash."""
+    ident = f"{served.index.path}|images|{row['id']}|{row.get('hash')}|{size}"
+    key = hashlib.blake2b(ident.encode(), digest_size=16).hexdigest()
+    cached = cache_dir / key[:2] / f"{key}.jpg"
+    if cached.is_file():
+        return cached.read_bytes(), key
+    try:
+        img = open_image(read_row_image(row, MAX_FILE), (size, size))
+    except ImageReadError as exc:
+        raise NotFound(f"row {row['id']}: {exc.reason}") from exc
+    return _saved(img, size, cached, cache_dir), key
+
+
+def _saved(img: Image.Image, size: int, cached: Path, cache_dir: Path) -> bytes:
+    """The JPEG thumbnail of ``img``, also written to ``cached`` (a full or read-only cache only costs speed)."""
     img = to_rgb(img)
     img.thumbnail((size, size))
     buf = io.BytesIO()
@@ -75,9 +108,9 @@ def thumbnail(served: ServedIndex, table: str, row_id: int, size: int, t: float 
         tmp = cached.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_bytes(data)
         os.replace(tmp, cached)
-    except OSError as exc:   # a full or read-only cache only costs speed
+    except OSError as exc:
         log.warning("thumbnail cache %s: %s", cache_dir, exc)
-    return data, key
+    return data
 
 
 def _image(opened: OpenedFile, size: int) -> Image.Image:

@@ -45,7 +45,8 @@ from retrieval.algorithms.dedup_verdict import pair_verdict, refused_like_a_shot
 from retrieval.cancel import checkpoint
 from retrieval.errors import InvalidInput
 from retrieval.index.directory import Index, open_index
-from retrieval.io.imageprep import ImageReadError, open_image, read_image_file
+from retrieval.io.imageprep import ImageReadError, open_image
+from retrieval.io.shard_members import read_row_image
 from retrieval.io.workers import Progress
 from retrieval.query.dedup_frames import frame_candidates, frame_record, verify_frames
 from retrieval.query.dedup_hashes import hash_candidates
@@ -186,7 +187,7 @@ def _verify_images(ix: Index, state: DedupState, todo: np.ndarray, options: Dedu
     release the GIL), and the verdicts written in order."""
     if len(todo) == 0:
         return
-    rows = _rows(ix, "images", state.pairs[todo].reshape(-1), ["path", "hash"])
+    rows = _rows(ix, "images", state.pairs[todo].reshape(-1), ["path", "hash", "shard", "key"])
     cache: dict[int, tuple | None] = {}   # recent pictures' evidence: pairs come sorted, a row's pairs together
     t = options.thresholds
     last_save = time.monotonic()
@@ -197,7 +198,7 @@ def _verify_images(ix: Index, state: DedupState, todo: np.ndarray, options: Dedu
             hashes = [[rows.get(int(i), {}).get("hash") for i in pair] for pair in state.pairs[block]]
             same_file = np.array([bool(ha) and ha == hb for ha, hb in hashes], bool)
             need = [i for i in dict.fromkeys(state.pairs[block[~same_file]].reshape(-1).tolist()) if i not in cache]
-            cache.update(zip(need, pool.map(lambda i: _picture_evidence(rows.get(i, {}).get("path"), i), need)))
+            cache.update(zip(need, pool.map(lambda i: _picture_evidence(rows.get(i, {}), i), need)))
             jobs = [(cache[int(a)], cache[int(b)], float(state.clip[p]))
                     for p, (a, b) in zip(block[~same_file], state.pairs[block[~same_file]])]
             verdicts = iter(pool.map(lambda job: pair_verdict(*job, t), jobs))
@@ -214,12 +215,12 @@ def _verify_images(ix: Index, state: DedupState, todo: np.ndarray, options: Dedu
             report(Progress("verify", start + len(block), len(todo)))
 
 
-def _picture_evidence(path: str | None, row: int) -> tuple | None:
+def _picture_evidence(cols: dict, row: int) -> tuple | None:
     """(pixels (H, W, 3) uint8, views, bank, view geometry, bank geometry) of a row's picture (``hash_bank_geometry``;
-    decoded drafted to ``SIDE``), or None when it cannot be read (logged)."""
+    decoded drafted to ``SIDE``; its file, or its member of a shard), or None when it cannot be read (logged)."""
     try:
         views, bank, view_geo, bank_geo, img = hash_bank_geometry(
-            open_image(read_image_file(path), target=(SIDE, SIDE)).convert("RGB"))
+            open_image(read_row_image(cols), target=(SIDE, SIDE)).convert("RGB"))
         return np.asarray(img), views, bank, view_geo, bank_geo
     except (ImageReadError, KeyError, TypeError) as exc:
         log.info("dedup: cannot read row %s (%s); its pairs stay unverified", row, exc)

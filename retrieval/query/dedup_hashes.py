@@ -35,7 +35,8 @@ from retrieval.index.probe_codes import (
     save_codes,
     shard_paths,
 )
-from retrieval.io.imageprep import ImageReadError, open_image, read_image_file
+from retrieval.io.imageprep import ImageReadError, open_image
+from retrieval.io.shard_members import read_row_image
 from retrieval.io.workers import Progress
 from retrieval.query.dedup_search import SAVE_SECONDS, pair_cosines
 from retrieval.query.dedup_state import DedupState, save_state
@@ -62,20 +63,22 @@ def stored_codes(ix: Index, live: np.ndarray) -> ProbeCodes:
     return codes.keep(live)
 
 
-def probe_file(path) -> tuple[np.ndarray, np.ndarray] | None:
-    """The probe codes (views, anchors) of the image file at ``path``, decoded drafted; None when it cannot be read
-    (logged)."""
+def probe_file(row: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    """The probe codes (views, anchors) of an image row's picture (a dict with ``path``, and ``shard``/``key`` for a
+    shard's sample: ``shard_members.read_row_image``), decoded drafted; None when it cannot be read (logged)."""
     try:
-        return probe_codes(open_image(read_image_file(path), target=PROBE_DECODE))
+        return probe_codes(open_image(read_row_image(row), target=PROBE_DECODE))
     except (ImageReadError, OSError, TypeError, ValueError) as exc:
-        log.info("dedup: cannot read %s for its probe codes (%s)", path, exc)
+        log.info("dedup: cannot read %s for its probe codes (%s)", row.get("path"), exc)
         return None
 
 
 def code_rows(ix: Index, ids: np.ndarray, pool: ThreadPoolExecutor) -> ProbeCodes:
     """The probe codes of the image rows ``ids`` (decoded in ``pool``'s threads: Pillow decodes without the GIL)."""
-    rows = [r for r in ix.store.take("images", ids, ["id", "path", "hash"]).to_pylist() if r.get("path")]
-    got = list(pool.map(probe_file, [r["path"] for r in rows]))   # files only: a row without one stays uncoded
+    have = set(ix.store.schema("images").names)
+    cols = ["id", "path", "hash", *(c for c in ("shard", "key") if c in have)]
+    rows = [r for r in ix.store.take("images", ids, cols).to_pylist() if r.get("path")]
+    got = list(pool.map(probe_file, rows))   # a row without a file or sample stays uncoded
     listed = np.unique(np.asarray(ids, np.int64))
     coded = ProbeCodes.of_rows([r["id"] for r in rows], digests_of([r.get("hash") for r in rows]), got)
     missing = listed[~np.isin(listed, coded.ids)]   # rows without a path: listed as coded, without codes
