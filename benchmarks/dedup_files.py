@@ -1,6 +1,6 @@
 """``clipdex dedup`` on a folder of image files, end to end, as a user runs it: what each stage costs per file.
 
-    python benchmarks/dedup_files.py --images 2000 [--side 512] [--copies 0.02]
+    python benchmarks/dedup_files.py --images 2000 [--side 512] [--copies 0.02] [--shards 1000]
 
 Files: ``--images`` distinct generated scenes (``clipdex.synthetic.world``: 1-3 objects on a plain or textured
 ground; many of them alike, as drawings of the same objects are), saved as ``--side`` px JPEGs, and for a fraction
@@ -16,7 +16,10 @@ CPU-seconds) for 18,450 candidate pairs; 37 of the 38 copies grouped with their 
 alike scenes (31 near, 38 similar; 81 before the hue rule, 70 before the colour rule): pale, outlined or two-tone
 drawings pass the grey tone curve.
 
-Results: benchmarks/results/dedup_files_<images>.json. The work folder is deleted unless ``--keep``.
+``--shards N`` packs the same files into webdataset tars of N samples and indexes those instead: dedup then reads
+each picture back from its tar by key (``retrieval.io.shard_members``), and the groups must be the files' own.
+
+Results: benchmarks/results/dedup_files_<images>[_shards].json. The work folder is deleted unless ``--keep``.
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ import json
 import random
 import shutil
 import sys
+import tarfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -56,6 +60,22 @@ def write_files(folder: Path, n: int, side: int, copies: float, seed: int = 0) -
     return planted
 
 
+def pack_shards(folder: Path, out: Path, per_shard: int) -> dict[str, str]:
+    """The files of ``folder`` packed in order into webdataset tars of ``per_shard`` samples under ``out`` (key: the
+    file's path in the folder without its extension) -> {file path: its sample's path, ``SHARD#KEY``}."""
+    files = sorted(folder.rglob("*.jpg"))
+    out.mkdir(parents=True, exist_ok=True)
+    sample_of = {}
+    for s in range(0, len(files), per_shard):
+        shard = (out / f"{s // per_shard:05d}.tar").resolve()
+        with tarfile.open(shard, "w") as tar:
+            for f in files[s:s + per_shard]:
+                key = str(f.relative_to(folder).with_suffix(""))
+                tar.add(f, arcname=key + ".jpg")
+                sample_of[str(f)] = f"{shard}#{key}"
+    return sample_of
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=2000)
@@ -64,6 +84,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/clipdex-dedup-files"))
     ap.add_argument("--nice", type=int, default=0)
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--shards", type=int, default=0, help="index webdataset tars of this many samples, not files")
     a = ap.parse_args()
     work = a.work / f"n{a.images}"
     folder, ix = work / "img", work / "ix.clipdex"
@@ -73,9 +94,15 @@ def main() -> None:
     else:
         planted = write_files(folder, a.images, a.side, a.copies)
         known.write_text(json.dumps(planted))
+    source = folder
+    if a.shards:
+        shutil.rmtree(work / "tars", ignore_errors=True)
+        sample_of = pack_shards(folder, work / "tars", a.shards)
+        planted = {sample_of[c]: sample_of[o] for c, o in planted.items()}
+        source, ix = work / "tars", work / "ix-shards.clipdex"
     shutil.rmtree(ix, ignore_errors=True)
     clipdex = [sys.executable, "-m", "cli.main"]
-    index_s, index_rss, index_out = timed([*clipdex, "index", "images", str(folder), "--index", str(ix),
+    index_s, index_rss, index_out = timed([*clipdex, "index", "images", str(source), "--index", str(ix),
                                            "--model", "clipdex-tiny", "--json"], a.nice)
     dedup_s, dedup_rss, dedup_out = timed([*clipdex, "dedup", str(ix), "--json"], a.nice)
     cpu = lambda out: float(out.rsplit("cpu_seconds", 1)[1].split()[0])  # noqa: E731
@@ -87,7 +114,8 @@ def main() -> None:
     stray = [g for g in range(len(groups)) if g not in with_planted]
     files = a.images + len(planted)
     out = {
-        "files": files, "side": a.side, "planted_copies": len(planted), "model": "clipdex-tiny",
+        "files": files, "source": f"webdataset tars of {a.shards} samples" if a.shards else "files",
+        "side": a.side, "planted_copies": len(planted), "model": "clipdex-tiny",
         "index_s": round(index_s, 1), "index_cpu_s": round(cpu(index_out), 1), "index_peak_rss_mb": index_rss >> 20,
         "dedup_s": round(dedup_s, 1), "dedup_cpu_s": round(cpu(dedup_out), 1), "dedup_peak_rss_mb": dedup_rss >> 20,
         "dedup_ms_per_file": round(1000 * dedup_s / files, 2),
@@ -96,7 +124,8 @@ def main() -> None:
         "stray_group_kinds": sorted({groups[g]["kind"] for g in stray}),
     }
     print(json.dumps(out, indent=1))
-    print(f"wrote {save_result(out, RESULTS / f'dedup_files_{a.images}.json')}")
+    name = f"dedup_files_{a.images}{'_shards' if a.shards else ''}.json"
+    print(f"wrote {save_result(out, RESULTS / name)}")
     if not a.keep:
         shutil.rmtree(work, ignore_errors=True)
 
