@@ -16,8 +16,10 @@ time series) and whose index folder is measured on disk while it runs (the trans
 then a search worker process: the index files evicted from the page cache (``posix_fadvise(DONTNEED)``), a cold open
 and first query, warm single-query p50, batch QPS, filtered QPS and recall, peak RssAnon. Peers, each measured in its
 own process with the same RssAnon sampling: faiss IVF-PQ fast scan without refinement (nprobe swept), LanceDB IVF_PQ
-refined from the table (nprobes x refine_factor swept), autofaiss (memory-mapped, as ``clip back
---enable_faiss_memory_mapping``) and diskannpy when installed (recorded as absent otherwise).
+refined from the table (nprobes x refine_factor swept; its vectors as float32, from which its IVF_PQ builds 2.7x
+faster than from float16), autofaiss (memory-mapped, as ``clip back --enable_faiss_memory_mapping``) and DiskANN
+(``benchmarks/ann_peer_diskann.py``: its SSD index, PQ-compressed into the budget). autofaiss and diskannpy need
+numpy<2: they run under ``--peer-python`` (a venv of their own) and are recorded as absent without it.
 
     python benchmarks/ann_10m.py --rows 10000000 --work /path/with/60GB     # the issue's run
     python benchmarks/ann_10m.py --rows 300000 --work /work/cache/scale     # what a small machine allows
@@ -213,11 +215,14 @@ def worker(method: str, work: Path, memory: int) -> dict:
     return peers.METHODS[method](work, xq, gt, gtf, memory)
 
 
-def run_method(method: str, work: Path, memory: int, peer_python: str | None = None) -> dict:
-    """One method's figures from its own process (RssAnon sampled); a peer that needs numpy<2 (autofaiss) runs
-    under ``peer_python``, the interpreter of a venv of its own, when given."""
-    if method == "autofaiss" and peer_python:
-        cmd = [peer_python, str(Path(__file__).with_name("ann_peer_autofaiss.py"))]
+def run_method(method: str, work: Path, memory: int, peer_python: str | None = None,
+               build_limit: float | None = None) -> dict:
+    """One method's figures from its own process (RssAnon sampled); a peer that needs numpy<2 (autofaiss,
+    diskannpy) runs under ``peer_python``, the interpreter of a venv of its own, when given."""
+    if method in ("autofaiss", "diskann") and peer_python:
+        cmd = [peer_python, str(Path(__file__).with_name(f"ann_peer_{method}.py"))]
+        if method == "diskann" and build_limit:
+            cmd += ["--build-limit", str(build_limit)]
     else:
         cmd = [sys.executable, __file__, "--worker", method]
     r = run_watched([*cmd, "--work", str(work), "--memory-bytes", str(memory)])
@@ -286,6 +291,8 @@ def main() -> None:
                     "run does not measure (each method's figures record the command that measured them)")
     ap.add_argument("--peer-python", help="the python of a venv holding numpy<2 and autofaiss "
                     "(benchmarks/ann_peer_autofaiss.py); without it autofaiss is recorded as absent")
+    ap.add_argument("--diskann-build-limit", type=float, help="seconds the DiskANN peer may build for (4 h by "
+                    "default); past them it is recorded as not built in that time")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--memory-bytes", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -311,7 +318,8 @@ def main() -> None:
         if "clipdex" in methods:
             res["clipdex_cli"] = clipdex_cli(work, memory, scaled=args.rows != 10_000_000)
             evict(work / "ix.clipdex")
-        res["methods"] = {m: run_method(m, work, res["memory_bytes"], args.peer_python) for m in methods}
+        res["methods"] = {m: run_method(m, work, res["memory_bytes"], args.peer_python, args.diskann_build_limit)
+                          for m in methods}
         stamp = {"command": " ".join(["python", *sys.argv]), "written": time.strftime("%Y-%m-%dT%H:%M:%SZ",
                                                                                       time.gmtime())}
         for r in res["methods"].values():

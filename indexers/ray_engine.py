@@ -14,6 +14,9 @@ stored are skipped before they are decoded (``indexers/shard_ledger.py``). The b
 attempt is never committed); a killed driver loses at most the group in flight, and the next run reads only the
 shards without a record, skipping their samples already stored.
 
+With the dedup extra installed (and ``probe_codes`` on), each decoding task also takes its samples' probe codes for
+``clipdex dedup`` and writes them beside the index, one file per shard (``indexers.probe_rows``).
+
 Order is kept (``preserve_order``) so a shard's end marker arrives after its fragments. Lance tables only: the
 FAISS backend keeps its rows in Parquet parts with a state file, which this engine does not write (a one-line
 error says so). Ray is imported lazily: it is a heavy optional dependency (the ``[ray]`` extra).
