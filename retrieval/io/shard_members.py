@@ -3,8 +3,9 @@
 A row indexed from a shard has ``path`` ``SHARD#KEY`` and ``shard`` / ``key`` columns (``retrieval.io.shards``):
 there is no file to open, so whoever needs its picture again (``clipdex dedup``'s probe codes and pixel check,
 the service's thumbnails) reads the image member from the tar. ``MemberTable`` lists where each key's image member
-lies in a shard (one pass over the tar's headers, seeking past the data: a 1 GB shard of 10,000 samples takes a
-fraction of a second) and keeps the listings of recently read shards, so a key is then one seek and one read.
+lies in a shard (one pass over the tar's headers, seeking past the data: measured on a 1 GB shard of 10,000
+samples of three members each, 1.3 s from a cold page cache, 0.7 s warm) and keeps the listings of recently read
+shards, so a key is then one seek and one read (0.13 ms a key there).
 The member is the one ``read_shard`` indexed: the first sample of a key, its first image member in
 ``IMAGE_MEMBERS`` order. A shard rewritten since it was listed (size or mtime) is listed again.
 
