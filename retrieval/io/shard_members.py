@@ -21,41 +21,27 @@ import threading
 from collections import OrderedDict
 
 from retrieval.io.imageprep import MAX_BYTES, ImageReadError, content_hash, read_image_file
-from retrieval.io.shards import IMAGE_MEMBERS, split_key
+from retrieval.io.shards import group_samples, image_member
 
 SHARDS_KEPT = 64   # shard listings kept (each about 100 bytes a sample)
 
 
 def list_image_members(path: str) -> dict[str, tuple[int, int]]:
-    """A tar's image members as ``read_shard`` picks them: key -> (offset of the data, size), the first sample of
-    each key only, its first member in ``IMAGE_MEMBERS`` order. Raises ``ImageReadError`` (stage "read") when the
-    tar cannot be read; a tar broken part-way keeps the keys listed before the damage."""
+    """A tar's image members as ``read_shard`` indexes them (``shards.group_samples``, ``shards.image_member``):
+    key -> (offset of the data, size), the first sample of each key only. Raises ``ImageReadError`` (stage "read")
+    when the tar cannot be read; a tar broken part-way keeps the samples ``read_shard`` read before the damage."""
     out: dict[str, tuple[int, int]] = {}
-    key, members = None, {}
-
-    def close() -> None:
-        if key is not None and key not in out:
-            best = next((members[e] for e in IMAGE_MEMBERS if e in members), None)
-            if best is not None:
-                out[key] = best
-
     try:
         with tarfile.open(path, mode="r:") as tar:   # seekable: headers are read, the data skipped
-            for member in tar:
-                if not member.isfile():
-                    continue
-                k, ext = split_key(member.name)
-                if key is not None and (k != key or ext in members):   # a new sample (perhaps of the same key)
-                    close()
-                    members = {}
-                key = k
-                members[ext] = (member.offset_data, member.size)
+            for key, members in group_samples(tar, lambda member, ext: (member.offset_data, member.size)):
+                where = image_member(members)
+                if key not in out and where is not None:
+                    out[key] = where
     except (tarfile.TarError, EOFError) as exc:
-        if not out and key is None:
+        if not out:
             raise ImageReadError("read", f"shard {path} unreadable: {type(exc).__name__}: {exc}") from exc
     except OSError as exc:
         raise ImageReadError("read", f"shard {path} unreadable: {exc.strerror or exc}") from exc
-    close()
     return out
 
 

@@ -26,7 +26,7 @@ import os
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -36,6 +36,7 @@ from retrieval.io.braces import GROUP, MAX_NAMES, count_braces, iter_braces
 from retrieval.io.shard_meta import MAX_JSON_BYTES, MetadataError, flatten, parse_json, safe_columns
 from retrieval.io.sources import resolve_sources
 
+T = TypeVar("T")
 SHARD_EXTENSIONS = (".tar",)
 IMAGE_MEMBERS = ("jpg", "jpeg", "png", "webp")
 # img2dataset parquet columns that are not kept as metadata (the row's own columns or the join's bookkeeping)
@@ -197,11 +198,7 @@ def _download_meta(row: dict) -> tuple[dict, list[tuple[str, str]]]:
 
 
 def _sample(key: str, members: dict[str, bytes | int], download: dict | None) -> ShardSample:
-    sample = ShardSample(key)
-    for ext in IMAGE_MEMBERS:
-        if ext in members:
-            sample.image = members[ext]
-            break
+    sample = ShardSample(key, image=image_member(members))
     if "txt" in members:
         sample.caption = members["txt"].decode("utf-8", "replace")
     if download:
@@ -223,6 +220,31 @@ def _sample(key: str, members: dict[str, bytes | int], download: dict | None) ->
         found = ", ".join(sorted(members)) or "nothing"
         sample.problem = f"no image member ({'/'.join(IMAGE_MEMBERS)}) in the sample, found {found}"
     return sample
+
+
+def image_member(members: dict[str, T]) -> T | None:
+    """A sample's image among its members by extension: the first of ``IMAGE_MEMBERS`` it has, or None."""
+    return next((members[e] for e in IMAGE_MEMBERS if e in members), None)
+
+
+def group_samples(tar: tarfile.TarFile,
+                  read: Callable[[tarfile.TarInfo, str], T]) -> Iterator[tuple[str, dict[str, T]]]:
+    """A tar's file members grouped into samples by webdataset's key rule, in tar order: (key, {extension: what
+    ``read`` makes of the member}). ``read`` is called as each member is reached (a streamed tar's data can only be
+    read then). A sample ends where the key changes or an extension repeats (``k.jpg k.txt k.jpg``: a second sample
+    of ``k``)."""
+    key, members = None, {}
+    for member in tar:
+        if not member.isfile():
+            continue
+        k, ext = split_key(member.name)
+        if key is not None and (k != key or ext in members):  # a new sample (perhaps of the same key)
+            yield key, members
+            members = {}
+        key = k
+        members[ext] = read(member, ext)
+    if key is not None:
+        yield key, members
 
 
 def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, ext: str) -> bytes | int:
@@ -255,18 +277,7 @@ def read_shard(shard: Shard) -> Iterator[ShardSample]:
     n = 0
     try:
         with open(shard.path, "rb") as f, tarfile.open(fileobj=f, mode="r|") as tar:
-            key, members = None, {}
-            for member in tar:
-                if not member.isfile():
-                    continue
-                k, ext = split_key(member.name)
-                if key is not None and (k != key or ext in members):  # a new sample (perhaps of the same key)
-                    n += 1
-                    yield keys.sample(key, members)
-                    members = {}
-                key = k
-                members[ext] = _read_member(tar, member, ext)
-            if key is not None:
+            for key, members in group_samples(tar, lambda member, ext: _read_member(tar, member, ext)):
                 n += 1
                 yield keys.sample(key, members)
     except (tarfile.TarError, EOFError, OSError) as exc:
