@@ -71,14 +71,20 @@ class CodeShards:
     def after_commit(self, table: str, rows: pa.Table) -> None:
         if table != self.table or not self.held:
             return
-        got = [(i, self.held.pop(i)) for i in rows.column("id").to_pylist() if i in self.held]
-        if not got:
-            return
-        codes = ProbeCodes.of_rows([i for i, _ in got], digests_of([h for _, (h, _) in got]), [c for _, (_, c) in got])
-        try:
-            write_shard(self.index_path, codes)
-        except OSError as exc:   # only lost work: dedup codes these files itself
-            log.warning("could not keep the probe codes of %d rows (%s)", len(got), exc)
+        got = [(i, *self.held.pop(i)) for i in rows.column("id").to_pylist() if i in self.held]
+        keep_codes(self.index_path, got)
+
+
+def keep_codes(index_path, coded: list[tuple[int, str, Codes]]) -> None:
+    """Write rows' probe codes, (id, content hash, codes) each, beside the index as one shard; a failure only loses
+    work (dedup codes those rows itself)."""
+    if not coded:
+        return
+    try:
+        write_shard(index_path, ProbeCodes.of_rows([c[0] for c in coded], digests_of([c[1] for c in coded]),
+                                                   [c[2] for c in coded]))
+    except OSError as exc:
+        log.warning("could not keep the probe codes of %d rows (%s)", len(coded), exc)
 
 
 def chain(*hooks):

@@ -17,7 +17,6 @@ Ray is imported lazily: it is a heavy optional dependency (the ``[ray]`` extra).
 from __future__ import annotations
 
 import json
-import logging
 from typing import Iterator
 
 import numpy as np
@@ -25,20 +24,17 @@ import pyarrow as pa
 
 from indexers.common import Failure
 from indexers.images import TABLE
+from indexers.probe_rows import keep_codes
 from indexers.shard_columns import MetaColumns
 from indexers.shard_ledger import ShardLedger, read_stored_shard
 from indexers.shards import decode_sample
 from retrieval.encode.encoder import load_encoder
 from retrieval.encode.text import encode_long_texts
-from retrieval.index.probe_codes import ProbeCodes, digests_of
-from retrieval.index.probe_codes import write_shard as write_codes
 from retrieval.io.files import stored_path
 from retrieval.io.imageprep import ImagePrep
 from retrieval.io.shards import Shard, ShardError, read_shard
 from retrieval.store.base import vectors_to_arrow
 from retrieval.store.lance_fragments import add_null_columns, table_schema, write_rows
-
-log = logging.getLogger(__name__)
 
 END, SAMPLE, FRAG = "end", "sample", "frag"
 
@@ -106,7 +102,7 @@ def plan_and_decode(batch: dict, prep: dict, lance_root: str, retry_errors: bool
         stored = read_stored_shard(lance_root, shard.path, bool(batch["has_rows"][i]), bool(batch["has_errors"][i]))
         ledger = ShardLedger(shard, stored, retry_errors, columns.split)
         base, n = int(batch["id_base"][i]), 0
-        coded: list[tuple[int, str, tuple | None]] = []
+        coded: list[tuple] = []   # (id, content hash, probe codes) of the samples coded
         try:
             for sample in read_shard(shard):
                 planned = ledger.plan(sample)
@@ -129,22 +125,11 @@ def plan_and_decode(batch: dict, prep: dict, lance_root: str, retry_errors: bool
                     out = []
         except ShardError as exc:
             ledger.break_off(exc.reason)
-        keep_codes(codes_to, coded)
+        if codes_to:
+            keep_codes(codes_to, coded)
         out.append((END, shard.path, json.dumps(ledger.report()), None))
     if out:
         yield _block(out, blank)
-
-
-def keep_codes(index_path: str, coded: list[tuple[int, str, tuple]]) -> None:
-    """Write one shard's probe codes (id, content hash, codes) beside the index; a failure only loses work (dedup
-    codes those rows itself)."""
-    if not index_path or not coded:
-        return
-    try:
-        write_codes(index_path, ProbeCodes.of_rows([c[0] for c in coded], digests_of([c[1] for c in coded]),
-                                                   [c[2] for c in coded]))
-    except OSError as exc:
-        log.warning("could not keep the probe codes of %d rows (%s)", len(coded), exc)
 
 
 def _runs(shards: list[str]) -> list[tuple[int, int]]:
