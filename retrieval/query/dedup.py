@@ -51,7 +51,7 @@ from retrieval.io.workers import Progress
 from retrieval.query.dedup_frames import frame_candidates, frame_record, verify_frames
 from retrieval.query.dedup_hashes import hash_candidates
 from retrieval.query.dedup_probe import dedup_probes
-from retrieval.query.dedup_search import SAVE_SECONDS, pair_cosines, search_new_rows
+from retrieval.query.dedup_search import SAVE_SECONDS, pair_cosines, rows_of, search_new_rows
 from retrieval.query.dedup_state import (
     UNVERIFIED,
     DedupState,
@@ -174,12 +174,6 @@ def _run(ix: Index, options: DedupOptions, report: Callable[[Progress], None]) -
     return DedupResult(groups, _summary(live, searched, state, groups, time.monotonic() - start))
 
 
-def _rows(ix: Index, table: str, ids, columns: list[str]) -> dict[int, dict]:
-    have = set(ix.store.schema(table).names)
-    cols = [c for c in columns if c in have]
-    return {r["id"]: r for r in ix.store.take(table, np.unique(ids), ["id", *cols]).to_pylist()}
-
-
 def _verify_images(ix: Index, state: DedupState, todo: np.ndarray, options: DedupOptions, report) -> None:
     """Step 2 for images: same hash -> exact; else decode both, same pixels -> exact, else aligned hash bits and,
     when they are close, the pixel check at the closest alignments. Pairs go in blocks: the pictures a block needs
@@ -187,7 +181,7 @@ def _verify_images(ix: Index, state: DedupState, todo: np.ndarray, options: Dedu
     release the GIL), and the verdicts written in order."""
     if len(todo) == 0:
         return
-    rows = _rows(ix, "images", state.pairs[todo].reshape(-1), ["path", "hash", "shard", "key"])
+    rows = rows_of(ix, "images", state.pairs[todo].reshape(-1), ["path", "hash", "shard", "key"])
     cache: dict[int, tuple | None] = {}   # recent pictures' evidence: pairs come sorted, a row's pairs together
     t = options.thresholds
     last_save = time.monotonic()
@@ -231,7 +225,7 @@ def _verify_texts(ix: Index, state: DedupState, todo: np.ndarray, options: Dedup
     """Step 2 for texts: same hash or same text -> exact; else word 3-gram overlap."""
     if len(todo) == 0:
         return
-    rows = _rows(ix, options.table, state.pairs[todo].reshape(-1), ["text", "hash"])
+    rows = rows_of(ix, options.table, state.pairs[todo].reshape(-1), ["text", "hash"])
     grams = {i: shingles(r.get("text") or "") for i, r in rows.items()}
     for n, p in enumerate(todo):
         a, b = (int(v) for v in state.pairs[p])
@@ -271,7 +265,7 @@ def _groups(ix: Index, state: DedupState, options: DedupOptions) -> list[dict]:
     groups += clique_groups(pairs[weak], clip[weak])
     if not groups:
         return []
-    rows = _rows(ix, options.table, np.concatenate(groups), list(MEMBER_COLUMNS))
+    rows = rows_of(ix, options.table, np.concatenate(groups), list(MEMBER_COLUMNS))
     member_of: dict[int, set] = {}
     for g, members in enumerate(groups):
         for v in members:

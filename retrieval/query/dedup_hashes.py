@@ -38,7 +38,7 @@ from retrieval.index.probe_codes import (
 from retrieval.io.imageprep import ImageReadError, open_image
 from retrieval.io.shard_members import read_row_image
 from retrieval.io.workers import Progress
-from retrieval.query.dedup_search import SAVE_SECONDS, pair_cosines
+from retrieval.query.dedup_search import SAVE_SECONDS, pair_cosines, rows_of
 from retrieval.query.dedup_state import DedupState, save_state
 
 log = logging.getLogger(__name__)
@@ -75,9 +75,7 @@ def probe_file(row: dict) -> tuple[np.ndarray, np.ndarray] | None:
 
 def code_rows(ix: Index, ids: np.ndarray, pool: ThreadPoolExecutor) -> ProbeCodes:
     """The probe codes of the image rows ``ids`` (decoded in ``pool``'s threads: Pillow decodes without the GIL)."""
-    have = set(ix.store.schema("images").names)
-    cols = ["id", "path", "hash", *(c for c in ("shard", "key") if c in have)]
-    rows = [r for r in ix.store.take("images", ids, cols).to_pylist() if r.get("path")]
+    rows = [r for r in rows_of(ix, "images", ids, ["path", "hash", "shard", "key"]).values() if r.get("path")]
     got = list(pool.map(probe_file, rows))   # a row without a file or sample stays uncoded
     listed = np.unique(np.asarray(ids, np.int64))
     coded = ProbeCodes.of_rows([r["id"] for r in rows], digests_of([r.get("hash") for r in rows]), got)

@@ -65,6 +65,13 @@ def _rows_by_id(ix: Index, table: str, ids: np.ndarray, block_rows: int):
             yield got.column("id").to_numpy()[valid].astype(np.int64), x
 
 
+def rows_of(ix: Index, table: str, ids, columns: list[str]) -> dict[int, dict]:
+    """The rows ``ids`` of ``table`` by id, with their ``columns`` that the table has (others left out)."""
+    have = set(ix.store.schema(table).names)
+    cols = [c for c in columns if c in have]
+    return {r["id"]: r for r in ix.store.take(table, np.unique(ids), ["id", *cols]).to_pylist()}
+
+
 def _among(ids: np.ndarray, sorted_ids: np.ndarray) -> np.ndarray:
     """ids (b,) -> (b,) bool: which are in ``sorted_ids`` (m,) sorted ascending."""
     if len(sorted_ids) == 0:
