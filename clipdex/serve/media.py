@@ -49,9 +49,18 @@ def row_file(served: ServedIndex, table: str, row_id: int) -> tuple[OpenedFile, 
     return opened, row
 
 
-def thumb_key(served: ServedIndex, table: str, row_id: int, st: os.stat_result, size: int, t: float | None) -> str:
-    ident = f"{served.index.path}|{table}|{row_id}|{st.st_size}|{st.st_mtime_ns}|{size}|{t}"
+def thumb_key(served: ServedIndex, table: str, row_id: int, st: os.stat_result, size: int, t: float | None,
+              extra: str = "") -> str:
+    """The cache key (and ETag) of a thumbnail: the row, the size and mtime of the file it is made from (``st``),
+    the size and time asked for, and ``extra`` (a shard sample's content hash)."""
+    ident = f"{served.index.path}|{table}|{row_id}|{st.st_size}|{st.st_mtime_ns}|{size}|{t}{extra}"
     return hashlib.blake2b(ident.encode(), digest_size=16).hexdigest()
+
+
+def _cached(cache_dir: Path, key: str) -> tuple[Path, bytes | None]:
+    """Where the thumbnail of ``key`` is cached, and its bytes when it is."""
+    cached = cache_dir / key[:2] / f"{key}.jpg"
+    return cached, (cached.read_bytes() if cached.is_file() else None)
 
 
 def thumbnail(served: ServedIndex, table: str, row_id: int, size: int, t: float | None,
@@ -67,9 +76,9 @@ def thumbnail(served: ServedIndex, table: str, row_id: int, size: int, t: float 
         if t is not None and not (math.isfinite(t) and 0 <= t <= MAX_T):
             raise InvalidInput(f"t must be a number of seconds from 0 to {MAX_T:g}")
         key = thumb_key(served, table, row_id, opened.st, size, t)
-        cached = cache_dir / key[:2] / f"{key}.jpg"
-        if cached.is_file():
-            return cached.read_bytes(), key
+        cached, data = _cached(cache_dir, key)
+        if data is not None:
+            return data, key
         img = video_frame(opened, t or 0.0) if table in ("videos", "frames") else _image(opened, size)
     return _saved(img, size, cached, cache_dir), key
 
@@ -83,12 +92,16 @@ def shard_sample(served: ServedIndex, table: str, row_id: int) -> dict | None:
 
 
 def _sample_thumbnail(served: ServedIndex, row: dict, size: int, cache_dir: Path) -> tuple[bytes, str]:
-    """A shard sample's thumbnail: its image member read from the tar by key, checked against the row's hash."""
-    ident = f"{served.index.path}|images|{row['id']}|{row.get('hash')}|{size}"
-    key = hashlib.blake2b(ident.encode(), digest_size=16).hexdigest()
-    cached = cache_dir / key[:2] / f"{key}.jpg"
-    if cached.is_file():
-        return cached.read_bytes(), key
+    """A shard sample's thumbnail: its image member read from the tar by key, checked against the row's hash. The
+    cache key holds the tar's size and mtime, as a file's holds the file's: a rewritten shard is read again."""
+    try:
+        st = os.stat(row["shard"])
+    except OSError as exc:
+        raise NotFound(f"row {row['id']}: shard unreadable ({exc.strerror or exc})") from exc
+    key = thumb_key(served, "images", row["id"], st, size, None, f"|{row.get('hash')}")
+    cached, data = _cached(cache_dir, key)
+    if data is not None:
+        return data, key
     try:
         img = open_image(read_row_image(row, MAX_FILE), (size, size))
     except ImageReadError as exc:
